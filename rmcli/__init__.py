@@ -1,0 +1,1 @@
+"""recursive-manager's shell: the ``rmgr`` command, HTTP, the SQLite store, the sandbox."""
