@@ -1,6 +1,6 @@
 """Provider descriptions: the four built-ins of the seed, read from an environment mapping.
 
-Pure: the environment is an argument (a ``Mapping[str, str]``), never ``os.environ``. The shell
+Pure: the environment is an argument (a ``Mapping[str, str]``), never the process environment itself. The shell
 passes the real environment merged over ``.env``.
 
 Deliberate difference from the seed: the seed's default endpoints for the direct providers are the

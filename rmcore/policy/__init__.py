@@ -1,0 +1,57 @@
+"""Policy files (DESIGN §4): the schema, decoding with located errors, provider resolution and
+plain-words explanations. Pure: text and mappings in, values out."""
+
+from __future__ import annotations
+
+from rmcore.policy.decode import PolicyIssue, decode_policy
+from rmcore.policy.explain import explain
+from rmcore.policy.locate import format_path, line_index, locate, parse_path
+from rmcore.policy.resolve import resolve_providers, route_providers
+from rmcore.policy.schema import (
+    BUILTIN_PERSPECTIVES,
+    DEFAULT_PRIMARY,
+    NON_ATTEMPT_KINDS,
+    Analysis,
+    Breaker,
+    Health,
+    HedgeAfter,
+    Limits,
+    PerspectiveDef,
+    Policy,
+    ProviderOverride,
+    Retry,
+    Route,
+    Strategy,
+    Target,
+    TargetTable,
+    default_policy,
+)
+
+__all__ = [
+    "BUILTIN_PERSPECTIVES",
+    "DEFAULT_PRIMARY",
+    "NON_ATTEMPT_KINDS",
+    "Analysis",
+    "Breaker",
+    "Health",
+    "HedgeAfter",
+    "Limits",
+    "PerspectiveDef",
+    "Policy",
+    "PolicyIssue",
+    "ProviderOverride",
+    "Retry",
+    "Route",
+    "Strategy",
+    "Target",
+    "TargetTable",
+    "decode_policy",
+    "default_policy",
+    "explain",
+    "format_path",
+    "line_index",
+    "locate",
+    "parse_path",
+    "resolve_providers",
+    "route_providers",
+]

@@ -1,0 +1,71 @@
+"""The providers' wire formats, pure: requests built and replies parsed without any I/O.
+
+Each function dispatches on ``provider.kind`` to the format's own module (``openai``,
+``anthropic``, ``aiceo``). The shell sends the ``HttpRequest`` that ``build_request`` returns; for
+a whole reply it calls ``parse_response``; for a streamed reply with status 200 it feeds the body's
+chunks to a ``stream_parser`` and calls its ``finish`` when the body ends. Any other status goes
+to ``parse_response`` (or ``classify_failure``) with the whole body. Failures are values:
+``Result[Completion, ProviderError]``, never exceptions, whatever bytes arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from returns.result import Result
+
+from rmcore.completion import Completion
+from rmcore.errors import ProviderError
+from rmcore.providers import ProviderKind, ProviderSpec
+from rmcore.requests import ChatRequest, HttpRequest
+from rmcore.wire import aiceo, anthropic, openai
+from rmcore.wire.classify import classify_failure
+from rmcore.wire.retry_after import parse_retry_after
+from rmcore.wire.stream import StreamParser
+
+__all__ = [
+    "StreamParser",
+    "build_request",
+    "classify_failure",
+    "parse_response",
+    "parse_retry_after",
+    "stream_parser",
+]
+
+
+def build_request(provider: ProviderSpec, request: ChatRequest, api_key: str | None) -> HttpRequest:
+    """The HTTP request that asks ``provider`` for ``request``; ``api_key`` ``None`` sends no
+    credential (local servers). The AICEO gateway is never asked to stream."""
+    match provider.kind:
+        case ProviderKind.OPENAI:
+            return openai.build_request(provider, request, api_key)
+        case ProviderKind.ANTHROPIC:
+            return anthropic.build_request(provider, request, api_key)
+        case ProviderKind.AICEO:
+            return aiceo.build_request(provider, request, api_key)
+
+
+def parse_response(
+    provider: ProviderSpec, status: int, headers: Mapping[str, str], body: bytes, now: float
+) -> Result[Completion, ProviderError]:
+    """The completion in a whole reply, or the classified failure (``headers`` lower-cased,
+    ``now`` in Unix seconds for an HTTP-date Retry-After)."""
+    match provider.kind:
+        case ProviderKind.OPENAI:
+            return openai.parse_response(provider, status, headers, body, now)
+        case ProviderKind.ANTHROPIC:
+            return anthropic.parse_response(provider, status, headers, body, now)
+        case ProviderKind.AICEO:
+            return aiceo.parse_response(provider, status, headers, body, now)
+
+
+def stream_parser(provider: ProviderSpec, request: ChatRequest) -> StreamParser:
+    """A fresh parser for one streamed reply (status 200) to ``request``. For the AICEO gateway,
+    which never streams, it parses the body whole when it ends."""
+    match provider.kind:
+        case ProviderKind.OPENAI:
+            return openai.OpenAIStreamParser(provider, request)
+        case ProviderKind.ANTHROPIC:
+            return anthropic.AnthropicStreamParser(provider, request)
+        case ProviderKind.AICEO:
+            return aiceo.whole_body_parser(provider)

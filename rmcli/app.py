@@ -1,0 +1,60 @@
+"""The ``rmgr`` command line.
+
+Each command lives in ``rmcli.commands`` and is imported only when it runs, so that ``rmgr
+--help`` and ``rmgr policy validate`` start without loading the HTTP stack.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import cyclopts
+
+from rmcli import __version__
+
+__all__ = ["app", "main"]
+
+app = cyclopts.App(
+    name="rmgr",
+    version=__version__,
+    help=(
+        "Ask large language models for decisions you can trust: routed across providers by a "
+        "declarative TOML policy (fail-over, retries, deadlines, budget), every attempt accounted.\n\n"
+        "Exit codes: 0 success; 1 the run failed (every route exhausted, budget or deadline hit); "
+        "2 bad input or configuration."
+    ),
+)
+
+_C = "rmcli.commands"
+app.command(f"{_C}.ask:ask", name="ask", help="One completion through the policy's routing, streamed.")
+app.command(f"{_C}.providers:providers", name="providers",
+            help="Configured providers: model, URL, prices, whether a key is set.")
+app.command(f"{_C}.providers:health", name="health", help="Check providers concurrently: up or not, why, how fast.")
+app.command(f"{_C}.usage:usage", name="usage",
+            help="Per provider: requests, failures, p50/p95 latency, tokens, cost.")
+
+policy_app = cyclopts.App(name="policy", help="Validate and explain policy files (no key read, no request sent).")
+policy_app.command(f"{_C}.policy:validate", name="validate", help="Check policy files; errors as FILE:LINE: $.path.")
+policy_app.command(f"{_C}.policy:explain", name="explain", help="Describe a policy's route, limits and budget.")
+app.command(policy_app)
+
+app.command(f"{_C}.sandbox:sandbox", name="sandbox",
+            help="Start local providers that speak the real wire formats, with fault modes.")
+app.command(f"{_C}.sandbox:demo", name="demo",
+            help="Fail-over end to end against the sandbox, primary down; no keys needed.")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run ``rmgr`` and exit with its code; configuration errors are one clear line and exit 2."""
+    from rmcli.config import ConfigError
+
+    try:
+        result = app(sys.argv[1:] if argv is None else list(argv), result_action="return_value")
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(130) from None
+    raise SystemExit(result if isinstance(result, int) else 0)

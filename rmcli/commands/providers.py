@@ -1,0 +1,146 @@
+"""``rmgr providers`` and ``rmgr health``: what is configured, and whether it answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import cyclopts
+
+from rmcore.health import HealthReport
+from rmcore.policy import resolve_providers
+from rmcore.providers import ProviderSpec, builtin_providers
+from rmcli.config import ConfigError, load_policy
+from rmcli.environment import api_key, load_environment
+from rmcli.output import emit_json
+from rmcli.tables import print_table
+
+__all__ = ["health", "providers"]
+
+PolicyOption = Annotated[Path | None, cyclopts.Parameter(name=["--policy", "-p"])]
+
+
+def _configured(policy: Path | None) -> tuple[dict[str, str], dict[str, ProviderSpec]]:
+    env = load_environment()
+    specs = builtin_providers(env)
+    if policy is not None:
+        specs = resolve_providers(load_policy(policy, env), specs)
+    return env, specs
+
+
+def _key_state(env: dict[str, str], spec: ProviderSpec) -> str:
+    if spec.key_env is None:
+        return "not needed"
+    if api_key(env, spec.key_env) is not None:
+        return f"set ({spec.key_env})"
+    return f"unset ({spec.key_env})" if spec.key_required else f"unset, optional ({spec.key_env})"
+
+
+def providers(*, policy: PolicyOption = None, json: bool = False) -> int:
+    """List the configured providers: kind, model, URL, prices and whether a key is set (never the key).
+
+    Parameters
+    ----------
+    policy
+        Also show the providers a policy file defines or overrides.
+    json
+        Print a JSON array instead of a table.
+    """
+    env, specs = _configured(policy)
+    if json:
+        emit_json(
+            [
+                {
+                    "name": s.name,
+                    "kind": s.kind.value,
+                    "model": s.model,
+                    "url": s.url or None,
+                    "keyEnv": s.key_env,
+                    "keySet": api_key(env, s.key_env) is not None,
+                    "keyRequired": s.key_required,
+                    "inputUsdPerMtok": s.input_usd_per_mtok,
+                    "outputUsdPerMtok": s.output_usd_per_mtok,
+                    "builtin": s.builtin,
+                    "problems": list(s.problems),
+                }
+                for s in specs.values()
+            ]
+        )
+        return 0
+    rows = [
+        [
+            s.name,
+            s.kind.value,
+            s.model,
+            s.url or "-",
+            _key_state(env, s),
+            f"${s.input_usd_per_mtok:g} / ${s.output_usd_per_mtok:g}",
+            "; ".join(s.problems) or "ok",
+        ]
+        for s in specs.values()
+    ]
+    print_table(
+        "Providers", ["Provider", "Kind", "Model", "URL", "API key", "Price in/out per M tokens", "Config"], rows
+    )
+    return 0
+
+
+def _health_json(report: HealthReport) -> dict[str, Any]:
+    ms = report.response_time_ms
+    return {
+        "provider": report.provider,
+        "healthy": report.healthy,
+        "reason": report.reason,
+        "responseTimeMs": None if ms is None else round(ms, 1),
+    }
+
+
+def health(*names: str, policy: PolicyOption = None, json: bool = False, timeout: float = 5.0) -> int:
+    """Check providers concurrently: healthy or not, why, and the response time.
+
+    The AICEO gateway is asked its status URL; the OpenAI and Anthropic kinds their /models
+    endpoint, with the configured key (so bad credentials show as unhealthy: auth). Exit code 0
+    when every provider checked is healthy, 1 when any is not, 2 for bad input.
+
+    Parameters
+    ----------
+    names
+        Providers to check (default: all configured).
+    policy
+        Also check the providers a policy file defines or overrides.
+    json
+        Print ``[{provider, healthy, reason, responseTimeMs}]``.
+    timeout
+        Seconds to wait for each provider.
+    """
+    if timeout <= 0:
+        raise ConfigError(f"--timeout must be positive (got {timeout})")
+    env, specs = _configured(policy)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise ConfigError(f"unknown provider {unknown[0]!r}; known providers: {', '.join(sorted(specs))}")
+    chosen = [specs[n] for n in dict.fromkeys(names)] if names else list(specs.values())
+
+    async def main() -> list[HealthReport]:
+        from rmcli.health import check_many
+        from rmcli.session import http_client
+
+        async with http_client() as client:
+            return await check_many(client, chosen, lambda s: api_key(env, s.key_env), timeout)
+
+    reports = anyio.run(main)
+    if json:
+        emit_json([_health_json(r) for r in reports])
+    else:
+        rows = [
+            [
+                r.provider,
+                "✓ healthy" if r.healthy else "✗ unhealthy",
+                "N/A" if r.response_time_ms is None else f"{r.response_time_ms:.0f}ms",
+                r.reason or "",
+            ]
+            for r in reports
+        ]
+        print_table("Provider Health Status", ["Provider", "Status", "Response Time", "Reason"], rows)
+    return 0 if all(r.healthy for r in reports) else 1

@@ -1,0 +1,108 @@
+"""``rmgr sandbox`` and ``rmgr demo``: local providers that speak the real wire formats."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import cyclopts
+
+from rmcore.requests import ChatRequest
+from rmcli.config import ConfigError, load_route
+from rmcli.output import err
+
+__all__ = ["demo", "sandbox"]
+
+DEMO_QUESTION = "Should we implement A/B testing for our features?"
+
+
+def _parse_fail(items: list[str]) -> dict[str, str]:
+    from rmcli.sandbox import parse_mode
+
+    modes: dict[str, str] = {}
+    for item in items:
+        name, sep, mode = item.partition("=")
+        if not sep or not name or not mode:
+            raise ConfigError(f"--fail {item!r}: write NAME=MODE, e.g. --fail aiceo-gateway=down")
+        try:
+            parse_mode(mode)
+        except ValueError as exc:
+            raise ConfigError(f"--fail {item!r}: {exc}") from None
+        modes[name] = mode
+    return modes
+
+
+def sandbox(
+    *,
+    fail: Annotated[list[str] | None, cyclopts.Parameter(name="--fail")] = None,
+    port: int | None = None,
+) -> int:
+    """Start local simulated providers on 127.0.0.1 speaking all four wire formats, streaming
+    included, and print the ``export`` lines that point the environment at them. Runs until
+    Ctrl-C. Each provider has a fault mode, set with --fail or changed at run time through the
+    control URL it prints.
+
+    Modes: ok, down (connection refused), hang, slow:S, status:CODE, ratelimit:S (429 with
+    Retry-After), reset (connection reset before headers), truncate (stream cut mid-answer),
+    stall (stream goes silent), garbage (non-JSON 200).
+
+    Parameters
+    ----------
+    fail
+        NAME=MODE for a provider, repeatable, e.g. --fail aiceo-gateway=down --fail glm-direct=slow:2.
+    port
+        First port: providers on PORT..PORT+3, the control API on PORT+4 (default: free ports).
+    """
+    from rmcli.sandbox import Sandbox, serve
+
+    modes = _parse_fail(fail or [])
+    unknown = [n for n in modes if n not in Sandbox.NAMES]
+    if unknown:
+        raise ConfigError(f"--fail: unknown provider {unknown[0]!r}; sandbox providers: {', '.join(Sandbox.NAMES)}")
+    if port is not None and not 1 <= port <= 65530:
+        raise ConfigError(f"--port must be between 1 and 65530 (got {port})")
+
+    def show(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        anyio.run(serve, modes, "127.0.0.1", port, show)
+    except OSError as exc:
+        raise ConfigError(f"cannot start the sandbox: {exc.strerror or exc}") from None
+    return 0
+
+
+def demo(*, question: Annotated[str, cyclopts.Parameter(name="--question")] = DEMO_QUESTION, json: bool = False) -> int:
+    """Fail-over end to end, no keys needed: starts the sandbox with the primary provider
+    (aiceo-gateway) down and asks the question with AI_PROVIDER=aiceo-gateway and
+    AI_FALLBACK_PROVIDER=glm-direct, so the answer comes from the fallback. Attempts are recorded
+    in a temporary state folder, not in yours.
+
+    Parameters
+    ----------
+    question
+        What to ask.
+    json
+        Print the JSON result instead of streaming text.
+    """
+    from rmcli.commands.ask import run_ask
+    from rmcli.sandbox import Sandbox
+    from rmcli.session import open_store
+
+    async def main() -> int:
+        async with Sandbox(modes={"aiceo-gateway": "down"}) as box:
+            with tempfile.TemporaryDirectory(prefix="rmgr-demo-") as home:
+                env = {
+                    **box.env(),
+                    "AI_PROVIDER": "aiceo-gateway",
+                    "AI_FALLBACK_PROVIDER": "glm-direct",
+                    "RECURSIVEMANAGER_HOME": str(Path(home) / "state"),
+                }
+                err("INFO: sandbox started on 127.0.0.1; aiceo-gateway is down, glm-direct is up")
+                setup = load_route(env)
+                with open_store(env) as store:
+                    return await run_ask(env, setup, ChatRequest(prompt=question), store, json)
+
+    return anyio.run(main)

@@ -1,0 +1,107 @@
+"""From the command line and the environment to a run plan, or a clear configuration error.
+
+Everything a user can get wrong before a request is sent is checked here, and reported as a
+``ConfigError`` (exit code 2) that says which file, variable or option is wrong and what to do:
+an unreadable or invalid policy, an unknown provider, a provider whose URL is unset or not
+http(s), a provider whose key variable is unset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from returns.result import Failure, Success
+
+from rmcore.plan import RunPlan, build_plan
+from rmcore.policy import Policy, decode_policy, default_policy, resolve_providers, route_providers
+from rmcore.policy.schema import DEFAULT_PRIMARY, Route
+from rmcore.providers import BUILTIN_NAMES, ProviderSpec, builtin_providers
+from rmcli.environment import api_key
+
+__all__ = ["ConfigError", "Route", "RouteSetup", "load_policy", "load_route", "read_policy_file"]
+
+
+class ConfigError(Exception):
+    """Bad input or configuration: the message says what and where; the exit code is 2."""
+
+
+class RouteSetup:
+    """A resolved route: the policy, every provider it may use, and the plan the engine runs."""
+
+    def __init__(self, policy: Policy, providers: dict[str, ProviderSpec], plan: RunPlan) -> None:
+        self.policy = policy
+        self.providers = providers
+        self.plan = plan
+
+
+def read_policy_file(path: Path) -> str:
+    """The text of the policy file at ``path``, or a ConfigError saying why it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such policy file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a policy file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read the policy file (permission denied)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: is not UTF-8 text; a policy file is TOML") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the policy file ({exc.strerror})") from None
+
+
+def _default_targets(env: dict[str, str]) -> list[str]:
+    primary = env.get("AI_PROVIDER", "").strip() or DEFAULT_PRIMARY
+    fallback = env.get("AI_FALLBACK_PROVIDER", "").strip()
+    return [primary] + ([fallback] if fallback and fallback != primary else [])
+
+
+def load_policy(path: Path | None, env: dict[str, str]) -> Policy:
+    """The policy at ``path``, or the default route (``AI_PROVIDER`` then ``AI_FALLBACK_PROVIDER``)."""
+    targets = _default_targets(env)
+    if path is None:
+        return default_policy(targets[0], targets[1] if len(targets) > 1 else None)
+    text = read_policy_file(path)
+    match decode_policy(text, str(path), BUILTIN_NAMES, default_targets=targets):
+        case Success(policy):
+            return policy
+        case Failure(issues):
+            raise ConfigError("\n".join(str(issue) for issue in issues))
+    raise AssertionError("unreachable")
+
+
+def load_route(
+    env: dict[str, str],
+    *,
+    policy_path: Path | None = None,
+    providers: Sequence[str] = (),
+) -> RouteSetup:
+    """The route for a command: from ``--policy`` or the environment; ``providers`` (from
+    ``--provider`` / ``--fallback``), when given, replace the route's targets. Checks that every
+    provider the route uses is known, has a usable URL and has its key."""
+    policy = load_policy(policy_path, env)
+    if providers:
+        policy = Policy(
+            **{f: getattr(policy, f) for f in policy.__struct_fields__ if f != "route"},
+            route=Route(strategy=policy.route.strategy, targets=tuple(dict.fromkeys(providers))),
+        )
+    specs = resolve_providers(policy, builtin_providers(env))
+    where = f" (in {policy_path})" if policy_path else ""
+    for name in route_providers(policy):
+        spec = specs.get(name)
+        if spec is None:
+            known = ", ".join(sorted(specs))
+            raise ConfigError(f"unknown provider {name!r}{where}; known providers: {known}")
+        if spec.problems:
+            raise ConfigError(f"provider {name}: " + "; ".join(spec.problems))
+        if spec.key_required and api_key(env, spec.key_env) is None:
+            raise ConfigError(
+                f"provider {name} needs an API key: set {spec.key_env} in the environment or in .env"
+            )
+    match build_plan(policy, specs):
+        case Success(plan):
+            return RouteSetup(policy, specs, plan)
+        case Failure(problem):
+            raise ConfigError(f"{policy_path or 'route'}: {problem}")
+    raise AssertionError("unreachable")

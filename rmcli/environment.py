@@ -1,0 +1,34 @@
+"""The environment the shell runs in: variables (the real ones over ``.env``) and the state folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["api_key", "load_environment", "state_home"]
+
+
+def load_environment(cwd: Path | None = None) -> dict[str, str]:
+    """The process environment over the ``.env`` file of ``cwd`` (the real environment wins)."""
+    merged: dict[str, str] = {}
+    dotenv_path = (cwd or Path.cwd()) / ".env"
+    if dotenv_path.is_file():
+        from dotenv import dotenv_values
+
+        merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    merged.update(os.environ)
+    return merged
+
+
+def state_home(env: dict[str, str]) -> Path:
+    """``$RECURSIVEMANAGER_HOME``, or ``~/.recursivemanager``."""
+    configured = env.get("RECURSIVEMANAGER_HOME", "").strip()
+    return Path(configured).expanduser() if configured else Path.home() / ".recursivemanager"
+
+
+def api_key(env: dict[str, str], key_env: str | None) -> str | None:
+    """The key held by variable ``key_env``, or None when it is unset or empty."""
+    if not key_env:
+        return None
+    value = env.get(key_env, "").strip()
+    return value or None

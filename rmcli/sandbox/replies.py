@@ -1,0 +1,108 @@
+"""What the sandbox providers say: a deterministic reply, its token counts, and its stream deltas.
+
+Token counts are words (whitespace-separated), which is close enough to real tokenizers for
+budgets and usage accounting to be exercised, and exactly predictable in tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = [
+    "ReplyFunction",
+    "count_words",
+    "cut_to_words",
+    "default_reply",
+    "last_user_text",
+    "request_text",
+    "split_deltas",
+]
+
+ReplyFunction = Callable[[str, dict[str, Any]], str]
+"""``reply(provider_name, request_json) -> text``: what a sandbox provider answers."""
+
+MAX_DELTAS = 8
+"""A streamed reply is cut into at most this many deltas (fewer only when it has fewer words)."""
+
+_QUOTED_WORDS = 8
+_BOUNDARY = re.compile(r"(?<=\s)(?=\S)")
+
+
+def _content_text(content: object) -> str:
+    """The text of a message's content: a string, or a list of parts of which text parts count."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def _messages(request: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    messages = request.get("messages")
+    if not isinstance(messages, list):
+        return []
+    return [m for m in messages if isinstance(m, Mapping)]
+
+
+def last_user_text(request: Mapping[str, Any]) -> str:
+    """The text of the last user message of a chat request (OpenAI, Anthropic or AICEO shape)."""
+    messages = _messages(request)
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return _content_text(message.get("content"))
+    return _content_text(messages[-1].get("content")) if messages else ""
+
+
+def request_text(request: Mapping[str, Any]) -> str:
+    """All the prompt text of a chat request: the top-level system (Anthropic) and every message."""
+    texts = [_content_text(request.get("system"))]
+    texts.extend(_content_text(m.get("content")) for m in _messages(request))
+    return "\n".join(t for t in texts if t)
+
+
+def count_words(text: str) -> int:
+    """The sandbox's token count: the number of whitespace-separated words."""
+    return len(text.split())
+
+
+def default_reply(provider: str, request: dict[str, Any]) -> str:
+    """A short paragraph naming the provider and quoting the start of the user's prompt.
+
+    Deterministic (the same prompt always gets the same words) and it states a confidence, derived
+    from a hash of the prompt, so that an analysis run against the sandbox has one to read.
+    """
+    words = last_user_text(request).split()
+    quote = " ".join(words[:_QUOTED_WORDS]) + (" ..." if len(words) > _QUOTED_WORDS else "")
+    digest = hashlib.sha256(f"{provider}\n{' '.join(words)}".encode()).digest()
+    confidence = 0.6 + (digest[0] % 31) / 100
+    return (
+        f"This is {provider}, a simulated provider of the rmgr sandbox, answering the prompt that "
+        f'begins "{quote}". The answer is generated locally and is deterministic: the same prompt '
+        f"always gets the same words, so that tests can compare them. Confidence: {confidence:.2f}"
+    )
+
+
+def split_deltas(text: str) -> list[str]:
+    """``text`` cut at word boundaries into at most ``MAX_DELTAS`` pieces that join back to it."""
+    pieces = [p for p in _BOUNDARY.split(text) if p]
+    count = min(MAX_DELTAS, len(pieces))
+    return ["".join(pieces[i * len(pieces) // count : (i + 1) * len(pieces) // count]) for i in range(count)]
+
+
+def cut_to_words(text: str, limit: int) -> str:
+    """The first ``limit`` words of ``text``, spacing kept (a reply cut short by ``max_tokens``)."""
+    pieces = [p for p in _BOUNDARY.split(text) if p]
+    kept: list[str] = []
+    words = 0
+    for piece in pieces:
+        if piece.strip():
+            words += 1
+        if words > limit:
+            break
+        kept.append(piece)
+    return "".join(kept).rstrip()

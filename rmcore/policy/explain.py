@@ -1,0 +1,223 @@
+"""A policy in plain words (``rmgr policy explain``): what will be tried, in what order, for how
+long and for how much, so that a person can check the file says what they meant."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rmcore.errors import ErrorKind
+from rmcore.policy.schema import HedgeAfter, Policy, Strategy, Target
+from rmcore.providers import ProviderSpec
+
+__all__ = ["explain"]
+
+_INDENT = "   "
+
+
+def explain(policy: Policy, providers: Mapping[str, ProviderSpec]) -> str:
+    """The resolved route (nested routes indented), retries, timeouts, deadline, budget, breaker,
+    health check and analysis settings of ``policy``, described in sentences.
+
+    ``providers`` are the resolved providers (:func:`~rmcore.policy.resolve.resolve_providers`);
+    a target whose provider cannot be used as configured is flagged with the reason."""
+    title = f'Policy "{policy.name}"' if policy.name else "Policy"
+    route = policy.route
+    top = _Settings(
+        attempt_timeout_s=policy.limits.attempt_timeout_s,
+        first_token_timeout_s=policy.limits.first_token_timeout_s,
+        idle_timeout_s=policy.limits.idle_timeout_s,
+        max_attempts=policy.retry.max_attempts,
+    )
+    writer = _RouteWriter(providers, top)
+    writer.lines.append(title + (f": {policy.description}" if policy.description else ""))
+    writer.lines.append("")
+    writer.lines.append(f"Route ({route.strategy.value}): {_strategy(route.strategy, route.hedge_after_s)}.")
+    writer.targets(route.targets, route.strategy, route.hedge_after_s, top, prefix="")
+    writer.lines.append("")
+    writer.lines.extend(_paragraphs(policy))
+    return "\n".join(writer.lines) + "\n"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Settings:
+    """The per-target settings in force at one level of the route (inherited downwards)."""
+
+    attempt_timeout_s: float
+    first_token_timeout_s: float
+    idle_timeout_s: float
+    max_attempts: int
+
+    def below(self, target: Target) -> _Settings:
+        if isinstance(target, str):
+            return self
+        return _Settings(
+            attempt_timeout_s=_pick(target.attempt_timeout_s, self.attempt_timeout_s),
+            first_token_timeout_s=_pick(target.first_token_timeout_s, self.first_token_timeout_s),
+            idle_timeout_s=_pick(target.idle_timeout_s, self.idle_timeout_s),
+            max_attempts=target.max_attempts if target.max_attempts is not None else self.max_attempts,
+        )
+
+
+def _pick(value: float | None, inherited: float) -> float:
+    return inherited if value is None else value
+
+
+class _RouteWriter:
+    """Writes a route's targets as numbered lines (1., 2.1., ...), one level of indent per nesting."""
+
+    def __init__(self, providers: Mapping[str, ProviderSpec], top: _Settings) -> None:
+        self.providers = providers
+        self.top = top
+        self.lines: list[str] = []
+
+    def targets(
+        self,
+        targets: tuple[Target, ...],
+        strategy: Strategy,
+        hedge_after_s: HedgeAfter,
+        inherited: _Settings,
+        *,
+        prefix: str,
+    ) -> None:
+        indent = _INDENT * (prefix.count(".") + 1)
+        weights = [_weight(t) for t in targets]
+        for position, target in enumerate(targets, start=1):
+            number = f"{prefix}{position}."
+            settings = inherited.below(target)
+            weight = ""
+            if strategy is Strategy.WEIGHTED:
+                share = 100 * weights[position - 1] / sum(weights)
+                weight = f" [weight {weights[position - 1]:g}, {share:.0f}% to go first]"
+            if not isinstance(target, str) and target.targets is not None:
+                nested = target.strategy or Strategy.SEQUENTIAL
+                hedge = hedge_after_s if target.hedge_after_s is None else target.hedge_after_s
+                how = _strategy(nested, hedge)
+                self.lines.append(f"{indent}{number} a nested route ({nested.value}){weight}: {how}:")
+                self.targets(target.targets, nested, hedge, settings, prefix=number)
+                continue
+            name = target if isinstance(target, str) else target.provider or "?"
+            attempts = _attempts(settings, self.top)
+            self.lines.append(f"{indent}{number} {_provider(name, self.providers)}{weight}; {attempts}.")
+            spec = self.providers.get(name)
+            if spec is None:
+                self.lines.append(f"{indent}{_INDENT}! no provider of that name is configured")
+            elif spec.problems:
+                self.lines.append(f"{indent}{_INDENT}! not usable as configured: {'; '.join(spec.problems)}")
+
+
+def _weight(target: Target) -> float:
+    if isinstance(target, str) or target.weight is None:
+        return 1.0
+    return target.weight
+
+
+def _provider(name: str, providers: Mapping[str, ProviderSpec]) -> str:
+    spec = providers.get(name)
+    if spec is None:
+        return name
+    where = f" at {spec.url}" if spec.url else ", no URL"
+    if spec.input_usd_per_mtok == 0 and spec.output_usd_per_mtok == 0:
+        price = "free"
+    else:
+        price = f"{_usd(spec.input_usd_per_mtok)}/{_usd(spec.output_usd_per_mtok)} per M tokens in/out"
+    key = "" if spec.key_required else ", no key needed"
+    return f"{name}: {spec.model or 'no model'}{where}, {price}{key}"
+
+
+def _attempts(settings: _Settings, top: _Settings) -> str:
+    if settings.max_attempts == 1:
+        text = f"1 attempt of at most {_s(settings.attempt_timeout_s)}"
+    else:
+        text = f"up to {settings.max_attempts} attempts of at most {_s(settings.attempt_timeout_s)} each"
+    extra = []
+    if settings.first_token_timeout_s != top.first_token_timeout_s:
+        extra.append(f"first token within {_s(settings.first_token_timeout_s)}")
+    if settings.idle_timeout_s != top.idle_timeout_s:
+        extra.append(f"silent for at most {_s(settings.idle_timeout_s)}")
+    return text + (f" (streaming: {', '.join(extra)})" if extra else "")
+
+
+def _strategy(strategy: Strategy, hedge_after_s: HedgeAfter) -> str:
+    match strategy:
+        case Strategy.SEQUENTIAL:
+            return "the targets in order; the next one only when the previous one has failed for good"
+        case Strategy.FASTEST:
+            return (
+                "all targets at once; the first complete answer wins and the others are cancelled"
+                " (what they cost until then still counts)"
+            )
+        case Strategy.HEDGED:
+            wait = "its observed p95 latency" if hedge_after_s == "p95" else _s(float(hedge_after_s))
+            return (
+                f"one target at a time, but when the running one has not answered after {wait} the next"
+                " one starts too; the first complete answer wins and the others are cancelled"
+            )
+        case Strategy.CHEAPEST:
+            return (
+                "cheapest first: the targets ordered by what the request could cost at worst at their"
+                " prices, then tried in that order, the next only when the previous one has failed for good"
+            )
+        case Strategy.WEIGHTED:
+            return (
+                "the targets in a random order drawn by weight (twice the weight, twice as likely to go"
+                " first); the next one only when the previous one has failed for good"
+            )
+        case Strategy.COMPARE:
+            return "every target, each answer kept side by side; one failing does not stop the others"
+
+
+def _paragraphs(policy: Policy) -> list[str]:
+    retry, limits = policy.retry, policy.limits
+    if retry.on:
+        retried = (
+            f"Retries: an attempt that ends in {_kinds(retry.on)} is retried on the same target (the"
+            " attempt counts above include the first), after a back-off of"
+            f" {retry.backoff_initial_s:g}–{_s(retry.backoff_max_s)} (full jitter, never less than the"
+            " Retry-After the provider asks for); any other failure moves on to the next target at once."
+        )
+    else:
+        retried = "Retries: none; any failure moves on to the next target at once."
+    if retry.stop_on:
+        retried += (
+            f" An attempt that ends in {_kinds(retry.stop_on)} ends the whole run at once, with the"
+            " provider's reason."
+        )
+    health = (
+        "Health check: before a target is used, a quick health check; an unhealthy one is skipped."
+        if policy.health.check_before_use
+        else "Health check: off; targets are used without checking them first."
+    )
+    analysis = policy.analysis
+    count = len(analysis.perspectives)
+    return [
+        retried,
+        f"Timeouts: an attempt may take {_s(limits.attempt_timeout_s)} from sending the request to the last"
+        f" byte; when streaming, the first token must come within {_s(limits.first_token_timeout_s)} and the"
+        f" stream may not go silent for more than {_s(limits.idle_timeout_s)}.",
+        f"Deadline: the whole run, fail-overs and back-off waits included, ends after"
+        f" {_s(limits.deadline_s)}; nothing waits or runs past it.",
+        f"Budget: {_usd(limits.max_usd)} for the whole run. Before each request its worst case (the prompt's"
+        " estimate plus max_tokens at the provider's prices) is compared with what is left: a request"
+        " that could exceed it is not sent.",
+        f"Circuit breaker: {policy.breaker.failure_threshold} consecutive failures open a provider's circuit"
+        f" for {_s(policy.breaker.cooldown_s)}; then one probe decides whether it closes. A target whose"
+        " circuit is open is skipped.",
+        health,
+        f"Analysis: {count} perspective{'s' if count != 1 else ''} ({', '.join(analysis.perspectives)}),"
+        f" at most {analysis.max_concurrency} at a time; it fails unless at least"
+        f" {analysis.min_perspectives} succeed{'s' if analysis.min_perspectives == 1 else ''}.",
+    ]
+
+
+def _kinds(kinds: tuple[ErrorKind, ...]) -> str:
+    names = [k.value for k in kinds]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:g} s"
+
+
+def _usd(amount: float) -> str:
+    return f"${amount:.2f}" if round(amount, 2) == amount else f"${amount:g}"

@@ -1,0 +1,93 @@
+"""A policy's providers made concrete: built-ins with the policy's overrides, plus its new ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import msgspec
+
+from rmcore.policy.schema import Policy, ProviderOverride, Target
+from rmcore.providers import ProviderKind, ProviderSpec, check_url
+
+__all__ = ["resolve_providers", "route_providers"]
+
+_OVERRIDABLE = (
+    "kind",
+    "url",
+    "model",
+    "key_env",
+    "input_usd_per_mtok",
+    "output_usd_per_mtok",
+    "aiceo_provider",
+    "aiceo_priority",
+)
+
+
+def resolve_providers(policy: Policy, builtins: Mapping[str, ProviderSpec]) -> dict[str, ProviderSpec]:
+    """Every provider the policy can name: each built-in with the policy's ``[providers.NAME]``
+    fields merged over it field by field, then the providers the policy adds (in its order).
+
+    A new provider without ``key_env`` needs no key (``key_required=False``): local servers often
+    take none. ``problems`` says what makes a provider unusable: for a built-in whose URL the
+    policy sets, the policy's URL replaces the environment's (and its problems); for a new
+    provider, a missing kind, URL or model or a URL that is not http(s).
+    """
+    resolved = dict(builtins)
+    for name, override in policy.providers.items():
+        base = builtins.get(name)
+        resolved[name] = _new(name, override) if base is None else _merge(base, override)
+    return resolved
+
+
+def route_providers(policy: Policy) -> list[str]:
+    """Every provider named anywhere in the route, nested routes included, in order, once each."""
+    return list(dict.fromkeys(_names(policy.route.targets)))
+
+
+def _names(targets: tuple[Target, ...]) -> Iterator[str]:
+    for target in targets:
+        if isinstance(target, str):
+            yield target
+        else:
+            if target.provider is not None:
+                yield target.provider
+            yield from _names(target.targets or ())
+
+
+def _merge(base: ProviderSpec, override: ProviderOverride) -> ProviderSpec:
+    changes: dict[str, object] = {
+        field: value for field in _OVERRIDABLE if (value := getattr(override, field)) is not None
+    }
+    if override.url is not None:
+        problem = check_url(override.url)
+        changes["problems"] = (f"url: {problem}",) if problem else ()
+    return msgspec.structs.replace(base, **changes)
+
+
+def _new(name: str, override: ProviderOverride) -> ProviderSpec:
+    problems = [
+        f"the policy gives no `{field}`"
+        for field in ("kind", "url", "model")
+        if getattr(override, field) is None
+    ]
+    if override.url is not None and (problem := check_url(override.url)):
+        problems.append(f"url: {problem}")
+    defaults = ProviderSpec(name=name, kind=ProviderKind.OPENAI, url="", model="")
+    return ProviderSpec(
+        name=name,
+        kind=override.kind or ProviderKind.OPENAI,
+        url=override.url or "",
+        model=override.model or "",
+        key_env=override.key_env,
+        key_required=override.key_env is not None,
+        input_usd_per_mtok=_or(override.input_usd_per_mtok, defaults.input_usd_per_mtok),
+        output_usd_per_mtok=_or(override.output_usd_per_mtok, defaults.output_usd_per_mtok),
+        aiceo_provider=override.aiceo_provider or defaults.aiceo_provider,
+        aiceo_priority=override.aiceo_priority or defaults.aiceo_priority,
+        builtin=False,
+        problems=tuple(problems),
+    )
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value

@@ -1,0 +1,241 @@
+"""The policy file's schema (DESIGN §4), as frozen msgspec structs.
+
+Type-level constraints (positive timeouts, non-negative prices, at least one target, known enum
+values) live here as ``msgspec.Meta`` annotations, so that decoding rejects them with the value's
+path. Rules that span several fields or need outside knowledge (known provider names, URL shape,
+retry kinds that make sense) live in :mod:`rmcore.policy.decode`.
+
+Sequences are tuples, so a decoded policy is immutable all the way down (dicts excepted: msgspec
+decodes tables into plain dicts; treat them as read-only).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Literal, TypeAlias
+
+import msgspec
+
+from rmcore.base import Base
+from rmcore.errors import ErrorKind
+from rmcore.providers import ProviderKind
+
+__all__ = [
+    "BUILTIN_PERSPECTIVES",
+    "DEFAULT_PRIMARY",
+    "NON_ATTEMPT_KINDS",
+    "Analysis",
+    "Breaker",
+    "Health",
+    "HedgeAfter",
+    "Limits",
+    "PerspectiveDef",
+    "Policy",
+    "ProviderOverride",
+    "Retry",
+    "Route",
+    "Strategy",
+    "Target",
+    "TargetTable",
+    "default_policy",
+]
+
+PositiveFloat: TypeAlias = Annotated[float, msgspec.Meta(gt=0)]
+NonNegativeFloat: TypeAlias = Annotated[float, msgspec.Meta(ge=0)]
+PositiveInt: TypeAlias = Annotated[int, msgspec.Meta(ge=1)]
+NonEmptyStr: TypeAlias = Annotated[str, msgspec.Meta(min_length=1)]
+
+HedgeAfter: TypeAlias = PositiveFloat | Literal["p95"]
+"""Seconds to wait before hedging, or ``"p95"``: the target's observed 95th-percentile latency."""
+
+BUILTIN_PERSPECTIVES: tuple[str, ...] = (
+    "security",
+    "architecture",
+    "simplicity",
+    "financial",
+    "marketing",
+    "ux",
+    "growth",
+    "emotional",
+)
+"""The eight perspective ids of the seed, in their fixed order."""
+
+DEFAULT_PRIMARY = "aiceo-gateway"
+"""The seed's default primary provider (``AI_PROVIDER``'s default)."""
+
+NON_ATTEMPT_KINDS: frozenset[ErrorKind] = frozenset(
+    {
+        ErrorKind.BUDGET,
+        ErrorKind.CIRCUIT_OPEN,
+        ErrorKind.UNHEALTHY,
+        ErrorKind.DEADLINE,
+        ErrorKind.CANCELLED,
+    }
+)
+"""Kinds that describe the run or a skipped target rather than how an attempt ended: retrying on
+them (or stopping on them) is meaningless, so ``retry.on`` and ``retry.stop_on`` reject them."""
+
+
+class Strategy(enum.StrEnum):
+    """How a route chooses among its targets."""
+
+    SEQUENTIAL = "sequential"
+    """In order; the next target only when the previous one failed for good."""
+    FASTEST = "fastest"
+    """All at once; the first answer wins, the rest are cancelled."""
+    HEDGED = "hedged"
+    """In order, but the next target also starts when the running one is slow (``hedge_after_s``)."""
+    CHEAPEST = "cheapest"
+    """In order of the request's worst-case cost at each target's prices, cheapest first."""
+    WEIGHTED = "weighted"
+    """A random order drawn in proportion to the targets' weights (the seed is an argument)."""
+    COMPARE = "compare"
+    """Every target, every answer kept, side by side."""
+
+
+class ProviderOverride(Base, frozen=True):
+    """A ``[providers.NAME]`` table: a new provider, or fields that override a built-in's.
+
+    Every field is optional here; a *new* provider must give ``kind``, ``url`` and ``model`` (checked
+    by the decoder). ``key_env`` names the environment variable holding the key, never the key; a
+    new provider without ``key_env`` needs no key (local servers).
+    """
+
+    kind: ProviderKind | None = None
+    url: NonEmptyStr | None = None
+    model: NonEmptyStr | None = None
+    key_env: NonEmptyStr | None = None
+    input_usd_per_mtok: NonNegativeFloat | None = None
+    output_usd_per_mtok: NonNegativeFloat | None = None
+    aiceo_provider: NonEmptyStr | None = None
+    aiceo_priority: NonEmptyStr | None = None
+
+
+class TargetTable(Base, frozen=True):
+    """A route target written as a table: exactly one of ``provider`` or ``targets``.
+
+    With ``provider`` it names one provider with per-target overrides. With ``targets`` it is a
+    nested route (its own ``strategy`` and ``hedge_after_s``), to any depth; overrides given on a
+    nested route apply to every target inside it that does not set its own. ``None`` means
+    "inherit": from the enclosing nested route, else from ``[limits]`` / ``[retry]``; an unset
+    ``weight`` is 1; a nested route without ``strategy`` is sequential, and without
+    ``hedge_after_s`` takes its enclosing route's.
+    """
+
+    provider: NonEmptyStr | None = None
+    strategy: Strategy | None = None
+    targets: Annotated[tuple[Target, ...], msgspec.Meta(min_length=1)] | None = None
+    hedge_after_s: HedgeAfter | None = None
+    attempt_timeout_s: PositiveFloat | None = None
+    first_token_timeout_s: PositiveFloat | None = None
+    idle_timeout_s: PositiveFloat | None = None
+    weight: PositiveFloat | None = None
+    max_attempts: PositiveInt | None = None
+
+
+Target: TypeAlias = str | TargetTable
+"""A provider's name, or a :class:`TargetTable`."""
+
+
+class Route(Base, frozen=True):
+    """``[route]``: the strategy and its targets (the top of a possibly nested route)."""
+
+    strategy: Strategy = Strategy.SEQUENTIAL
+    targets: Annotated[tuple[Target, ...], msgspec.Meta(min_length=1)] = (DEFAULT_PRIMARY,)
+    hedge_after_s: HedgeAfter = 2.0
+
+
+class Limits(Base, frozen=True):
+    """``[limits]``: timeouts of one attempt and the whole run's deadline and budget."""
+
+    attempt_timeout_s: PositiveFloat = 30.0
+    """One attempt, request sent to last byte."""
+    first_token_timeout_s: PositiveFloat = 15.0
+    """Streaming: request sent to first token."""
+    idle_timeout_s: PositiveFloat = 20.0
+    """Streaming: the longest silence between two chunks."""
+    deadline_s: PositiveFloat = 120.0
+    """The whole run, fail-overs and back-off waits included."""
+    max_usd: NonNegativeFloat = 1.0
+    """The whole run's budget; no request is sent whose worst case could exceed what is left."""
+
+
+class Retry(Base, frozen=True):
+    """``[retry]``: retries on the same target, and the kinds that end the run at once."""
+
+    max_attempts: PositiveInt = 2
+    """Attempts per target, the first included."""
+    backoff_initial_s: NonNegativeFloat = 0.5
+    backoff_max_s: NonNegativeFloat = 8.0
+    """Cap of the full-jitter back-off; a Retry-After from the provider sets the minimum wait."""
+    on: tuple[ErrorKind, ...] = (ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.CONNECTION)
+    """Kinds retried on the same target; every other attempt kind fails over to the next target."""
+    stop_on: tuple[ErrorKind, ...] = (ErrorKind.CONTENT_FILTER,)
+    """Kinds that end the whole run at once, reporting the provider's reason."""
+
+
+class Breaker(Base, frozen=True):
+    """``[breaker]``: the per-provider circuit breaker."""
+
+    failure_threshold: PositiveInt = 3
+    """Consecutive failures that open a provider's circuit."""
+    cooldown_s: NonNegativeFloat = 30.0
+    """How long the circuit stays open; then one probe (half-open) decides."""
+
+
+class Health(Base, frozen=True):
+    """``[health]``: the seed's quick health check before each target."""
+
+    check_before_use: bool = False
+
+
+class Analysis(Base, frozen=True):
+    """``[analysis]``: which perspectives an analysis asks, and how many at once."""
+
+    perspectives: Annotated[tuple[NonEmptyStr, ...], msgspec.Meta(min_length=1)] = BUILTIN_PERSPECTIVES
+    max_concurrency: PositiveInt = 8
+    min_perspectives: PositiveInt = 1
+    """Perspectives that must succeed for the analysis not to count as failed."""
+
+
+class PerspectiveDef(Base, frozen=True):
+    """``[perspectives.ID]``: a perspective beyond the eight (or a replacement for one of them)."""
+
+    title: NonEmptyStr
+    """The display name, as ``perspective`` in results."""
+    system: NonEmptyStr
+    """The system prompt that makes the model an expert of the field."""
+    focus: tuple[NonEmptyStr, ...] = ()
+    """Focus areas the user prompt asks to cover."""
+
+
+class Policy(Base, frozen=True):
+    """A whole policy file. Only ``version`` is required; it must be 1."""
+
+    version: int
+    name: str = ""
+    """The policy's name; the decoder sets the file's stem when the file gives none."""
+    description: str = ""
+    providers: dict[str, ProviderOverride] = msgspec.field(default_factory=dict)
+    route: Route = msgspec.field(default_factory=Route)
+    limits: Limits = msgspec.field(default_factory=Limits)
+    retry: Retry = msgspec.field(default_factory=Retry)
+    breaker: Breaker = msgspec.field(default_factory=Breaker)
+    health: Health = msgspec.field(default_factory=Health)
+    analysis: Analysis = msgspec.field(default_factory=Analysis)
+    perspectives: dict[str, PerspectiveDef] = msgspec.field(default_factory=dict)
+
+
+def default_policy(primary: str, fallback: str | None) -> Policy:
+    """The policy used when no ``--policy`` is given: ``primary`` then ``fallback`` in sequence
+    (the seed's ``AI_PROVIDER`` / ``AI_FALLBACK_PROVIDER``), every other setting at its default."""
+    targets: tuple[Target, ...] = (
+        (primary,) if fallback is None or fallback == primary else (primary, fallback)
+    )
+    return Policy(
+        version=1,
+        name="default",
+        description="The primary provider, then the fallback provider.",
+        route=Route(strategy=Strategy.SEQUENTIAL, targets=targets),
+    )
+

@@ -1,0 +1,132 @@
+"""Usage statistics: what each provider was asked, how often it failed, how fast and how dear it was.
+
+The shell reads recorded attempts from the state store as ``AttemptRow`` values; ``summarize``
+turns them into one ``ProviderUsage`` per provider, and ``to_json_rows`` into the JSON rows of
+``rmgr usage --json`` (DESIGN §3).
+
+Choices, stated once:
+
+- *requests* counts every recorded attempt, whatever its outcome; *failures* counts the attempts
+  whose outcome is not ``"ok"``.
+- Latency percentiles are taken over **all** attempts, failed ones included: a timeout that made
+  the caller wait 30 s is part of the latency the caller saw, and leaving it out would make a
+  failing provider look fast.
+- Percentiles use linear interpolation between closest ranks (Hyndman & Fan type 7, the default
+  of NumPy and of ``statistics.quantiles(method="inclusive")``), so p50 of an even count is the
+  mean of the two middle values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from rmcore.base import Base
+
+__all__ = ["AttemptRow", "ProviderUsage", "percentile", "summarize", "to_json_rows"]
+
+
+class AttemptRow(Base, frozen=True):
+    """One recorded attempt as read back from the state store, flattened for statistics.
+
+    ``outcome`` is ``"ok"`` or an error kind; ``started_at_ms`` is milliseconds since the Unix
+    epoch; ``run_id`` groups the attempts of one ``rmgr`` run.
+    """
+
+    provider: str
+    model: str
+    outcome: str
+    status: int | None
+    latency_ms: float
+    started_at_ms: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    run_id: str
+
+
+class ProviderUsage(Base, frozen=True):
+    """The usage of one provider over a period: counts, failure rate, latency, tokens and cost.
+
+    ``failure_rate`` is ``failures / requests`` (0.0 to 1.0); ``p50_ms`` and ``p95_ms`` are
+    latency percentiles over all attempts (see the module docstring).
+    """
+
+    provider: str
+    requests: int
+    failures: int
+    failure_rate: float
+    p50_ms: float
+    p95_ms: float
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (``0.0 <= q <= 1.0``) of ``values``, or ``None`` when there are none.
+
+    Linear interpolation between closest ranks: with the values sorted as ``x[0..n-1]``, the
+    quantile sits at position ``h = (n - 1) * q`` and is ``x[floor(h)]`` moved towards
+    ``x[floor(h) + 1]`` by the fraction ``h - floor(h)``. ``q = 0`` is the minimum, ``q = 1`` the
+    maximum, and the result always lies between them. Raises ``ValueError`` for ``q`` outside
+    ``[0, 1]`` (a programming error, not a data error).
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"percentile q must be between 0 and 1, got {q!r}")
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    fraction = position - low
+    if fraction == 0.0:
+        return float(ordered[low])
+    below, above = float(ordered[low]), float(ordered[low + 1])
+    # Clamped so that floating-point rounding can never step outside the two neighbours.
+    return min(max(below + fraction * (above - below), below), above)
+
+
+def summarize(rows: Iterable[AttemptRow]) -> list[ProviderUsage]:
+    """One ``ProviderUsage`` per provider that appears in ``rows``, sorted by provider name."""
+    by_provider: defaultdict[str, list[AttemptRow]] = defaultdict(list)
+    for row in rows:
+        by_provider[row.provider].append(row)
+    return [_provider_usage(name, by_provider[name]) for name in sorted(by_provider)]
+
+
+def _provider_usage(provider: str, rows: Sequence[AttemptRow]) -> ProviderUsage:
+    latencies = [row.latency_ms for row in rows]
+    failures = sum(1 for row in rows if row.outcome != "ok")
+    p50, p95 = percentile(latencies, 0.50), percentile(latencies, 0.95)
+    assert p50 is not None and p95 is not None, "a provider in the summary has at least one row"
+    return ProviderUsage(
+        provider=provider,
+        requests=len(rows),
+        failures=failures,
+        failure_rate=failures / len(rows),
+        p50_ms=p50,
+        p95_ms=p95,
+        input_tokens=sum(row.input_tokens for row in rows),
+        output_tokens=sum(row.output_tokens for row in rows),
+        cost_usd=math.fsum(row.cost_usd for row in rows),
+    )
+
+
+def to_json_rows(usages: Sequence[ProviderUsage]) -> list[dict[str, str | int | float]]:
+    """The rows of ``rmgr usage --json``, with the camelCase field names of DESIGN §3."""
+    return [
+        {
+            "provider": usage.provider,
+            "requests": usage.requests,
+            "failures": usage.failures,
+            "failureRate": usage.failure_rate,
+            "p50Ms": usage.p50_ms,
+            "p95Ms": usage.p95_ms,
+            "inputTokens": usage.input_tokens,
+            "outputTokens": usage.output_tokens,
+            "costUsd": usage.cost_usd,
+        }
+        for usage in usages
+    ]

@@ -1,0 +1,120 @@
+"""The AICEO gateway's envelope: a queueing proxy in front of GLM, never streamed.
+
+Request: ``POST`` with ``X-API-Key`` and ``{provider, model, priority, source: "recursivemanager",
+sourceId, messages: [{role, content}], temperature?, maxTokens}``.
+
+Reply: ``{success, response: {content, model, usage: {inputTokens, outputTokens}}, error?,
+metadata: {waitTime, queueDepth, requestId, provider}}``. A ``success: false`` reply reports its
+failure as free text in ``error``; its kind is read from that text (see ``classify``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from returns.result import Failure, Result, Success
+
+from rmcore.completion import Completion
+from rmcore.errors import ErrorKind, ProviderError
+from rmcore.providers import ProviderKind, ProviderSpec
+from rmcore.requests import ChatRequest, HttpRequest
+from rmcore.wire.classify import classify_failure, is_error_body
+from rmcore.wire.decode import decode_any, decode_as
+from rmcore.wire.messages import ChatMessage, chat_messages
+from rmcore.wire.stream import WholeBodyParser
+from rmcore.wire.usage import TokenCount, usage_from
+
+__all__ = ["SOURCE", "build_request", "parse_response", "whole_body_parser"]
+
+SOURCE = "recursivemanager"
+"""What the gateway is told about who is asking (its ``source`` field), as the seed sends."""
+
+
+class _Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    provider: str
+    model: str
+    priority: str
+    source: str
+    sourceId: str
+    messages: tuple[ChatMessage, ...]
+    temperature: float | None = None
+    maxTokens: int
+
+
+class _Usage(msgspec.Struct, frozen=True):
+    inputTokens: TokenCount | None = None
+    outputTokens: TokenCount | None = None
+
+
+class _Answer(msgspec.Struct, frozen=True):
+    content: str
+    model: str | None = None
+    usage: _Usage | None = None
+
+
+class _Envelope(msgspec.Struct, frozen=True):
+    success: bool
+    response: _Answer | None = None
+    error: Any = None
+
+
+def build_request(provider: ProviderSpec, request: ChatRequest, api_key: str | None) -> HttpRequest:
+    """The gateway's submit request for ``request``. Never streamed, whatever ``request.stream``."""
+    headers = [("Content-Type", "application/json")]
+    if api_key is not None:
+        headers.append(("X-API-Key", api_key))
+    headers.append(("Accept", "application/json"))
+    body = _Body(
+        provider=provider.aiceo_provider,
+        model=provider.model,
+        priority=provider.aiceo_priority,
+        source=SOURCE,
+        sourceId=request.source_id,
+        messages=chat_messages(request),
+        temperature=request.temperature,
+        maxTokens=request.max_tokens,
+    )
+    return HttpRequest(
+        method="POST", url=provider.url, headers=tuple(headers), body=msgspec.json.encode(body)
+    )
+
+
+def _malformed(status: int, what: str) -> ProviderError:
+    return ProviderError(
+        kind=ErrorKind.MALFORMED_RESPONSE,
+        message=f"HTTP {status}: not an AICEO gateway reply ({what})",
+        status=status,
+    )
+
+
+def parse_response(
+    provider: ProviderSpec, status: int, headers: Mapping[str, str], body: bytes, now: float
+) -> Result[Completion, ProviderError]:
+    """The completion in the gateway's reply, or why there is none."""
+    if not 200 <= status < 300:
+        return Failure(classify_failure(ProviderKind.AICEO, status, headers, body, now))
+    reply = decode_as(body, _Envelope)
+    if reply is None:
+        if is_error_body(decode_any(body)):
+            return Failure(classify_failure(ProviderKind.AICEO, status, headers, body, now))
+        return Failure(_malformed(status, "unexpected JSON shape or invalid JSON"))
+    if not reply.success:
+        return Failure(classify_failure(ProviderKind.AICEO, status, headers, body, now))
+    if reply.response is None:
+        return Failure(_malformed(status, "success without a response"))
+    answer = reply.response
+    usage = answer.usage or _Usage()
+    return Success(
+        Completion(
+            content=answer.content,
+            model=answer.model or provider.model,
+            usage=usage_from(usage.inputTokens, usage.outputTokens, answer.content),
+        )
+    )
+
+
+def whole_body_parser(provider: ProviderSpec) -> WholeBodyParser:
+    """A stream parser for a gateway reply: the body is parsed whole when it ends."""
+    return WholeBodyParser(lambda body: parse_response(provider, 200, {}, body, 0.0))

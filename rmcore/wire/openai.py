@@ -1,0 +1,192 @@
+"""The OpenAI chat-completions format: OpenAI itself, GLM, and any OpenAI-compatible server.
+
+Request: ``POST`` the endpoint with ``Authorization: Bearer KEY`` (none for keyless local servers)
+and ``{model, messages, max_tokens, temperature?, stream?, stream_options?}``. A streamed request
+asks for ``stream_options.include_usage`` so that the last chunk before ``data: [DONE]`` carries the
+token counts (with empty ``choices``).
+
+Reply: ``{choices: [{message: {content, refusal?}, finish_reason}], model, usage: {prompt_tokens,
+completion_tokens}}``; streamed, ``data:`` chunks with ``choices[0].delta.content`` ending with
+``data: [DONE]``. An error inside the stream comes as ``data: {"error": {...}}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from returns.result import Failure, Result, Success
+
+from rmcore.completion import Completion
+from rmcore.errors import ErrorKind, ProviderError
+from rmcore.providers import ProviderKind, ProviderSpec
+from rmcore.requests import ChatRequest, HttpRequest
+from rmcore.wire.classify import (
+    CONTENT_FILTER_REASONS,
+    classify_failure,
+    content_filter_error,
+    is_error_body,
+    stream_error,
+)
+from rmcore.wire.decode import decode_any, decode_as
+from rmcore.wire.messages import ChatMessage, chat_messages
+from rmcore.wire.sse import SseEvent
+from rmcore.wire.stream import EventStreamParser
+from rmcore.wire.usage import TokenCount, usage_from
+
+__all__ = ["OpenAIStreamParser", "build_request", "parse_response"]
+
+DONE = "[DONE]"
+
+
+class _StreamOptions(msgspec.Struct, frozen=True):
+    include_usage: bool
+
+
+class _Body(msgspec.Struct, frozen=True, omit_defaults=True):
+    model: str
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int
+    temperature: float | None = None
+    stream: bool = False
+    stream_options: _StreamOptions | None = None
+
+
+class _Usage(msgspec.Struct, frozen=True):
+    prompt_tokens: TokenCount | None = None
+    completion_tokens: TokenCount | None = None
+
+
+class _Message(msgspec.Struct, frozen=True):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _Choice(msgspec.Struct, frozen=True):
+    message: _Message
+    finish_reason: str | None = None
+
+
+class _Response(msgspec.Struct, frozen=True):
+    choices: list[_Choice]
+    model: str | None = None
+    usage: _Usage | None = None
+
+
+class _Delta(msgspec.Struct, frozen=True):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _ChunkChoice(msgspec.Struct, frozen=True):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+    index: int = 0
+
+
+class _Chunk(msgspec.Struct, frozen=True):
+    choices: list[_ChunkChoice] | None = None
+    model: str | None = None
+    usage: _Usage | None = None
+    error: Any = None
+
+
+def build_request(provider: ProviderSpec, request: ChatRequest, api_key: str | None) -> HttpRequest:
+    """The chat-completions request for ``request`` at ``provider``."""
+    headers = [("Content-Type", "application/json")]
+    if api_key is not None:
+        headers.append(("Authorization", f"Bearer {api_key}"))
+    headers.append(("Accept", "text/event-stream" if request.stream else "application/json"))
+    body = _Body(
+        model=provider.model,
+        messages=chat_messages(request),
+        max_tokens=request.max_tokens,
+        temperature=request.temperature,
+        stream=request.stream,
+        stream_options=_StreamOptions(include_usage=True) if request.stream else None,
+    )
+    return HttpRequest(
+        method="POST", url=provider.url, headers=tuple(headers), body=msgspec.json.encode(body)
+    )
+
+
+def _malformed(status: int, what: str) -> ProviderError:
+    return ProviderError(
+        kind=ErrorKind.MALFORMED_RESPONSE,
+        message=f"HTTP {status}: not an OpenAI chat completion ({what})",
+        status=status,
+    )
+
+
+def parse_response(
+    provider: ProviderSpec, status: int, headers: Mapping[str, str], body: bytes, now: float
+) -> Result[Completion, ProviderError]:
+    """The completion in a whole (non-streamed) reply, or why there is none."""
+    if not 200 <= status < 300:
+        return Failure(classify_failure(ProviderKind.OPENAI, status, headers, body, now))
+    reply = decode_as(body, _Response)
+    if reply is None:
+        if is_error_body(decode_any(body)):
+            return Failure(classify_failure(ProviderKind.OPENAI, status, headers, body, now))
+        return Failure(_malformed(status, "unexpected JSON shape or invalid JSON"))
+    if not reply.choices:
+        return Failure(_malformed(status, "no choices"))
+    choice = reply.choices[0]
+    reason = choice.finish_reason
+    if reason is not None and reason.lower() in CONTENT_FILTER_REASONS:
+        return Failure(content_filter_error(reason, status))
+    content = choice.message.content or ""
+    if not content and choice.message.refusal:
+        return Failure(content_filter_error("refusal", status))
+    usage = reply.usage or _Usage()
+    return Success(
+        Completion(
+            content=content,
+            model=reply.model or provider.model,
+            usage=usage_from(usage.prompt_tokens, usage.completion_tokens, content),
+            finish_reason=reason,
+        )
+    )
+
+
+class OpenAIStreamParser(EventStreamParser):
+    """Parses a streamed chat completion: deltas until ``data: [DONE]``."""
+
+    terminator = "data: [DONE]"
+
+    def _on_event(self, event: SseEvent) -> str | None:
+        data = event.data.strip()
+        if not data:
+            return None
+        if data == DONE:
+            self._done = True
+            return None
+        chunk = decode_as(data, _Chunk)
+        if chunk is None:
+            obj = decode_any(data)
+            if is_error_body(obj):
+                self._fail(stream_error(obj))
+            else:
+                self._malformed("a data line that is not a chat completion chunk")
+            return None
+        if chunk.error is not None or event.event == "error":
+            self._fail(stream_error(decode_any(data)))
+            return None
+        if chunk.model:
+            self._model = chunk.model
+        if chunk.usage is not None:
+            if chunk.usage.prompt_tokens is not None:
+                self._input_tokens = chunk.usage.prompt_tokens
+            if chunk.usage.completion_tokens is not None:
+                self._output_tokens = chunk.usage.completion_tokens
+        if not chunk.choices:
+            return None
+        choice = next((c for c in chunk.choices if c.index == 0), chunk.choices[0])
+        if choice.finish_reason:
+            self._finish_reason = choice.finish_reason
+        if choice.delta is None:
+            return None
+        if choice.delta.refusal:
+            self._refusal.append(choice.delta.refusal)
+        return choice.delta.content or None
