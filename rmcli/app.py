@@ -28,21 +28,39 @@ app = cyclopts.App(
 
 _C = "rmcli.commands"
 app.command(f"{_C}.ask:ask", name="ask", help="One completion through the policy's routing, streamed.")
-app.command(f"{_C}.providers:providers", name="providers",
-            help="Configured providers: model, URL, prices, whether a key is set.")
-app.command(f"{_C}.providers:health", name="health", help="Check providers concurrently: up or not, why, how fast.")
-app.command(f"{_C}.usage:usage", name="usage",
-            help="Per provider: requests, failures, p50/p95 latency, tokens, cost.")
+app.command(
+    f"{_C}.providers:providers",
+    name="providers",
+    help="Configured providers: model, URL, prices, whether a key is set.",
+)
+app.command(
+    f"{_C}.providers:health", name="health", help="Check providers concurrently: up or not, why, how fast."
+)
+app.command(
+    f"{_C}.usage:usage", name="usage", help="Per provider: requests, failures, p50/p95 latency, tokens, cost."
+)
 
-policy_app = cyclopts.App(name="policy", help="Validate and explain policy files (no key read, no request sent).")
-policy_app.command(f"{_C}.policy:validate", name="validate", help="Check policy files; errors as FILE:LINE: $.path.")
-policy_app.command(f"{_C}.policy:explain", name="explain", help="Describe a policy's route, limits and budget.")
+policy_app = cyclopts.App(
+    name="policy", help="Validate and explain policy files (no key read, no request sent)."
+)
+policy_app.command(
+    f"{_C}.policy:validate", name="validate", help="Check policy files; errors as FILE:LINE: $.path."
+)
+policy_app.command(
+    f"{_C}.policy:explain", name="explain", help="Describe a policy's route, limits and budget."
+)
 app.command(policy_app)
 
-app.command(f"{_C}.sandbox:sandbox", name="sandbox",
-            help="Start local providers that speak the real wire formats, with fault modes.")
-app.command(f"{_C}.sandbox:demo", name="demo",
-            help="Fail-over end to end against the sandbox, primary down; no keys needed.")
+app.command(
+    f"{_C}.sandbox:sandbox",
+    name="sandbox",
+    help="Start local providers that speak the real wire formats, with fault modes.",
+)
+app.command(
+    f"{_C}.sandbox:demo",
+    name="demo",
+    help="Fail-over end to end against the sandbox, primary down; no keys needed.",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

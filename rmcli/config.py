@@ -13,11 +13,11 @@ from pathlib import Path
 
 from returns.result import Failure, Success
 
+from rmcli.environment import api_key
 from rmcore.plan import RunPlan, build_plan
 from rmcore.policy import Policy, decode_policy, default_policy, resolve_providers, route_providers
 from rmcore.policy.schema import DEFAULT_PRIMARY, Route
 from rmcore.providers import BUILTIN_NAMES, ProviderSpec, builtin_providers
-from rmcli.environment import api_key
 
 __all__ = ["ConfigError", "Route", "RouteSetup", "load_policy", "load_route", "read_policy_file"]
 
@@ -63,12 +63,11 @@ def load_policy(path: Path | None, env: dict[str, str]) -> Policy:
     if path is None:
         return default_policy(targets[0], targets[1] if len(targets) > 1 else None)
     text = read_policy_file(path)
-    match decode_policy(text, str(path), BUILTIN_NAMES, default_targets=targets):
-        case Success(policy):
-            return policy
-        case Failure(issues):
-            raise ConfigError("\n".join(str(issue) for issue in issues))
-    raise AssertionError("unreachable")
+    result = decode_policy(text, str(path), BUILTIN_NAMES, default_targets=targets)
+    if isinstance(result, Failure):
+        raise ConfigError("\n".join(str(issue) for issue in result.failure()))
+    policy: Policy = result.unwrap()
+    return policy
 
 
 def load_route(

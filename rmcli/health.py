@@ -26,8 +26,9 @@ async def check_health(
 ) -> HealthReport:
     """Ask ``spec`` whether it is up; never raises for a provider's fault."""
     if spec.problems:
-        return HealthReport(provider=spec.name, healthy=False, reason="; ".join(spec.problems),
-                            response_time_ms=None)
+        return HealthReport(
+            provider=spec.name, healthy=False, reason="; ".join(spec.problems), response_time_ms=None
+        )
     http = build_health_request(spec, api_key)
     started = clock()
     reason: str | None
@@ -49,8 +50,12 @@ async def check_health(
     elapsed_ms = (clock() - started) * 1000.0
     if scope.cancelled_caught:
         reason = "timeout"
-    return HealthReport(provider=spec.name, healthy=reason is None, reason=reason,
-                        response_time_ms=None if reason in ("unreachable", "timeout") else elapsed_ms)
+    return HealthReport(
+        provider=spec.name,
+        healthy=reason is None,
+        reason=reason,
+        response_time_ms=None if reason in ("unreachable", "timeout") else elapsed_ms,
+    )
 
 
 async def check_many(

@@ -10,6 +10,8 @@ from collections.abc import Callable
 import anyio
 import httpx
 
+from rmcli.health import HEALTH_TIMEOUT_S, check_health
+from rmcli.transport import TextSink, perform_attempt
 from rmcore.attempts import AttemptRecord
 from rmcore.engine import (
     Action,
@@ -26,8 +28,6 @@ from rmcore.engine import (
 from rmcore.plan import RunPlan
 from rmcore.providers import ProviderSpec
 from rmcore.requests import ChatRequest
-from rmcli.health import HEALTH_TIMEOUT_S, check_health
-from rmcli.transport import TextSink, perform_attempt
 
 __all__ = ["Observer", "route"]
 
@@ -97,8 +97,9 @@ async def route(
                 report = await check_health(client, spec, keys(spec), budget, clock)
                 actions.extend(
                     engine.handle(
-                        HealthObserved(provider=spec.name, at=clock(), healthy=report.healthy,
-                                       reason=report.reason)
+                        HealthObserved(
+                            provider=spec.name, at=clock(), healthy=report.healthy, reason=report.reason
+                        )
                     )
                 )
             case StartAttempt(provider=spec):

@@ -109,9 +109,7 @@ class Store(Protocol):
         """Store the attempts of one run of ``command``, all of them or (on error) none."""
         ...
 
-    def attempts_since(
-        self, since_ms: int, providers: Collection[str] | None = None
-    ) -> list[AttemptRow]:
+    def attempts_since(self, since_ms: int, providers: Collection[str] | None = None) -> list[AttemptRow]:
         """Attempts started at or after ``since_ms`` (epoch ms), oldest first; only those of
         ``providers`` when it is given."""
         ...
@@ -195,9 +193,7 @@ class SqliteStore:
         if rows:
             self._write(lambda conn: conn.executemany(_INSERT_ATTEMPT, rows))
 
-    def attempts_since(
-        self, since_ms: int, providers: Collection[str] | None = None
-    ) -> list[AttemptRow]:
+    def attempts_since(self, since_ms: int, providers: Collection[str] | None = None) -> list[AttemptRow]:
         """Attempts started at or after ``since_ms`` (epoch ms), oldest first; only those of
         ``providers`` when given (an empty collection selects nothing)."""
         sql = _SELECT_ATTEMPTS

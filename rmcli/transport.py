@@ -36,8 +36,15 @@ AttemptEvent = AttemptSucceeded | AttemptFailed
 TextSink = Callable[[str], None]
 
 
-def _fail(action: StartAttempt, at: float, kind: ErrorKind, message: str, *, usage: Usage | None = None,
-          status: int | None = None) -> AttemptFailed:
+def _fail(
+    action: StartAttempt,
+    at: float,
+    kind: ErrorKind,
+    message: str,
+    *,
+    usage: Usage | None = None,
+    status: int | None = None,
+) -> AttemptFailed:
     return AttemptFailed(
         attempt_id=action.attempt_id,
         at=at,
@@ -77,8 +84,9 @@ async def perform_attempt(
         except httpx.TimeoutException:
             timed_out = True
     if scope.cancelled_caught or timed_out or event is None:
-        return _fail(action, clock(), action.timeout_kind,
-                     f"no complete answer within {action.timeout_s:.3g} s")
+        return _fail(
+            action, clock(), action.timeout_kind, f"no complete answer within {action.timeout_s:.3g} s"
+        )
     return event
 
 
@@ -98,32 +106,49 @@ async def _exchange(
             response_cm = client.stream(http.method, http.url, headers=list(http.headers), content=http.body)
             response = await response_cm.__aenter__()
         if head.cancelled_caught:
-            return _fail(action, clock(), ErrorKind.FIRST_TOKEN_TIMEOUT,
-                         f"no response headers within {action.first_token_timeout_s:.3g} s")
+            return _fail(
+                action,
+                clock(),
+                ErrorKind.FIRST_TOKEN_TIMEOUT,
+                f"no response headers within {action.first_token_timeout_s:.3g} s",
+            )
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        return _fail(action, clock(), ErrorKind.CONNECTION, f"connection failed: {_reason(exc)}")
+        return _fail(action, clock(), ErrorKind.CONNECTION, _reason(exc))
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-        return _fail(action, clock(), ErrorKind.CONNECTION,
-                     f"connection closed before a response: {_reason(exc)}")
+        return _fail(
+            action, clock(), ErrorKind.CONNECTION, f"connection closed before a response: {_reason(exc)}"
+        )
     try:
         headers = {k.lower(): v for k, v in response.headers.items()}
-        if streaming and response.status_code == 200:
+        is_event_stream = headers.get("content-type", "").startswith("text/event-stream")
+        if streaming and response.status_code == 200 and is_event_stream:
             return await _read_stream(response, action, request, first_token_by, clock, on_text)
         body, complete = await _read_body(response)
         now = clock()
         if body is None:
-            return _fail(action, now, ErrorKind.MALFORMED_RESPONSE,
-                         f"reply larger than {MAX_BODY_BYTES} bytes", status=response.status_code)
+            return _fail(
+                action,
+                now,
+                ErrorKind.MALFORMED_RESPONSE,
+                f"reply larger than {MAX_BODY_BYTES} bytes",
+                status=response.status_code,
+            )
         if not complete and 200 <= response.status_code < 300:
-            return _fail(action, now, ErrorKind.STREAM_TRUNCATED,
-                         f"reply cut off after {len(body)} bytes", status=response.status_code,
-                         usage=_partial_usage(request, ""))
+            return _fail(
+                action,
+                now,
+                ErrorKind.STREAM_TRUNCATED,
+                f"reply cut off after {len(body)} bytes",
+                status=response.status_code,
+                usage=_partial_usage(request, ""),
+            )
         match wire.parse_response(action.provider, response.status_code, headers, body, time.time()):
             case Success(completion):
                 if on_text is not None and completion.content:
                     on_text(completion.content)
-                return AttemptSucceeded(attempt_id=action.attempt_id, at=now, completion=completion,
-                                        status=response.status_code)
+                return AttemptSucceeded(
+                    attempt_id=action.attempt_id, at=now, completion=completion, status=response.status_code
+                )
             case Failure(error):
                 return AttemptFailed(attempt_id=action.attempt_id, at=now, error=error)
         raise AssertionError("unreachable")
@@ -132,10 +157,18 @@ async def _exchange(
 
 
 def _reason(exc: BaseException) -> str:
+    """A short, key-free description of a connection failure: the OS's reason when there is one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, ConnectionResetError):
+            return "connection reset by peer"
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror.lower()
+        seen = seen.__cause__ or seen.__context__
     text = str(exc) or type(exc).__name__
-    if "refused" in text.lower():
-        return "connection refused"
-    return text[:200]
+    return "connection refused" if "refused" in text.lower() else text[:200]
 
 
 async def _read_body(response: httpx.Response) -> tuple[bytes | None, bool]:
@@ -186,27 +219,46 @@ async def _read_stream(
                 chunk = None
         if wait.cancelled_caught:
             what = "first token" if kind is ErrorKind.FIRST_TOKEN_TIMEOUT else "next chunk"
-            return _fail(action, clock(), kind, f"no {what} within {limit:.3g} s",
-                         usage=_partial_usage(request, "".join(received)), status=200)
+            return _fail(
+                action,
+                clock(),
+                kind,
+                f"no {what} within {limit:.3g} s",
+                usage=_partial_usage(request, "".join(received)),
+                status=200,
+            )
         if chunk is None:
             break
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            return _fail(action, clock(), ErrorKind.MALFORMED_RESPONSE,
-                         f"stream larger than {MAX_BODY_BYTES} bytes",
-                         usage=_partial_usage(request, "".join(received)), status=200)
+            return _fail(
+                action,
+                clock(),
+                ErrorKind.MALFORMED_RESPONSE,
+                f"stream larger than {MAX_BODY_BYTES} bytes",
+                usage=_partial_usage(request, "".join(received)),
+                status=200,
+            )
         for delta in parser.feed(chunk):
             received.append(delta)
             if on_text is not None:
                 on_text(delta)
         if parser.error is not None:
-            return AttemptFailed(attempt_id=action.attempt_id, at=clock(), error=parser.error,
-                                 usage=_partial_usage(request, "".join(received)))
+            return AttemptFailed(
+                attempt_id=action.attempt_id,
+                at=clock(),
+                error=parser.error,
+                usage=_partial_usage(request, "".join(received)),
+            )
     now = clock()
     match parser.finish():
         case Success(completion):
             return AttemptSucceeded(attempt_id=action.attempt_id, at=now, completion=completion, status=200)
         case Failure(error):
-            return AttemptFailed(attempt_id=action.attempt_id, at=now, error=error,
-                                 usage=_partial_usage(request, "".join(received)))
+            return AttemptFailed(
+                attempt_id=action.attempt_id,
+                at=now,
+                error=error,
+                usage=_partial_usage(request, "".join(received)),
+            )
     raise AssertionError("unreachable")

@@ -29,6 +29,7 @@ import enum
 import random
 
 from rmcore.attempts import AttemptRecord
+from rmcore.backoff import backoff_s
 from rmcore.base import Base
 from rmcore.completion import Completion, Usage
 from rmcore.errors import ErrorKind, ProviderError
@@ -36,7 +37,6 @@ from rmcore.plan import RunPlan, TargetPlan
 from rmcore.pricing import cost_usd, worst_case_usd
 from rmcore.providers import ProviderSpec
 from rmcore.requests import ChatRequest
-from rmcore.backoff import backoff_s
 
 __all__ = [
     "Action",
@@ -286,7 +286,9 @@ class Engine:
                     self._phase = _Phase.CHECKING
                     return [CheckHealth(provider=target.provider)]
                 if not seen.healthy:
-                    self._skip(name, ErrorKind.UNHEALTHY, f"health check failed: {seen.reason or 'unhealthy'}")
+                    self._skip(
+                        name, ErrorKind.UNHEALTHY, f"health check failed: {seen.reason or 'unhealthy'}"
+                    )
                     continue
             worst = worst_case_usd(self._request, target.provider)
             left = self._plan.limits.max_usd - self._spent - self.spent_usd
@@ -364,9 +366,7 @@ class Engine:
         self._phase = _Phase.DONE
         return [
             Finish(
-                outcome=self._outcome(
-                    completion=c, provider=target.provider.name, model=c.model, error=None
-                )
+                outcome=self._outcome(completion=c, provider=target.provider.name, model=c.model, error=None)
             )
         ]
 
@@ -393,7 +393,15 @@ class Engine:
             until = event.at + wait
             if until < self._deadline:
                 self._phase = _Phase.WAITING
-                return [Wait(until=until, reason=f"retry {target.provider.name} after {error.kind.value}")]
+                return [
+                    Wait(
+                        until=until,
+                        reason=(
+                            f"{target.provider.name} failed ({error.kind.value}); attempt "
+                            f"{self._tries + 1} of {target.max_attempts}"
+                        ),
+                    )
+                ]
         return self._fail_over(target, error, event.at)
 
     def _fail_over(self, target: TargetPlan, error: ProviderError, now: float) -> list[Action]:
@@ -437,7 +445,12 @@ class Engine:
         return [Finish(outcome=self._outcome(completion=None, provider=None, model=None, error=error))]
 
     def _outcome(
-        self, *, completion: Completion | None, provider: str | None, model: str | None, error: ProviderError | None
+        self,
+        *,
+        completion: Completion | None,
+        provider: str | None,
+        model: str | None,
+        error: ProviderError | None,
     ) -> RunOutcome:
         first = self._plan.targets[0].provider.name
         return RunOutcome(

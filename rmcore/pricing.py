@@ -19,16 +19,13 @@ def estimate_prompt_tokens(request: ChatRequest) -> int:
     per-message overhead. Tokenisers average nearer four bytes a token on prose, so budgets
     checked with this estimate err on the side of not spending."""
     texts = [request.prompt] + ([request.system] if request.system else [])
-    return sum(
-        math.ceil(len(t.encode()) / _BYTES_PER_TOKEN) + _OVERHEAD_TOKENS_PER_MESSAGE for t in texts
-    )
+    return sum(math.ceil(len(t.encode()) / _BYTES_PER_TOKEN) + _OVERHEAD_TOKENS_PER_MESSAGE for t in texts)
 
 
 def cost_usd(usage: Usage, provider: ProviderSpec) -> float:
     """The cost of ``usage`` at ``provider``'s prices (USD per million tokens)."""
     return (
-        usage.input_tokens * provider.input_usd_per_mtok
-        + usage.output_tokens * provider.output_usd_per_mtok
+        usage.input_tokens * provider.input_usd_per_mtok + usage.output_tokens * provider.output_usd_per_mtok
     ) / 1_000_000
 
 

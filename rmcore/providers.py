@@ -1,7 +1,7 @@
 """Provider descriptions: the four built-ins of the seed, read from an environment mapping.
 
-Pure: the environment is an argument (a ``Mapping[str, str]``), never the process environment itself. The shell
-passes the real environment merged over ``.env``.
+Pure: the environment is an argument (a ``Mapping[str, str]``), never the process environment
+itself. The shell passes the real environment merged over ``.env``.
 
 Deliberate difference from the seed: the seed's default endpoints for the direct providers are the
 vendors' public hosts. This tool never defaults to a real provider's host (nothing here may reach

@@ -45,7 +45,9 @@ def ask_json(outcome: RunOutcome, latency_ms: float) -> dict[str, Any]:
         "latencyMs": round(latency_ms, 3),
         "fallbackUsed": outcome.fallback_used,
         "attempts": [attempt_json(a) for a in outcome.attempts],
-        "skipped": [{"provider": s.provider, "reason": s.kind.value, "message": s.message} for s in outcome.skipped],
+        "skipped": [
+            {"provider": s.provider, "reason": s.kind.value, "message": s.message} for s in outcome.skipped
+        ],
         "error": (
             {"kind": outcome.error.kind.value, "message": outcome.error.message} if outcome.error else None
         ),

@@ -106,7 +106,9 @@ def _reply_event(action: StartAttempt, reply: SimReply, request: ChatRequest, no
     return AttemptSucceeded(
         attempt_id=action.attempt_id,
         at=at,
-        completion=Completion(content=f"simulated answer from {provider.name}", model=provider.model, usage=usage),
+        completion=Completion(
+            content=f"simulated answer from {provider.name}", model=provider.model, usage=usage
+        ),
         status=reply.status or 200,
     )
 
@@ -143,7 +145,10 @@ def simulate(
             case CheckHealth(provider=spec):
                 sim = providers.get(spec.name, SimProvider())
                 event = HealthObserved(
-                    provider=spec.name, at=now, healthy=sim.healthy, reason=None if sim.healthy else "unreachable"
+                    provider=spec.name,
+                    at=now,
+                    healthy=sim.healthy,
+                    reason=None if sim.healthy else "unreachable",
                 )
             case StartAttempt(provider=spec):
                 sim = providers.get(spec.name, SimProvider())

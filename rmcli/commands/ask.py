@@ -11,16 +11,16 @@ from typing import Annotated
 import anyio
 import cyclopts
 
-from rmcore.attempts import AttemptRecord
-from rmcore.engine import FailedOver, StartAttempt, Wait
-from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
-from rmcore.results import ask_json
 from rmcli.config import ConfigError, RouteSetup, load_route
 from rmcli.environment import api_key, load_environment
 from rmcli.output import emit_json, err, safe_text
 from rmcli.runner import Observer, route
 from rmcli.session import http_client, open_store
 from rmcli.store import Store
+from rmcore.attempts import AttemptRecord
+from rmcore.engine import FailedOver, StartAttempt, Wait
+from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
+from rmcore.results import ask_json
 
 __all__ = ["ask", "run_ask"]
 
@@ -51,7 +51,7 @@ class _Announcer(Observer):
             err(f"INFO: Attempting next provider: {notice.to_provider}")
 
     def waiting(self, wait: Wait, seconds: float) -> None:
-        err(f"INFO: {wait.reason}: waiting {seconds:.2f} s")
+        err(f"INFO: {wait.reason} in {seconds:.2f} s")
 
     def attempt_recorded(self, record: AttemptRecord) -> None:
         self.store.record_attempts(self.run_id, "ask", [record])
@@ -118,7 +118,9 @@ def ask(
         return anyio.run(run_ask, env, setup, request, store, json)
 
 
-async def run_ask(env: dict[str, str], setup: RouteSetup, request: ChatRequest, store: Store, as_json: bool) -> int:
+async def run_ask(
+    env: dict[str, str], setup: RouteSetup, request: ChatRequest, store: Store, as_json: bool
+) -> int:
     """Route ``request`` by ``setup``, print the answer (streamed on a terminal) or the JSON
     result, announce fail-overs on stderr, record every attempt in ``store``; the exit code."""
     live = not as_json and sys.stdout.isatty()
@@ -143,7 +145,10 @@ async def run_ask(env: dict[str, str], setup: RouteSetup, request: ChatRequest, 
         sys.stdout.flush()
     if outcome.completion is not None:
         if outcome.completion.finish_reason in ("length", "max_tokens"):
-            err(f"WARNING: the answer stopped at max_tokens ({request.max_tokens}); raise it for a longer answer")
+            err(
+                f"WARNING: the answer stopped at max_tokens ({request.max_tokens}); "
+                "raise it for a longer answer"
+            )
         err(
             f"INFO: answered by {outcome.provider} ({outcome.model}) in {latency_ms / 1000:.2f} s, "
             f"cost ${outcome.cost_usd:.6f}"

@@ -11,11 +11,12 @@ from typing import Any
 
 from returns.result import Failure, Success
 
-from rmcore.policy import PolicyIssue, decode_policy, explain as explain_policy, resolve_providers
-from rmcore.providers import BUILTIN_NAMES, builtin_providers
 from rmcli.config import ConfigError, load_policy, read_policy_file
 from rmcli.environment import load_environment
 from rmcli.output import emit_json, err
+from rmcore.policy import PolicyIssue, decode_policy, resolve_providers
+from rmcore.policy import explain as explain_policy
+from rmcore.providers import BUILTIN_NAMES, builtin_providers
 
 __all__ = ["explain", "validate"]
 
@@ -46,8 +47,14 @@ def validate(*files: Path, json: bool = False) -> int:
             text = read_policy_file(path)
         except ConfigError as exc:
             unreadable = True
-            results.append({"file": str(path), "valid": False, "name": None,
-                            "errors": [{"line": None, "path": "$", "message": str(exc), "text": str(exc)}]})
+            results.append(
+                {
+                    "file": str(path),
+                    "valid": False,
+                    "name": None,
+                    "errors": [{"line": None, "path": "$", "message": str(exc), "text": str(exc)}],
+                }
+            )
             if not json:
                 err(str(exc))
             continue
@@ -55,12 +62,20 @@ def validate(*files: Path, json: bool = False) -> int:
             case Success(policy):
                 results.append({"file": str(path), "valid": True, "name": policy.name, "errors": []})
                 if not json:
-                    print(f"{path}: valid ({policy.name}: {policy.route.strategy.value}, "
-                          f"{len(policy.route.targets)} target(s))")
+                    print(
+                        f"{path}: valid ({policy.name}: {policy.route.strategy.value}, "
+                        f"{len(policy.route.targets)} target(s))"
+                    )
             case Failure(issues):
                 invalid = True
-                results.append({"file": str(path), "valid": False, "name": None,
-                                "errors": [_issue_json(i) for i in issues]})
+                results.append(
+                    {
+                        "file": str(path),
+                        "valid": False,
+                        "name": None,
+                        "errors": [_issue_json(i) for i in issues],
+                    }
+                )
                 if not json:
                     for issue in issues:
                         err(str(issue))

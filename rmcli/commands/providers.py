@@ -8,13 +8,13 @@ from typing import Annotated, Any
 import anyio
 import cyclopts
 
-from rmcore.health import HealthReport
-from rmcore.policy import resolve_providers
-from rmcore.providers import ProviderSpec, builtin_providers
 from rmcli.config import ConfigError, load_policy
 from rmcli.environment import api_key, load_environment
 from rmcli.output import emit_json
 from rmcli.tables import print_table
+from rmcore.health import HealthReport
+from rmcore.policy import resolve_providers
+from rmcore.providers import ProviderSpec, builtin_providers
 
 __all__ = ["health", "providers"]
 
@@ -81,7 +81,9 @@ def providers(*, policy: PolicyOption = None, json: bool = False) -> int:
         for s in specs.values()
     ]
     print_table(
-        "Providers", ["Provider", "Kind", "Model", "URL", "API key", "Price in/out per M tokens", "Config"], rows
+        "Providers",
+        ["Provider", "Kind", "Model", "URL", "API key", "Price in/out per M tokens", "Config"],
+        rows,
     )
     return 0
 

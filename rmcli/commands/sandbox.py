@@ -9,9 +9,9 @@ from typing import Annotated
 import anyio
 import cyclopts
 
-from rmcore.requests import ChatRequest
 from rmcli.config import ConfigError, load_route
 from rmcli.output import err
+from rmcore.requests import ChatRequest
 
 __all__ = ["demo", "sandbox"]
 
@@ -55,12 +55,14 @@ def sandbox(
     port
         First port: providers on PORT..PORT+3, the control API on PORT+4 (default: free ports).
     """
-    from rmcli.sandbox import Sandbox, serve
+    from rmcli.sandbox import NAMES, serve
 
     modes = _parse_fail(fail or [])
-    unknown = [n for n in modes if n not in Sandbox.NAMES]
+    unknown = [n for n in modes if n not in NAMES]
     if unknown:
-        raise ConfigError(f"--fail: unknown provider {unknown[0]!r}; sandbox providers: {', '.join(Sandbox.NAMES)}")
+        raise ConfigError(
+            f"--fail: unknown provider {unknown[0]!r}; sandbox providers: {', '.join(NAMES)}"
+        )
     if port is not None and not 1 <= port <= 65530:
         raise ConfigError(f"--port must be between 1 and 65530 (got {port})")
 
@@ -74,7 +76,9 @@ def sandbox(
     return 0
 
 
-def demo(*, question: Annotated[str, cyclopts.Parameter(name="--question")] = DEMO_QUESTION, json: bool = False) -> int:
+def demo(
+    *, question: Annotated[str, cyclopts.Parameter(name="--question")] = DEMO_QUESTION, json: bool = False
+) -> int:
     """Fail-over end to end, no keys needed: starts the sandbox with the primary provider
     (aiceo-gateway) down and asks the question with AI_PROVIDER=aiceo-gateway and
     AI_FALLBACK_PROVIDER=glm-direct, so the answer comes from the fallback. Attempts are recorded

@@ -6,13 +6,13 @@ import time
 
 from returns.result import Failure, Success
 
-from rmcore.timespec import parse_since
-from rmcore.usage import summarize, to_json_rows
 from rmcli.config import ConfigError
 from rmcli.environment import load_environment
 from rmcli.output import emit_json
 from rmcli.session import open_store
 from rmcli.tables import print_table
+from rmcore.timespec import parse_since
+from rmcore.usage import summarize, to_json_rows
 
 __all__ = ["usage"]
 

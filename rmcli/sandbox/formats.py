@@ -286,10 +286,15 @@ class AnthropicFormat(StreamingFormat):
     request_id_header = "request-id"
 
     def auth_problem(self, headers: Mapping[str, str], key: str) -> str | None:
+        # The documented header is x-api-key; recent official SDKs send the same key as a bearer
+        # token instead, which the API accepts too.
         value = headers.get("x-api-key")
-        if not value:
-            return "x-api-key header is required"
-        return None if value.strip() == key else "invalid x-api-key"
+        if value:
+            return None if value.strip() == key else "invalid x-api-key"
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return None if token.strip() == key else "invalid bearer token"
+        return "x-api-key header is required"
 
     def header_problem(self, headers: Mapping[str, str]) -> str | None:
         if not headers.get("anthropic-version"):

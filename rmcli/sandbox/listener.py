@@ -94,6 +94,12 @@ class Listener:
             self._sock.close()
             self._sock = None
         for writer in self._writers:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                # The transport closes its socket on the next loop turn; the client must see the
+                # connection end before its next request, so end it now.
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             writer.transport.abort()
         self._closing_writers |= self._writers
         self._writers = set()

@@ -56,6 +56,7 @@ _TYPE_WORDS = {
     "time": "a time",
 }
 _MISSING: Any = object()
+_HIDDEN: Any = object()
 
 
 class PolicyIssue(Base, frozen=True):
@@ -100,7 +101,9 @@ def decode_policy(
     problems = list(_check(policy, data, known_providers, route_written=written))
     if problems:
         index = line_index(text)
-        return Failure(tuple(_issue(text, source, path, message, index) for path, message in problems))
+        found = [_issue(text, source, path, message, index) for path, message in problems]
+        found.sort(key=lambda issue: issue.line or 0)  # document order; stable for equal lines
+        return Failure(tuple(found))
     if not policy.name:
         policy = msgspec.structs.replace(policy, name=PurePath(source).stem or source)
     return Success(policy)
@@ -114,7 +117,8 @@ def _syntax_issue(error: tomllib.TOMLDecodeError, text: str, source: str) -> Pol
     match = _TOML_POSITION.search(message)
     if match is None:
         return PolicyIssue(file=source, line=None, path="$", message=f"invalid TOML: {message}")
-    line = int(match.group(1)) if match.group(1) else max(1, len(text.splitlines()))
+    last_line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+    line = int(match.group(1)) if match.group(1) else last_line
     return PolicyIssue(file=source, line=line, path="$", message=f"invalid TOML: {message[: match.start()]}")
 
 
@@ -132,8 +136,8 @@ def _with_default_targets(raw: dict[str, Any], default_targets: Sequence[str]) -
 
 
 def _explain_validation(data: Any, error: str, prefix: PathKey = ()) -> tuple[PathKey, str]:
-    """msgspec's message about ``data`` (a table at ``prefix`` of the whole document ``data``) →
-    (full path, message in TOML's terms)."""
+    """msgspec's ``error`` about the value at ``prefix`` of the document ``data`` → (full path,
+    message in TOML's terms)."""
     match = _MSGSPEC_AT.match(error)
     assert match is not None  # the pattern matches every string
     message, at = match.group(1), match.group(2) or "$"
@@ -167,11 +171,13 @@ def _rewrite(data: Any, path: PathKey, message: str) -> tuple[PathKey, str]:
     if missing:
         return (*path, missing.group(1)), "missing required key"
     value = _value_at(data, path)
+    if path[:1] == ("providers",) and path[-1:] != ("kind",) and isinstance(value, str):
+        value = _HIDDEN  # a misplaced string in a provider table might be a pasted key: never echo it
     got = "" if value is _MISSING else f", got {_show(value)}"
     if message.startswith("Invalid enum value"):
         node = _type_at(path)
         choices = _choices(node)
-        expected = f"one of {', '.join(choices)}" if len(choices) > 1 else repr(choices[0]) if choices else ""
+        expected = f"one of {', '.join(choices)}" if len(choices) > 1 else ", ".join(map(repr, choices))
         if _accepts_number(node):
             expected = f"a number or {expected}"
         hint = _did_you_mean(str(value), choices)
@@ -207,6 +213,8 @@ def _did_you_mean(word: str, choices: Sequence[str]) -> str:
 
 def _show(value: Any) -> str:
     """A value as a person reading the TOML would recognise it."""
+    if value is _HIDDEN:
+        return "a string"
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, list):

@@ -1,4 +1,4 @@
-"""Why a provider call failed, as an ``ErrorKind``: from the HTTP status, the error body, Retry-After.
+"""Why a provider call failed, as an ``ErrorKind``, from the HTTP status and the error body.
 
 All the rules live here, as data first and then the few functions that read them. Order of
 precedence, most specific first:
@@ -8,12 +8,14 @@ precedence, most specific first:
 2. an error *message* saying the prompt does not fit the context (only for 4xx and for errors
    reported inside a 2xx response, never for 429 or 5xx, whose texts talk about tokens per minute);
 3. the HTTP status (DESIGN §4): 429 rate_limited, 401/403 auth, 503/529 overloaded, other 5xx
-   server_error, other 4xx bad_request;
-4. for an error reported inside a 2xx response (an event-stream ``error`` event, an AICEO
-   ``success: false``), the body's error type, or for the AICEO gateway its error text.
+   server_error, other 4xx bad_request (408 is a timeout, 413 a context_length);
+4. for an error reported inside a 2xx response (an event-stream ``error`` event, an error object
+   in place of an answer), the body's error type; for the AICEO gateway, whose failures are free
+   text, that text decides a 2xx ``success: false`` and refines a status that only says 5xx.
 
 Messages are built from the status and the provider's error text only (never headers, which may
-hold a key), on one line and cut to ``MESSAGE_LIMIT`` characters.
+hold a key), on one line and cut to ``MESSAGE_LIMIT`` characters. The Retry-After wait comes from
+``retry_after``.
 """
 
 from __future__ import annotations

@@ -89,13 +89,17 @@ def test_persistent_503_is_tried_max_attempts_times_then_fails_over() -> None:
         targets=(TargetPlan(provider=spec("a"), max_attempts=3), TargetPlan(provider=spec("b"))),
         retry=RetryRules(on=frozenset({ErrorKind.OVERLOADED})),
     )
-    sim = simulate(p, REQUEST, {"a": SimProvider(replies=(SimReply(latency_s=0.01, kind=ErrorKind.OVERLOADED),))})
+    sim = simulate(
+        p, REQUEST, {"a": SimProvider(replies=(SimReply(latency_s=0.01, kind=ErrorKind.OVERLOADED),))}
+    )
     assert sim.calls["a"] == 3 and sim.outcome.provider == "b"
 
 
 def test_silent_provider_is_abandoned_after_one_attempt_timeout() -> None:
     """A hang ends at the attempt timeout; timeout is not retried by default, so the next target answers."""
-    p = RunPlan(targets=(TargetPlan(provider=spec("a"), attempt_timeout_s=1.0), TargetPlan(provider=spec("b"))))
+    p = RunPlan(
+        targets=(TargetPlan(provider=spec("a"), attempt_timeout_s=1.0), TargetPlan(provider=spec("b")))
+    )
     sim = simulate(p, REQUEST, {"a": SimProvider(replies=(SimReply(latency_s=None),))})
     assert sim.calls["a"] == 1 and sim.outcome.provider == "b"
     assert sim.outcome.attempts[0].outcome == "timeout"
@@ -103,7 +107,9 @@ def test_silent_provider_is_abandoned_after_one_attempt_timeout() -> None:
 
 
 def test_content_filter_stops_the_run_with_the_providers_reason() -> None:
-    sim = simulate(plan("a", "b"), REQUEST, {"a": SimProvider(replies=(SimReply(kind=ErrorKind.CONTENT_FILTER),))})
+    sim = simulate(
+        plan("a", "b"), REQUEST, {"a": SimProvider(replies=(SimReply(kind=ErrorKind.CONTENT_FILTER),))}
+    )
     assert not sim.outcome.ok and sim.outcome.error is not None
     assert sim.outcome.error.kind is ErrorKind.CONTENT_FILTER and "b" not in sim.calls
 
@@ -111,7 +117,10 @@ def test_content_filter_stops_the_run_with_the_providers_reason() -> None:
 def test_budget_skips_targets_whose_worst_case_does_not_fit() -> None:
     """A provider whose worst case exceeds the budget is never called; a cheaper one is."""
     p = RunPlan(
-        targets=(TargetPlan(provider=spec("dear", price=1_000.0)), TargetPlan(provider=spec("cheap", price=0.1))),
+        targets=(
+            TargetPlan(provider=spec("dear", price=1_000.0)),
+            TargetPlan(provider=spec("cheap", price=0.1)),
+        ),
         limits=RunLimits(max_usd=0.01),
     )
     sim = simulate(p, REQUEST, {})
@@ -126,7 +135,9 @@ def test_no_target_fits_the_budget_fails_with_budget() -> None:
 
 
 def test_health_check_before_use_skips_unhealthy_targets() -> None:
-    p = RunPlan(targets=(TargetPlan(provider=spec("a")), TargetPlan(provider=spec("b"))), check_before_use=True)
+    p = RunPlan(
+        targets=(TargetPlan(provider=spec("a")), TargetPlan(provider=spec("b"))), check_before_use=True
+    )
     sim = simulate(p, REQUEST, {"a": SimProvider(healthy=False)})
     assert "a" not in sim.calls and sim.outcome.provider == "b"
     assert sum(isinstance(s.action, CheckHealth) for s in sim.steps) == 2
@@ -134,8 +145,13 @@ def test_health_check_before_use_skips_unhealthy_targets() -> None:
 
 
 def test_attempt_timeout_is_capped_by_the_deadline() -> None:
-    engine = Engine(RunPlan(targets=(TargetPlan(provider=spec("a"), attempt_timeout_s=30),),
-                            limits=RunLimits(deadline_s=5)), REQUEST, seed=0)
+    engine = Engine(
+        RunPlan(
+            targets=(TargetPlan(provider=spec("a"), attempt_timeout_s=30),), limits=RunLimits(deadline_s=5)
+        ),
+        REQUEST,
+        seed=0,
+    )
     [start] = engine.start(10.0)
     assert isinstance(start, StartAttempt)
     assert start.timeout_s == 5 and start.timeout_kind is ErrorKind.DEADLINE
@@ -146,7 +162,7 @@ def test_attempt_timeout_is_capped_by_the_deadline() -> None:
 
 def test_success_records_real_usage_and_cost() -> None:
     engine = Engine(plan("a"), REQUEST, seed=0, epoch_s=1_700_000_000.0)
-    [start] = engine.start(100.0)
+    [_start] = engine.start(100.0)
     from rmcore.completion import Completion, Usage
 
     done = engine.handle(
@@ -236,7 +252,9 @@ def test_engine_invariants(scenario: tuple[RunPlan, ChatRequest, dict[str, SimPr
             failed_provider = sim.steps[i - 1].action
             assert isinstance(failed_provider, StartAttempt)
             later = [s for s in sim.steps[i + 1 :] if isinstance(s.action, StartAttempt | FailedOver)]
-            if later and isinstance(later[0].action, StartAttempt) and (
-                later[0].action.provider.name == failed_provider.provider.name
+            if (
+                later
+                and isinstance(later[0].action, StartAttempt)
+                and (later[0].action.provider.name == failed_provider.provider.name)
             ):
                 assert later[0].at >= step.at + step.event.error.retry_after_s - 1e-9

@@ -5,7 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 
-FORBIDDEN = ["anyio", "httpx", "httpcore", "cyclopts", "sqlite3", "_sqlite3", "socket", "asyncio", "dotenv", "rich"]
+FORBIDDEN = [
+    "anyio",
+    "httpx",
+    "httpcore",
+    "cyclopts",
+    "sqlite3",
+    "_sqlite3",
+    "socket",
+    "asyncio",
+    "dotenv",
+    "rich",
+]
 
 PROGRAM = f"""
 import importlib, pkgutil, sys
@@ -33,7 +44,14 @@ def test_rmcore_never_reads_the_environment_or_the_clock() -> None:
     offenders = []
     for path in root.rglob("*.py"):
         text = path.read_text()
-        for needle in ("os.environ", "os.getenv", "time.time(", "time.monotonic(", "random.random(", "datetime.now("):
+        for needle in (
+            "os.environ",
+            "os.getenv",
+            "time.time(",
+            "time.monotonic(",
+            "random.random(",
+            "datetime.now(",
+        ):
             if needle in text:
                 offenders.append(f"{path.relative_to(root)}: {needle}")
     assert offenders == []

@@ -19,13 +19,15 @@ from rmcore.providers import BUILTIN_NAMES, ProviderKind
 def decode(text: str, **kwargs: Any) -> Policy:
     result = decode_policy(textwrap.dedent(text), "policy.toml", BUILTIN_NAMES, **kwargs)
     assert isinstance(result, Success), result
-    return result.unwrap()
+    policy: Policy = result.unwrap()
+    return policy
 
 
 def issues(text: str, **kwargs: Any) -> tuple[PolicyIssue, ...]:
     result = decode_policy(textwrap.dedent(text), "policy.toml", BUILTIN_NAMES, **kwargs)
     assert isinstance(result, Failure), result
-    return result.failure()
+    found: tuple[PolicyIssue, ...] = result.failure()
+    return found
 
 
 def only_issue(text: str) -> PolicyIssue:
@@ -322,7 +324,7 @@ def test_target_table_needs_exactly_one_of_provider_and_targets() -> None:
 
 
 def test_strategy_on_a_provider_target_is_rejected() -> None:
-    issue = only_issue('version = 1\n[route]\ntargets = [{ provider = "glm-direct", strategy = "fastest" }]\n')
+    issue = only_issue('version = 1\n[route]\ntargets = [{ provider = "glm-direct", strategy = "hedged" }]\n')
     assert issue.path == "$.route.targets[0].strategy"
 
 
@@ -565,7 +567,7 @@ def test_decoding_random_toml_never_raises(data: dict[str, Any], with_version: b
     if isinstance(result, Failure):
         found = result.failure()
         assert found
-        last_line = max(1, len(text.splitlines()))
+        last_line = max(1, text.count("\n"))
         for issue in found:
             assert issue.line is None or 1 <= issue.line <= last_line
             assert issue.path.startswith("$")
@@ -578,3 +580,11 @@ def test_decoding_random_toml_never_raises(data: dict[str, Any], with_version: b
 def test_decoding_arbitrary_text_never_raises(text: str) -> None:
     result = decode_policy(text, "text.toml", BUILTIN_NAMES)
     assert isinstance(result, Success | Failure)
+
+
+def test_strings_in_provider_tables_are_never_echoed() -> None:
+    """A key pasted where a number belongs must not reach the terminal or a CI log."""
+    issue = only_issue('version = 1\n[providers.glm-direct]\ninput_usd_per_mtok = "sk-not-a-price"\n')
+    assert issue.path == "$.providers.glm-direct.input_usd_per_mtok"
+    assert "sk-not-a-price" not in str(issue)
+    assert issue.message == "expected a number, got a string"

@@ -1,0 +1,231 @@
+"""The engine driven over real loopback HTTP against the sandbox: one test per fault mode, each
+stating the conduct it checks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from rmcore.engine import RunOutcome
+from rmcore.errors import ErrorKind
+from rmcore.plan import RetryRules, RunLimits, RunPlan, TargetPlan
+from rmcore.providers import ProviderSpec, builtin_providers
+from rmcore.requests import ChatRequest
+from rmcli.runner import route
+from rmcli.sandbox import Sandbox
+
+pytestmark = pytest.mark.anyio
+
+REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", system="You are terse.", max_tokens=200)
+
+
+@pytest.fixture
+async def box() -> AsyncIterator[Sandbox]:
+    async with Sandbox() as sandbox:
+        yield sandbox
+
+
+def specs(box: Sandbox) -> dict[str, ProviderSpec]:
+    return builtin_providers(box.env())
+
+
+def target(box: Sandbox, name: str, **limits: float | int) -> TargetPlan:
+    return TargetPlan(provider=specs(box)[name], **limits)  # type: ignore[arg-type]
+
+
+async def run(
+    box: Sandbox,
+    *targets: TargetPlan,
+    retry: RetryRules | None = None,
+    deadline_s: float = 30.0,
+    max_usd: float = 1.0,
+    request: ChatRequest = REQUEST,
+    check_before_use: bool = False,
+) -> RunOutcome:
+    plan = RunPlan(
+        targets=targets,
+        limits=RunLimits(deadline_s=deadline_s, max_usd=max_usd),
+        retry=retry or RetryRules(backoff_initial_s=0.05, backoff_max_s=0.2),
+        check_before_use=check_before_use,
+    )
+    keys = {spec.key_env: box.env()[spec.key_env] for spec in specs(box).values() if spec.key_env}
+    async with httpx.AsyncClient(timeout=None) as client:
+        return await route(plan, request, client=client, keys=lambda s: keys.get(s.key_env or ""), seed=7)
+
+
+def outcomes(outcome: RunOutcome) -> list[tuple[str, str]]:
+    return [(a.provider, a.outcome) for a in outcome.attempts]
+
+
+@pytest.mark.parametrize("name", ["aiceo-gateway", "glm-direct", "anthropic-direct", "openai-direct"])
+async def test_every_provider_answers_in_its_own_format(box: Sandbox, name: str) -> None:
+    """Streaming (OpenAI kind, Anthropic) and whole-body (AICEO) answers parse into a completion with usage."""
+    outcome = await run(box, target(box, name))
+    assert outcome.ok and outcome.provider == name
+    assert outcome.completion is not None and name in outcome.completion.content
+    assert outcome.completion.usage.output_tokens > 0 and not outcome.completion.usage.estimated
+    assert outcome.cost_usd > 0
+
+
+async def test_requests_carry_the_reference_headers_and_bodies(box: Sandbox) -> None:
+    """Anthropic: x-api-key, anthropic-version, top-level system, max_tokens. AICEO: X-API-Key,
+    priority, source, sourceId. OpenAI kind: Bearer key, system message, usage in the stream."""
+    for name in ("anthropic-direct", "aiceo-gateway", "glm-direct"):
+        assert (await run(box, target(box, name))).ok
+    [anthropic] = box.requests("anthropic-direct")
+    assert anthropic.headers["x-api-key"] == "<redacted>"
+    assert anthropic.headers["anthropic-version"] == "2023-06-01"
+    assert anthropic.body["system"] == "You are terse."
+    assert anthropic.body["max_tokens"] == 200
+    assert anthropic.body["messages"] == [{"role": "user", "content": REQUEST.prompt}]
+    [aiceo] = box.requests("aiceo-gateway")
+    assert aiceo.headers["x-api-key"] == "<redacted>"
+    assert aiceo.body["priority"] == "high" and aiceo.body["source"] == "recursivemanager"
+    assert aiceo.body["provider"] == "glm" and aiceo.body["maxTokens"] == 200
+    assert aiceo.body["sourceId"] == "ask"
+    [glm] = box.requests("glm-direct")
+    assert glm.headers["authorization"] == "<redacted>"
+    assert glm.body["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert glm.body["stream"] is True and glm.body["stream_options"] == {"include_usage": True}
+
+
+async def test_temperature_zero_is_sent_as_zero(box: Sandbox) -> None:
+    request = ChatRequest(prompt="x", temperature=0.0)
+    assert (await run(box, target(box, "openai-direct"), request=request)).ok
+    [sent] = box.requests("openai-direct")
+    assert sent.body["temperature"] == 0
+
+
+async def test_down_is_a_connection_failure_and_fails_over(box: Sandbox) -> None:
+    """Connection refused is retried (max_attempts), then the next target answers."""
+    box.set_mode("aiceo-gateway", "down")
+    outcome = await run(box, target(box, "aiceo-gateway"), target(box, "glm-direct"))
+    assert outcome.provider == "glm-direct" and outcome.fallback_used
+    assert outcomes(outcome) == [
+        ("aiceo-gateway", "connection"),
+        ("aiceo-gateway", "connection"),
+        ("glm-direct", "ok"),
+    ]
+    assert outcome.attempts[0].message == "connection refused"
+
+
+async def test_reset_before_headers_is_a_connection_failure(box: Sandbox) -> None:
+    box.set_mode("openai-direct", "reset")
+    outcome = await run(box, target(box, "openai-direct", max_attempts=1), target(box, "glm-direct"))
+    assert outcomes(outcome)[0] == ("openai-direct", "connection") and outcome.provider == "glm-direct"
+
+
+async def test_ratelimit_retry_after_is_honoured(box: Sandbox) -> None:
+    """A 429 with Retry-After: 2 is retried on the same target no sooner than 2 s later."""
+    box.set_mode("glm-direct", "ratelimit:2")
+    outcome = await run(box, target(box, "glm-direct"), target(box, "openai-direct"))
+    first, second, third = outcome.attempts
+    assert (first.outcome, second.outcome, third.outcome) == ("rate_limited", "rate_limited", "ok")
+    assert second.started_at_ms - (first.started_at_ms + first.latency_ms) >= 2000 - 1
+    sent = box.requests("glm-direct")
+    assert len(sent) == 2
+
+
+async def test_silent_provider_is_abandoned_after_one_attempt_timeout(box: Sandbox) -> None:
+    """A provider that never answers is left after one attempt timeout; the next target answers."""
+    box.set_mode("anthropic-direct", "hang")
+    started = time.monotonic()
+    outcome = await run(
+        box, target(box, "anthropic-direct", attempt_timeout_s=0.5, first_token_timeout_s=5.0),
+        target(box, "glm-direct"),
+    )
+    assert time.monotonic() - started < 2.0
+    assert outcomes(outcome) == [("anthropic-direct", "timeout"), ("glm-direct", "ok")]
+
+
+async def test_first_token_timeout_on_a_hanging_stream(box: Sandbox) -> None:
+    box.set_mode("openai-direct", "hang")
+    outcome = await run(box, target(box, "openai-direct", first_token_timeout_s=0.3), target(box, "glm-direct"))
+    assert outcomes(outcome)[0] == ("openai-direct", "first_token_timeout")
+
+
+async def test_truncated_stream_is_never_a_success(box: Sandbox) -> None:
+    """A stream cut before its terminating event fails as stream_truncated, on every kind."""
+    for name in ("glm-direct", "anthropic-direct", "aiceo-gateway"):
+        box.set_mode(name, "truncate")
+        outcome = await run(box, target(box, name))
+        assert not outcome.ok, name
+        assert outcome.error is not None and outcome.error.kind is ErrorKind.STREAM_TRUNCATED, name
+        assert outcome.attempts[0].usage.estimated and outcome.cost_usd > 0, "a cut stream is still billed"
+
+
+async def test_truncated_stream_fails_over_to_a_whole_answer(box: Sandbox) -> None:
+    box.set_mode("openai-direct", "truncate")
+    outcome = await run(box, target(box, "openai-direct"), target(box, "anthropic-direct"))
+    assert outcomes(outcome) == [("openai-direct", "stream_truncated"), ("anthropic-direct", "ok")]
+
+
+async def test_stalled_stream_is_abandoned_after_the_idle_timeout(box: Sandbox) -> None:
+    box.set_mode("anthropic-direct", "stall")
+    started = time.monotonic()
+    outcome = await run(box, target(box, "anthropic-direct", idle_timeout_s=0.3), target(box, "glm-direct"))
+    assert outcomes(outcome)[0][1] in ("stream_stalled", "first_token_timeout")
+    assert outcome.provider == "glm-direct" and time.monotonic() - started < 2.0
+
+
+async def test_persistent_503_is_tried_max_attempts_times_then_fails_over(box: Sandbox) -> None:
+    box.set_mode("openai-direct", "status:503")
+    retry = RetryRules(on=frozenset({ErrorKind.OVERLOADED}), backoff_initial_s=0.01, backoff_max_s=0.05)
+    outcome = await run(box, target(box, "openai-direct", max_attempts=3), target(box, "glm-direct"), retry=retry)
+    assert len(box.requests("openai-direct")) == 3
+    assert outcomes(outcome)[-1] == ("glm-direct", "ok")
+    assert {o for _, o in outcomes(outcome)[:3]} == {"overloaded"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"),
+    [("status:401", "auth"), ("status:500", "server_error"), ("status:529", "overloaded"),
+     ("status:400", "bad_request"), ("garbage", "malformed_response")],
+)
+async def test_http_failures_are_classified(box: Sandbox, mode: str, kind: str) -> None:
+    box.set_mode("anthropic-direct", mode)
+    outcome = await run(box, target(box, "anthropic-direct", max_attempts=1), target(box, "glm-direct"))
+    assert outcomes(outcome) == [("anthropic-direct", kind), ("glm-direct", "ok")]
+
+
+async def test_slow_provider_within_its_timeout_answers(box: Sandbox) -> None:
+    box.set_mode("glm-direct", "slow:0.3")
+    outcome = await run(box, target(box, "glm-direct"))
+    assert outcome.ok and outcome.attempts[0].latency_ms >= 300
+
+
+async def test_nothing_waits_past_the_deadline(box: Sandbox) -> None:
+    """Every provider silent: the run ends at its deadline, not at the sum of attempt timeouts."""
+    for name in box.names:
+        box.set_mode(name, "hang")
+    started = time.monotonic()
+    outcome = await run(box, *(target(box, n, attempt_timeout_s=10) for n in box.names), deadline_s=0.8)
+    elapsed = time.monotonic() - started
+    assert 0.8 <= elapsed < 1.3
+    assert outcome.error is not None and outcome.error.kind is ErrorKind.DEADLINE
+
+
+async def test_retry_after_longer_than_the_deadline_is_not_waited_for(box: Sandbox) -> None:
+    box.set_mode("glm-direct", "ratelimit:30")
+    started = time.monotonic()
+    outcome = await run(box, target(box, "glm-direct"), target(box, "openai-direct"), deadline_s=5)
+    assert time.monotonic() - started < 2.0 and outcome.provider == "openai-direct"
+
+
+async def test_budget_stops_requests_whose_worst_case_does_not_fit(box: Sandbox) -> None:
+    """openai-direct at $30/M output with max_tokens 200 costs up to ~$0.006: a $0.001 budget skips it."""
+    outcome = await run(box, target(box, "openai-direct"), target(box, "glm-direct"), max_usd=0.001)
+    assert box.requests("openai-direct") == []
+    assert outcome.provider == "glm-direct" and outcome.skipped[0].kind is ErrorKind.BUDGET
+    assert outcome.cost_usd <= 0.001
+
+
+async def test_health_check_before_use_skips_an_unhealthy_provider(box: Sandbox) -> None:
+    box.set_mode("aiceo-gateway", "status:503")
+    outcome = await run(box, target(box, "aiceo-gateway"), target(box, "glm-direct"), check_before_use=True)
+    assert outcome.provider == "glm-direct" and outcome.attempts[0].provider == "glm-direct"
+    assert [r.path for r in box.requests("aiceo-gateway")] == ["/api/glm/status"]
+    assert outcome.skipped[0].kind is ErrorKind.UNHEALTHY

@@ -1,0 +1,755 @@
+"""The sandbox over real loopback HTTP: wire formats, every fault mode, logs, control API, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from rmcli.sandbox import MODES_HELP, NAMES, Mode, ModeKind, Outcome, Sandbox, parse_mode, serve
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings("error::ResourceWarning"),
+]
+
+PROMPT = "Should a team of three adopt microservices for its first product?"
+
+
+def auth(sandbox: Sandbox, name: str) -> dict[str, str]:
+    """The headers each provider expects, with its key."""
+    key = sandbox.key(name)
+    if name == "aiceo-gateway":
+        return {"x-api-key": key}
+    if name == "anthropic-direct":
+        return {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    return {"authorization": f"Bearer {key}"}
+
+
+def chat_body(name: str, stream: bool = False, **extra: Any) -> dict[str, Any]:
+    """A valid chat request in the provider's own shape."""
+    messages = [{"role": "user", "content": PROMPT}]
+    if name == "aiceo-gateway":
+        return {"provider": "glm", "model": "glm-4.7", "messages": messages, "maxTokens": 500, **extra}
+    if name == "anthropic-direct":
+        body = {"model": "claude-test", "max_tokens": 500, "system": "Be brief.", "messages": messages}
+        return {**body, "stream": stream, **extra}
+    return {"model": f"{name}-model", "messages": messages, "stream": stream, **extra}
+
+
+def health_path(sandbox: Sandbox, name: str) -> str:
+    return {
+        "aiceo-gateway": "/api/glm/status",
+        "glm-direct": "/api/paas/v4/models",
+        "anthropic-direct": "/v1/models",
+        "openai-direct": "/v1/models",
+    }[name]
+
+
+def health_url(sandbox: Sandbox, name: str) -> str:
+    return f"http://127.0.0.1:{sandbox.port(name)}{health_path(sandbox, name)}"
+
+
+async def post(client: httpx.AsyncClient, sandbox: Sandbox, name: str, **extra: Any) -> httpx.Response:
+    return await client.post(sandbox.url(name), headers=auth(sandbox, name), json=chat_body(name, **extra))
+
+
+def sse_events(raw: str) -> list[tuple[str | None, str]]:
+    """(event name, data) of each server-sent event in ``raw``."""
+    events: list[tuple[str | None, str]] = []
+    for block in raw.split("\n\n"):
+        if not block.strip():
+            continue
+        name = None
+        data = []
+        for line in block.split("\n"):
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data.append(line[len("data: ") :])
+        events.append((name, "\n".join(data)))
+    return events
+
+
+def error_kind(name: str, body: dict[str, Any]) -> object:
+    """The part of an error body that says what kind of error it is, in the provider's shape."""
+    if name == "anthropic-direct":
+        assert body["type"] == "error"
+        return body["error"]["type"]
+    if name == "aiceo-gateway":
+        assert isinstance(body["error"], str)
+        return body["success"]
+    assert isinstance(body["error"]["message"], str)
+    return body["error"]["type"], body["error"]["code"]
+
+
+async def eventually(check: Callable[[], bool], within_s: float = 2.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+# -- modes -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "shown"),
+    [
+        ("ok", Mode(ModeKind.OK), "ok"),
+        (" DOWN ", Mode(ModeKind.DOWN), "down"),
+        ("slow:0.25", Mode(ModeKind.SLOW, seconds=0.25), "slow:0.25"),
+        ("slow:2", Mode(ModeKind.SLOW, seconds=2.0), "slow:2"),
+        ("status:529", Mode(ModeKind.STATUS, status=529), "status:529"),
+        ("ratelimit:3", Mode(ModeKind.RATELIMIT, seconds=3.0), "ratelimit:3"),
+        ("truncate", Mode(ModeKind.TRUNCATE), "truncate"),
+    ],
+)
+def test_parse_mode_reads_each_form_and_writes_it_back(text: str, expected: Mode, shown: str) -> None:
+    assert parse_mode(text) == expected
+    assert str(parse_mode(text)) == shown
+    assert parse_mode(shown) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "unknown mode"),
+        ("explode", "unknown mode 'explode'"),
+        ("slow", "needs a number of seconds"),
+        ("slow:abc", "needs a number of seconds"),
+        ("slow:-1", "0 or more"),
+        ("ratelimit:nan", "finite"),
+        ("status:200", "from 400 to 599"),
+        ("status:abc", "from 400 to 599"),
+        ("hang:3", "takes no argument"),
+    ],
+)
+def test_parse_mode_explains_a_bad_mode(text: str, why: str) -> None:
+    with pytest.raises(ValueError, match="bad sandbox mode") as caught:
+        parse_mode(text)
+    assert why in str(caught.value)
+    assert MODES_HELP in str(caught.value)
+
+
+async def test_set_mode_rejects_unknown_provider_and_bad_mode_and_keeps_the_old_one() -> None:
+    with pytest.raises(ValueError, match="unknown sandbox provider in modes: nope"):
+        Sandbox({"nope": "ok"})
+    with pytest.raises(ValueError, match="bad sandbox mode"):
+        Sandbox({"glm-direct": "slow"})
+    async with Sandbox({"glm-direct": "slow:0.1"}) as sandbox:
+        with pytest.raises(ValueError, match="unknown sandbox provider 'nope'"):
+            sandbox.set_mode("nope", "ok")
+        with pytest.raises(ValueError, match="unknown mode 'sideways'"):
+            sandbox.set_mode("glm-direct", "sideways")
+        assert str(sandbox.mode("glm-direct")) == "slow:0.1"
+        assert sandbox.names == NAMES
+
+
+# -- the environment and the formats ---------------------------------------------------------------
+
+
+async def test_env_points_each_variable_at_its_own_port_and_key() -> None:
+    async with Sandbox() as sandbox:
+        env = sandbox.env()
+        ports = {sandbox.port(name) for name in NAMES}
+        assert len(ports) == 4
+        assert env["AICEO_GATEWAY_URL"] == f"http://127.0.0.1:{sandbox.port('aiceo-gateway')}/api/glm/submit"
+        assert env["GLM_API_URL"].endswith(f":{sandbox.port('glm-direct')}/api/paas/v4/chat/completions")
+        assert env["ANTHROPIC_API_URL"].endswith(f":{sandbox.port('anthropic-direct')}/v1/messages")
+        assert env["OPENAI_API_URL"].endswith(f":{sandbox.port('openai-direct')}/v1/chat/completions")
+        assert env["GLM_API_KEY"] == "sandbox-key-glm-direct" == sandbox.key("glm-direct")
+        assert set(env) == {
+            "AICEO_GATEWAY_URL",
+            "AICEO_GATEWAY_API_KEY",
+            "GLM_API_URL",
+            "GLM_API_KEY",
+            "ANTHROPIC_API_URL",
+            "ANTHROPIC_API_KEY",
+            "OPENAI_API_URL",
+            "OPENAI_API_KEY",
+        }
+        assert sandbox.base_url("openai-direct") == sandbox.url("openai-direct").removesuffix("/chat/completions")
+
+
+@pytest.mark.parametrize("name", ["openai-direct", "glm-direct"])
+async def test_openai_format_answers_with_a_completion_echoing_the_model(name: str) -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        response = await post(client, sandbox, name)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json"
+        body = response.json()
+        assert body["object"] == "chat.completion"
+        assert body["model"] == f"{name}-model"
+        choice = body["choices"][0]
+        assert choice["finish_reason"] == "stop"
+        assert choice["message"]["role"] == "assistant"
+        text = choice["message"]["content"]
+        assert name in text and "Should a team of three adopt" in text
+        assert body["usage"] == {
+            "prompt_tokens": len(PROMPT.split()),
+            "completion_tokens": len(text.split()),
+            "total_tokens": len(PROMPT.split()) + len(text.split()),
+        }
+        again = await post(client, sandbox, name)
+        assert again.json()["choices"][0]["message"]["content"] == text
+
+
+@pytest.mark.parametrize("include_usage", [True, False])
+async def test_openai_stream_ends_with_done_and_has_usage_only_when_asked(include_usage: bool) -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        whole = (await post(client, sandbox, "openai-direct")).json()
+        options = {"stream_options": {"include_usage": True}} if include_usage else {}
+        response = await post(client, sandbox, "openai-direct", stream=True, **options)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["transfer-encoding"] == "chunked"
+        events = sse_events(response.text)
+        assert events[-1] == (None, "[DONE]")
+        chunks = [json.loads(data) for _, data in events[:-1]]
+        assert all(c["object"] == "chat.completion.chunk" and c["model"] == "openai-direct-model" for c in chunks)
+        assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+        with_choices = [c for c in chunks if c["choices"]]
+        deltas = [c["choices"][0]["delta"].get("content", "") for c in with_choices]
+        assert 5 <= sum(1 for d in deltas if d) <= 10
+        assert "".join(deltas) == whole["choices"][0]["message"]["content"]
+        assert with_choices[-1]["choices"][0]["finish_reason"] == "stop"
+        if include_usage:
+            assert chunks[-1]["choices"] == []
+            assert chunks[-1]["usage"] == whole["usage"]
+            assert all(c["usage"] is None for c in chunks[:-1])
+        else:
+            assert all("usage" not in c for c in chunks)
+
+
+async def test_anthropic_format_answers_a_message_and_streams_the_documented_events() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        response = await post(client, sandbox, "anthropic-direct")
+        assert response.status_code == 200
+        assert "request-id" in response.headers
+        message = response.json()
+        assert message["type"] == "message" and message["role"] == "assistant"
+        assert message["model"] == "claude-test"
+        assert message["stop_reason"] == "end_turn"
+        text = message["content"][0]["text"]
+        assert message["content"][0]["type"] == "text"
+        assert message["usage"] == {
+            "input_tokens": len(PROMPT.split()) + 2,  # the top-level system prompt counts too
+            "output_tokens": len(text.split()),
+        }
+
+        streamed = await post(client, sandbox, "anthropic-direct", stream=True)
+        events = sse_events(streamed.text)
+        names = [event for event, _ in events]
+        datas = [json.loads(data) for _, data in events]
+        assert all(data["type"] == event for event, data in zip(names, datas, strict=True))
+        deltas = [d for d in datas if d["type"] == "content_block_delta"]
+        assert names == [
+            "message_start",
+            "content_block_start",
+            "ping",
+            *["content_block_delta"] * len(deltas),
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ]
+        assert 5 <= len(deltas) <= 10
+        assert all(d["delta"]["type"] == "text_delta" for d in deltas)
+        assert "".join(d["delta"]["text"] for d in deltas) == text
+        assert datas[0]["message"]["usage"]["input_tokens"] == message["usage"]["input_tokens"]
+        assert datas[0]["message"]["content"] == []
+        assert datas[-2]["delta"]["stop_reason"] == "end_turn"
+        assert datas[-2]["usage"]["output_tokens"] == len(text.split())
+
+
+async def test_aiceo_gateway_answers_its_envelope_and_reports_status() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        response = await post(client, sandbox, "aiceo-gateway", provider="zai")
+        body = response.json()
+        assert response.status_code == 200
+        assert body["success"] is True
+        assert body["response"]["model"] == "glm-4.7"
+        assert body["response"]["usage"] == {
+            "inputTokens": len(PROMPT.split()),
+            "outputTokens": len(body["response"]["content"].split()),
+        }
+        assert body["metadata"]["provider"] == "zai"
+        assert set(body["metadata"]) == {"waitTime", "queueDepth", "requestId", "provider"}
+
+        status = await client.get(health_url(sandbox, "aiceo-gateway"), headers=auth(sandbox, "aiceo-gateway"))
+        info = status.json()
+        assert info["status"] == "operational"
+        assert info["maxConcurrent"] == 8
+        assert {"concurrentRequests", "queueDepth", "quotaInfo"} <= set(info)
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_health_endpoint_answers_with_the_right_key(name: str) -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        response = await client.get(health_url(sandbox, name), headers=auth(sandbox, name))
+        assert response.status_code == 200
+        if name != "aiceo-gateway":
+            assert response.json()["data"][0]["id"]
+
+
+async def test_a_custom_reply_is_used_and_cut_at_max_tokens() -> None:
+    def reply(provider: str, request: dict[str, Any]) -> str:
+        return f"{provider} says one two three four five six"
+
+    async with Sandbox(reply=reply) as sandbox, httpx.AsyncClient() as client:
+        full = (await post(client, sandbox, "openai-direct")).json()
+        assert full["choices"][0]["message"]["content"] == "openai-direct says one two three four five six"
+        cut = (await post(client, sandbox, "openai-direct", max_tokens=3)).json()
+        assert cut["choices"][0]["message"]["content"] == "openai-direct says one"
+        assert cut["choices"][0]["finish_reason"] == "length"
+        assert cut["usage"]["completion_tokens"] == 3
+        streamed = await post(client, sandbox, "anthropic-direct", stream=True, max_tokens=2)
+        datas = [json.loads(data) for _, data in sse_events(streamed.text)]
+        assert datas[-2]["delta"]["stop_reason"] == "max_tokens"
+        assert datas[-2]["usage"]["output_tokens"] == 2
+
+
+async def test_a_failing_reply_function_answers_500_in_the_provider_shape() -> None:
+    def reply(provider: str, request: dict[str, Any]) -> str:
+        raise RuntimeError("boom")
+
+    async with Sandbox(reply=reply) as sandbox, httpx.AsyncClient() as client:
+        response = await post(client, sandbox, "anthropic-direct")
+        assert response.status_code == 500
+        assert response.json()["error"]["type"] == "api_error"
+        assert sandbox.requests("anthropic-direct")[-1].outcome is Outcome.REPLY_FAILED
+
+
+# -- refusals: auth, paths, bodies -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("key", [None, "wrong-key"])
+async def test_a_missing_or_wrong_key_is_refused_with_401_in_the_provider_shape(
+    name: str, key: str | None
+) -> None:
+    expected = {
+        "aiceo-gateway": False,
+        "glm-direct": ("invalid_request_error", None if key is None else "invalid_api_key"),
+        "anthropic-direct": "authentication_error",
+        "openai-direct": ("invalid_request_error", None if key is None else "invalid_api_key"),
+    }[name]
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        headers = {k: v for k, v in auth(sandbox, name).items() if sandbox.key(name) not in v}
+        if key is not None:
+            headers["authorization" if "authorization" in auth(sandbox, name) else "x-api-key"] = (
+                f"Bearer {key}" if name in ("glm-direct", "openai-direct") else key
+            )
+        chat = await client.post(sandbox.url(name), headers=headers, json=chat_body(name))
+        health = await client.get(health_url(sandbox, name), headers=headers)
+        for response in (chat, health):
+            assert response.status_code == 401
+            assert error_kind(name, response.json()) == expected
+            assert sandbox.key(name) not in response.text
+        assert [r.outcome for r in sandbox.requests(name)] == [Outcome.UNAUTHORIZED] * 2
+
+
+async def test_anthropic_accepts_its_key_as_a_bearer_token_too() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        headers = {"authorization": f"Bearer {sandbox.key('anthropic-direct')}", "anthropic-version": "2023-06-01"}
+        response = await client.post(sandbox.url("anthropic-direct"), headers=headers, json=chat_body("anthropic-direct"))
+        assert response.status_code == 200
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_unknown_path_wrong_method_and_bad_json_are_refused_in_the_provider_shape(name: str) -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        headers = auth(sandbox, name)
+        unknown = await client.post(f"http://127.0.0.1:{sandbox.port(name)}/nowhere", headers=headers, json={})
+        assert unknown.status_code == 404
+        error_kind(name, unknown.json())
+        wrong_method = await client.get(sandbox.url(name), headers=headers)
+        assert wrong_method.status_code == 405
+        bad_json = await client.post(
+            sandbox.url(name), headers={**headers, "content-type": "application/json"}, content=b"{not json"
+        )
+        assert bad_json.status_code == 400
+        error_kind(name, bad_json.json())
+        outcomes = [r.outcome for r in sandbox.requests(name)]
+        assert outcomes == [Outcome.NOT_FOUND, Outcome.METHOD_NOT_ALLOWED, Outcome.BAD_REQUEST]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_tokens": None}, "max_tokens: field required"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "unexpected role 'system'"),
+        ({"messages": []}, "messages: field required"),
+    ],
+)
+async def test_anthropic_refuses_what_the_messages_api_refuses(change: dict[str, Any], message: str) -> None:
+    body = {**chat_body("anthropic-direct"), **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        response = await client.post(sandbox.url("anthropic-direct"), headers=auth(sandbox, "anthropic-direct"), json=body)
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert message in error["message"]
+
+
+async def test_anthropic_requires_the_version_header() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        headers = {"x-api-key": sandbox.key("anthropic-direct")}
+        response = await client.post(sandbox.url("anthropic-direct"), headers=headers, json=chat_body("anthropic-direct"))
+        assert response.status_code == 400
+        assert "anthropic-version" in response.json()["error"]["message"]
+
+
+async def test_an_unreadable_request_gets_400_and_the_connection_closes() -> None:
+    async with Sandbox() as sandbox:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sandbox.port("openai-direct"))
+        writer.write(b"NONSENSE\r\n\r\n")
+        answer = await reader.read()  # until the server closes
+        writer.close()
+        await writer.wait_closed()
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        assert b'"invalid_request_error"' in answer
+
+
+# -- connections -----------------------------------------------------------------------------------
+
+
+async def test_keep_alive_serves_many_requests_on_one_connection() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        for stream in (False, True, False):
+            assert (await post(client, sandbox, "openai-direct", stream=stream)).status_code == 200
+        assert sandbox.connections("openai-direct") == 1
+
+
+async def test_a_chunked_request_body_is_read() -> None:
+    async with Sandbox() as sandbox:
+        body = json.dumps(chat_body("glm-direct")).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", sandbox.port("glm-direct"))
+        head = (
+            "POST /api/paas/v4/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n"
+            f"authorization: Bearer {sandbox.key('glm-direct')}\r\nconnection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + b"%x\r\n%s\r\n" % (10, body[:10]) + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body) - 10, body[10:]))
+        answer = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["model"] == "glm-direct-model"
+
+
+async def test_streamed_events_arrive_as_separate_pieces() -> None:
+    async with Sandbox(stream_delay_s=0.01) as sandbox, httpx.AsyncClient() as client:
+        body = chat_body("anthropic-direct", stream=True)
+        headers = auth(sandbox, "anthropic-direct")
+        async with client.stream("POST", sandbox.url("anthropic-direct"), headers=headers, json=body) as response:
+            pieces = [piece async for piece in response.aiter_raw()]
+        assert len(pieces) >= 10
+
+
+# -- fault modes -----------------------------------------------------------------------------------
+
+
+async def test_down_refuses_connections_and_ok_listens_again_on_the_same_port() -> None:
+    async with Sandbox({"glm-direct": "down"}) as sandbox, httpx.AsyncClient() as client:
+        port = sandbox.port("glm-direct")
+        with pytest.raises(httpx.ConnectError):
+            await post(client, sandbox, "glm-direct")
+        with pytest.raises(httpx.ConnectError):
+            await client.get(health_url(sandbox, "glm-direct"), headers=auth(sandbox, "glm-direct"))
+        sandbox.set_mode("glm-direct", "ok")
+        assert (await post(client, sandbox, "glm-direct")).status_code == 200
+        assert sandbox.port("glm-direct") == port
+        assert sandbox.url("glm-direct") == f"http://127.0.0.1:{port}/api/paas/v4/chat/completions"
+        sandbox.set_mode("glm-direct", "down")  # also cuts the client's pooled connection
+        with pytest.raises(httpx.ConnectError):
+            await post(client, sandbox, "glm-direct")
+        sandbox.set_mode("glm-direct", "ok")
+        assert (await post(client, sandbox, "glm-direct")).status_code == 200
+        assert [r.outcome for r in sandbox.requests("glm-direct")] == [Outcome.OK, Outcome.OK]
+
+
+async def test_reset_reads_the_request_then_resets_the_connection() -> None:
+    async with Sandbox({"openai-direct": "reset"}) as sandbox, httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ReadError):
+            await post(client, sandbox, "openai-direct")
+        with pytest.raises(httpx.ReadError):
+            await client.get(health_url(sandbox, "openai-direct"), headers=auth(sandbox, "openai-direct"))
+        logged = sandbox.requests("openai-direct")
+        assert [(r.outcome, r.status) for r in logged] == [(Outcome.RESET, None)] * 2
+        assert logged[0].body == chat_body("openai-direct")
+
+
+async def test_hang_never_answers_and_its_handler_ends_when_the_client_leaves() -> None:
+    async with Sandbox({"anthropic-direct": "hang"}) as sandbox:
+        baseline = len(asyncio.all_tasks())
+        async with httpx.AsyncClient(timeout=0.3) as client:
+            started = time.monotonic()
+            with pytest.raises(httpx.ReadTimeout):
+                await post(client, sandbox, "anthropic-direct")
+            with pytest.raises(httpx.ReadTimeout):
+                await client.get(health_url(sandbox, "anthropic-direct"), headers=auth(sandbox, "anthropic-direct"))
+            assert time.monotonic() - started >= 0.6
+        assert [r.outcome for r in sandbox.requests("anthropic-direct")] == [Outcome.HANG] * 2
+        await eventually(lambda: len(asyncio.all_tasks()) <= baseline)
+
+
+async def test_slow_waits_then_answers_normally() -> None:
+    async with Sandbox({"aiceo-gateway": "slow:0.3"}) as sandbox, httpx.AsyncClient() as client:
+        started = time.monotonic()
+        response = await post(client, sandbox, "aiceo-gateway")
+        assert time.monotonic() - started >= 0.3
+        assert response.json()["success"] is True
+        assert sandbox.requests("aiceo-gateway")[0].mode == "slow:0.3"
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "expected"),
+    [
+        ("anthropic-direct", 529, "overloaded_error"),
+        ("anthropic-direct", 429, "rate_limit_error"),
+        ("anthropic-direct", 500, "api_error"),
+        ("anthropic-direct", 403, "permission_error"),
+        ("openai-direct", 429, ("requests", "rate_limit_exceeded")),
+        ("openai-direct", 500, ("server_error", None)),
+        ("openai-direct", 400, ("invalid_request_error", None)),
+        ("glm-direct", 503, ("server_error", None)),
+        ("aiceo-gateway", 502, False),
+    ],
+)
+async def test_status_answers_the_code_with_the_provider_error_body(name: str, status: int, expected: object) -> None:
+    async with Sandbox({name: f"status:{status}"}) as sandbox, httpx.AsyncClient() as client:
+        for response in (
+            await post(client, sandbox, name),
+            await client.get(health_url(sandbox, name), headers=auth(sandbox, name)),
+        ):
+            assert response.status_code == status
+            assert "retry-after" not in response.headers
+            assert error_kind(name, response.json()) == expected
+        assert [r.status for r in sandbox.requests(name)] == [status, status]
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_ratelimit_answers_429_with_retry_after(name: str) -> None:
+    async with Sandbox({name: "ratelimit:3"}) as sandbox, httpx.AsyncClient() as client:
+        response = await post(client, sandbox, name)
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "3"
+        kind = error_kind(name, response.json())
+        assert kind in ("rate_limit_error", ("requests", "rate_limit_exceeded"), False)
+        health = await client.get(health_url(sandbox, name), headers=auth(sandbox, name))
+        assert health.status_code == 429
+
+
+@pytest.mark.parametrize(("name", "terminator"), [("openai-direct", "[DONE]"), ("anthropic-direct", "message_stop")])
+async def test_truncate_cuts_a_stream_before_its_terminating_event(name: str, terminator: str) -> None:
+    async with Sandbox({name: "truncate"}) as sandbox, httpx.AsyncClient() as client:
+        received = b""
+        body = chat_body(name, stream=True, stream_options={"include_usage": True})
+        if name == "anthropic-direct":
+            del body["stream_options"]
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with client.stream("POST", sandbox.url(name), headers=auth(sandbox, name), json=body) as response:
+                assert response.status_code == 200
+                async for piece in response.aiter_bytes():
+                    received += piece
+        events = sse_events(received.decode())
+        assert len(events) >= 3
+        assert terminator not in received.decode()
+        assert sandbox.requests(name)[0].outcome is Outcome.TRUNCATE
+
+
+async def test_truncate_cuts_a_plain_body_short_of_its_content_length_but_spares_health() -> None:
+    async with Sandbox({"aiceo-gateway": "truncate"}) as sandbox, httpx.AsyncClient() as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await post(client, sandbox, "aiceo-gateway")
+        health = await client.get(health_url(sandbox, "aiceo-gateway"), headers=auth(sandbox, "aiceo-gateway"))
+        assert health.json()["status"] == "operational"
+
+
+async def test_stall_sends_the_first_event_then_goes_silent() -> None:
+    async with Sandbox({"openai-direct": "stall"}) as sandbox:
+        timeout = httpx.Timeout(5.0, read=0.3)
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            received = b""
+            headers = auth(sandbox, "openai-direct")
+            body = chat_body("openai-direct", stream=True)
+            with pytest.raises(httpx.ReadTimeout):
+                async with client.stream("POST", sandbox.url("openai-direct"), headers=headers, json=body) as response:
+                    assert response.status_code == 200
+                    async for piece in response.aiter_bytes():
+                        received += piece
+            events = sse_events(received.decode())
+            assert len(events) == 1
+            assert json.loads(events[0][1])["choices"][0]["delta"]["role"] == "assistant"
+            with pytest.raises(httpx.ReadTimeout):
+                await post(client, sandbox, "openai-direct")
+            health = await client.get(health_url(sandbox, "openai-direct"), headers=headers)
+            assert health.status_code == 200
+        assert [r.outcome for r in sandbox.requests("openai-direct")] == [Outcome.STALL, Outcome.STALL, Outcome.OK]
+
+
+async def test_garbage_answers_200_json_that_is_not_json_but_spares_health() -> None:
+    async with Sandbox({"glm-direct": "garbage"}) as sandbox, httpx.AsyncClient() as client:
+        for stream in (False, True):
+            response = await post(client, sandbox, "glm-direct", stream=stream)
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "application/json"
+            with pytest.raises(ValueError):
+                json.loads(response.content)
+        health = await client.get(health_url(sandbox, "glm-direct"), headers=auth(sandbox, "glm-direct"))
+        assert health.json()["object"] == "list"
+
+
+# -- the request log -------------------------------------------------------------------------------
+
+
+async def test_the_log_records_each_request_without_its_key() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        await post(client, sandbox, "openai-direct", stream=True)
+        sandbox.set_mode("openai-direct", "status:500")
+        await post(client, sandbox, "openai-direct")
+        first, second = sandbox.requests("openai-direct")
+        assert (first.method, first.path, first.stream, first.mode, first.outcome, first.status) == (
+            "POST",
+            "/v1/chat/completions",
+            True,
+            "ok",
+            Outcome.OK,
+            200,
+        )
+        assert first.body == chat_body("openai-direct", stream=True)
+        assert first.headers["authorization"] == "<redacted>"
+        assert (second.mode, second.outcome, second.status) == ("status:500", Outcome.STATUS, 500)
+        assert sandbox.key("openai-direct") not in repr(sandbox.requests("openai-direct"))
+        assert sandbox.requests("glm-direct") == []
+        assert sandbox.clear_log() == 2
+        assert sandbox.requests("openai-direct") == []
+
+
+# -- the control API -------------------------------------------------------------------------------
+
+
+async def test_control_api_lists_switches_logs_and_clears() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient(base_url=sandbox.control_url) as control:
+        providers = (await control.get("/providers")).json()["providers"]
+        assert [p["name"] for p in providers] == list(NAMES)
+        assert providers[1]["url"] == sandbox.url("glm-direct")
+        assert {p["mode"] for p in providers} == {"ok"}
+
+        switched = await control.put("/mode/glm-direct", content=b"down")
+        assert switched.status_code == 200 and switched.json()["mode"] == "down"
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(httpx.ConnectError):
+                await post(client, sandbox, "glm-direct")
+            assert (await control.get("/providers")).json()["providers"][1]["mode"] == "down"
+            assert (await control.put("/mode/glm-direct", json={"mode": "ok"})).status_code == 200
+            await post(client, sandbox, "glm-direct")
+
+        log = (await control.get("/log/glm-direct")).json()
+        assert log["provider"] == "glm-direct"
+        assert [(r["outcome"], r["status"]) for r in log["requests"]] == [("ok", 200)]
+        assert log["requests"][0]["headers"]["authorization"] == "<redacted>"
+        assert (await control.get("/providers")).json()["providers"][1]["requests"] == 1
+
+        bad = await control.put("/mode/glm-direct", content=b"sideways")
+        assert bad.status_code == 400 and "unknown mode" in bad.json()["error"]
+        assert (await control.put("/mode/nope", content=b"ok")).status_code == 404
+        assert (await control.get("/mode/glm-direct")).status_code == 405
+        assert (await control.get("/elsewhere")).status_code == 404
+
+        assert (await control.delete("/log")).json() == {"cleared": 1}
+        assert sandbox.requests("glm-direct") == []
+
+
+# -- serve and shutdown ----------------------------------------------------------------------------
+
+
+def _free_base_port() -> int:
+    """A port P such that P..P+4 are free now."""
+    for base in range(23000, 60000, 517):
+        socks = []
+        try:
+            for port in range(base, base + 5):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise AssertionError("no five free ports in a row")
+
+
+async def test_serve_prints_exports_listens_on_the_base_ports_and_stops_when_cancelled() -> None:
+    base = _free_base_port()
+    lines: list[str] = []
+    task = asyncio.create_task(serve({"aiceo-gateway": "down"}, base_port=base, print_env=lines.append))
+    await eventually(lambda: len(lines) >= 11)
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in lines if line.startswith("export "))
+    assert exports["AICEO_GATEWAY_URL"] == f"http://127.0.0.1:{base}/api/glm/submit"
+    assert exports["GLM_API_URL"] == f"http://127.0.0.1:{base + 1}/api/paas/v4/chat/completions"
+    assert exports["ANTHROPIC_API_URL"] == f"http://127.0.0.1:{base + 2}/v1/messages"
+    assert exports["OPENAI_API_URL"] == f"http://127.0.0.1:{base + 3}/v1/chat/completions"
+    assert exports["OPENAI_API_KEY"] == "sandbox-key-openai-direct"
+    assert exports["AI_PROVIDER"] == "aiceo-gateway"
+    assert exports["AI_FALLBACK_PROVIDER"] == "glm-direct"
+    comments = [line for line in lines if line.startswith("#")]
+    assert len(comments) == 1 and f"http://127.0.0.1:{base + 4}" in comments[0]
+    async with httpx.AsyncClient() as client:
+        headers = {"authorization": f"Bearer {exports['OPENAI_API_KEY']}"}
+        answer = await client.post(exports["OPENAI_API_URL"], headers=headers, json=chat_body("openai-direct"))
+        assert answer.status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            await client.post(exports["AICEO_GATEWAY_URL"], json={})
+        providers = (await client.get(f"http://127.0.0.1:{base + 4}/providers")).json()["providers"]
+        assert providers[0]["mode"] == "down"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for port in range(base, base + 5):
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_serve_refuses_a_base_port_without_room() -> None:
+    with pytest.raises(ValueError, match="base port 65534"):
+        await serve(base_port=65534, print_env=lambda line: None)
+
+
+async def test_closing_cuts_hanging_and_stalled_requests_and_leaves_nothing_running() -> None:
+    before = asyncio.all_tasks()
+    sandbox = Sandbox({"anthropic-direct": "hang", "openai-direct": "stall"})
+    async with sandbox, httpx.AsyncClient(timeout=30) as client:
+        hanging = asyncio.create_task(post(client, sandbox, "anthropic-direct"))
+        stalled = asyncio.create_task(post(client, sandbox, "openai-direct", stream=True))
+        await eventually(lambda: bool(sandbox.requests("anthropic-direct") and sandbox.requests("openai-direct")))
+        ports = [sandbox.port(name) for name in NAMES]
+        started = time.monotonic()
+        await sandbox.aclose()
+        results = await asyncio.gather(hanging, stalled, return_exceptions=True)
+        assert time.monotonic() - started < 2
+        assert all(isinstance(r, httpx.TransportError) for r in results), results
+    assert asyncio.all_tasks() == before
+    for port in ports:
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+
+
+async def test_a_fixed_port_in_use_is_reported_with_the_provider_name() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"sandbox glm-direct: cannot bind 127.0.0.1:{port}"):
+            async with Sandbox(ports={"glm-direct": port}):
+                pass
