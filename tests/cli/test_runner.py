@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from rmcli.runner import route
+from rmcli.sandbox import Sandbox
 from rmcore.engine import RunOutcome
 from rmcore.errors import ErrorKind
 from rmcore.plan import RetryRules, RunLimits, RunPlan, TargetPlan
 from rmcore.providers import ProviderSpec, builtin_providers
 from rmcore.requests import ChatRequest
-from rmcli.runner import route
-from rmcli.sandbox import Sandbox
 
 pytestmark = pytest.mark.anyio
 
@@ -62,7 +62,7 @@ def outcomes(outcome: RunOutcome) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("name", ["aiceo-gateway", "glm-direct", "anthropic-direct", "openai-direct"])
 async def test_every_provider_answers_in_its_own_format(box: Sandbox, name: str) -> None:
-    """Streaming (OpenAI kind, Anthropic) and whole-body (AICEO) answers parse into a completion with usage."""
+    """Streaming (OpenAI kind, Anthropic) and whole-body (AICEO) answers parse, with usage."""
     outcome = await run(box, target(box, name))
     assert outcome.ok and outcome.provider == name
     assert outcome.completion is not None and name in outcome.completion.content
@@ -134,7 +134,8 @@ async def test_silent_provider_is_abandoned_after_one_attempt_timeout(box: Sandb
     box.set_mode("anthropic-direct", "hang")
     started = time.monotonic()
     outcome = await run(
-        box, target(box, "anthropic-direct", attempt_timeout_s=0.5, first_token_timeout_s=5.0),
+        box,
+        target(box, "anthropic-direct", attempt_timeout_s=0.5, first_token_timeout_s=5.0),
         target(box, "glm-direct"),
     )
     assert time.monotonic() - started < 2.0
@@ -143,7 +144,9 @@ async def test_silent_provider_is_abandoned_after_one_attempt_timeout(box: Sandb
 
 async def test_first_token_timeout_on_a_hanging_stream(box: Sandbox) -> None:
     box.set_mode("openai-direct", "hang")
-    outcome = await run(box, target(box, "openai-direct", first_token_timeout_s=0.3), target(box, "glm-direct"))
+    outcome = await run(
+        box, target(box, "openai-direct", first_token_timeout_s=0.3), target(box, "glm-direct")
+    )
     assert outcomes(outcome)[0] == ("openai-direct", "first_token_timeout")
 
 
@@ -174,7 +177,9 @@ async def test_stalled_stream_is_abandoned_after_the_idle_timeout(box: Sandbox) 
 async def test_persistent_503_is_tried_max_attempts_times_then_fails_over(box: Sandbox) -> None:
     box.set_mode("openai-direct", "status:503")
     retry = RetryRules(on=frozenset({ErrorKind.OVERLOADED}), backoff_initial_s=0.01, backoff_max_s=0.05)
-    outcome = await run(box, target(box, "openai-direct", max_attempts=3), target(box, "glm-direct"), retry=retry)
+    outcome = await run(
+        box, target(box, "openai-direct", max_attempts=3), target(box, "glm-direct"), retry=retry
+    )
     assert len(box.requests("openai-direct")) == 3
     assert outcomes(outcome)[-1] == ("glm-direct", "ok")
     assert {o for _, o in outcomes(outcome)[:3]} == {"overloaded"}
@@ -182,8 +187,13 @@ async def test_persistent_503_is_tried_max_attempts_times_then_fails_over(box: S
 
 @pytest.mark.parametrize(
     ("mode", "kind"),
-    [("status:401", "auth"), ("status:500", "server_error"), ("status:529", "overloaded"),
-     ("status:400", "bad_request"), ("garbage", "malformed_response")],
+    [
+        ("status:401", "auth"),
+        ("status:500", "server_error"),
+        ("status:529", "overloaded"),
+        ("status:400", "bad_request"),
+        ("garbage", "malformed_response"),
+    ],
 )
 async def test_http_failures_are_classified(box: Sandbox, mode: str, kind: str) -> None:
     box.set_mode("anthropic-direct", mode)
