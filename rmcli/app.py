@@ -49,6 +49,11 @@ policy_app.command(
 policy_app.command(
     f"{_C}.policy:explain", name="explain", help="Describe a policy's route, limits and budget."
 )
+policy_app.command(
+    f"{_C}.policy:simulate",
+    name="simulate",
+    help="Run the policy against simulated providers; print the trace.",
+)
 app.command(policy_app)
 
 app.command(

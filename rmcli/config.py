@@ -13,7 +13,7 @@ from pathlib import Path
 
 from returns.result import Failure, Success
 
-from rmcli.environment import api_key
+from rmcli.environment import api_key, key_problem
 from rmcore.plan import RunPlan, build_plan
 from rmcore.policy import Policy, decode_policy, default_policy, resolve_providers, route_providers
 from rmcore.policy.schema import DEFAULT_PRIMARY, Route
@@ -70,6 +70,16 @@ def load_policy(path: Path | None, env: dict[str, str]) -> Policy:
     return policy
 
 
+def _origin(name: str, env: dict[str, str], policy_path: Path | None, providers: Sequence[str]) -> str:
+    """Where a provider name came from, for a message: an option, a variable or the policy file."""
+    if providers:
+        return " (from --provider or --fallback)"
+    if policy_path is not None:
+        return f" (in {policy_path})"
+    variables = [v for v in ("AI_PROVIDER", "AI_FALLBACK_PROVIDER") if env.get(v, "").strip() == name]
+    return f" (from {variables[0]})" if variables else ""
+
+
 def load_route(
     env: dict[str, str],
     *,
@@ -86,11 +96,11 @@ def load_route(
             route=Route(strategy=policy.route.strategy, targets=tuple(dict.fromkeys(providers))),
         )
     specs = resolve_providers(policy, builtin_providers(env))
-    where = f" (in {policy_path})" if policy_path else ""
     for name in route_providers(policy):
         spec = specs.get(name)
         if spec is None:
             known = ", ".join(sorted(specs))
+            where = _origin(name, env, policy_path, providers)
             raise ConfigError(f"unknown provider {name!r}{where}; known providers: {known}")
         if spec.problems:
             raise ConfigError(f"provider {name}: " + "; ".join(spec.problems))
@@ -98,6 +108,8 @@ def load_route(
             raise ConfigError(
                 f"provider {name} needs an API key: set {spec.key_env} in the environment or in .env"
             )
+        if problem := key_problem(env, spec.key_env):
+            raise ConfigError(f"provider {name}: {problem}")
     match build_plan(policy, specs):
         case Success(plan):
             return RouteSetup(policy, specs, plan)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["api_key", "load_environment", "state_home"]
+__all__ = ["api_key", "key_problem", "load_environment", "state_home"]
 
 
 def load_environment(cwd: Path | None = None) -> dict[str, str]:
@@ -32,3 +32,17 @@ def api_key(env: dict[str, str], key_env: str | None) -> str | None:
         return None
     value = env.get(key_env, "").strip()
     return value or None
+
+
+def key_problem(env: dict[str, str], key_env: str | None) -> str | None:
+    """Why the key in variable ``key_env`` cannot be sent in an HTTP header, or None when it can
+    (or is unset). The message names the variable, never the value: a key with a space, a control
+    or a non-ASCII character (a stray paste, a line break) would otherwise fail deep in the HTTP
+    stack, in an error that quotes the header and so the key."""
+    key = api_key(env, key_env)
+    if key is None or all("!" <= c <= "~" for c in key):
+        return None
+    return (
+        f"{key_env} holds a character no API key has (a space, a line break, a control or a "
+        "non-ASCII character); check its value (not shown here)"
+    )

@@ -7,7 +7,9 @@ open no connection.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import cyclopts
 
 from returns.result import Failure, Success
 
@@ -18,7 +20,7 @@ from rmcore.policy import PolicyIssue, decode_policy, resolve_providers
 from rmcore.policy import explain as explain_policy
 from rmcore.providers import BUILTIN_NAMES, builtin_providers
 
-__all__ = ["explain", "validate"]
+__all__ = ["explain", "simulate", "validate"]
 
 
 def _issue_json(issue: PolicyIssue) -> dict[str, Any]:
@@ -96,3 +98,117 @@ def explain(file: Path, /) -> int:
     policy = load_policy(file, env)
     print(explain_policy(policy, resolve_providers(policy, builtin_providers(env))))
     return 0
+
+
+def _pairs(option: str, items: list[str] | None) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ConfigError(f"{option} {item!r}: write NAME=VALUE")
+        pairs[name] = value
+    return pairs
+
+
+def _number(option: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{option}: {text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{option}: {text!r} must be a finite number of seconds >= 0")
+    return value
+
+
+def simulate(
+    file: Path,
+    /,
+    *,
+    down: Annotated[list[str] | None, cyclopts.Parameter(name="--down")] = None,
+    hang: Annotated[list[str] | None, cyclopts.Parameter(name="--hang")] = None,
+    slow: Annotated[list[str] | None, cyclopts.Parameter(name="--slow")] = None,
+    rate_limit: Annotated[list[str] | None, cyclopts.Parameter(name="--rate-limit")] = None,
+    status: Annotated[list[str] | None, cyclopts.Parameter(name="--status")] = None,
+    max_tokens: int = 1024,
+    prompt: str = "Should we migrate to Kubernetes?",
+    seed: int = 0,
+) -> int:
+    """Run the policy's engine against simulated providers on a virtual clock and print the
+    decision trace: which target when, why it was left, total time and cost. No request is sent
+    and no key is read. Providers not mentioned answer after 0.5 s.
+
+    Parameters
+    ----------
+    file
+        The policy file (TOML).
+    down
+        NAME: the provider refuses connections (repeatable).
+    hang
+        NAME: the provider never answers.
+    slow
+        NAME=SECONDS: the provider answers after SECONDS.
+    rate_limit
+        NAME=SECONDS: the provider answers 429 with Retry-After SECONDS.
+    status
+        NAME=CODE: the provider answers HTTP CODE.
+    max_tokens
+        The request's max_tokens (bounds the worst-case cost).
+    prompt
+        The request's prompt (its length counts in the cost estimate).
+    seed
+        Seed of the backoff jitter.
+    """
+    from rmcore.errors import ErrorKind
+    from rmcore.plan import build_plan
+    from rmcore.requests import ChatRequest
+    from rmcore.simulate import SimProvider, SimReply, describe, simulate as run_simulation
+    from rmcore.wire import classify_failure
+
+    env = load_environment()
+    policy = load_policy(file, env)
+    providers = resolve_providers(policy, builtin_providers(env))
+    sims: dict[str, SimProvider] = {}
+
+    def known(option: str, name: str) -> str:
+        if name not in providers:
+            raise ConfigError(f"{option} {name!r}: unknown provider; known: {', '.join(sorted(providers))}")
+        return name
+
+    for name in down or []:
+        sims[known("--down", name)] = SimProvider(
+            replies=(SimReply(latency_s=0.001, kind=ErrorKind.CONNECTION),), healthy=False
+        )
+    for name in hang or []:
+        sims[known("--hang", name)] = SimProvider(replies=(SimReply(latency_s=None),))
+    for name, value in _pairs("--slow", slow).items():
+        sims[known("--slow", name)] = SimProvider(replies=(SimReply(latency_s=_number("--slow", value)),))
+    for name, value in _pairs("--rate-limit", rate_limit).items():
+        seconds = _number("--rate-limit", value)
+        sims[known("--rate-limit", name)] = SimProvider(
+            replies=(
+                SimReply(latency_s=0.05, kind=ErrorKind.RATE_LIMITED, status=429, retry_after_s=seconds),
+            )
+        )
+    for name, value in _pairs("--status", status).items():
+        if not value.isdigit() or not 100 <= int(value) <= 599:
+            raise ConfigError(f"--status {name}={value}: CODE must be an HTTP status, 100 to 599")
+        spec = providers[known("--status", name)]
+        error = classify_failure(spec.kind, int(value), {}, b"", 0.0)
+        kind = None if 200 <= int(value) < 300 else error.kind
+        sims[name] = SimProvider(replies=(SimReply(latency_s=0.05, kind=kind, status=int(value)),))
+    plan_result = build_plan(policy, providers)
+    if isinstance(plan_result, Failure):
+        raise ConfigError(f"{file}: {plan_result.failure()}")
+    plan = plan_result.unwrap()
+    request = ChatRequest(prompt=prompt, max_tokens=max_tokens)
+    result = run_simulation(plan, request, sims, seed=seed)
+    print(f"Simulating {policy.name} ({policy.route.strategy.value}); every time is virtual.")
+    for line in describe(result.steps):
+        print(line)
+    outcome = result.outcome
+    print(
+        f"Total: {result.elapsed_s:.3f} s, {len(outcome.attempts)} attempt(s), cost ${outcome.cost_usd:.6f} "
+        f"of the ${plan.limits.max_usd:g} budget; "
+        + (f"answered by {outcome.provider}" if outcome.ok else "no answer")
+    )
+    return 0 if outcome.ok else 1

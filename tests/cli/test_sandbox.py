@@ -176,7 +176,9 @@ async def test_env_points_each_variable_at_its_own_port_and_key() -> None:
             "OPENAI_API_URL",
             "OPENAI_API_KEY",
         }
-        assert sandbox.base_url("openai-direct") == sandbox.url("openai-direct").removesuffix("/chat/completions")
+        assert sandbox.base_url("openai-direct") == sandbox.url("openai-direct").removesuffix(
+            "/chat/completions"
+        )
 
 
 @pytest.mark.parametrize("name", ["openai-direct", "glm-direct"])
@@ -214,7 +216,9 @@ async def test_openai_stream_ends_with_done_and_has_usage_only_when_asked(includ
         events = sse_events(response.text)
         assert events[-1] == (None, "[DONE]")
         chunks = [json.loads(data) for _, data in events[:-1]]
-        assert all(c["object"] == "chat.completion.chunk" and c["model"] == "openai-direct-model" for c in chunks)
+        assert all(
+            c["object"] == "chat.completion.chunk" and c["model"] == "openai-direct-model" for c in chunks
+        )
         assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
         with_choices = [c for c in chunks if c["choices"]]
         deltas = [c["choices"][0]["delta"].get("content", "") for c in with_choices]
@@ -283,7 +287,9 @@ async def test_aiceo_gateway_answers_its_envelope_and_reports_status() -> None:
         assert body["metadata"]["provider"] == "zai"
         assert set(body["metadata"]) == {"waitTime", "queueDepth", "requestId", "provider"}
 
-        status = await client.get(health_url(sandbox, "aiceo-gateway"), headers=auth(sandbox, "aiceo-gateway"))
+        status = await client.get(
+            health_url(sandbox, "aiceo-gateway"), headers=auth(sandbox, "aiceo-gateway")
+        )
         info = status.json()
         assert info["status"] == "operational"
         assert info["maxConcurrent"] == 8
@@ -358,8 +364,13 @@ async def test_a_missing_or_wrong_key_is_refused_with_401_in_the_provider_shape(
 
 async def test_anthropic_accepts_its_key_as_a_bearer_token_too() -> None:
     async with Sandbox() as sandbox, httpx.AsyncClient() as client:
-        headers = {"authorization": f"Bearer {sandbox.key('anthropic-direct')}", "anthropic-version": "2023-06-01"}
-        response = await client.post(sandbox.url("anthropic-direct"), headers=headers, json=chat_body("anthropic-direct"))
+        headers = {
+            "authorization": f"Bearer {sandbox.key('anthropic-direct')}",
+            "anthropic-version": "2023-06-01",
+        }
+        response = await client.post(
+            sandbox.url("anthropic-direct"), headers=headers, json=chat_body("anthropic-direct")
+        )
         assert response.status_code == 200
 
 
@@ -367,7 +378,9 @@ async def test_anthropic_accepts_its_key_as_a_bearer_token_too() -> None:
 async def test_unknown_path_wrong_method_and_bad_json_are_refused_in_the_provider_shape(name: str) -> None:
     async with Sandbox() as sandbox, httpx.AsyncClient() as client:
         headers = auth(sandbox, name)
-        unknown = await client.post(f"http://127.0.0.1:{sandbox.port(name)}/nowhere", headers=headers, json={})
+        unknown = await client.post(
+            f"http://127.0.0.1:{sandbox.port(name)}/nowhere", headers=headers, json={}
+        )
         assert unknown.status_code == 404
         error_kind(name, unknown.json())
         wrong_method = await client.get(sandbox.url(name), headers=headers)
@@ -393,7 +406,9 @@ async def test_anthropic_refuses_what_the_messages_api_refuses(change: dict[str,
     body = {**chat_body("anthropic-direct"), **change}
     body = {k: v for k, v in body.items() if v is not None}
     async with Sandbox() as sandbox, httpx.AsyncClient() as client:
-        response = await client.post(sandbox.url("anthropic-direct"), headers=auth(sandbox, "anthropic-direct"), json=body)
+        response = await client.post(
+            sandbox.url("anthropic-direct"), headers=auth(sandbox, "anthropic-direct"), json=body
+        )
         assert response.status_code == 400
         error = response.json()["error"]
         assert error["type"] == "invalid_request_error"
@@ -403,7 +418,9 @@ async def test_anthropic_refuses_what_the_messages_api_refuses(change: dict[str,
 async def test_anthropic_requires_the_version_header() -> None:
     async with Sandbox() as sandbox, httpx.AsyncClient() as client:
         headers = {"x-api-key": sandbox.key("anthropic-direct")}
-        response = await client.post(sandbox.url("anthropic-direct"), headers=headers, json=chat_body("anthropic-direct"))
+        response = await client.post(
+            sandbox.url("anthropic-direct"), headers=headers, json=chat_body("anthropic-direct")
+        )
         assert response.status_code == 400
         assert "anthropic-version" in response.json()["error"]["message"]
 
@@ -437,7 +454,11 @@ async def test_a_chunked_request_body_is_read() -> None:
             "POST /api/paas/v4/chat/completions HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n"
             f"authorization: Bearer {sandbox.key('glm-direct')}\r\nconnection: close\r\n\r\n"
         )
-        writer.write(head.encode() + b"%x\r\n%s\r\n" % (10, body[:10]) + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body) - 10, body[10:]))
+        writer.write(
+            head.encode()
+            + b"%x\r\n%s\r\n" % (10, body[:10])
+            + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body) - 10, body[10:])
+        )
         answer = await reader.read()
         writer.close()
         await writer.wait_closed()
@@ -449,7 +470,9 @@ async def test_streamed_events_arrive_as_separate_pieces() -> None:
     async with Sandbox(stream_delay_s=0.01) as sandbox, httpx.AsyncClient() as client:
         body = chat_body("anthropic-direct", stream=True)
         headers = auth(sandbox, "anthropic-direct")
-        async with client.stream("POST", sandbox.url("anthropic-direct"), headers=headers, json=body) as response:
+        async with client.stream(
+            "POST", sandbox.url("anthropic-direct"), headers=headers, json=body
+        ) as response:
             pieces = [piece async for piece in response.aiter_raw()]
         assert len(pieces) >= 10
 
@@ -495,7 +518,9 @@ async def test_hang_never_answers_and_its_handler_ends_when_the_client_leaves() 
             with pytest.raises(httpx.ReadTimeout):
                 await post(client, sandbox, "anthropic-direct")
             with pytest.raises(httpx.ReadTimeout):
-                await client.get(health_url(sandbox, "anthropic-direct"), headers=auth(sandbox, "anthropic-direct"))
+                await client.get(
+                    health_url(sandbox, "anthropic-direct"), headers=auth(sandbox, "anthropic-direct")
+                )
             assert time.monotonic() - started >= 0.6
         assert [r.outcome for r in sandbox.requests("anthropic-direct")] == [Outcome.HANG] * 2
         await eventually(lambda: len(asyncio.all_tasks()) <= baseline)
@@ -524,7 +549,9 @@ async def test_slow_waits_then_answers_normally() -> None:
         ("aiceo-gateway", 502, False),
     ],
 )
-async def test_status_answers_the_code_with_the_provider_error_body(name: str, status: int, expected: object) -> None:
+async def test_status_answers_the_code_with_the_provider_error_body(
+    name: str, status: int, expected: object
+) -> None:
     async with Sandbox({name: f"status:{status}"}) as sandbox, httpx.AsyncClient() as client:
         for response in (
             await post(client, sandbox, name),
@@ -548,7 +575,9 @@ async def test_ratelimit_answers_429_with_retry_after(name: str) -> None:
         assert health.status_code == 429
 
 
-@pytest.mark.parametrize(("name", "terminator"), [("openai-direct", "[DONE]"), ("anthropic-direct", "message_stop")])
+@pytest.mark.parametrize(
+    ("name", "terminator"), [("openai-direct", "[DONE]"), ("anthropic-direct", "message_stop")]
+)
 async def test_truncate_cuts_a_stream_before_its_terminating_event(name: str, terminator: str) -> None:
     async with Sandbox({name: "truncate"}) as sandbox, httpx.AsyncClient() as client:
         received = b""
@@ -556,7 +585,9 @@ async def test_truncate_cuts_a_stream_before_its_terminating_event(name: str, te
         if name == "anthropic-direct":
             del body["stream_options"]
         with pytest.raises(httpx.RemoteProtocolError):
-            async with client.stream("POST", sandbox.url(name), headers=auth(sandbox, name), json=body) as response:
+            async with client.stream(
+                "POST", sandbox.url(name), headers=auth(sandbox, name), json=body
+            ) as response:
                 assert response.status_code == 200
                 async for piece in response.aiter_bytes():
                     received += piece
@@ -570,7 +601,9 @@ async def test_truncate_cuts_a_plain_body_short_of_its_content_length_but_spares
     async with Sandbox({"aiceo-gateway": "truncate"}) as sandbox, httpx.AsyncClient() as client:
         with pytest.raises(httpx.RemoteProtocolError):
             await post(client, sandbox, "aiceo-gateway")
-        health = await client.get(health_url(sandbox, "aiceo-gateway"), headers=auth(sandbox, "aiceo-gateway"))
+        health = await client.get(
+            health_url(sandbox, "aiceo-gateway"), headers=auth(sandbox, "aiceo-gateway")
+        )
         assert health.json()["status"] == "operational"
 
 
@@ -582,7 +615,9 @@ async def test_stall_sends_the_first_event_then_goes_silent() -> None:
             headers = auth(sandbox, "openai-direct")
             body = chat_body("openai-direct", stream=True)
             with pytest.raises(httpx.ReadTimeout):
-                async with client.stream("POST", sandbox.url("openai-direct"), headers=headers, json=body) as response:
+                async with client.stream(
+                    "POST", sandbox.url("openai-direct"), headers=headers, json=body
+                ) as response:
                     assert response.status_code == 200
                     async for piece in response.aiter_bytes():
                         received += piece
@@ -593,7 +628,11 @@ async def test_stall_sends_the_first_event_then_goes_silent() -> None:
                 await post(client, sandbox, "openai-direct")
             health = await client.get(health_url(sandbox, "openai-direct"), headers=headers)
             assert health.status_code == 200
-        assert [r.outcome for r in sandbox.requests("openai-direct")] == [Outcome.STALL, Outcome.STALL, Outcome.OK]
+        assert [r.outcome for r in sandbox.requests("openai-direct")] == [
+            Outcome.STALL,
+            Outcome.STALL,
+            Outcome.OK,
+        ]
 
 
 async def test_garbage_answers_200_json_that_is_not_json_but_spares_health() -> None:
@@ -707,7 +746,9 @@ async def test_serve_prints_exports_listens_on_the_base_ports_and_stops_when_can
     assert len(comments) == 1 and f"http://127.0.0.1:{base + 4}" in comments[0]
     async with httpx.AsyncClient() as client:
         headers = {"authorization": f"Bearer {exports['OPENAI_API_KEY']}"}
-        answer = await client.post(exports["OPENAI_API_URL"], headers=headers, json=chat_body("openai-direct"))
+        answer = await client.post(
+            exports["OPENAI_API_URL"], headers=headers, json=chat_body("openai-direct")
+        )
         assert answer.status_code == 200
         with pytest.raises(httpx.ConnectError):
             await client.post(exports["AICEO_GATEWAY_URL"], json={})
@@ -732,7 +773,9 @@ async def test_closing_cuts_hanging_and_stalled_requests_and_leaves_nothing_runn
     async with sandbox, httpx.AsyncClient(timeout=30) as client:
         hanging = asyncio.create_task(post(client, sandbox, "anthropic-direct"))
         stalled = asyncio.create_task(post(client, sandbox, "openai-direct", stream=True))
-        await eventually(lambda: bool(sandbox.requests("anthropic-direct") and sandbox.requests("openai-direct")))
+        await eventually(
+            lambda: bool(sandbox.requests("anthropic-direct") and sandbox.requests("openai-direct"))
+        )
         ports = [sandbox.port(name) for name in NAMES]
         started = time.monotonic()
         await sandbox.aclose()

@@ -21,7 +21,9 @@ PROMPT = "Is a monorepo right for four services and two people?"
 
 
 def openai_client(sandbox: Sandbox, name: str, key: str | None = None) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=sandbox.base_url(name), api_key=key or sandbox.key(name), max_retries=0)
+    return openai.AsyncOpenAI(
+        base_url=sandbox.base_url(name), api_key=key or sandbox.key(name), max_retries=0
+    )
 
 
 def anthropic_client(sandbox: Sandbox, key: str | None = None) -> anthropic.AsyncAnthropic:
@@ -41,7 +43,9 @@ async def test_openai_sdk_completes_a_chat_plain_and_streamed(name: str) -> None
                 {"role": "system", "content": "Answer briefly."},
                 {"role": "user", "content": PROMPT},
             ]
-            completion = await client.chat.completions.create(model="sdk-model", messages=messages, max_tokens=400)
+            completion = await client.chat.completions.create(
+                model="sdk-model", messages=messages, max_tokens=400
+            )
             text = completion.choices[0].message.content
             assert text is not None and name in text and "Is a monorepo right" in text
             assert completion.model == "sdk-model"
@@ -64,7 +68,7 @@ async def test_openai_sdk_completes_a_chat_plain_and_streamed(name: str) -> None
             assert final.usage.total_tokens == completion.usage.total_tokens
 
             models = await client.models.list()
-            assert [m.id for m in models.data][0]
+            assert models.data[0].id == {"openai-direct": "gpt-4-turbo", "glm-direct": "glm-4.7"}[name]
         finally:
             await client.close()
         assert [r.stream for r in sandbox.requests(name)] == [False, True, False]
@@ -167,7 +171,9 @@ async def test_sdks_refuse_a_wrong_key_with_their_authentication_error() -> None
             with pytest.raises(openai.AuthenticationError):
                 await oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
             with pytest.raises(anthropic.AuthenticationError):
-                await ant.messages.create(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+                await ant.messages.create(
+                    model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+                )
         finally:
             await oai.close()
             await ant.close()
@@ -178,17 +184,18 @@ async def test_sdk_streams_see_a_truncated_stream_as_an_error_not_a_complete_ans
         ant = anthropic_client(sandbox)
         oai = openai_client(sandbox, "openai-direct")
         try:
-            # The SDKs let their HTTP client's protocol error through: the stream is cut, not complete.
+            # The Anthropic SDK lets its HTTP client's protocol error through; the OpenAI one wraps it.
             with pytest.raises(Exception, match="incomplete chunked read"):
                 async with ant.messages.stream(
                     model="claude-sdk", max_tokens=100, messages=[{"role": "user", "content": PROMPT}]
                 ) as stream:
                     await stream.get_final_message()
-            with pytest.raises(Exception, match="incomplete chunked read"):
+            with pytest.raises(openai.APIConnectionError) as caught:
                 async with oai.chat.completions.stream(
                     model="m", messages=[{"role": "user", "content": PROMPT}]
                 ) as chat_stream:
                     await chat_stream.get_final_completion()
+            assert "incomplete chunked read" in str(caught.value.__cause__)
         finally:
             await ant.close()
             await oai.close()
