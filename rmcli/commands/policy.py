@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import cyclopts
-
 from returns.result import Failure, Success
 
 from rmcli.config import ConfigError, load_policy, read_policy_file
@@ -161,7 +160,8 @@ def simulate(
     from rmcore.errors import ErrorKind
     from rmcore.plan import build_plan
     from rmcore.requests import ChatRequest
-    from rmcore.simulate import SimProvider, SimReply, describe, simulate as run_simulation
+    from rmcore.simulate import SimProvider, SimReply, describe
+    from rmcore.simulate import simulate as run_simulation
     from rmcore.wire import classify_failure
 
     env = load_environment()
