@@ -67,7 +67,11 @@ _AICEO_DEFAULT_URL = "http://localhost:4000/api/glm/submit"
 
 def check_url(url: str) -> str | None:
     """Why ``url`` cannot be a provider endpoint, or ``None`` when it can (absolute http(s))."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # reading it checks the port: a number from 0 to 65535
+    except ValueError as exc:
+        return f"URL {url!r} is not a valid URL ({exc})"
     if parts.scheme not in ("http", "https"):
         return f"URL {url!r} is not http:// or https://"
     if not parts.hostname:

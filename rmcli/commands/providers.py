@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,7 +10,7 @@ import anyio
 import cyclopts
 
 from rmcli.config import ConfigError, load_policy
-from rmcli.environment import api_key, load_environment
+from rmcli.environment import api_key, key_problem, load_environment
 from rmcli.output import emit_json
 from rmcli.tables import print_table
 from rmcore.health import HealthReport
@@ -37,6 +38,11 @@ def _key_state(env: dict[str, str], spec: ProviderSpec) -> str:
     return f"unset ({spec.key_env})" if spec.key_required else f"unset, optional ({spec.key_env})"
 
 
+def _problems(env: dict[str, str], spec: ProviderSpec) -> list[str]:
+    key = key_problem(env, spec.key_env)
+    return [*spec.problems, *([key] if key else [])]
+
+
 def providers(*, policy: PolicyOption = None, json: bool = False) -> int:
     """List the configured providers: kind, model, URL, prices and whether a key is set (never the key).
 
@@ -62,7 +68,7 @@ def providers(*, policy: PolicyOption = None, json: bool = False) -> int:
                     "inputUsdPerMtok": s.input_usd_per_mtok,
                     "outputUsdPerMtok": s.output_usd_per_mtok,
                     "builtin": s.builtin,
-                    "problems": list(s.problems),
+                    "problems": _problems(env, s),
                 }
                 for s in specs.values()
             ]
@@ -76,7 +82,7 @@ def providers(*, policy: PolicyOption = None, json: bool = False) -> int:
             s.url or "-",
             _key_state(env, s),
             f"${s.input_usd_per_mtok:g} / ${s.output_usd_per_mtok:g}",
-            "; ".join(s.problems) or "ok",
+            "; ".join(_problems(env, s)) or "ok",
         ]
         for s in specs.values()
     ]
@@ -116,22 +122,29 @@ def health(*names: str, policy: PolicyOption = None, json: bool = False, timeout
     timeout
         Seconds to wait for each provider.
     """
-    if timeout <= 0:
-        raise ConfigError(f"--timeout must be positive (got {timeout})")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigError(f"--timeout must be a positive number of seconds (got {timeout})")
     env, specs = _configured(policy)
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise ConfigError(f"unknown provider {unknown[0]!r}; known providers: {', '.join(sorted(specs))}")
     chosen = [specs[n] for n in dict.fromkeys(names)] if names else list(specs.values())
 
+    # A key that cannot go in a header is reported, not sent (the HTTP stack would quote it).
+    bad_keys = {s.name: p for s in chosen if (p := key_problem(env, s.key_env))}
+    checked = [s for s in chosen if s.name not in bad_keys]
+
     async def main() -> list[HealthReport]:
         from rmcli.health import check_many
         from rmcli.session import http_client
 
         async with http_client() as client:
-            return await check_many(client, chosen, lambda s: api_key(env, s.key_env), timeout)
+            return await check_many(client, checked, lambda s: api_key(env, s.key_env), timeout)
 
-    reports = anyio.run(main)
+    by_name = {r.provider: r for r in anyio.run(main)}
+    for name, problem in bad_keys.items():
+        by_name[name] = HealthReport(provider=name, healthy=False, reason=problem, response_time_ms=None)
+    reports = [by_name[s.name] for s in chosen]
     if json:
         emit_json([_health_json(r) for r in reports])
     else:

@@ -84,8 +84,10 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             raise HttpError(400, "a chunk of the request body does not end with CRLF")
 
 
-async def read_request(reader: asyncio.StreamReader) -> Request | None:
+async def read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | None:
     """The next request on the connection, or ``None`` when the client closed it between requests.
+
+    A client that sends ``Expect: 100-continue`` (curl does, for larger bodies) is told to go on.
 
     Raises ``HttpError`` for a request that cannot be read (answer it, then close), and
     ``asyncio.IncompleteReadError`` or ``ConnectionError`` when the client goes away mid-request.
@@ -112,6 +114,9 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
             raise HttpError(400, "malformed header line")
         key = name.lower()
         headers[key] = f"{headers[key]}, {value.strip()}" if key in headers else value.strip()
+    if headers.get("expect", "").lower() == "100-continue":
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body = await _read_chunked(reader)
     else:

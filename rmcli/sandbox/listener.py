@@ -142,7 +142,7 @@ class Listener:
         try:
             while True:
                 try:
-                    request = await read_request(reader)
+                    request = await read_request(reader, writer)
                 except HttpError as error:
                     writer.write(self._unreadable(error))
                     await writer.drain()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections import deque
 import enum
 import itertools
 import json
@@ -21,6 +22,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
 
+from rmcli.sandbox.control import control_answer, control_unreadable, json_response
 from rmcli.sandbox.formats import (
     Answer,
     Route,
@@ -59,6 +61,9 @@ ENV_VARS: Mapping[str, tuple[str, str]] = {
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
 _GARBAGE = b"<!doctype html><title>rmgr sandbox</title>garbage: this body is not JSON {"
 _DEFAULT_STREAM_DELAY_S = 0.005
+
+LOG_LIMIT = 10_000
+"""Each provider's log keeps its latest requests, up to this many (a long-running sandbox stays small)."""
 
 
 class Outcome(enum.StrEnum):
@@ -125,8 +130,9 @@ class _Provider:
     format: WireFormat
     mode: Mode
     listener: Listener
-    log: list[SandboxRequest] = field(default_factory=list)
+    log: deque[SandboxRequest] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
     in_flight: int = 0
+    received: int = 0
 
     @property
     def key(self) -> str:
@@ -216,7 +222,7 @@ class Sandbox:
                 ),
             )
             self._providers[name] = provider
-        self._control = Listener(host, control_port or 0, self._control_exchange, self._control_unreadable)
+        self._control = Listener(host, control_port or 0, self._control_exchange, control_unreadable)
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -334,7 +340,8 @@ class Sandbox:
             provider.listener.start()
 
     def requests(self, name: str) -> list[SandboxRequest]:
-        """Every request the provider received since the log was last cleared, oldest first."""
+        """The requests the provider received since its log was last cleared (the latest ``LOG_LIMIT``),
+        oldest first."""
         return list(self._provider(name).log)
 
     def clear_log(self, name: str | None = None) -> int:
@@ -368,6 +375,7 @@ class Sandbox:
         return handle
 
     def _record(self, ex: _Exchange, outcome: Outcome, status: int | None) -> None:
+        ex.provider.received += 1
         ex.provider.log.append(
             SandboxRequest(
                 provider=ex.provider.name,
@@ -463,7 +471,7 @@ class Sandbox:
         if problem is not None:
             return await self._send_error(ex, 400, Outcome.BAD_REQUEST, problem)
         if route is Route.HEALTH:
-            state = ServerState(in_flight=provider.in_flight, served=len(provider.log))
+            state = ServerState(in_flight=provider.in_flight, served=provider.received)
             return await self._send_json(ex, 200, encode_json(fmt.health_body(state)), Outcome.OK)
 
         if not is_object:
@@ -572,70 +580,14 @@ class Sandbox:
 
     # -- the control API -------------------------------------------------------------------------
 
-    def _control_unreadable(self, error: HttpError) -> bytes:
-        body = encode_json({"error": error.message})
-        headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
-        return response_head(error.status, [*headers, ("connection", "close")]) + body
-
     async def _control_exchange(
         self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
-        status, payload = self._control_answer(request)
-        body = encode_json(payload)
+        status, payload = control_answer(self, request)
         keep = request.keep_alive
-        head = response_head(
-            status,
-            [
-                ("content-type", "application/json"),
-                ("content-length", str(len(body))),
-                ("connection", "keep-alive" if keep else "close"),
-            ],
-        )
-        writer.write(head + body)
+        writer.write(json_response(status, encode_json(payload), keep))
         await writer.drain()
         return keep
-
-    def _control_answer(self, request: Request) -> tuple[int, object]:
-        """``GET /providers``, ``PUT /mode/NAME`` (body: the mode), ``GET /log/NAME``, ``DELETE /log``."""
-        method, path = request.method, request.path.rstrip("/")
-        routes = {"/providers": "GET", "/log": "DELETE"}
-        head, _, name = path.rpartition("/")
-        name = unquote(name)
-        if head == "/mode":
-            routes[path] = "PUT"
-        elif head == "/log":
-            routes[path] = "GET"
-        if path not in routes:
-            return 404, {"error": f"no such control endpoint: {request.method} {request.path}"}
-        if routes[path] != method:
-            return 405, {"error": f"use {routes[path]} {path}"}
-        if head in ("/mode", "/log") and name not in self._providers:
-            return 404, {"error": f"unknown sandbox provider {name!r} (known: {', '.join(NAMES)})"}
-        if path == "/providers":
-            return 200, {"providers": [self._describe(p) for p in self._providers.values()]}
-        if path == "/log":
-            return 200, {"cleared": self.clear_log()}
-        if head == "/log":
-            return 200, {"provider": name, "requests": [r.to_json() for r in self.requests(name)]}
-        text = request.body.decode("utf-8", "replace").strip()
-        if text.startswith("{"):
-            value, _ = _parse_body(request.body)
-            text = str(value.get("mode", "")) if isinstance(value, dict) else ""
-        try:
-            self.set_mode(name, text)
-        except ValueError as error:
-            return 400, {"error": str(error)}
-        return 200, self._describe(self._providers[name])
-
-    def _describe(self, provider: _Provider) -> dict[str, object]:
-        return {
-            "name": provider.name,
-            "url": self.url(provider.name),
-            "baseUrl": self.base_url(provider.name),
-            "port": provider.listener.port,
-            "mode": str(provider.mode),
-            "requests": len(provider.log),
-        }
 
 
 def export_lines(sandbox: Sandbox) -> list[str]:
