@@ -29,13 +29,10 @@ async def main() -> None:
                 client=client,
                 keys=lambda spec: api_key(env, spec.key_env),
             )
-    for attempt in outcome.attempts:
-        print(
-            f"{attempt.provider:<16} {attempt.outcome:<12} {attempt.latency_ms:8.1f} ms  ${attempt.cost_usd:.6f}"
-        )
-    print(
-        f"answered by {outcome.provider} (fallback used: {outcome.fallback_used}), cost ${outcome.cost_usd:.6f}"
-    )
+    for a in outcome.attempts:
+        print(f"{a.provider:<16} {a.outcome:<12} {a.latency_ms:8.1f} ms  ${a.cost_usd:.6f}")
+    used = outcome.fallback_used
+    print(f"answered by {outcome.provider} (fallback used: {used}), cost ${outcome.cost_usd:.6f}")
 
 
 if __name__ == "__main__":
