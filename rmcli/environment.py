@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rmcli.output import add_secret
+
 __all__ = ["api_key", "key_problem", "load_environment", "state_home"]
 
 
@@ -27,10 +29,15 @@ def state_home(env: dict[str, str]) -> Path:
 
 
 def api_key(env: dict[str, str], key_env: str | None) -> str | None:
-    """The key held by variable ``key_env``, or None when it is unset or empty."""
+    """The key held by variable ``key_env``, or None when it is unset or empty.
+
+    Every key read here is remembered as a secret that no output of the process may show
+    (``rmcli.output.redact``): reading a key through this function is what makes that true."""
     if not key_env:
         return None
     value = env.get(key_env, "").strip()
+    if value:
+        add_secret(value)
     return value or None
 
 

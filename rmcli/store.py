@@ -1,4 +1,5 @@
-"""The state store: every attempt (and later the answer cache, history and breaker state).
+"""The state store: every attempt and every provider's circuit breaker (and later the answer
+cache and history).
 
 One SQLite database, ``$RECURSIVEMANAGER_HOME/state.db`` in WAL mode, shared safely by ``rmgr``
 processes that run one after another or at the same time (DESIGN §5). The rest of the shell
@@ -33,7 +34,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Protocol, Self, TypeVar
 
+import msgspec
+
 from rmcore.attempts import AttemptRecord
+from rmcore.breaker import Admission, CircuitState, admit, is_breaking, record
 from rmcore.usage import AttemptRow
 
 __all__ = [
@@ -73,6 +77,19 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
         "CREATE INDEX attempts_started_at ON attempts (started_at_ms)",
+    ),
+    # 1 -> 2: circuits, the per-provider circuit breakers every run shares (times: epoch seconds).
+    (
+        """
+        CREATE TABLE circuits (
+            provider TEXT PRIMARY KEY,
+            state TEXT NOT NULL CHECK (state IN ('closed', 'open', 'half_open')),
+            consecutive_failures INTEGER NOT NULL CHECK (consecutive_failures >= 0),
+            opened_at REAL,
+            probe_started_at REAL,
+            updated_at REAL NOT NULL
+        )
+        """,
     ),
 )
 
@@ -114,6 +131,23 @@ class Store(Protocol):
         ``providers`` when it is given."""
         ...
 
+    def admit_circuits(
+        self, providers: Sequence[str], now: float, cooldown_s: float, probe_timeout_s: float
+    ) -> dict[str, Admission]:
+        """Ask each provider's circuit whether a request may be sent at ``now`` (epoch seconds),
+        storing what the asking changed; atomically, so that two callers never both get the
+        half-open probe. One entry per distinct provider."""
+        ...
+
+    def record_circuit(self, provider: str, outcome: str, now: float, failure_threshold: int) -> CircuitState:
+        """Apply the outcome (``"ok"`` or an error kind) of a request to ``provider`` that ended
+        at ``now`` to its circuit, atomically, and return the circuit's new state."""
+        ...
+
+    def circuits(self) -> list[CircuitState]:
+        """Every stored circuit, by provider name (a provider never recorded is closed)."""
+        ...
+
     def close(self) -> None:
         """Release the store. Closing twice is harmless."""
         ...
@@ -130,6 +164,12 @@ _SELECT_ATTEMPTS: Final = """
     SELECT provider, model, outcome, status, latency_ms, started_at_ms,
            input_tokens, output_tokens, cost_usd, run_id
     FROM attempts WHERE started_at_ms >= ?
+"""
+
+_CIRCUIT_COLUMNS: Final = "provider, state, consecutive_failures, opened_at, probe_started_at"
+
+_UPSERT_CIRCUIT: Final = f"""
+    INSERT OR REPLACE INTO circuits ({_CIRCUIT_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?)
 """
 
 
@@ -233,6 +273,63 @@ class SqliteStore:
             ) in fetched
         ]
 
+    def admit_circuits(
+        self, providers: Sequence[str], now: float, cooldown_s: float, probe_timeout_s: float
+    ) -> dict[str, Admission]:
+        """``rmcore.breaker.admit`` for each distinct provider of ``providers`` at ``now`` (epoch
+        seconds), keyed by provider in the order given.
+
+        All circuits are read, decided and the changed ones written back in one ``BEGIN
+        IMMEDIATE`` transaction: while it runs no other process can read-then-write them, so of
+        any number of processes asking at once about an open, cooled-down circuit exactly one
+        gets the probe. A provider without a stored circuit is closed (and nothing is written).
+        """
+        names = list(dict.fromkeys(providers))
+        admissions: dict[str, Admission] = {}
+
+        def decide(conn: sqlite3.Connection) -> None:
+            # The transaction may be retried after a lock timeout: decide afresh each time.
+            admissions.clear()
+            stored = self._read_circuits(conn, names)
+            for name in names:
+                current = stored.get(name, CircuitState(provider=name))
+                admission = admit(current, now, cooldown_s=cooldown_s, probe_timeout_s=probe_timeout_s)
+                if admission.state != current:
+                    _write_circuit(conn, admission.state, now)
+                admissions[name] = admission
+
+        if names:
+            self._write(decide)
+        return dict(admissions)
+
+    def record_circuit(self, provider: str, outcome: str, now: float, failure_threshold: int) -> CircuitState:
+        """``rmcore.breaker.record`` on ``provider``'s stored circuit: read, update and write back
+        in one ``BEGIN IMMEDIATE`` transaction, so that outcomes recorded by processes at the
+        same time are all counted. Returns the new state. Raises ``ValueError`` (and stores
+        nothing) when ``outcome`` is neither ``"ok"`` nor an error kind."""
+        is_breaking(outcome)  # an unknown outcome raises here, before the lock is taken
+        updated: list[CircuitState] = []
+
+        def apply(conn: sqlite3.Connection) -> None:
+            updated.clear()
+            current = self._read_circuits(conn, [provider]).get(provider, CircuitState(provider=provider))
+            new = record(current, outcome, now, failure_threshold=failure_threshold)
+            if new != current:
+                _write_circuit(conn, new, now)
+            updated.append(new)
+
+        self._write(apply)
+        return updated[0]
+
+    def circuits(self) -> list[CircuitState]:
+        """Every stored circuit, ordered by provider name. A provider that has never recorded a
+        failure may be missing: its circuit is closed."""
+        return self._with_retries(
+            lambda conn: self._decode_circuits(
+                conn.execute(f"SELECT {_CIRCUIT_COLUMNS} FROM circuits ORDER BY provider").fetchall()
+            )
+        )
+
     def close(self) -> None:
         """Close the connection (the last one out folds the WAL back into the file)."""
         self._conn.close()
@@ -283,6 +380,33 @@ class SqliteStore:
 
         self._with_retries(transaction)
 
+    def _read_circuits(self, conn: sqlite3.Connection, providers: Sequence[str]) -> dict[str, CircuitState]:
+        rows = conn.execute(
+            f"SELECT {_CIRCUIT_COLUMNS} FROM circuits WHERE provider IN ({', '.join('?' * len(providers))})",
+            list(providers),
+        ).fetchall()
+        return {circuit.provider: circuit for circuit in self._decode_circuits(rows)}
+
+    def _decode_circuits(self, rows: Sequence[tuple[object, ...]]) -> list[CircuitState]:
+        circuits = []
+        for provider, state, failures, opened_at, probe_started_at in rows:
+            try:
+                circuits.append(
+                    msgspec.convert(
+                        {
+                            "provider": provider,
+                            "state": state,
+                            "consecutive_failures": failures,
+                            "opened_at": opened_at,
+                            "probe_started_at": probe_started_at,
+                        },
+                        CircuitState,
+                    )
+                )
+            except msgspec.ValidationError as exc:
+                raise _corrupt_error(self.path, f"the circuit of {provider!r} is impossible: {exc}") from None
+        return circuits
+
     def _with_retries(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``work``; when the database stays locked past the busy timeout, pause and retry a
         few times before giving up with a ``StoreError``."""
@@ -296,6 +420,20 @@ class SqliteStore:
                 raise _store_error(self.path, exc) from None
             time.sleep(pause)
         raise AssertionError("unreachable: the last pass returns or raises")
+
+
+def _write_circuit(conn: sqlite3.Connection, circuit: CircuitState, now: float) -> None:
+    conn.execute(
+        _UPSERT_CIRCUIT,
+        (
+            circuit.provider,
+            circuit.state,
+            circuit.consecutive_failures,
+            circuit.opened_at,
+            circuit.probe_started_at,
+            now,
+        ),
+    )
 
 
 def _ensure_home(home: Path) -> None:

@@ -10,10 +10,11 @@ from typing import Annotated
 
 import anyio
 import cyclopts
+import msgspec
 
 from rmcli.config import ConfigError, RouteSetup, load_route
 from rmcli.environment import api_key, load_environment
-from rmcli.output import emit_json, err, safe_text
+from rmcli.output import emit_json, err, redact, safe_text
 from rmcli.runner import Observer, route
 from rmcli.session import http_client, open_store
 from rmcli.store import Store
@@ -54,6 +55,9 @@ class _Announcer(Observer):
         err(f"INFO: {wait.reason} in {seconds:.2f} s")
 
     def attempt_recorded(self, record: AttemptRecord) -> None:
+        # A provider may quote the key it was sent in its error message: never store it.
+        if record.message is not None:
+            record = msgspec.structs.replace(record, message=redact(record.message))
         self.store.record_attempts(self.run_id, "ask", [record])
 
     def text(self, delta: str) -> None:
@@ -136,6 +140,10 @@ async def run_ask(
             on_text=announcer.text,
         )
     latency_ms = (time.monotonic() - started) * 1000.0
+    for skipped in outcome.skipped:
+        # The engine passes over a target without a request (unhealthy, circuit open, over budget):
+        # say so, as a fail-over is said, so that no target disappears from the story silently.
+        err(f"WARNING: Skipped provider {skipped.provider}: {skipped.kind.value} ({skipped.message})")
     if as_json:
         emit_json(ask_json(outcome, latency_ms))
     elif outcome.completion is not None:

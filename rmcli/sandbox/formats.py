@@ -107,12 +107,13 @@ class WireFormat(abc.ABC):
 
     @property
     def default_model(self) -> str:
+        """The model answered when a request names none."""
         return self.models[0]
 
     @property
     def base_path(self) -> str:
-        """The part of the chat path an SDK takes as its base URL."""
-        return self.chat_path.rpartition("/chat/completions")[0]
+        """The part of the chat path an SDK takes as its base URL (OpenAI: up to ``/chat/completions``)."""
+        return self.chat_path.removesuffix("/chat/completions")
 
     def route(self, method: str, path: str) -> Route | int:
         """The route asked for, or the status that refuses it (404 unknown path, 405 wrong method)."""
@@ -138,6 +139,7 @@ class WireFormat(abc.ABC):
         """The request's cap on output tokens, if it sets one."""
 
     def model(self, body: Mapping[str, Any]) -> str:
+        """The model to answer as: the requested one, echoed."""
         model = body.get("model")
         return model if isinstance(model, str) and model else self.default_model
 
@@ -285,6 +287,11 @@ class AnthropicFormat(StreamingFormat):
     kind = "anthropic"
     request_id_header = "request-id"
 
+    @property
+    def base_path(self) -> str:
+        """The Anthropic SDK appends ``/v1/messages`` to a bare origin."""
+        return self.chat_path.removesuffix("/v1/messages")
+
     def auth_problem(self, headers: Mapping[str, str], key: str) -> str | None:
         # The documented header is x-api-key; recent official SDKs send the same key as a bearer
         # token instead, which the API accepts too.
@@ -402,6 +409,7 @@ class AiceoFormat(WireFormat):
 
     @property
     def base_path(self) -> str:
+        """The folder of ``/submit`` and ``/status``."""
         return self.chat_path.rpartition("/")[0]
 
     def auth_problem(self, headers: Mapping[str, str], key: str) -> str | None:

@@ -21,6 +21,7 @@ __all__ = [
     "HttpError",
     "Request",
     "chunk",
+    "json_response",
     "read_request",
     "reset_connection",
     "response_head",
@@ -140,6 +141,23 @@ def response_head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
     lines = [f"HTTP/1.1 {status} {reason}", "server: rmgr-sandbox"]
     lines.extend(f"{name}: {value}" for name, value in headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def json_response(
+    status: int,
+    body: bytes,
+    keep_alive: bool,
+    extra: Iterable[tuple[str, str]] = (),
+    content_length: int | None = None,
+) -> bytes:
+    """A complete JSON response; ``content_length`` announces more than ``body`` (a cut answer)."""
+    headers = [
+        ("content-type", "application/json"),
+        ("content-length", str(len(body) if content_length is None else content_length)),
+        ("connection", "keep-alive" if keep_alive else "close"),
+        *extra,
+    ]
+    return response_head(status, headers) + body
 
 
 def chunk(data: bytes) -> bytes:

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections import deque
 import enum
 import itertools
 import json
 import shlex
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote
 
-from rmcli.sandbox.control import control_answer, control_unreadable, json_response
+from rmcli.sandbox.control import control_answer, control_unreadable
 from rmcli.sandbox.formats import (
     Answer,
     Route,
@@ -37,6 +36,7 @@ from rmcli.sandbox.http11 import (
     HttpError,
     Request,
     chunk,
+    json_response,
     reset_connection,
     response_head,
     wait_until_client_leaves,
@@ -44,10 +44,11 @@ from rmcli.sandbox.http11 import (
 from rmcli.sandbox.listener import Handler, Listener
 from rmcli.sandbox.modes import OK, Mode, ModeKind, format_seconds, parse_mode
 from rmcli.sandbox.replies import ReplyFunction, count_words, cut_to_words, default_reply, request_text
+from rmcore.providers import BUILTIN_NAMES
 
 __all__ = ["ENV_VARS", "NAMES", "Outcome", "Sandbox", "SandboxRequest", "export_lines", "serve"]
 
-NAMES: tuple[str, ...] = ("aiceo-gateway", "glm-direct", "anthropic-direct", "openai-direct")
+NAMES: tuple[str, ...] = BUILTIN_NAMES
 """The sandbox's providers: the four built-ins, in this order (ports base..base+3)."""
 
 ENV_VARS: Mapping[str, tuple[str, str]] = {
@@ -149,6 +150,7 @@ class _Exchange:
     stream: bool
     mode: Mode
     request_id: str
+    read_at: float
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
 
@@ -188,8 +190,8 @@ class Sandbox:
     Ports are ephemeral unless ``ports`` (per provider) or ``control_port`` fix them. Each provider
     accepts only its own key, ``sandbox-key-<name>``. ``reply(provider, request_json)`` writes the
     answers (default: ``default_reply``). ``stream_delay_s`` is the pause between streamed events,
-    so that clients see each one arrive separately. Methods that change modes must be called from
-    the event loop's thread.
+    so that clients see each one arrive separately. It runs on asyncio (anyio's asyncio backend
+    included); methods that change modes must be called from the event loop's thread.
     """
 
     def __init__(
@@ -341,7 +343,7 @@ class Sandbox:
 
     def requests(self, name: str) -> list[SandboxRequest]:
         """The requests the provider received since its log was last cleared (the latest ``LOG_LIMIT``),
-        oldest first."""
+        in the order their outcome was decided (a ``slow`` one after its wait)."""
         return list(self._provider(name).log)
 
     def clear_log(self, name: str | None = None) -> int:
@@ -361,8 +363,7 @@ class Sandbox:
     def _unreadable(self, fmt: WireFormat) -> Callable[[HttpError], bytes]:
         def respond(error: HttpError) -> bytes:
             body = encode_json(fmt.error_body(error.status, error.message, "0"))
-            headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
-            return response_head(error.status, [*headers, ("connection", "close")]) + body
+            return json_response(error.status, body, keep_alive=False)
 
         return respond
 
@@ -388,7 +389,7 @@ class Sandbox:
                 mode=str(ex.mode),
                 outcome=outcome,
                 status=status,
-                at=time.time(),
+                at=ex.read_at,
             )
         )
 
@@ -402,17 +403,8 @@ class Sandbox:
     ) -> bool:
         self._record(ex, outcome, status)
         keep = ex.request.keep_alive
-        head = response_head(
-            status,
-            [
-                ("content-type", "application/json"),
-                ("content-length", str(len(payload))),
-                ("connection", "keep-alive" if keep else "close"),
-                (ex.provider.format.request_id_header, ex.request_id),
-                *extra,
-            ],
-        )
-        ex.writer.write(head + payload)
+        extra = ((ex.provider.format.request_id_header, ex.request_id), *extra)
+        ex.writer.write(json_response(status, payload, keep, extra))
         await ex.writer.drain()
         return keep
 
@@ -438,7 +430,9 @@ class Sandbox:
         body, is_object = _parse_body(request.body)
         stream = is_object and isinstance(fmt, StreamingFormat) and fmt.wants_stream(body)
         mode = provider.mode
-        ex = _Exchange(provider, request, body, stream, mode, f"{next(self._ids):06d}", reader, writer)
+        ex = _Exchange(
+            provider, request, body, stream, mode, f"{next(self._ids):06d}", time.time(), reader, writer
+        )
         kind = mode.kind
 
         if kind in (ModeKind.DOWN, ModeKind.RESET):
@@ -527,16 +521,8 @@ class Sandbox:
     async def _send_partial(self, ex: _Exchange, payload: bytes, part: bytes, outcome: Outcome) -> None:
         """The head of a complete answer (its full Content-Length), but only ``part`` of its body."""
         self._record(ex, outcome, 200)
-        head = response_head(
-            200,
-            [
-                ("content-type", "application/json"),
-                ("content-length", str(len(payload))),
-                ("connection", "close"),
-                (ex.provider.format.request_id_header, ex.request_id),
-            ],
-        )
-        ex.writer.write(head + part)
+        extra = ((ex.provider.format.request_id_header, ex.request_id),)
+        ex.writer.write(json_response(200, part, False, extra, content_length=len(payload)))
         await ex.writer.drain()
 
     async def _send_stream(self, ex: _Exchange, fmt: StreamingFormat, events: list[bytes]) -> bool:
