@@ -6,6 +6,7 @@ Each command lives in ``rmcli.commands`` and is imported only when it runs, so t
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -80,4 +81,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None
+    except Exception as exc:  # a bug of ours: one line, never a traceback that may quote a header
+        from rmcli.output import redact
+
+        if os.environ.get("RMGR_DEBUG"):
+            raise
+        sys.stderr.write(
+            f"error: unexpected {type(exc).__name__}: {redact(str(exc))[:300]} "
+            "(this is a bug in rmgr; RMGR_DEBUG=1 shows the traceback)\n"
+        )
+        raise SystemExit(1) from None
     raise SystemExit(result if isinstance(result, int) else 0)

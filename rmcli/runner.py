@@ -9,12 +9,14 @@ from collections.abc import Callable
 
 import anyio
 import httpx
+import msgspec
 
 from rmcli.health import HEALTH_TIMEOUT_S, check_health
 from rmcli.transport import TextSink, perform_attempt
 from rmcore.attempts import AttemptRecord
 from rmcore.engine import (
     Action,
+    AttemptFailed,
     CheckHealth,
     Engine,
     FailedOver,
@@ -22,6 +24,7 @@ from rmcore.engine import (
     HealthObserved,
     RunOutcome,
     StartAttempt,
+    TargetSkipped,
     TimePassed,
     Wait,
 )
@@ -46,6 +49,9 @@ class Observer:
 
     def waiting(self, wait: Wait, seconds: float) -> None:
         """The run is backing off before a retry."""
+
+    def skipped(self, notice: TargetSkipped) -> None:
+        """A target was passed over without a request (budget, health, circuit)."""
 
 
 async def route(
@@ -86,6 +92,8 @@ async def route(
                 return outcome
             case FailedOver():
                 watch.failed_over(action)
+            case TargetSkipped():
+                watch.skipped(action)
             case Wait(until=until):
                 watch.waiting(action, max(until - clock(), 0.0))
                 # Sleep until the moment has really come: a Retry-After is never cut short.
@@ -104,7 +112,14 @@ async def route(
                 )
             case StartAttempt(provider=spec):
                 watch.attempt_started(action)
-                event = await perform_attempt(client, action, request, keys(spec), clock, on_text)
+                key = keys(spec)
+                event = await perform_attempt(client, action, request, key, clock, on_text)
+                if isinstance(event, AttemptFailed) and key and key in event.error.message:
+                    # A provider may quote the key it was sent ("Incorrect API key provided: ...").
+                    error = msgspec.structs.replace(
+                        event.error, message=event.error.message.replace(key, "<redacted>")
+                    )
+                    event = msgspec.structs.replace(event, error=error)
                 actions.extend(engine.handle(event))
                 flush_records()
     raise RuntimeError("the engine stopped without finishing")

@@ -51,6 +51,7 @@ __all__ = [
     "RunOutcome",
     "SkippedTarget",
     "StartAttempt",
+    "TargetSkipped",
     "TimePassed",
     "Wait",
 ]
@@ -153,6 +154,12 @@ class SkippedTarget(Base, frozen=True):
     message: str
 
 
+class TargetSkipped(Base, frozen=True):
+    """A notice, not a task: ``skipped`` was passed over unsent (budget, health, circuit)."""
+
+    skipped: SkippedTarget
+
+
 class RunOutcome(Base, frozen=True):
     """How a run ended: the answer (or the reason there is none) and everything it cost.
 
@@ -180,7 +187,7 @@ class Finish(Base, frozen=True):
     outcome: RunOutcome
 
 
-Action = StartAttempt | Wait | CheckHealth | FailedOver | Finish
+Action = StartAttempt | Wait | CheckHealth | FailedOver | TargetSkipped | Finish
 
 
 class _Phase(enum.Enum):
@@ -225,6 +232,7 @@ class Engine:
         self._attempts: list[AttemptRecord] = []
         self._skipped: list[SkippedTarget] = []
         self._last_error: ProviderError | None = None
+        self._notices: list[Action] = []
 
     # -- public --------------------------------------------------------------------------------
 
@@ -273,7 +281,13 @@ class Engine:
     # -- transitions ---------------------------------------------------------------------------
 
     def _advance(self, now: float) -> list[Action]:
-        """Start the next attempt on the current target, or move along the route, or finish."""
+        """Start the next attempt on the current target, or move along the route, or finish;
+        notices of targets skipped on the way come first."""
+        actions = self._next_step(now)
+        notices, self._notices = self._notices, []
+        return notices + actions
+
+    def _next_step(self, now: float) -> list[Action]:
         targets = self._plan.targets
         while self._index < len(targets):
             target = targets[self._index]
@@ -420,7 +434,9 @@ class Engine:
         return actions + self._advance(now)
 
     def _skip(self, name: str, kind: ErrorKind, message: str) -> None:
-        self._skipped.append(SkippedTarget(provider=name, kind=kind, message=message))
+        skipped = SkippedTarget(provider=name, kind=kind, message=message)
+        self._skipped.append(skipped)
+        self._notices.append(TargetSkipped(skipped=skipped))
         self._index += 1
         self._tries = 0
 

@@ -26,6 +26,7 @@ from rmcore.engine import (
     HealthObserved,
     RunOutcome,
     StartAttempt,
+    TargetSkipped,
     TimePassed,
     Wait,
 )
@@ -137,7 +138,7 @@ def simulate(
         match action:
             case Finish(outcome=outcome):
                 return Simulation(outcome=outcome, steps=tuple(steps), elapsed_s=now, calls=calls)
-            case FailedOver():
+            case FailedOver() | TargetSkipped():
                 continue
             case Wait(until=until):
                 now = max(now, until)
@@ -184,6 +185,8 @@ def _describe_step(step: SimStep) -> str | None:
             return f"check the health of {p.name}"
         case FailedOver(from_provider=a, to_provider=b, error=e):
             return f"leave {a} ({e.kind.value}) for {b}"
+        case TargetSkipped(skipped=s):
+            return f"skip {s.provider} ({s.kind.value}): {s.message}"
         case Finish(outcome=o):
             skipped = "".join(f"; skipped {s.provider}: {s.message}" for s in o.skipped)
             if o.ok:

@@ -10,16 +10,15 @@ from typing import Annotated
 
 import anyio
 import cyclopts
-import msgspec
 
 from rmcli.config import ConfigError, RouteSetup, load_route
 from rmcli.environment import api_key, load_environment
-from rmcli.output import emit_json, err, redact, safe_text
+from rmcli.output import emit_json, err, safe_text
 from rmcli.runner import Observer, route
 from rmcli.session import http_client, open_store
 from rmcli.store import Store
 from rmcore.attempts import AttemptRecord
-from rmcore.engine import FailedOver, StartAttempt, Wait
+from rmcore.engine import FailedOver, StartAttempt, TargetSkipped, Wait
 from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
 from rmcore.results import ask_json
 
@@ -54,10 +53,11 @@ class _Announcer(Observer):
     def waiting(self, wait: Wait, seconds: float) -> None:
         err(f"INFO: {wait.reason} in {seconds:.2f} s")
 
+    def skipped(self, notice: TargetSkipped) -> None:
+        s = notice.skipped
+        err(f"WARNING: Skipped provider {s.provider}: {s.kind.value} ({s.message})")
+
     def attempt_recorded(self, record: AttemptRecord) -> None:
-        # A provider may quote the key it was sent in its error message: never store it.
-        if record.message is not None:
-            record = msgspec.structs.replace(record, message=redact(record.message))
         self.store.record_attempts(self.run_id, "ask", [record])
 
     def text(self, delta: str) -> None:
@@ -140,10 +140,6 @@ async def run_ask(
             on_text=announcer.text,
         )
     latency_ms = (time.monotonic() - started) * 1000.0
-    for skipped in outcome.skipped:
-        # The engine passes over a target without a request (unhealthy, circuit open, over budget):
-        # say so, as a fail-over is said, so that no target disappears from the story silently.
-        err(f"WARNING: Skipped provider {skipped.provider}: {skipped.kind.value} ({skipped.message})")
     if as_json:
         emit_json(ask_json(outcome, latency_ms))
     elif outcome.completion is not None:

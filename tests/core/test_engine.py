@@ -142,6 +142,8 @@ def test_health_check_before_use_skips_unhealthy_targets() -> None:
     assert "a" not in sim.calls and sim.outcome.provider == "b"
     assert sum(isinstance(s.action, CheckHealth) for s in sim.steps) == 2
     assert sim.outcome.skipped[0].kind is ErrorKind.UNHEALTHY
+    kinds = [type(s.action).__name__ for s in sim.steps if s.action is not None]
+    assert kinds.index("TargetSkipped") < kinds.index("StartAttempt"), "the skip is announced when it happens"
 
 
 def test_attempt_timeout_is_capped_by_the_deadline() -> None:
