@@ -1,59 +1,75 @@
 """The fail-over engine: a pure state machine that decides, the shell does.
 
-The shell feeds the engine events (an attempt succeeded or failed, time passed, a health check
-answered) and performs the actions it answers with (start an attempt with these timeouts, wait
-until a moment, check a provider's health, finish). The engine never reads a clock, never sleeps
-and never draws a random number of its own: every event carries the moment it happened (any
-monotonic clock, in seconds), and backoff jitter comes from a generator seeded by the caller. So
-the same engine runs over real HTTP in the shell, on a virtual clock in ``rmcore.simulate``, and
-under hypothesis in the tests.
+The shell feeds the engine events (an attempt succeeded or failed, time passed, a health check or
+a circuit breaker answered) and performs the actions it answers with (start an attempt with these
+timeouts, cancel one, check a provider's health, ask its circuit breaker, finish). The engine
+never reads a clock, never sleeps and never draws a random number of its own: every event carries
+the moment it happened (any monotonic clock, in seconds), jitter and weighted choices come from a
+generator seeded by the caller, and when it needs to be woken it says so through
+``next_wakeup()``. So the same engine runs over real HTTP in the shell, on a virtual clock in
+``rmcore.simulate``, and under hypothesis in the tests.
 
-The conduct it implements (DESIGN §4, the ``sequential`` strategy):
+A route is a tree. Its leaves are providers (``_TargetRun``: retries, backoff, budget, breaker
+and health checks for one provider); its inner nodes are strategies that only decide which child
+runs when:
 
-- targets are tried in order; each target gets up to ``max_attempts`` attempts;
+- ``sequential``, ``cheapest``, ``weighted``: one child at a time, in the route's order, in order
+  of worst-case cost, or in a weighted random order; the next child when one fails for good;
+- ``fastest``: every child at once; the first answer wins and the others are cancelled;
+- ``hedged``: the first child; the next also starts when the running ones have not answered
+  within ``hedge_after_s`` (or at once when one fails); the first answer wins;
+- ``compare``: every child at once; every answer is kept.
+
+Rules that hold for the whole run, whatever the strategy (DESIGN §4):
+
 - a failure whose kind is in ``retry.on`` is retried on the same target after a full-jitter
-  backoff, never sooner than the provider's Retry-After; a kind in ``retry.stop_on`` ends the run
-  with the provider's reason; any other kind fails over to the next target at once;
-- no attempt is started, and no wait is begun, that would end past the run's deadline: every
-  attempt's timeout is capped by the time left, and a retry whose wait would cross the deadline
-  fails over instead;
-- no attempt is started whose worst-case cost (prompt estimate plus ``max_tokens`` at the
-  provider's prices) exceeds what is left of the budget; the real cost is settled when it ends;
-- with ``check_before_use``, each target's health is checked once before its first attempt and
-  an unhealthy target is skipped.
+  backoff, never sooner than the provider's Retry-After, and only while the run's retry budget
+  (a share of its first attempts) lasts; a kind in ``retry.stop_on`` ends the run;
+- no attempt runs and no wait is begun past the run's deadline: attempt timeouts are capped by
+  the time left, and at the deadline every running attempt is cancelled;
+- no attempt starts whose worst-case cost (prompt estimate plus ``max_tokens`` at the provider's
+  prices), added to what was spent and what running attempts may still cost, exceeds the budget;
+- a provider whose circuit is open is skipped without a request; a half-open one gets one probe.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import random
+from collections.abc import Callable
 
 from rmcore.attempts import AttemptRecord
 from rmcore.backoff import backoff_s
 from rmcore.base import Base
 from rmcore.completion import Completion, Usage
 from rmcore.errors import ErrorKind, ProviderError
-from rmcore.plan import RunPlan, TargetPlan
-from rmcore.pricing import cost_usd, worst_case_usd
+from rmcore.plan import RoutePlan, RunPlan, TargetPlan, leaves
+from rmcore.policy.schema import Strategy
+from rmcore.pricing import cost_usd, estimate_prompt_tokens, worst_case_usd
 from rmcore.providers import ProviderSpec
 from rmcore.requests import ChatRequest
 
 __all__ = [
     "Action",
+    "AdmitCircuit",
     "AttemptFailed",
     "AttemptSucceeded",
+    "Backoff",
+    "CancelAttempt",
     "CheckHealth",
+    "CircuitAnswered",
     "Engine",
     "Event",
     "FailedOver",
     "Finish",
     "HealthObserved",
+    "ProviderAnswer",
     "RunOutcome",
     "SkippedTarget",
     "StartAttempt",
     "TargetSkipped",
     "TimePassed",
-    "Wait",
 ]
 
 # Budget comparisons tolerate float rounding of a few sums of prices.
@@ -86,13 +102,13 @@ class AttemptFailed(Base, frozen=True):
 
 
 class TimePassed(Base, frozen=True):
-    """The clock reads ``at``: sent after a ``Wait`` ends."""
+    """The clock reads ``at``: sent when ``next_wakeup()`` has come."""
 
     at: float
 
 
 class HealthObserved(Base, frozen=True):
-    """The answer to a ``CheckHealth``: healthy or not, and why not."""
+    """The answer to ``CheckHealth``: healthy or not, and why not."""
 
     provider: str
     at: float
@@ -100,7 +116,17 @@ class HealthObserved(Base, frozen=True):
     reason: str | None = None
 
 
-Event = AttemptSucceeded | AttemptFailed | TimePassed | HealthObserved
+class CircuitAnswered(Base, frozen=True):
+    """The answer to ``AdmitCircuit``: ``allowed``, ``probe`` (this run is the one half-open
+    probe) or ``refused`` (open; ``retry_in_s`` until it will be probed)."""
+
+    provider: str
+    at: float
+    decision: str
+    retry_in_s: float | None = None
+
+
+Event = AttemptSucceeded | AttemptFailed | TimePassed | HealthObserved | CircuitAnswered
 
 
 # --- actions: what the shell must do ------------------------------------------------------------
@@ -113,6 +139,8 @@ class StartAttempt(Base, frozen=True):
     ``timeout_kind`` (``timeout``, or ``deadline`` when the run's deadline is what binds); while
     streaming, it must also end it as ``first_token_timeout`` when no text arrived within
     ``first_token_timeout_s``, and as ``stream_stalled`` after ``idle_timeout_s`` of silence.
+    ``exclusive`` is false when other attempts may run at the same time (races, hedges): the
+    shell must then not stream this attempt's text to the user.
     """
 
     attempt_id: int
@@ -122,13 +150,15 @@ class StartAttempt(Base, frozen=True):
     timeout_kind: ErrorKind
     first_token_timeout_s: float
     idle_timeout_s: float
+    exclusive: bool = True
 
 
-class Wait(Base, frozen=True):
-    """Do nothing until moment ``until``, then send ``TimePassed``."""
+class CancelAttempt(Base, frozen=True):
+    """Abandon attempt ``attempt_id`` at once (close its connection); it is already recorded as
+    ``reason`` and no event for it is expected any more."""
 
-    until: float
-    reason: str
+    attempt_id: int
+    reason: ErrorKind
 
 
 class CheckHealth(Base, frozen=True):
@@ -137,13 +167,27 @@ class CheckHealth(Base, frozen=True):
     provider: ProviderSpec
 
 
+class AdmitCircuit(Base, frozen=True):
+    """Ask ``provider``'s circuit breaker whether a request may go, then send ``CircuitAnswered``."""
+
+    provider: ProviderSpec
+
+
 class FailedOver(Base, frozen=True):
-    """A notice, not a task: the run left ``from_provider`` for ``to_provider`` because of ``error``."""
+    """A notice: the run left ``from_provider`` for ``to_provider`` because of ``error``."""
 
     from_provider: str
     to_provider: str
     error: ProviderError
     primary: bool
+
+
+class Backoff(Base, frozen=True):
+    """A notice: ``provider`` failed and is retried at moment ``until``."""
+
+    provider: str
+    until: float
+    reason: str
 
 
 class SkippedTarget(Base, frozen=True):
@@ -155,15 +199,25 @@ class SkippedTarget(Base, frozen=True):
 
 
 class TargetSkipped(Base, frozen=True):
-    """A notice, not a task: ``skipped`` was passed over unsent (budget, health, circuit)."""
+    """A notice: ``skipped`` was passed over unsent (budget, health, circuit, retry budget)."""
 
     skipped: SkippedTarget
+
+
+class ProviderAnswer(Base, frozen=True):
+    """One provider's whole answer."""
+
+    provider: str
+    model: str
+    completion: Completion
 
 
 class RunOutcome(Base, frozen=True):
     """How a run ended: the answer (or the reason there is none) and everything it cost.
 
-    ``cost_usd`` is the sum of the attempts' costs, failed ones included.
+    ``answers`` holds every answer received (one, except for ``compare`` routes);
+    ``completion`` is the winning one. ``cost_usd`` is the sum of the attempts' costs, failed
+    and cancelled ones included.
     """
 
     completion: Completion | None
@@ -174,6 +228,7 @@ class RunOutcome(Base, frozen=True):
     skipped: tuple[SkippedTarget, ...]
     cost_usd: float
     fallback_used: bool
+    answers: tuple[ProviderAnswer, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -182,25 +237,320 @@ class RunOutcome(Base, frozen=True):
 
 
 class Finish(Base, frozen=True):
-    """The run is over; nothing more will be asked of the shell."""
+    """The run is over; the shell must cancel whatever still runs and expect nothing more."""
 
     outcome: RunOutcome
 
 
-Action = StartAttempt | Wait | CheckHealth | FailedOver | TargetSkipped | Finish
+Action = (
+    StartAttempt | CancelAttempt | CheckHealth | AdmitCircuit | FailedOver | Backoff | TargetSkipped | Finish
+)
 
 
-class _Phase(enum.Enum):
+# --- the route tree -----------------------------------------------------------------------------
+
+
+class _Status(enum.Enum):
     IDLE = "idle"
-    ATTEMPTING = "attempting"
-    WAITING = "waiting"
-    CHECKING = "checking"
-    DONE = "done"
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class _Node:
+    """A node of the running route tree; its parent is told when it ends."""
+
+    def __init__(self, engine: Engine, parent: _Composite | None) -> None:
+        self.engine = engine
+        self.parent = parent
+        self.status = _Status.IDLE
+        self.error: ProviderError | None = None
+        self.wake_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in (_Status.OK, _Status.FAILED, _Status.CANCELLED)
+
+    def first_provider(self) -> str:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def start(self, now: float) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def cancel(self, now: float) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def worst_case(self) -> float:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _end(self, status: _Status, now: float, error: ProviderError | None = None) -> None:
+        self.status = status
+        self.error = error
+        if self.parent is not None:
+            self.parent.child_ended(self, now)
+        else:
+            self.engine.root_ended(now)
+
+
+class _TargetRun(_Node):
+    """One provider: its attempts, retries and backoff, and the checks before each attempt."""
+
+    def __init__(self, engine: Engine, parent: _Composite | None, target: TargetPlan) -> None:
+        super().__init__(engine, parent)
+        self.target = target
+        self.name = target.provider.name
+        self.tries = 0
+        self.attempt: int | None = None
+        self.probe = False
+
+    def first_provider(self) -> str:
+        return self.name
+
+    def worst_case(self) -> float:
+        return worst_case_usd(self.engine.request, self.target.provider)
+
+    def start(self, now: float) -> None:
+        self.status = _Status.RUNNING
+        self.step(now)
+
+    def step(self, now: float) -> None:
+        """Take the next step towards an attempt: a check, a skip, or the attempt itself."""
+        engine = self.engine
+        if self.done:
+            return
+        if self.tries == 0:
+            gate = engine.gate(self, now)
+            if gate is not None:
+                return
+        worst = self.worst_case()
+        left = engine.budget_left()
+        if worst > left + _USD_EPSILON:
+            self.skip(
+                ErrorKind.BUDGET,
+                f"worst case ${worst:.6f} exceeds the ${max(left, 0.0):.6f} left of the "
+                f"${engine.plan.limits.max_usd:.6f} budget",
+                now,
+            )
+            return
+        if self.tries >= 1 and not engine.take_retry():
+            self.skip(ErrorKind.BUDGET, "the run's retry budget is spent", now, keep_error=True)
+            return
+        self.tries += 1
+        self.attempt = engine.start_attempt(self, now)
+
+    def skip(self, kind: ErrorKind, message: str, now: float, *, keep_error: bool = False) -> None:
+        self.engine.note_skip(SkippedTarget(provider=self.name, kind=kind, message=message))
+        error = self.error if keep_error and self.error else ProviderError(kind=kind, message=message)
+        self._end(_Status.FAILED, now, error)
+
+    def attempt_ended(self, event: AttemptSucceeded | AttemptFailed) -> None:
+        engine = self.engine
+        self.attempt = None
+        if isinstance(event, AttemptSucceeded):
+            engine.answers.append(
+                ProviderAnswer(provider=self.name, model=event.completion.model, completion=event.completion)
+            )
+            self._end(_Status.OK, event.at)
+            return
+        error = event.error
+        self.error = error
+        retry = engine.plan.retry
+        if error.kind in retry.stop_on:
+            engine.stop(error, event.at)
+            return
+        if error.kind in retry.on and self.tries < self.target.max_attempts and not self.probe:
+            wait = backoff_s(
+                self.tries,
+                initial_s=retry.backoff_initial_s,
+                max_s=retry.backoff_max_s,
+                jitter=engine.rng.random(),
+                retry_after_s=error.retry_after_s,
+            )
+            until = event.at + wait
+            if until < engine.deadline:
+                self.wake_at = until
+                engine.emit(
+                    Backoff(
+                        provider=self.name,
+                        until=until,
+                        reason=(
+                            f"{self.name} failed ({error.kind.value}); attempt "
+                            f"{self.tries + 1} of {self.target.max_attempts}"
+                        ),
+                    )
+                )
+                return
+        self._end(_Status.FAILED, event.at, error)
+
+    def wake(self, now: float) -> None:
+        if self.wake_at is not None and now >= self.wake_at:
+            self.wake_at = None
+            self.step(now)
+
+    def cancel(self, now: float) -> None:
+        if self.done:
+            return
+        self.wake_at = None
+        if self.attempt is not None:
+            self.engine.cancel_attempt(self.attempt, now, ErrorKind.CANCELLED)
+        self.status = _Status.CANCELLED
+
+
+class _Composite(_Node):
+    """A strategy over children; subclasses say which child starts when."""
+
+    def __init__(self, engine: Engine, parent: _Composite | None, route: RoutePlan) -> None:
+        super().__init__(engine, parent)
+        self.route = route
+        self.children: list[_Node] = [engine.build(self, t) for t in route.targets]
+
+    def first_provider(self) -> str:
+        return self.children[0].first_provider()
+
+    def worst_case(self) -> float:
+        return min(child.worst_case() for child in self.children)
+
+    def started(self) -> list[_Node]:
+        return [c for c in self.children if c.status is not _Status.IDLE]
+
+    def running(self) -> list[_Node]:
+        return [c for c in self.children if c.status is _Status.RUNNING]
+
+    def next_idle(self) -> _Node | None:
+        return next((c for c in self.children if c.status is _Status.IDLE), None)
+
+    def start(self, now: float) -> None:
+        self.status = _Status.RUNNING
+        self.begin(now)
+
+    def begin(self, now: float) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def child_ended(self, child: _Node, now: float) -> None:
+        if self.done:
+            return
+        if child.status is _Status.OK and not self.keeps_all_answers():
+            self.cancel_children(now)
+            self._end(_Status.OK, now)
+            return
+        nxt = self.next_idle()
+        if child.status is not _Status.OK and nxt is not None and not self.running():
+            self.engine.failed_over(child, nxt)
+            nxt.start(now)
+            return
+        if child.status is not _Status.OK and nxt is not None and self.starts_next_on_failure():
+            self.engine.failed_over(child, nxt)
+            nxt.start(now)
+            return
+        if self.running() or (nxt is not None and self.waits_for_more()):
+            return
+        self.finish_children(now, child)
+
+    def keeps_all_answers(self) -> bool:
+        return False
+
+    def starts_next_on_failure(self) -> bool:
+        return False
+
+    def waits_for_more(self) -> bool:
+        return False
+
+    def finish_children(self, now: float, last: _Node) -> None:
+        self.wake_at = None
+        if any(c.status is _Status.OK for c in self.children):
+            self._end(_Status.OK, now)
+        else:
+            failed = [c for c in self.children if c.error is not None]
+            self._end(_Status.FAILED, now, failed[-1].error if failed else last.error)
+
+    def cancel_children(self, now: float) -> None:
+        self.wake_at = None
+        for child in self.children:
+            child.cancel(now)
+
+    def cancel(self, now: float) -> None:
+        if self.done:
+            return
+        self.cancel_children(now)
+        self.status = _Status.CANCELLED
+
+    def wake(self, now: float) -> None:
+        """Timer of this node (hedging); the default has none."""
+
+
+class _Ordered(_Composite):
+    """sequential, cheapest, weighted: one child at a time, in an order fixed at the start."""
+
+    def begin(self, now: float) -> None:
+        strategy = self.route.strategy
+        if strategy is Strategy.CHEAPEST:
+            self.children.sort(key=lambda c: c.worst_case())
+        elif strategy is Strategy.WEIGHTED:
+            rng = self.engine.rng
+            weights = [t.weight for t in self.route.targets]
+            keyed = [(rng.random() ** (1.0 / w), i) for i, w in enumerate(weights)]
+            order = [i for _, i in sorted(keyed, reverse=True)]
+            self.children = [self.children[i] for i in order]
+        self.children[0].start(now)
+
+
+class _Race(_Composite):
+    """fastest and compare: every child at once."""
+
+    def begin(self, now: float) -> None:
+        for child in self.children:
+            if not self.done and child.status is _Status.IDLE:
+                child.start(now)
+
+    def keeps_all_answers(self) -> bool:
+        return self.route.strategy is Strategy.COMPARE
+
+
+class _Hedged(_Composite):
+    """hedged: the first child; the next one too when the running ones are slow or fail."""
+
+    def begin(self, now: float) -> None:
+        self.children[0].start(now)
+        self.arm(now)
+
+    def arm(self, now: float) -> None:
+        self.wake_at = now + self.route.hedge_after_s if self.next_idle() is not None else None
+
+    def starts_next_on_failure(self) -> bool:
+        return True
+
+    def wake(self, now: float) -> None:
+        if self.done or self.wake_at is None or now < self.wake_at:
+            return
+        nxt = self.next_idle()
+        self.wake_at = None
+        if nxt is not None:
+            nxt.start(now)
+            self.arm(now)
+
+    def child_ended(self, child: _Node, now: float) -> None:
+        super().child_ended(child, now)
+        if not self.done and self.wake_at is None:
+            self.arm(now)
+
+
+_COMPOSITES: dict[Strategy, Callable[[Engine, _Composite | None, RoutePlan], _Composite]] = {
+    Strategy.SEQUENTIAL: _Ordered,
+    Strategy.CHEAPEST: _Ordered,
+    Strategy.WEIGHTED: _Ordered,
+    Strategy.FASTEST: _Race,
+    Strategy.COMPARE: _Race,
+    Strategy.HEDGED: _Hedged,
+}
+
+
+# --- the engine ---------------------------------------------------------------------------------
 
 
 class Engine:
-    """Sequential fail-over for one request. Call ``start`` once, then ``handle`` each event
-    until an action is ``Finish``."""
+    """Routes one request by a plan. Call ``start`` once, then ``handle`` each event (and
+    ``TimePassed`` whenever ``next_wakeup()`` comes) until an action is ``Finish``."""
 
     def __init__(
         self,
@@ -216,34 +566,36 @@ class Engine:
         before this run (a budget shared by several requests)."""
         if not plan.targets:
             raise ValueError("a run plan needs at least one target")
-        self._plan = plan
-        self._request = request
-        self._rng = random.Random(seed)
+        self.plan = plan
+        self.request = request
+        self.rng = random.Random(seed)
         self._epoch_s = epoch_s
-        self._spent = spent_usd
-        self._phase = _Phase.IDLE
+        self._spent_before = spent_usd
         self._start_at = 0.0
-        self._deadline = 0.0
-        self._index = 0
-        self._tries = 0
+        self.deadline = math.inf
         self._next_id = 0
-        self._attempt: tuple[int, TargetPlan, float] | None = None
-        self._health: dict[str, HealthObserved] = {}
+        self._running: dict[int, tuple[_TargetRun, float, float]] = {}
         self._attempts: list[AttemptRecord] = []
         self._skipped: list[SkippedTarget] = []
-        self._last_error: ProviderError | None = None
-        self._notices: list[Action] = []
+        self.answers: list[ProviderAnswer] = []
+        self._out: list[Action] = []
+        self._health: dict[str, HealthObserved] = {}
+        self._circuits: dict[str, CircuitAnswered] = {}
+        self._waiting: dict[str, list[_TargetRun]] = {}
+        self._first_attempts = 0
+        self._retries = 0
+        self._finished = False
+        self._exclusive = all(
+            r.strategy in (Strategy.SEQUENTIAL, Strategy.CHEAPEST, Strategy.WEIGHTED)
+            for r in _routes(plan.route)
+        )
+        self._root: _Node = self.build(None, plan.route)
 
     # -- public --------------------------------------------------------------------------------
 
     @property
-    def deadline(self) -> float:
-        """The moment the run must be over by."""
-        return self._deadline
-
-    @property
     def attempts(self) -> tuple[AttemptRecord, ...]:
-        """Every attempt that has ended so far, in order."""
+        """Every attempt that has ended (or was cancelled) so far, in order."""
         return tuple(self._attempts)
 
     @property
@@ -251,102 +603,216 @@ class Engine:
         """What the run has cost so far (settled attempts)."""
         return sum(a.cost_usd for a in self._attempts)
 
+    @property
+    def finished(self) -> bool:
+        """True once ``Finish`` was emitted."""
+        return self._finished
+
     def start(self, now: float) -> list[Action]:
         """Begin the run at moment ``now``."""
-        if self._phase is not _Phase.IDLE or self._next_id:
+        if self._next_id or self._root.status is not _Status.IDLE:
             raise RuntimeError("the run has already started")
         self._start_at = now
-        self._deadline = now + self._plan.limits.deadline_s
-        return self._advance(now)
+        self.deadline = now + self.plan.limits.deadline_s
+        self._root.start(now)
+        return self._flush()
+
+    def next_wakeup(self) -> float | None:
+        """When the engine must be sent ``TimePassed`` at the latest (backoff ends, hedges, the
+        deadline), or None once the run is over."""
+        if self._finished:
+            return None
+        times = [self.deadline] + [n.wake_at for n in self._nodes() if n.wake_at is not None and not n.done]
+        return min(times)
 
     def handle(self, event: Event) -> list[Action]:
-        """Take one observation and answer with what to do next."""
+        """Take one observation and answer with what to do next. Events for attempts that were
+        cancelled or for a run that is over are ignored."""
+        if self._finished:
+            return []
         match event:
-            case AttemptSucceeded():
-                return self._succeeded(event)
-            case AttemptFailed():
-                return self._failed(event)
+            case AttemptSucceeded() | AttemptFailed():
+                self._attempt_ended(event)
             case TimePassed(at=at):
-                if self._phase is not _Phase.WAITING:
-                    raise RuntimeError("TimePassed without a Wait")
-                self._phase = _Phase.IDLE
-                return self._advance(at)
+                self._time_passed(at)
             case HealthObserved():
-                if self._phase is not _Phase.CHECKING:
-                    raise RuntimeError("HealthObserved without a CheckHealth")
                 self._health[event.provider] = event
-                self._phase = _Phase.IDLE
-                return self._advance(event.at)
+                for node in self._waiting.pop(f"health:{event.provider}", []):
+                    node.step(event.at)
+            case CircuitAnswered():
+                self._circuits[event.provider] = event
+                for node in self._waiting.pop(f"circuit:{event.provider}", []):
+                    node.step(event.at)
+        return self._flush()
 
-    # -- transitions ---------------------------------------------------------------------------
+    # -- used by the nodes ---------------------------------------------------------------------
 
-    def _advance(self, now: float) -> list[Action]:
-        """Start the next attempt on the current target, or move along the route, or finish;
-        notices of targets skipped on the way come first."""
-        actions = self._next_step(now)
-        notices, self._notices = self._notices, []
-        return notices + actions
+    def build(self, parent: _Composite | None, target: TargetPlan | RoutePlan) -> _Node:
+        if isinstance(target, TargetPlan):
+            return _TargetRun(self, parent, target)
+        return _COMPOSITES[target.strategy](self, parent, target)
 
-    def _next_step(self, now: float) -> list[Action]:
-        targets = self._plan.targets
-        while self._index < len(targets):
-            target = targets[self._index]
-            name = target.provider.name
-            if now >= self._deadline:
-                return self._finish_failure(self._deadline_error())
-            if self._plan.check_before_use and self._tries == 0:
-                seen = self._health.get(name)
-                if seen is None:
-                    self._phase = _Phase.CHECKING
-                    return [CheckHealth(provider=target.provider)]
-                if not seen.healthy:
-                    self._skip(
-                        name, ErrorKind.UNHEALTHY, f"health check failed: {seen.reason or 'unhealthy'}"
-                    )
-                    continue
-            worst = worst_case_usd(self._request, target.provider)
-            left = self._plan.limits.max_usd - self._spent - self.spent_usd
-            if worst > left + _USD_EPSILON:
-                self._skip(
-                    name,
-                    ErrorKind.BUDGET,
-                    f"worst case ${worst:.6f} exceeds the ${max(left, 0.0):.6f} left of the "
-                    f"${self._plan.limits.max_usd:.6f} budget",
+    def emit(self, action: Action) -> None:
+        self._out.append(action)
+
+    def gate(self, node: _TargetRun, now: float) -> object | None:
+        """Before a target's first attempt: its circuit, then its health. None when it may go on;
+        otherwise the node waits for an answer or has been skipped."""
+        name = node.name
+        if self.plan.breaker.enabled:
+            answer = self._circuits.get(name)
+            if answer is None:
+                return self._wait_for(f"circuit:{name}", node, AdmitCircuit(provider=node.target.provider))
+            if answer.decision == "refused" or (answer.decision == "probe" and self._probe_taken(node)):
+                when = (
+                    f"; it will be probed in {answer.retry_in_s:.0f} s"
+                    if answer.retry_in_s is not None
+                    else ""
                 )
-                continue
-            return [self._start_attempt(target, now)]
-        return self._finish_failure(self._exhausted_error())
+                node.skip(ErrorKind.CIRCUIT_OPEN, f"the circuit is open{when}", now)
+                return node
+            node.probe = answer.decision == "probe"
+        if self.plan.check_before_use:
+            seen = self._health.get(name)
+            if seen is None:
+                return self._wait_for(f"health:{name}", node, CheckHealth(provider=node.target.provider))
+            if not seen.healthy:
+                node.skip(ErrorKind.UNHEALTHY, f"health check failed: {seen.reason or 'unhealthy'}", now)
+                return node
+        return None
 
-    def _start_attempt(self, target: TargetPlan, now: float) -> StartAttempt:
-        self._tries += 1
+    def _probe_taken(self, node: _TargetRun) -> bool:
+        return any(
+            n.probe and n is not node and n.name == node.name
+            for n in self._nodes()
+            if isinstance(n, _TargetRun)
+        )
+
+    def _wait_for(self, key: str, node: _TargetRun, ask: Action) -> object:
+        waiters = self._waiting.setdefault(key, [])
+        if not waiters:
+            self.emit(ask)
+        waiters.append(node)
+        return ask
+
+    def budget_left(self) -> float:
+        reserved = sum(worst for _, _, worst in self._running.values())
+        return self.plan.limits.max_usd - self._spent_before - self.spent_usd - reserved
+
+    def take_retry(self) -> bool:
+        retry = self.plan.retry
+        if self._retries + 1 > retry.budget_floor + retry.budget_ratio * self._first_attempts:
+            return False
+        self._retries += 1
+        return True
+
+    def start_attempt(self, node: _TargetRun, now: float) -> int:
         self._next_id += 1
-        self._attempt = (self._next_id, target, now)
-        self._phase = _Phase.ATTEMPTING
-        left = self._deadline - now
+        if node.tries == 1:
+            self._first_attempts += 1
+        target = node.target
+        left = self.deadline - now
         timeout, kind = (
             (target.attempt_timeout_s, ErrorKind.TIMEOUT)
             if target.attempt_timeout_s < left
             else (left, ErrorKind.DEADLINE)
         )
-        return StartAttempt(
-            attempt_id=self._next_id,
-            provider=target.provider,
-            attempt_no=self._tries,
-            timeout_s=timeout,
-            timeout_kind=kind,
-            first_token_timeout_s=min(target.first_token_timeout_s, timeout),
-            idle_timeout_s=min(target.idle_timeout_s, timeout),
+        self._running[self._next_id] = (node, now, node.worst_case())
+        self.emit(
+            StartAttempt(
+                attempt_id=self._next_id,
+                provider=target.provider,
+                attempt_no=node.tries,
+                timeout_s=timeout,
+                timeout_kind=kind,
+                first_token_timeout_s=min(target.first_token_timeout_s, timeout),
+                idle_timeout_s=min(target.idle_timeout_s, timeout),
+                exclusive=self._exclusive,
+            )
+        )
+        return self._next_id
+
+    def cancel_attempt(self, attempt_id: int, now: float, reason: ErrorKind) -> None:
+        """Record a running attempt as ``reason`` and tell the shell to abandon it. Its prompt
+        may have been billed: the prompt's estimate is accounted."""
+        node, started, _ = self._running.pop(attempt_id)
+        node.attempt = None
+        usage = Usage(input_tokens=estimate_prompt_tokens(self.request), estimated=True)
+        message = "lost the race" if reason is ErrorKind.CANCELLED else "the run's deadline was reached"
+        self._record(node.target, started, now, reason.value, usage, None, message)
+        self.emit(CancelAttempt(attempt_id=attempt_id, reason=reason))
+
+    def note_skip(self, skipped: SkippedTarget) -> None:
+        self._skipped.append(skipped)
+        self.emit(TargetSkipped(skipped=skipped))
+
+    def failed_over(self, child: _Node, nxt: _Node) -> None:
+        error = child.error or ProviderError(kind=ErrorKind.CANCELLED, message="no answer")
+        self.emit(
+            FailedOver(
+                from_provider=child.first_provider(),
+                to_provider=nxt.first_provider(),
+                error=error,
+                primary=child.parent is self._root and child is self._root_children()[0],
+            )
         )
 
-    def _take_attempt(self, attempt_id: int) -> tuple[TargetPlan, float]:
-        if self._phase is not _Phase.ATTEMPTING or self._attempt is None:
-            raise RuntimeError("an attempt ended while none was running")
-        expected, target, started = self._attempt
-        if attempt_id != expected:
-            raise RuntimeError(f"attempt {attempt_id} is not the running attempt {expected}")
-        self._attempt = None
-        self._phase = _Phase.IDLE
-        return target, started
+    def stop(self, error: ProviderError, now: float) -> None:
+        """End the run at once with ``error`` (a ``stop_on`` kind), cancelling everything."""
+        self._root.cancel(now)
+        self._finish(now, error)
+
+    def root_ended(self, now: float) -> None:
+        root = self._root
+        if root.status is _Status.OK:
+            self._finish(now, None)
+        else:
+            self._finish(now, self._exhausted_error(root.error))
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _root_children(self) -> list[_Node]:
+        return self._root.children if isinstance(self._root, _Composite) else [self._root]
+
+    def _nodes(self) -> list[_Node]:
+        found: list[_Node] = []
+        stack: list[_Node] = [self._root]
+        while stack:
+            node = stack.pop()
+            found.append(node)
+            if isinstance(node, _Composite):
+                stack.extend(node.children)
+        return found
+
+    def _attempt_ended(self, event: AttemptSucceeded | AttemptFailed) -> None:
+        running = self._running.pop(event.attempt_id, None)
+        if running is None:
+            return
+        node, started, _ = running
+        node.attempt = None
+        if isinstance(event, AttemptSucceeded):
+            c = event.completion
+            self._record(node.target, started, event.at, "ok", c.usage, event.status, None, c.model)
+        else:
+            e = event.error
+            self._record(
+                node.target, started, event.at, e.kind.value, event.usage or Usage(), e.status, e.message
+            )
+        if event.at >= self.deadline and isinstance(event, AttemptFailed):
+            self._time_passed(event.at)
+            return
+        node.attempt_ended(event)
+
+    def _time_passed(self, now: float) -> None:
+        if now >= self.deadline:
+            for attempt_id in list(self._running):
+                self.cancel_attempt(attempt_id, now, ErrorKind.DEADLINE)
+            self._root.cancel(now)
+            self._finish(now, self._deadline_error())
+            return
+        for node in self._nodes():
+            if not self._finished and isinstance(node, _TargetRun | _Composite) and not node.done:
+                node.wake(now)
 
     def _record(
         self,
@@ -373,109 +839,62 @@ class Engine:
             )
         )
 
-    def _succeeded(self, event: AttemptSucceeded) -> list[Action]:
-        target, started = self._take_attempt(event.attempt_id)
-        c = event.completion
-        self._record(target, started, event.at, "ok", c.usage, event.status, None, c.model)
-        self._phase = _Phase.DONE
-        return [
-            Finish(
-                outcome=self._outcome(completion=c, provider=target.provider.name, model=c.model, error=None)
-            )
-        ]
-
-    def _failed(self, event: AttemptFailed) -> list[Action]:
-        target, started = self._take_attempt(event.attempt_id)
-        error = event.error
-        self._record(
-            target, started, event.at, error.kind.value, event.usage or Usage(), error.status, error.message
-        )
-        self._last_error = error
-        retry = self._plan.retry
-        if error.kind in retry.stop_on:
-            return self._finish_failure(error)
-        if error.kind is ErrorKind.DEADLINE or event.at >= self._deadline:
-            return self._finish_failure(self._deadline_error())
-        if error.kind in retry.on and self._tries < target.max_attempts:
-            wait = backoff_s(
-                self._tries,
-                initial_s=retry.backoff_initial_s,
-                max_s=retry.backoff_max_s,
-                jitter=self._rng.random(),
-                retry_after_s=error.retry_after_s,
-            )
-            until = event.at + wait
-            if until < self._deadline:
-                self._phase = _Phase.WAITING
-                return [
-                    Wait(
-                        until=until,
-                        reason=(
-                            f"{target.provider.name} failed ({error.kind.value}); attempt "
-                            f"{self._tries + 1} of {target.max_attempts}"
-                        ),
-                    )
-                ]
-        return self._fail_over(target, error, event.at)
-
-    def _fail_over(self, target: TargetPlan, error: ProviderError, now: float) -> list[Action]:
-        self._index += 1
-        self._tries = 0
-        actions: list[Action] = []
-        if self._index < len(self._plan.targets):
-            actions.append(
-                FailedOver(
-                    from_provider=target.provider.name,
-                    to_provider=self._plan.targets[self._index].provider.name,
-                    error=error,
-                    primary=self._index == 1,
-                )
-            )
-        return actions + self._advance(now)
-
-    def _skip(self, name: str, kind: ErrorKind, message: str) -> None:
-        skipped = SkippedTarget(provider=name, kind=kind, message=message)
-        self._skipped.append(skipped)
-        self._notices.append(TargetSkipped(skipped=skipped))
-        self._index += 1
-        self._tries = 0
-
-    # -- endings -------------------------------------------------------------------------------
-
     def _deadline_error(self) -> ProviderError:
         return ProviderError(
             kind=ErrorKind.DEADLINE,
-            message=f"the run's deadline of {self._plan.limits.deadline_s:g} s was reached",
+            message=f"the run's deadline of {self.plan.limits.deadline_s:g} s was reached",
         )
 
-    def _exhausted_error(self) -> ProviderError:
-        if self._last_error is not None and not self._skipped:
-            return self._last_error
-        reasons = [f"{a.provider}: {a.outcome}" for a in self._attempts]
+    def _exhausted_error(self, last: ProviderError | None) -> ProviderError:
+        sent = [a for a in self._attempts if a.outcome != "ok"]
+        if self._skipped and all(s.kind is ErrorKind.CIRCUIT_OPEN for s in self._skipped) and not sent:
+            names = ", ".join(s.provider for s in self._skipped)
+            soonest = min(
+                (c.retry_in_s for c in self._circuits.values() if c.retry_in_s is not None), default=None
+            )
+            when = f"; the first will be probed in {soonest:.0f} s" if soonest is not None else ""
+            return ProviderError(
+                kind=ErrorKind.CIRCUIT_OPEN, message=f"every target's circuit is open ({names}){when}"
+            )
+        if last is not None and not self._skipped and len({a.provider for a in sent}) <= 1:
+            return last
+        reasons = [f"{a.provider}: {a.outcome}" for a in sent]
         reasons += [f"{s.provider}: {s.kind.value} ({s.message})" for s in self._skipped]
-        kind = self._last_error.kind if self._last_error is not None else self._skipped[-1].kind
+        kind = last.kind if last is not None else ErrorKind.CANCELLED
         return ProviderError(kind=kind, message="every target failed: " + "; ".join(reasons))
 
-    def _finish_failure(self, error: ProviderError) -> list[Action]:
-        self._phase = _Phase.DONE
-        return [Finish(outcome=self._outcome(completion=None, provider=None, model=None, error=error))]
-
-    def _outcome(
-        self,
-        *,
-        completion: Completion | None,
-        provider: str | None,
-        model: str | None,
-        error: ProviderError | None,
-    ) -> RunOutcome:
-        first = self._plan.targets[0].provider.name
-        return RunOutcome(
-            completion=completion,
-            provider=provider,
-            model=model,
-            error=error,
-            attempts=tuple(self._attempts),
-            skipped=tuple(self._skipped),
-            cost_usd=self.spent_usd,
-            fallback_used=provider is not None and provider != first,
+    def _finish(self, now: float, error: ProviderError | None) -> None:
+        if self._finished:
+            return
+        for attempt_id in list(self._running):
+            self.cancel_attempt(attempt_id, now, ErrorKind.CANCELLED)
+        self._finished = True
+        winner = self.answers[0] if self.answers and error is None else None
+        first = next(leaves(self.plan.route)).provider.name
+        self.emit(
+            Finish(
+                outcome=RunOutcome(
+                    completion=winner.completion if winner else None,
+                    provider=winner.provider if winner else None,
+                    model=winner.model if winner else None,
+                    error=None if winner else error,
+                    attempts=tuple(self._attempts),
+                    skipped=tuple(self._skipped),
+                    cost_usd=self.spent_usd,
+                    fallback_used=winner is not None and winner.provider != first,
+                    answers=tuple(self.answers) if winner else (),
+                )
+            )
         )
+
+    def _flush(self) -> list[Action]:
+        out, self._out = self._out, []
+        return out
+
+
+def _routes(route: RoutePlan) -> list[RoutePlan]:
+    found = [route]
+    for target in route.targets:
+        if isinstance(target, RoutePlan):
+            found.extend(_routes(target))
+    return found

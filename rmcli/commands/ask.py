@@ -15,10 +15,10 @@ from rmcli.config import ConfigError, RouteSetup, load_route
 from rmcli.environment import api_key, load_environment
 from rmcli.output import emit_json, err, safe_text
 from rmcli.runner import Observer, route
-from rmcli.session import http_client, open_store
+from rmcli.session import StoreCircuits, http_client, open_store
 from rmcli.store import Store
 from rmcore.attempts import AttemptRecord
-from rmcore.engine import FailedOver, StartAttempt, TargetSkipped, Wait
+from rmcore.engine import Backoff, FailedOver, StartAttempt, TargetSkipped
 from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
 from rmcore.results import ask_json
 
@@ -50,8 +50,8 @@ class _Announcer(Observer):
             err(f"WARNING: Provider {notice.from_provider} failed: {notice.error.message}")
             err(f"INFO: Attempting next provider: {notice.to_provider}")
 
-    def waiting(self, wait: Wait, seconds: float) -> None:
-        err(f"INFO: {wait.reason} in {seconds:.2f} s")
+    def backing_off(self, notice: Backoff, seconds: float) -> None:
+        err(f"INFO: {notice.reason} in {seconds:.2f} s")
 
     def skipped(self, notice: TargetSkipped) -> None:
         s = notice.skipped
@@ -138,6 +138,7 @@ async def run_ask(
             keys=lambda spec: api_key(env, spec.key_env),
             observer=announcer,
             on_text=announcer.text,
+            circuits=StoreCircuits(store),
         )
     latency_ms = (time.monotonic() - started) * 1000.0
     if as_json:
