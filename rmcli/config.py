@@ -8,9 +8,10 @@ http(s), a provider whose key variable is unset.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import msgspec
 from returns.result import Failure, Success
 
 from rmcli.environment import api_key, key_problem
@@ -33,6 +34,16 @@ class RouteSetup:
         self.policy = policy
         self.providers = providers
         self.plan = plan
+
+    def uses_observed_latency(self) -> bool:
+        """True when a hedged route of the policy waits for the observed p95 latency."""
+        text = msgspec.json.encode(self.policy.route)
+        return b'"p95"' in text
+
+    def with_observed_latency(self, observed_p95_s: Mapping[str, float]) -> RouteSetup:
+        """The same route with ``hedge_after_s = "p95"`` resolved from observed latencies."""
+        plan = build_plan(self.policy, self.providers, observed_p95_s=observed_p95_s).unwrap()
+        return RouteSetup(self.policy, self.providers, plan)
 
 
 def read_policy_file(path: Path) -> str:

@@ -30,7 +30,8 @@ def attempt_json(record: AttemptRecord) -> dict[str, Any]:
 
 def ask_json(outcome: RunOutcome, latency_ms: float) -> dict[str, Any]:
     """``rmgr ask --json``: ``{content, provider, model, usage, costUsd, latencyMs, fallbackUsed,
-    attempts}``, plus ``error`` (``{kind, message}``, null on success) and ``skipped`` targets."""
+    attempts}``, plus ``error`` (``{kind, message}``, null on success), ``skipped`` targets and
+    ``answers`` (every answer received: several for a ``compare`` route)."""
     completion = outcome.completion
     return {
         "content": completion.content if completion else None,
@@ -47,6 +48,18 @@ def ask_json(outcome: RunOutcome, latency_ms: float) -> dict[str, Any]:
         "attempts": [attempt_json(a) for a in outcome.attempts],
         "skipped": [
             {"provider": s.provider, "reason": s.kind.value, "message": s.message} for s in outcome.skipped
+        ],
+        "answers": [
+            {
+                "provider": a.provider,
+                "model": a.model,
+                "content": a.completion.content,
+                "usage": {
+                    "inputTokens": a.completion.usage.input_tokens,
+                    "outputTokens": a.completion.usage.output_tokens,
+                },
+            }
+            for a in outcome.answers
         ],
         "error": (
             {"kind": outcome.error.kind.value, "message": outcome.error.message} if outcome.error else None

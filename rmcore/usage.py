@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 
 from rmcore.base import Base
 
-__all__ = ["AttemptRow", "ProviderUsage", "percentile", "summarize", "to_json_rows"]
+__all__ = ["AttemptRow", "ProviderUsage", "observed_p95_s", "percentile", "summarize", "to_json_rows"]
 
 
 class AttemptRow(Base, frozen=True):
@@ -130,3 +130,18 @@ def to_json_rows(usages: Sequence[ProviderUsage]) -> list[dict[str, str | int | 
         }
         for usage in usages
     ]
+
+
+def observed_p95_s(rows: Iterable[AttemptRow]) -> dict[str, float]:
+    """Each provider's 95th-percentile latency in seconds over its successful attempts: how long
+    a hedged route waits (``hedge_after_s = "p95"``) before it starts the next target."""
+    latencies: dict[str, list[float]] = {}
+    for row in rows:
+        if row.outcome == "ok":
+            latencies.setdefault(row.provider, []).append(row.latency_ms)
+    result: dict[str, float] = {}
+    for provider, values in latencies.items():
+        p95 = percentile(values, 0.95)
+        if p95 is not None:
+            result[provider] = p95 / 1000.0
+    return result

@@ -21,6 +21,7 @@ from rmcore.attempts import AttemptRecord
 from rmcore.engine import Backoff, FailedOver, StartAttempt, TargetSkipped
 from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
 from rmcore.results import ask_json
+from rmcore.usage import observed_p95_s
 
 __all__ = ["ask", "run_ask"]
 
@@ -119,6 +120,9 @@ def ask(
     setup = load_route(env, policy_path=policy, providers=names)
     request = ChatRequest(prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature)
     with open_store(env) as store:
+        if setup.uses_observed_latency():
+            day_ago_ms = int(time.time() * 1000) - 24 * 3600 * 1000
+            setup = setup.with_observed_latency(observed_p95_s(store.attempts_since(day_ago_ms)))
         return anyio.run(run_ask, env, setup, request, store, json)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import cyclopts
+import msgspec
 from returns.result import Failure, Success
 
 from rmcli.config import ConfigError, load_policy, read_policy_file
@@ -128,6 +129,7 @@ def simulate(
     slow: Annotated[list[str] | None, cyclopts.Parameter(name="--slow")] = None,
     rate_limit: Annotated[list[str] | None, cyclopts.Parameter(name="--rate-limit")] = None,
     status: Annotated[list[str] | None, cyclopts.Parameter(name="--status")] = None,
+    price: Annotated[list[str] | None, cyclopts.Parameter(name="--price")] = None,
     max_tokens: int = 1024,
     prompt: str = "Should we migrate to Kubernetes?",
     seed: int = 0,
@@ -150,6 +152,8 @@ def simulate(
         NAME=SECONDS: the provider answers 429 with Retry-After SECONDS.
     status
         NAME=CODE: the provider answers HTTP CODE.
+    price
+        NAME=IN/OUT: the provider's prices in USD per million input / output tokens.
     max_tokens
         The request's max_tokens (bounds the worst-case cost).
     prompt
@@ -158,7 +162,8 @@ def simulate(
         Seed of the backoff jitter.
     """
     from rmcore.errors import ErrorKind
-    from rmcore.plan import build_plan
+    from rmcore.plan import build_plan, leaves
+    from rmcore.pricing import worst_case_usd
     from rmcore.requests import ChatRequest
     from rmcore.simulate import SimProvider, SimReply, describe
     from rmcore.simulate import simulate as run_simulation
@@ -196,13 +201,29 @@ def simulate(
         error = classify_failure(spec.kind, int(value), {}, b"", 0.0)
         kind = None if 200 <= int(value) < 300 else error.kind
         sims[name] = SimProvider(replies=(SimReply(latency_s=0.05, kind=kind, status=int(value)),))
-    plan_result = build_plan(policy, providers)
+    for name, value in _pairs("--price", price).items():
+        spec = providers[known("--price", name)]
+        text_in, sep, text_out = value.partition("/")
+        if not sep:
+            raise ConfigError(f"--price {name}={value}: write IN/OUT, e.g. --price {name}=3/15")
+        providers[name] = msgspec.structs.replace(
+            spec,
+            input_usd_per_mtok=_number("--price", text_in),
+            output_usd_per_mtok=_number("--price", text_out),
+        )
+    # One simulated run: the breakers start closed and are left out of the trace.
+    plan_result = build_plan(policy, providers, breakers=False)
     if isinstance(plan_result, Failure):
         raise ConfigError(f"{file}: {plan_result.failure()}")
     plan = plan_result.unwrap()
     request = ChatRequest(prompt=prompt, max_tokens=max_tokens)
     result = run_simulation(plan, request, sims, seed=seed)
     print(f"Simulating {policy.name} ({policy.route.strategy.value}); every time is virtual.")
+    worst = max((worst_case_usd(request, t.provider) for t in leaves(plan)), default=0.0)
+    print(
+        f"Worst case of one attempt at the dearest target: ${worst:.6f} "
+        f"(prompt estimate + {max_tokens} tokens)."
+    )
     for line in describe(result.steps):
         print(line)
     outcome = result.outcome

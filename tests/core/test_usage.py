@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rmcore.usage import AttemptRow, ProviderUsage, percentile, summarize, to_json_rows
+from rmcore.usage import AttemptRow, ProviderUsage, observed_p95_s, percentile, summarize, to_json_rows
 
 latencies = st.floats(min_value=0.0, max_value=1e7, allow_nan=False, allow_infinity=False)
 quantiles = st.floats(min_value=0.0, max_value=1.0)
@@ -201,3 +201,12 @@ def test_json_rows_use_the_contract_field_names() -> None:
 def test_json_rows_keep_the_order() -> None:
     summary = summarize([row("b"), row("a"), row("c")])
     assert [json_row["provider"] for json_row in to_json_rows(summary)] == ["a", "b", "c"]
+
+
+def test_observed_p95_counts_only_successful_attempts_in_seconds() -> None:
+    """A hedge waits for how long answers take: timeouts and failures do not stretch it."""
+    rows = [row("a", latency_ms=float(ms)) for ms in range(1, 101)]
+    rows += [row("a", outcome="timeout", latency_ms=30_000.0), row("b", outcome="connection")]
+    observed = observed_p95_s(rows)
+    assert observed.keys() == {"a"}
+    assert observed["a"] == pytest.approx(0.09505)
