@@ -36,6 +36,8 @@ class _Announcer(Observer):
         self.printed = False
 
     def attempt_started(self, action: StartAttempt) -> None:
+        if not action.exclusive:
+            err(f"INFO: starting {action.provider.name} (attempt {action.attempt_no}) alongside the others")
         if self.printed:
             # The text streamed so far came from an attempt that failed: say so, start afresh.
             sys.stdout.write("\n")
@@ -59,6 +61,8 @@ class _Announcer(Observer):
         err(f"WARNING: Skipped provider {s.provider}: {s.kind.value} ({s.message})")
 
     def attempt_recorded(self, record: AttemptRecord) -> None:
+        if record.outcome == "cancelled":
+            err(f"INFO: cancelled {record.provider}: {record.message}")
         self.store.record_attempts(self.run_id, "ask", [record])
 
     def text(self, delta: str) -> None:
