@@ -153,7 +153,10 @@ async def _exchange(
                 return AttemptFailed(attempt_id=action.attempt_id, at=now, error=error)
         raise AssertionError("unreachable")
     finally:
-        await response_cm.__aexit__(None, None, None)
+        # Shielded, so that a cancelled attempt (a lost race, a deadline) still closes its
+        # connection at once instead of leaving it to the pool half-read.
+        with anyio.CancelScope(shield=True):
+            await response_cm.__aexit__(None, None, None)
 
 
 def _reason(exc: BaseException) -> str:
