@@ -146,7 +146,7 @@ async def route(
         )
         return CircuitAnswered(provider=spec.name, at=clock(), decision=decision, retry_in_s=retry_in)
 
-    async with anyio.create_task_group() as tg:
+    async with anyio.create_task_group() as tg, send, receive:
         actions: deque[Action] = deque(engine.start(clock()))
         while True:
             while actions:

@@ -29,7 +29,9 @@ Rules that hold for the whole run, whatever the strategy (DESIGN §4):
   the time left, and at the deadline every running attempt is cancelled;
 - no attempt starts whose worst-case cost (prompt estimate plus ``max_tokens`` at the provider's
   prices), added to what was spent and what running attempts may still cost, exceeds the budget;
-- a provider whose circuit is open is skipped without a request; a half-open one gets one probe.
+- a provider whose circuit is open is skipped without a request; a half-open one gets one probe;
+  once an attempt of a provider failed in a way that counts against it, its breaker is asked
+  again before another target of that provider (it may appear several times in a tree) starts.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from collections.abc import Callable
 from rmcore.attempts import AttemptRecord
 from rmcore.backoff import backoff_s
 from rmcore.base import Base
+from rmcore.breaker import is_breaking
 from rmcore.completion import Completion, Usage
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.plan import RoutePlan, RunPlan, TargetPlan, leaves
@@ -530,8 +533,11 @@ class _Hedged(_Composite):
             self.arm(now)
 
     def child_ended(self, child: _Node, now: float) -> None:
+        idle_before = self.next_idle()
         super().child_ended(child, now)
-        if not self.done and self.wake_at is None:
+        # A failure that started the next child at once restarts the hedge delay: the child after
+        # it is due hedge_after_s after that start, not on the timer armed for the failed one.
+        if not self.done and (self.wake_at is None or self.next_idle() is not idle_before):
             self.arm(now)
 
 
@@ -798,6 +804,10 @@ class Engine:
             self._record(
                 node.target, started, event.at, e.kind.value, event.usage or Usage(), e.status, e.message
             )
+            if is_breaking(e.kind.value):
+                # The circuit may have opened: another target of this provider asks its breaker
+                # again rather than trust the answer given before this failure.
+                self._circuits.pop(node.name, None)
         if event.at >= self.deadline and isinstance(event, AttemptFailed):
             self._time_passed(event.at)
             return
@@ -808,7 +818,9 @@ class Engine:
             for attempt_id in list(self._running):
                 self.cancel_attempt(attempt_id, now, ErrorKind.DEADLINE)
             self._root.cancel(now)
-            self._finish(now, self._deadline_error())
+            # A compare route may hold answers by now: they are the run's result, not lost to
+            # the target that was still running.
+            self._finish(now, None if self.answers else self._deadline_error())
             return
         for node in self._nodes():
             if not self._finished and isinstance(node, _TargetRun | _Composite) and not node.done:

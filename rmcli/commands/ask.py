@@ -19,11 +19,15 @@ from rmcli.session import StoreCircuits, http_client, open_store
 from rmcli.store import Store
 from rmcore.attempts import AttemptRecord
 from rmcore.engine import Backoff, FailedOver, StartAttempt, TargetSkipped
+from rmcore.errors import ErrorKind
 from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
 from rmcore.results import ask_json
 from rmcore.usage import observed_p95_s
 
 __all__ = ["ask", "run_ask"]
+
+
+_SKIP_KINDS = frozenset({ErrorKind.CIRCUIT_OPEN, ErrorKind.UNHEALTHY, ErrorKind.BUDGET})
 
 
 class _Announcer(Observer):
@@ -46,6 +50,8 @@ class _Announcer(Observer):
             self.printed = False
 
     def failed_over(self, notice: FailedOver) -> None:
+        if notice.error.kind in _SKIP_KINDS:
+            return  # the "Skipped provider" line has said it
         if notice.primary:
             err(f"WARNING: Primary provider ({notice.from_provider}) failed: {notice.error.message}")
             err(f"INFO: Attempting fallback provider: {notice.to_provider}")
@@ -151,6 +157,11 @@ async def run_ask(
     latency_ms = (time.monotonic() - started) * 1000.0
     if as_json:
         emit_json(ask_json(outcome, latency_ms))
+    elif len(outcome.answers) > 1:
+        for answer in outcome.answers:  # a compare route: every answer, each under its provider
+            sys.stdout.write(f"=== {answer.provider} ({answer.model}) ===\n")
+            sys.stdout.write(safe_text(answer.completion.content) + "\n\n")
+        sys.stdout.flush()
     elif outcome.completion is not None:
         if not live:
             sys.stdout.write(safe_text(outcome.completion.content))

@@ -179,3 +179,12 @@ async def wait_until_client_leaves(reader: asyncio.StreamReader) -> None:
     with contextlib.suppress(ConnectionError):
         while await reader.read(65536):
             pass
+
+
+async def client_left_within(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Wait ``seconds``; True as soon as the client closes the connection in that time."""
+    try:
+        await asyncio.wait_for(wait_until_client_leaves(reader), seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -36,6 +36,7 @@ from rmcli.sandbox.http11 import (
     HttpError,
     Request,
     chunk,
+    client_left_within,
     json_response,
     reset_connection,
     response_head,
@@ -84,6 +85,8 @@ class Outcome(enum.StrEnum):
     BAD_REQUEST = "bad_request"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    CLIENT_LEFT = "client_left"
+    """The client closed the connection while a ``slow`` provider was still waiting (a lost race)."""
     REPLY_FAILED = "reply_failed"
     """The reply function raised: answered 500."""
 
@@ -444,7 +447,9 @@ class Sandbox:
             await wait_until_client_leaves(reader)
             return False
         if kind is ModeKind.SLOW:
-            await asyncio.sleep(mode.seconds or 0.0)
+            if await client_left_within(reader, mode.seconds or 0.0):
+                self._record(ex, Outcome.CLIENT_LEFT, None)
+                return False
         elif kind is ModeKind.STATUS:
             return await self._send_error(ex, mode.status or 500, Outcome.STATUS)
         elif kind is ModeKind.RATELIMIT:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
 import pytest
 
@@ -239,3 +240,15 @@ async def test_health_check_before_use_skips_an_unhealthy_provider(box: Sandbox)
     assert outcome.provider == "glm-direct" and outcome.attempts[0].provider == "glm-direct"
     assert [r.path for r in box.requests("aiceo-gateway")] == ["/api/glm/status"]
     assert outcome.skipped[0].kind is ErrorKind.UNHEALTHY
+
+
+async def test_a_cancelled_slow_attempt_is_seen_leaving_by_the_server(box: Sandbox) -> None:
+    """The deadline cancels a slow attempt: its connection is closed at once, and the provider
+    sees the client leave instead of answering later."""
+    box.set_mode("glm-direct", "slow:3")
+    started = time.monotonic()
+    outcome = await run(box, target(box, "glm-direct", attempt_timeout_s=10), deadline_s=0.4)
+    assert time.monotonic() - started < 1.0 and not outcome.ok
+    await anyio.sleep(0.2)
+    [logged] = box.requests("glm-direct")
+    assert logged.outcome == "client_left"
