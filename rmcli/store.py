@@ -1,5 +1,5 @@
-"""The state store: every attempt and every provider's circuit breaker (and later the answer
-cache and history).
+"""The state store: every attempt, every provider's circuit breaker, the answer cache and the
+analysis history.
 
 One SQLite database, ``$RECURSIVEMANAGER_HOME/state.db`` in WAL mode, shared safely by ``rmgr``
 processes that run one after another or at the same time (DESIGN §5). The rest of the shell
@@ -18,8 +18,11 @@ Safety rules this module keeps:
   never stored: attempts carry provider names, models, outcomes and key-free messages only.
 
 Schema changes are data: ``_MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``,
-and ``SCHEMA_VERSION`` is their count. To add a table (the cache, history, breaker state),
-append a migration; never edit one that has shipped.
+and ``SCHEMA_VERSION`` is their count. To add a table, append a migration; never edit one that
+has shipped.
+
+The answer cache and the history hold payloads as opaque bytes (the caller's JSON): the store
+keys, dates, counts and filters them, and never looks inside.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import os
 import sqlite3
 import stat
 import time
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -37,13 +41,18 @@ from typing import Final, Protocol, Self, TypeVar
 import msgspec
 
 from rmcore.attempts import AttemptRecord
+from rmcore.base import Base
 from rmcore.breaker import Admission, CircuitState, admit, is_breaking, record
 from rmcore.usage import AttemptRow
 
 __all__ = [
     "APPLICATION_ID",
     "DB_FILENAME",
+    "HISTORY_ID_MIN_PREFIX",
     "SCHEMA_VERSION",
+    "CacheStats",
+    "HistoryEntry",
+    "HistoryStats",
     "SqliteStore",
     "Store",
     "StoreError",
@@ -91,6 +100,40 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
     ),
+    # 2 -> 3: the answer cache with its hit/miss counters (one row, id 1), and the analysis
+    # history (times: epoch milliseconds). ``seq`` orders history entries of the same millisecond.
+    (
+        """
+        CREATE TABLE cache (
+            key TEXT PRIMARY KEY,
+            perspective_id TEXT NOT NULL,
+            payload BLOB NOT NULL,
+            created_ms INTEGER NOT NULL
+        )
+        """,
+        "CREATE INDEX cache_created ON cache (created_ms)",
+        """
+        CREATE TABLE cache_counters (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            hits INTEGER NOT NULL CHECK (hits >= 0),
+            misses INTEGER NOT NULL CHECK (misses >= 0)
+        )
+        """,
+        """
+        CREATE TABLE history (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            agent_id TEXT NOT NULL,
+            question TEXT NOT NULL,
+            status TEXT NOT NULL,
+            overall_confidence REAL CHECK (overall_confidence BETWEEN 0 AND 1),
+            created_ms INTEGER NOT NULL,
+            payload BLOB NOT NULL
+        )
+        """,
+        "CREATE INDEX history_agent_created ON history (agent_id, created_ms)",
+        "CREATE INDEX history_created ON history (created_ms)",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -100,6 +143,13 @@ _DEFAULT_BUSY_TIMEOUT_S: Final = 10.0
 _RETRY_PAUSES_S: Final = (0.05, 0.1, 0.2, 0.4)
 _MAX_MESSAGE_CHARS: Final = 2000
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
+
+HISTORY_ID_MIN_PREFIX: Final = 4
+"""The fewest leading characters of a history id that may stand for it (like a short git hash)."""
+
+_HISTORY_ID_CHARS: Final = 12
+_HEX_DIGITS: Final = frozenset("0123456789abcdef")
+_NEW_ID_TRIES: Final = 8
 
 # Primary SQLite result codes (the low byte of an extended code).
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
@@ -117,6 +167,60 @@ class StoreError(Exception):
         super().__init__(message)
         self.path = path
         self.message = message
+
+
+class CacheStats(Base, frozen=True):
+    """The answer cache at one moment.
+
+    ``entries`` counts every stored answer, ``fresh_entries`` those young enough for the TTL
+    the stats were asked with. ``hits`` and ``misses`` count the lookups of every process since
+    the cache was last cleared; ``hit_rate`` is ``hits / (hits + misses)``, None before the
+    first lookup. ``oldest_ms`` and ``newest_ms`` are when the oldest and newest stored answers
+    were stored (epoch ms; None when the cache is empty); ``bytes`` is their payloads' total size.
+    """
+
+    entries: int
+    fresh_entries: int
+    hits: int
+    misses: int
+    hit_rate: float | None
+    oldest_ms: int | None
+    newest_ms: int | None
+    bytes: int
+
+
+class HistoryEntry(Base, frozen=True):
+    """One saved analysis, without its payload: what a listing shows.
+
+    ``id`` is 12 lowercase hex digits; ``status`` is the analysis's (``"ok"``, ``"partial"``,
+    ``"failed"``); ``overall_confidence`` is None when it was unknown; ``created_ms`` is epoch ms.
+    """
+
+    id: str
+    agent_id: str
+    question: str
+    status: str
+    overall_confidence: float | None
+    created_ms: int
+
+
+class HistoryStats(Base, frozen=True):
+    """A summary of saved analyses (of one agent or all).
+
+    ``by_status`` counts entries per status, by status name. ``with_confidence`` counts the
+    entries whose overall confidence is known; the average, minimum and maximum are over those
+    only (None when there are none). ``first_ms`` and ``last_ms`` are the oldest and newest
+    entries' times (None when there are no entries).
+    """
+
+    total: int
+    by_status: dict[str, int]
+    with_confidence: int
+    average_confidence: float | None
+    min_confidence: float | None
+    max_confidence: float | None
+    first_ms: int | None
+    last_ms: int | None
 
 
 class Store(Protocol):
@@ -148,6 +252,78 @@ class Store(Protocol):
         """Every stored circuit, by provider name (a provider never recorded is closed)."""
         ...
 
+    def cache_get(self, key: str, now_ms: int, ttl_ms: int) -> bytes | None:
+        """The payload cached under ``key`` when it was stored at most ``ttl_ms`` before
+        ``now_ms`` (a hit); else None (a miss, and an expired entry is removed). Counts the
+        hit or miss for every process to see."""
+        ...
+
+    def cache_put(self, key: str, perspective_id: str, payload: bytes, now_ms: int) -> None:
+        """Cache ``payload`` under ``key`` as stored at ``now_ms``, replacing any entry of that key."""
+        ...
+
+    def cache_stats(self, now_ms: int, ttl_ms: int) -> CacheStats:
+        """Entries (fresh ones judged by ``ttl_ms`` at ``now_ms``), hits, misses, ages and size."""
+        ...
+
+    def cache_clear(self) -> int:
+        """Remove every entry and reset the hit and miss counters; the number of entries removed."""
+        ...
+
+    def cache_prune(self, now_ms: int, ttl_ms: int) -> int:
+        """Remove the entries expired at ``now_ms`` under ``ttl_ms``; the number removed."""
+        ...
+
+    def history_add(
+        self,
+        agent_id: str,
+        question: str,
+        status: str,
+        overall_confidence: float | None,
+        created_ms: int,
+        payload: bytes,
+    ) -> str:
+        """Save one analysis of ``agent_id``; its new id (12 lowercase hex digits)."""
+        ...
+
+    def history_list(
+        self,
+        agent_id: str | None,
+        *,
+        min_confidence: float | None = None,
+        since_ms: int | None = None,
+        before_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[HistoryEntry]:
+        """Saved analyses of ``agent_id`` (of every agent when None), newest first, filtered."""
+        ...
+
+    def history_resolve(self, reference: str) -> list[str]:
+        """The full ids that ``reference`` (an id or a prefix of at least
+        ``HISTORY_ID_MIN_PREFIX`` hex digits) names: none, one, or several when ambiguous."""
+        ...
+
+    def history_get(self, entry_id: str) -> tuple[HistoryEntry, bytes] | None:
+        """The entry and payload ``entry_id`` (an id or unique prefix) names; else None."""
+        ...
+
+    def history_stats(self, agent_id: str | None) -> HistoryStats:
+        """Counts, confidence and dates of the analyses of ``agent_id`` (every agent when None)."""
+        ...
+
+    def history_delete(self, entry_id: str) -> bool:
+        """Delete the entry ``entry_id`` (an id or unique prefix) names; whether one was deleted."""
+        ...
+
+    def history_clear(self, agent_id: str | None, before_ms: int | None = None) -> int:
+        """Delete the analyses of ``agent_id`` (every agent when None) saved before ``before_ms``
+        (all when None); the number deleted."""
+        ...
+
+    def history_export(self, agent_id: str) -> list[tuple[HistoryEntry, bytes]]:
+        """Every analysis of ``agent_id`` with its payload, oldest first."""
+        ...
+
     def close(self) -> None:
         """Release the store. Closing twice is harmless."""
         ...
@@ -170,6 +346,31 @@ _CIRCUIT_COLUMNS: Final = "provider, state, consecutive_failures, opened_at, pro
 
 _UPSERT_CIRCUIT: Final = f"""
     INSERT OR REPLACE INTO circuits ({_CIRCUIT_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+"""
+
+_COUNT_LOOKUP: Final = """
+    INSERT INTO cache_counters (id, hits, misses) VALUES (1, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET hits = hits + excluded.hits, misses = misses + excluded.misses
+"""
+
+_CACHE_STATS: Final = """
+    SELECT count(*), coalesce(sum(created_ms >= ?), 0), min(created_ms), max(created_ms),
+           coalesce(sum(length(payload)), 0),
+           coalesce((SELECT hits FROM cache_counters WHERE id = 1), 0),
+           coalesce((SELECT misses FROM cache_counters WHERE id = 1), 0)
+    FROM cache
+"""
+
+_HISTORY_COLUMNS: Final = "id, agent_id, question, status, overall_confidence, created_ms"
+
+_INSERT_HISTORY: Final = f"""
+    INSERT INTO history ({_HISTORY_COLUMNS}, payload) VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+
+_HISTORY_STATS: Final = """
+    SELECT count(*), count(overall_confidence), avg(overall_confidence),
+           min(overall_confidence), max(overall_confidence), min(created_ms), max(created_ms)
+    FROM history
 """
 
 
@@ -330,6 +531,259 @@ class SqliteStore:
             )
         )
 
+    def cache_get(self, key: str, now_ms: int, ttl_ms: int) -> bytes | None:
+        """The payload cached under ``key`` when it is fresh: stored at or after ``now_ms -
+        ttl_ms`` (an entry exactly ``ttl_ms`` old is still fresh; one stored "after" ``now_ms``,
+        by a clock running ahead, is fresh too). Else None.
+
+        Counts a hit or a miss in the same ``BEGIN IMMEDIATE`` transaction as the lookup, so
+        the counts of processes looking up at once add up. A lookup that finds an expired entry
+        is a miss and removes that entry. Raises ``ValueError`` when ``ttl_ms`` is negative."""
+        _check_ttl(ttl_ms)
+        found: list[bytes | None] = []
+
+        def look_up(conn: sqlite3.Connection) -> None:
+            found.clear()
+            row = conn.execute("SELECT payload, created_ms FROM cache WHERE key = ?", (key,)).fetchone()
+            payload = None
+            if row is not None:
+                if row[1] >= now_ms - ttl_ms:
+                    payload = self._payload(row[0], f"the cached answer {key!r}")
+                else:
+                    conn.execute("DELETE FROM cache WHERE key = ?", (key,))
+            conn.execute(_COUNT_LOOKUP, (int(payload is not None), int(payload is None)))
+            found.append(payload)
+
+        self._write(look_up)
+        return found[0]
+
+    def cache_put(self, key: str, perspective_id: str, payload: bytes, now_ms: int) -> None:
+        """Cache ``payload`` under ``key`` (the caller's hash of what makes answers equal) as
+        stored at ``now_ms``; an entry of the same key is replaced, its age starting afresh."""
+        row = (key, perspective_id, bytes(payload), int(now_ms))
+        self._write(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO cache (key, perspective_id, payload, created_ms) VALUES (?, ?, ?, ?)",
+                row,
+            )
+        )
+
+    def cache_stats(self, now_ms: int, ttl_ms: int) -> CacheStats:
+        """The cache at ``now_ms``, its fresh entries judged by ``ttl_ms`` as ``cache_get`` judges
+        them. Read in one statement (one consistent snapshot); nothing is removed or counted.
+        Raises ``ValueError`` when ``ttl_ms`` is negative."""
+        _check_ttl(ttl_ms)
+        entries, fresh, oldest, newest, size, hits, misses = self._with_retries(
+            lambda conn: conn.execute(_CACHE_STATS, (now_ms - ttl_ms,)).fetchone()
+        )
+        lookups = hits + misses
+        return CacheStats(
+            entries=entries,
+            fresh_entries=fresh,
+            hits=hits,
+            misses=misses,
+            hit_rate=hits / lookups if lookups else None,
+            oldest_ms=oldest,
+            newest_ms=newest,
+            bytes=size,
+        )
+
+    def cache_clear(self) -> int:
+        """Remove every cached answer and reset the hit and miss counters to zero (statistics
+        start afresh with the cache), in one transaction; the number of entries removed."""
+        removed: list[int] = []
+
+        def clear(conn: sqlite3.Connection) -> None:
+            removed.clear()
+            removed.append(conn.execute("DELETE FROM cache").rowcount)
+            conn.execute("DELETE FROM cache_counters")
+
+        self._write(clear)
+        return removed[0]
+
+    def cache_prune(self, now_ms: int, ttl_ms: int) -> int:
+        """Remove the entries ``cache_get`` would no longer return (stored before ``now_ms -
+        ttl_ms``), leaving the counters alone; the number removed. Raises ``ValueError`` when
+        ``ttl_ms`` is negative."""
+        _check_ttl(ttl_ms)
+        removed: list[int] = []
+
+        def prune(conn: sqlite3.Connection) -> None:
+            removed.clear()
+            removed.append(
+                conn.execute("DELETE FROM cache WHERE created_ms < ?", (now_ms - ttl_ms,)).rowcount
+            )
+
+        self._write(prune)
+        return removed[0]
+
+    def history_add(
+        self,
+        agent_id: str,
+        question: str,
+        status: str,
+        overall_confidence: float | None,
+        created_ms: int,
+        payload: bytes,
+    ) -> str:
+        """Save one analysis; its new id, 12 lowercase hex digits, unique in this database (an
+        id already taken is drawn again inside the same transaction). Raises ``ValueError``,
+        storing nothing, when ``overall_confidence`` is neither None nor within 0.0 to 1.0."""
+        if overall_confidence is not None and not 0.0 <= overall_confidence <= 1.0:
+            raise ValueError(
+                f"overall confidence must be within 0.0 to 1.0 or None, not {overall_confidence!r}"
+            )
+        confidence = None if overall_confidence is None else float(overall_confidence)
+        data = bytes(payload)
+        added: list[str] = []
+
+        def insert(conn: sqlite3.Connection) -> None:
+            added.clear()
+            for _ in range(_NEW_ID_TRIES):
+                entry_id = _new_history_id()
+                if conn.execute("SELECT 1 FROM history WHERE id = ?", (entry_id,)).fetchone() is None:
+                    conn.execute(
+                        _INSERT_HISTORY,
+                        (entry_id, agent_id, question, status, confidence, int(created_ms), data),
+                    )
+                    added.append(entry_id)
+                    return
+            raise StoreError(self.path, f"no free history id in {_NEW_ID_TRIES} random draws; run again.")
+
+        self._write(insert)
+        return added[0]
+
+    def history_list(
+        self,
+        agent_id: str | None,
+        *,
+        min_confidence: float | None = None,
+        since_ms: int | None = None,
+        before_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[HistoryEntry]:
+        """Saved analyses, newest first (entries of the same millisecond: the last saved first).
+
+        ``agent_id`` None lists every agent's. ``min_confidence`` keeps entries whose overall
+        confidence is at least that (an unknown confidence never qualifies); ``since_ms`` those
+        saved at or after it; ``before_ms`` those saved strictly before it; ``limit`` keeps the
+        newest that many. Raises ``ValueError`` when ``limit`` is negative."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        where, params = _history_filter(agent_id, before_ms)
+        if min_confidence is not None:
+            where.append("overall_confidence >= ?")
+            params.append(float(min_confidence))
+        if since_ms is not None:
+            where.append("created_ms >= ?")
+            params.append(int(since_ms))
+        sql = f"SELECT {_HISTORY_COLUMNS} FROM history{_where(where)} ORDER BY created_ms DESC, seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._with_retries(lambda conn: conn.execute(sql, params).fetchall())
+        return [self._history_entry(row) for row in rows]
+
+    def history_resolve(self, reference: str) -> list[str]:
+        """The full ids ``reference`` names, sorted: ``[reference]`` when it is an id; else the
+        ids starting with it when it is at least ``HISTORY_ID_MIN_PREFIX`` hex digits (either
+        case); else none. Several ids mean the prefix is ambiguous: a caller shows them and asks
+        for more digits. ``history_get`` and ``history_delete`` resolve the same way."""
+        return self._with_retries(lambda conn: _resolve(conn, reference))
+
+    def history_get(self, entry_id: str) -> tuple[HistoryEntry, bytes] | None:
+        """The entry and payload ``entry_id`` names (an id or an unambiguous prefix, see
+        ``history_resolve``); None when it names no entry or several."""
+
+        def fetch(conn: sqlite3.Connection) -> tuple[object, ...] | None:
+            ids = _resolve(conn, entry_id)
+            if len(ids) != 1:
+                return None
+            row: tuple[object, ...] | None = conn.execute(
+                f"SELECT {_HISTORY_COLUMNS}, payload FROM history WHERE id = ?", ids
+            ).fetchone()
+            return row
+
+        row = self._read(fetch)
+        if row is None:
+            return None
+        return self._history_entry(row[:-1]), self._payload(row[-1], f"history entry {row[0]!r}")
+
+    def history_stats(self, agent_id: str | None) -> HistoryStats:
+        """Counts, confidence and dates of the analyses of ``agent_id`` (every agent's when
+        None), read in one snapshot."""
+        where, params = _history_filter(agent_id, None)
+        condition = _where(where)
+
+        def read(conn: sqlite3.Connection) -> tuple[tuple[object, ...], dict[object, object]]:
+            summary = conn.execute(_HISTORY_STATS + condition, params).fetchone()
+            statuses = conn.execute(
+                f"SELECT status, count(*) FROM history{condition} GROUP BY status ORDER BY status", params
+            ).fetchall()
+            return summary, dict(statuses)
+
+        summary, statuses = self._read(read)
+        total, known, average, lowest, highest, first, last = summary
+        try:
+            return msgspec.convert(
+                {
+                    "total": total,
+                    "by_status": statuses,
+                    "with_confidence": known,
+                    "average_confidence": average,
+                    "min_confidence": lowest,
+                    "max_confidence": highest,
+                    "first_ms": first,
+                    "last_ms": last,
+                },
+                HistoryStats,
+            )
+        except msgspec.ValidationError as exc:
+            raise _corrupt_error(self.path, f"the history is impossible: {exc}") from None
+
+    def history_delete(self, entry_id: str) -> bool:
+        """Delete the entry ``entry_id`` names (an id or an unambiguous prefix, see
+        ``history_resolve``); False, deleting nothing, when it names no entry or several."""
+        deleted: list[bool] = []
+
+        def delete(conn: sqlite3.Connection) -> None:
+            deleted.clear()
+            ids = _resolve(conn, entry_id)
+            deleted.append(
+                len(ids) == 1 and conn.execute("DELETE FROM history WHERE id = ?", ids).rowcount == 1
+            )
+
+        self._write(delete)
+        return deleted[0]
+
+    def history_clear(self, agent_id: str | None, before_ms: int | None = None) -> int:
+        """Delete the analyses of ``agent_id`` (every agent's when None) saved strictly before
+        ``before_ms`` (all of them when None), in one transaction; the number deleted."""
+        where, params = _history_filter(agent_id, before_ms)
+        deleted: list[int] = []
+
+        def clear(conn: sqlite3.Connection) -> None:
+            deleted.clear()
+            deleted.append(conn.execute(f"DELETE FROM history{_where(where)}", params).rowcount)
+
+        self._write(clear)
+        return deleted[0]
+
+    def history_export(self, agent_id: str) -> list[tuple[HistoryEntry, bytes]]:
+        """Every analysis of ``agent_id`` with its payload, oldest first (entries of the same
+        millisecond in the order they were saved)."""
+        rows = self._with_retries(
+            lambda conn: conn.execute(
+                f"SELECT {_HISTORY_COLUMNS}, payload FROM history"
+                " WHERE agent_id = ? ORDER BY created_ms, seq",
+                (agent_id,),
+            ).fetchall()
+        )
+        return [
+            (self._history_entry(row[:-1]), self._payload(row[-1], f"history entry {row[0]!r}"))
+            for row in rows
+        ]
+
     def close(self) -> None:
         """Close the connection (the last one out folds the WAL back into the file)."""
         self._conn.close()
@@ -379,6 +833,45 @@ class SqliteStore:
                 raise
 
         self._with_retries(transaction)
+
+    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work``'s reads in one transaction, so that they all see one snapshot."""
+
+        def transaction(conn: sqlite3.Connection) -> _T:
+            conn.execute("BEGIN")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return self._with_retries(transaction)
+
+    def _history_entry(self, row: Sequence[object]) -> HistoryEntry:
+        entry_id, agent_id, question, status, confidence, created_ms = row
+        try:
+            return msgspec.convert(
+                {
+                    "id": entry_id,
+                    "agent_id": agent_id,
+                    "question": question,
+                    "status": status,
+                    "overall_confidence": confidence,
+                    "created_ms": created_ms,
+                },
+                HistoryEntry,
+            )
+        except msgspec.ValidationError as exc:
+            raise _corrupt_error(self.path, f"history entry {entry_id!r} is impossible: {exc}") from None
+
+    def _payload(self, value: object, what: str) -> bytes:
+        if not isinstance(value, bytes):
+            raise _corrupt_error(self.path, f"{what} has no payload bytes")
+        return value
 
     def _read_circuits(self, conn: sqlite3.Connection, providers: Sequence[str]) -> dict[str, CircuitState]:
         rows = conn.execute(
@@ -434,6 +927,43 @@ def _write_circuit(conn: sqlite3.Connection, circuit: CircuitState, now: float) 
             now,
         ),
     )
+
+
+def _check_ttl(ttl_ms: int) -> None:
+    if ttl_ms < 0:
+        raise ValueError(f"the cache TTL must not be negative, not {ttl_ms} ms")
+
+
+def _new_history_id() -> str:
+    return uuid.uuid4().hex[:_HISTORY_ID_CHARS]
+
+
+def _history_filter(agent_id: str | None, before_ms: int | None) -> tuple[list[str], list[object]]:
+    where: list[str] = []
+    params: list[object] = []
+    if agent_id is not None:
+        where.append("agent_id = ?")
+        params.append(agent_id)
+    if before_ms is not None:
+        where.append("created_ms < ?")
+        params.append(int(before_ms))
+    return where, params
+
+
+def _where(conditions: Sequence[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _resolve(conn: sqlite3.Connection, reference: str) -> list[str]:
+    """The ids ``reference`` names (see ``SqliteStore.history_resolve``)."""
+    if conn.execute("SELECT 1 FROM history WHERE id = ?", (reference,)).fetchone() is not None:
+        return [reference]
+    prefix = reference.strip().lower()
+    if len(prefix) < HISTORY_ID_MIN_PREFIX or not set(prefix) <= _HEX_DIGITS:
+        return []
+    # Hex digits hold no GLOB wildcard, and GLOB on the UNIQUE id index is a range scan.
+    rows = conn.execute("SELECT id FROM history WHERE id GLOB ? ORDER BY id", (prefix + "*",)).fetchall()
+    return [str(entry_id) for (entry_id,) in rows]
 
 
 def _ensure_home(home: Path) -> None:

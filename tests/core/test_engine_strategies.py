@@ -10,9 +10,11 @@ answer; breakers are on or off, and each provider's circuit may start closed, op
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterator
+from typing import TypeVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,15 +38,18 @@ from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest
 from rmcore.simulate import SimProvider, SimReply, Simulation, simulate
 
+T = TypeVar("T")
+
 START_S = 1_000.0
 NAMES = ("a", "b", "c", "d")
 EPS = 1e-9
 USD_EPS = 1e-12
 REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", max_tokens=100)
 
-# Kinds a provider can end an attempt with (the others describe runs or skipped targets).
+# Kinds a provider can end an attempt with (the others describe runs or skipped targets), and
+# those a random policy may list in ``retry.on``.
 FAIL_KINDS = sorted(k for k in ErrorKind if k not in NON_ATTEMPT_KINDS)
-RETRYABLE = sorted(k for k in FAIL_KINDS if k is not ErrorKind.CONTENT_FILTER)
+RETRY_ON_CHOICES = sorted(k for k in FAIL_KINDS if k is not ErrorKind.CONTENT_FILTER)
 
 
 def spec(name: str, price: float = 1.0) -> ProviderSpec:
@@ -58,8 +63,8 @@ def spec(name: str, price: float = 1.0) -> ProviderSpec:
     )
 
 
-def target(name: str, price: float = 1.0, **overrides: float) -> TargetPlan:
-    return TargetPlan(provider=spec(name, price), **overrides)  # type: ignore[arg-type]
+def target(name: str, price: float = 1.0, *, max_attempts: int = 2, weight: float = 1.0) -> TargetPlan:
+    return TargetPlan(provider=spec(name, price), max_attempts=max_attempts, weight=weight)
 
 
 def answers_after(latency_s: float | None) -> SimProvider:
@@ -67,7 +72,7 @@ def answers_after(latency_s: float | None) -> SimProvider:
 
 
 def fails(kind: ErrorKind, latency_s: float = 0.01, times: int | None = None) -> SimProvider:
-    """Fails with ``kind``; ``times`` failures then answers (forever when None)."""
+    """Fails with ``kind`` after ``latency_s``: ``times`` times, then answers; forever when None."""
     failure = SimReply(latency_s=latency_s, kind=kind)
     if times is None:
         return SimProvider(replies=(failure,))
@@ -107,7 +112,7 @@ def strategies_in(run_plan: RunPlan) -> set[Strategy]:
 # --- generators -----------------------------------------------------------------------------------
 
 
-def mostly(usual: st.SearchStrategy[object], rare: st.SearchStrategy[object], odds: int = 3) -> st.SearchStrategy[object]:
+def mostly(usual: st.SearchStrategy[T], rare: st.SearchStrategy[T], odds: int = 3) -> st.SearchStrategy[T]:
     """``usual`` about ``odds`` times as often as ``rare``."""
     return st.one_of(*(usual,) * odds, rare)
 
@@ -116,7 +121,10 @@ replies = st.builds(
     SimReply,
     # Mostly prompt answers; sometimes slow, sometimes never.
     latency_s=mostly(st.floats(min_value=0.0, max_value=2.0), st.one_of(st.none(), st.floats(0.0, 20.0))),
-    kind=st.one_of(st.none(), st.sampled_from(FAIL_KINDS)),
+    # Half answer; the failures favour the kinds retried by default, so retries happen.
+    kind=st.one_of(
+        st.none(), st.none(), st.sampled_from(sorted(RetryRules().on)), st.sampled_from(FAIL_KINDS)
+    ),
     retry_after_s=mostly(st.none(), st.floats(min_value=0.0, max_value=30.0)),
     output_tokens=st.one_of(st.none(), st.integers(min_value=0, max_value=3_000)),
 )
@@ -126,6 +134,7 @@ sim_providers = st.builds(
     healthy=mostly(st.just(True), st.just(False), odds=5),
 )
 strategies = st.sampled_from(list(Strategy))
+BREAKERS_ON_OR_OFF = st.booleans()
 
 
 @st.composite
@@ -232,41 +241,53 @@ def scenarios(
     top: st.SearchStrategy[Strategy] = strategies,
     max_depth: int = 3,
     width: tuple[int, int] = (1, 3),
+    breakers: st.SearchStrategy[bool] = BREAKERS_ON_OR_OFF,
 ) -> Scenario:
+    """A random run whose top route is drawn from ``top``, ``max_depth`` levels at most, the
+    top route ``width`` targets wide, breakers on or off as ``breakers`` says."""
     names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=4, unique=True))
     price = st.one_of(st.just(0.0), st.floats(min_value=0.01, max_value=30.0))
     specs = {n: spec(n, draw(price)) for n in names}
     root = draw(route_trees(specs, max_depth=max_depth, width=width))
     breaker = BreakerRules(
-        enabled=draw(st.booleans()),
+        enabled=draw(breakers),
         failure_threshold=draw(st.integers(1, 4)),
         cooldown_s=draw(st.floats(min_value=0.0, max_value=60.0)),
     )
-    max_usd = draw(mostly(st.just(1.0), st.floats(min_value=0.0, max_value=0.1), odds=1))
+    request = ChatRequest(prompt=draw(st.text(max_size=80)), max_tokens=draw(st.integers(1, 2_000)))
+    dearest = max(worst_case_usd(request, p) for p in specs.values())
+    # A generous budget, or one of a few worst cases, where what running attempts may still cost
+    # decides whether another can start.
+    max_usd = draw(
+        st.one_of(st.just(1.0), st.floats(0.0, 3.0).map(lambda k: k * dearest), st.floats(0.0, 0.1))
+    )
     run_plan = RunPlan(
         targets=root.targets,
         strategy=draw(top),
         hedge_after_s=root.hedge_after_s,
-        limits=RunLimits(deadline_s=draw(mostly(st.floats(5.0, 60.0), st.floats(0.05, 5.0))), max_usd=max_usd),
+        limits=RunLimits(
+            deadline_s=draw(mostly(st.floats(5.0, 60.0), st.floats(0.05, 5.0))), max_usd=max_usd
+        ),
         retry=RetryRules(
-            on=draw(mostly(st.just(RetryRules().on), st.frozensets(st.sampled_from(RETRYABLE)), odds=1)),
+            on=draw(
+                mostly(st.just(RetryRules().on), st.frozensets(st.sampled_from(RETRY_ON_CHOICES)), odds=1)
+            ),
             stop_on=frozenset(draw(st.lists(st.sampled_from(FAIL_KINDS), max_size=1))),
             backoff_initial_s=draw(st.floats(min_value=0.0, max_value=2.0)),
             backoff_max_s=draw(st.floats(min_value=0.0, max_value=5.0)),
-            budget_ratio=draw(st.floats(min_value=0.0, max_value=1.0)),
+            budget_ratio=draw(st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=1.0))),
             budget_floor=draw(st.integers(0, 3)),
         ),
         breaker=breaker,
         check_before_use=draw(st.integers(0, 4)) == 0,
     )
-    request = ChatRequest(prompt=draw(st.text(max_size=80)), max_tokens=draw(st.integers(1, 2_000)))
     providers = {n: draw(sim_providers) for n in names}
     circuits = draw(prior_circuits(names, breaker.cooldown_s))
     spent = draw(st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=max_usd)))
     return Scenario(run_plan, request, providers, draw(st.integers(0, 2**32)), circuits, spent)
 
 
-PROPERTY = settings(max_examples=150, deadline=None)
+PROPERTY = settings(max_examples=200, deadline=None)
 
 
 # --- properties -----------------------------------------------------------------------------------
@@ -289,13 +310,17 @@ def test_every_run_terminates_with_one_finish(s: Scenario) -> None:
 
 
 @PROPERTY
-@given(scenarios())
+@given(scenarios(breakers=st.booleans() | st.just(True)))
 def test_no_request_goes_to_an_open_circuit_but_the_one_probe(s: Scenario) -> None:
-    """With breakers on, a provider whose circuit (as it stood before the run) refuses a request
-    when the run first asks for it gets no call; one that admits it as the half-open probe gets
-    at most one call, retries included. With breakers off, no circuit is consulted at all."""
+    """With breakers on, a provider whose circuit (as it stood before the run) is open and not yet
+    cooled down at the start gets no call while it stays so (at most the one probe, should the
+    cooldown end during the run); one cooled down gets at most that one probe, retries included.
+    Precisely: refused when the run first asks its breaker, no call; admitted as the probe, at
+    most one. With breakers off, no circuit is consulted at all."""
     sim = s.run()
-    asks = [(step.at, step.action.provider.name) for step in sim.steps if isinstance(step.action, AdmitCircuit)]
+    asks = [
+        (step.at, step.action.provider.name) for step in sim.steps if isinstance(step.action, AdmitCircuit)
+    ]
     if not s.plan.breaker.enabled:
         assert asks == []
         return
@@ -303,17 +328,24 @@ def test_no_request_goes_to_an_open_circuit_but_the_one_probe(s: Scenario) -> No
     first_ask: dict[str, float] = {}
     for at, name in asks:
         first_ask.setdefault(name, at)
+    end = START_S + sim.elapsed_s
     for name, state in s.circuits.items():
+        calls = sim.calls.get(name, 0)
+        at_start = admit(state, START_S, cooldown_s=s.plan.breaker.cooldown_s, probe_timeout_s=probe_timeout)
+        if state.state != "closed":
+            assert calls <= 1, f"{name}'s circuit was {state.state}, yet it got {calls} calls"
+        if at_start.retry_at is not None and at_start.retry_at > end:
+            assert calls == 0, f"{name}'s circuit was open throughout the run, yet it was called"
         if name not in first_ask:
-            assert sim.calls.get(name, 0) == 0, f"{name} was called without asking its breaker"
+            assert calls == 0, f"{name} was called without asking its breaker"
             continue
         decision = admit(
             state, first_ask[name], cooldown_s=s.plan.breaker.cooldown_s, probe_timeout_s=probe_timeout
         ).decision
         if decision == "refused":
-            assert sim.calls.get(name, 0) == 0, f"{name}'s circuit was open, yet it was called"
+            assert calls == 0, f"{name}'s circuit was open, yet it was called"
         elif decision == "probe":
-            assert sim.calls.get(name, 0) <= 1, f"{name} got more than its one half-open probe"
+            assert calls <= 1, f"{name} got more than its one half-open probe"
 
 
 @PROPERTY
@@ -453,7 +485,7 @@ def test_hedged_starts_each_target_on_time(s: Scenario) -> None:
     firsts = [at for at, a in starts(sim) if a.attempt_no == 1]
     ended_at = {at for at, e in ends(sim) if isinstance(e, AttemptFailed)}
     ended_at |= {step.at for step in sim.steps if isinstance(step.action, TargetSkipped)}
-    for prev, at in zip(firsts, firsts[1:], strict=False):
+    for prev, at in itertools.pairwise(firsts):
         assert at >= prev + h - EPS or at in ended_at, f"hedged at {at - START_S} s, {at - prev} s after"
     untried = len(s.plan.targets) - len(firsts) - len(sim.outcome.skipped)
     if firsts and untried > 0:
@@ -521,7 +553,9 @@ def test_weighted_orders_differ_between_seeds_and_cover_every_target() -> None:
     that changes with the seed, every target tried once."""
     p = RunPlan(strategy=Strategy.WEIGHTED, targets=tuple(target(n, max_attempts=1) for n in NAMES))
     broken = {n: fails(ErrorKind.AUTH) for n in NAMES}
-    orders = {tuple(a.provider.name for _, a in starts(simulate(p, REQUEST, broken, seed=i))) for i in range(40)}
+    orders = {
+        tuple(a.provider.name for _, a in starts(simulate(p, REQUEST, broken, seed=i))) for i in range(40)
+    }
     assert len(orders) > 5
     assert all(sorted(o) == sorted(NAMES) for o in orders)
 
@@ -609,7 +643,12 @@ def test_three_failures_open_the_circuit_the_next_run_skips_it_and_after_cooldow
 
     calls = Counter(first.calls) + Counter(second.calls)
     third = simulate(
-        breaker_plan(), REQUEST, providers, circuits=second.circuits, calls_before=calls, start_s=START_S + 40.0
+        breaker_plan(),
+        REQUEST,
+        providers,
+        circuits=second.circuits,
+        calls_before=calls,
+        start_s=START_S + 40.0,
     )
     # The 4th reply still fails: the probe is not retried, and the circuit reopens.
     assert third.calls == {"flaky": 1, "steady": 1}
@@ -617,7 +656,12 @@ def test_three_failures_open_the_circuit_the_next_run_skips_it_and_after_cooldow
 
     calls += Counter(third.calls)
     fourth = simulate(
-        breaker_plan(), REQUEST, providers, circuits=third.circuits, calls_before=calls, start_s=START_S + 80.0
+        breaker_plan(),
+        REQUEST,
+        providers,
+        circuits=third.circuits,
+        calls_before=calls,
+        start_s=START_S + 80.0,
     )
     assert fourth.calls == {"flaky": 1} and fourth.outcome.provider == "flaky"
     assert fourth.circuits["flaky"] == CircuitState(provider="flaky")
@@ -629,7 +673,9 @@ def test_every_circuit_open_fails_at_once_saying_when_the_first_is_probed() -> N
     p = breaker_plan()
     circuits = {
         "flaky": CircuitState(provider="flaky", state="open", consecutive_failures=3, opened_at=START_S - 5),
-        "steady": CircuitState(provider="steady", state="open", consecutive_failures=3, opened_at=START_S - 18),
+        "steady": CircuitState(
+            provider="steady", state="open", consecutive_failures=3, opened_at=START_S - 18
+        ),
     }
     sim = simulate(p, REQUEST, {}, circuits=circuits, start_s=START_S)
     assert sim.calls == {} and sim.elapsed_s == 0.0
@@ -653,7 +699,9 @@ def test_a_provider_twice_in_a_tree_is_not_called_again_once_its_circuit_opened(
 
 
 def nested_plan() -> RunPlan:
-    race = RoutePlan(strategy=Strategy.FASTEST, targets=(target("premium-1", 10.0), target("premium-2", 15.0)))
+    race = RoutePlan(
+        strategy=Strategy.FASTEST, targets=(target("premium-1", 10.0), target("premium-2", 15.0))
+    )
     return RunPlan(targets=(race, target("cheap", 0.1)))
 
 
@@ -685,12 +733,26 @@ def test_compare_at_the_deadline_keeps_the_answers_that_arrived() -> None:
     """compare over a quick provider and one that never answers: at the deadline the silent one
     is given up and the run returns the answer that did arrive instead of failing."""
     p = RunPlan(
-        strategy=Strategy.COMPARE, targets=(target("quick"), target("silent")), limits=RunLimits(deadline_s=2.0)
+        strategy=Strategy.COMPARE,
+        targets=(target("quick"), target("silent")),
+        limits=RunLimits(deadline_s=2.0),
     )
     sim = simulate(p, REQUEST, {"quick": answers_after(0.2), "silent": answers_after(None)})
     assert sim.outcome.ok and [a.provider for a in sim.outcome.answers] == ["quick"]
     assert math.isclose(sim.elapsed_s, 2.0)
     assert {a.provider: a.outcome for a in sim.outcome.attempts} == {"quick": "ok", "silent": "deadline"}
+
+
+def test_a_race_inside_compare_cancels_its_loser_when_it_is_won() -> None:
+    """compare [fastest [a, b], c]: the race is won by a at 0.1 s and b is cancelled then, while
+    compare still waits for c; the answers are a's and c's, never b's."""
+    race = RoutePlan(strategy=Strategy.FASTEST, targets=(target("a"), target("b")))
+    p = RunPlan(strategy=Strategy.COMPARE, targets=(race, target("c")))
+    sim = simulate(p, REQUEST, {"a": answers_after(0.1), "b": answers_after(1.0), "c": answers_after(2.0)})
+    [(at, cancel)] = cancels(sim)
+    assert math.isclose(at, 0.1) and provider_of(sim)[cancel.attempt_id] == "b"
+    assert [a.provider for a in sim.outcome.answers] == ["a", "c"]
+    assert math.isclose(sim.elapsed_s, 2.0)
 
 
 def test_compare_returns_both_answers_in_arrival_order() -> None:
