@@ -184,6 +184,9 @@ async def route(
                 if isinstance(event, AttemptSucceeded | AttemptFailed):
                     scopes.pop(event.attempt_id, None)
                 actions.extend(engine.handle(event))
+                # Before any action: the breakers must know how the attempt ended before the
+                # engine's next AdmitCircuit is answered.
+                flush_records()
             elif wake is not None and clock() >= wake:
                 # Only once the moment has really come: a Retry-After is never cut short.
                 actions.extend(engine.handle(TimePassed(at=clock())))

@@ -269,6 +269,8 @@ class _Node:
         self.parent = parent
         self.status = _Status.IDLE
         self.error: ProviderError | None = None
+        self.failed_provider: str | None = None
+        """The provider whose failure ``error`` is (for a route, the one it took its error from)."""
         self.wake_at: float | None = None
 
     @property
@@ -303,6 +305,7 @@ class _TargetRun(_Node):
         super().__init__(engine, parent)
         self.target = target
         self.name = target.provider.name
+        self.failed_provider = self.name
         self.tries = 0
         self.attempt: int | None = None
         self.probe = False
@@ -465,7 +468,9 @@ class _Composite(_Node):
             self._end(_Status.OK, now)
         else:
             failed = [c for c in self.children if c.error is not None]
-            self._end(_Status.FAILED, now, failed[-1].error if failed else last.error)
+            source = failed[-1] if failed else last
+            self.failed_provider = source.failed_provider or source.first_provider()
+            self._end(_Status.FAILED, now, source.error)
 
     def cancel_children(self, now: float) -> None:
         self.wake_at = None
@@ -591,10 +596,6 @@ class Engine:
         self._first_attempts = 0
         self._retries = 0
         self._finished = False
-        self._exclusive = all(
-            r.strategy in (Strategy.SEQUENTIAL, Strategy.CHEAPEST, Strategy.WEIGHTED)
-            for r in _routes(plan.route)
-        )
         self._root: _Node = self.build(None, plan.route)
 
     # -- public --------------------------------------------------------------------------------
@@ -607,7 +608,7 @@ class Engine:
     @property
     def spent_usd(self) -> float:
         """What the run has cost so far (settled attempts)."""
-        return sum(a.cost_usd for a in self._attempts)
+        return sum((a.cost_usd for a in self._attempts), 0.0)
 
     @property
     def finished(self) -> bool:
@@ -733,7 +734,7 @@ class Engine:
                 timeout_kind=kind,
                 first_token_timeout_s=min(target.first_token_timeout_s, timeout),
                 idle_timeout_s=min(target.idle_timeout_s, timeout),
-                exclusive=self._exclusive,
+                exclusive=_runs_alone(node),
             )
         )
         return self._next_id
@@ -756,7 +757,7 @@ class Engine:
         error = child.error or ProviderError(kind=ErrorKind.CANCELLED, message="no answer")
         self.emit(
             FailedOver(
-                from_provider=child.first_provider(),
+                from_provider=child.failed_provider or child.first_provider(),
                 to_provider=nxt.first_provider(),
                 error=error,
                 primary=child.parent is self._root and child is self._root_children()[0],
@@ -904,9 +905,15 @@ class Engine:
         return out
 
 
-def _routes(route: RoutePlan) -> list[RoutePlan]:
-    found = [route]
-    for target in route.targets:
-        if isinstance(target, RoutePlan):
-            found.extend(_routes(target))
-    return found
+_ONE_AT_A_TIME = frozenset({Strategy.SEQUENTIAL, Strategy.CHEAPEST, Strategy.WEIGHTED})
+
+
+def _runs_alone(node: _Node) -> bool:
+    """True when no other attempt can run beside ``node``'s: every route above it runs one
+    target at a time (so its text may be streamed to the user as it arrives)."""
+    parent = node.parent
+    while parent is not None:
+        if parent.route.strategy not in _ONE_AT_A_TIME:
+            return False
+        parent = parent.parent
+    return True

@@ -261,3 +261,22 @@ def test_engine_invariants(scenario: tuple[RunPlan, ChatRequest, dict[str, SimPr
                 and (later[0].action.provider.name == failed_provider.provider.name)
             ):
                 assert later[0].at >= step.at + step.event.error.retry_after_s - 1e-9
+
+
+def test_a_failed_nested_route_names_the_provider_whose_error_it_reports() -> None:
+    """The fail-over notice pairs each error with the provider that produced it."""
+    from rmcore.plan import RoutePlan
+    from rmcore.policy.schema import Strategy
+
+    race = RoutePlan(
+        strategy=Strategy.FASTEST, targets=(TargetPlan(provider=spec("a")), TargetPlan(provider=spec("b")))
+    )
+    p = RunPlan(targets=(race, TargetPlan(provider=spec("c"))))
+    sims = {
+        "a": SimProvider(replies=(SimReply(latency_s=0.1, kind=ErrorKind.AUTH),)),
+        "b": SimProvider(replies=(SimReply(latency_s=0.3, kind=ErrorKind.OVERLOADED),)),
+    }
+    sim = simulate(p, REQUEST, sims)
+    [notice] = [s.action for s in sim.steps if isinstance(s.action, FailedOver)]
+    assert (notice.from_provider, notice.error.kind, notice.to_provider) == ("b", ErrorKind.OVERLOADED, "c")
+    assert sim.outcome.cost_usd == 0.0 or isinstance(sim.outcome.cost_usd, float)
