@@ -45,6 +45,7 @@ from rmcore.attempts import AttemptRecord
 from rmcore.backoff import backoff_s
 from rmcore.base import Base
 from rmcore.breaker import is_breaking
+from rmcore.budget import Ledger
 from rmcore.completion import Completion, Usage
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.plan import RoutePlan, RunPlan, TargetPlan, leaves
@@ -571,17 +572,20 @@ class Engine:
         seed: int,
         epoch_s: float = 0.0,
         spent_usd: float = 0.0,
+        ledger: Ledger | None = None,
     ) -> None:
         """``epoch_s`` is the wall-clock time (Unix seconds) of the moment passed to ``start``:
         it dates the attempt records. ``spent_usd`` is what was spent of ``plan.limits.max_usd``
-        before this run (a budget shared by several requests)."""
+        before this run. ``ledger``, when given, is a budget shared with other runs going on at
+        the same time (the perspectives of one analysis); it replaces ``plan.limits.max_usd``
+        and ``spent_usd``."""
         if not plan.targets:
             raise ValueError("a run plan needs at least one target")
         self.plan = plan
         self.request = request
         self.rng = random.Random(seed)
         self._epoch_s = epoch_s
-        self._spent_before = spent_usd
+        self.ledger = ledger if ledger is not None else Ledger(plan.limits.max_usd, spent_usd)
         self._start_at = 0.0
         self.deadline = math.inf
         self._next_id = 0
@@ -703,8 +707,7 @@ class Engine:
         return ask
 
     def budget_left(self) -> float:
-        reserved = sum(worst for _, _, worst in self._running.values())
-        return self.plan.limits.max_usd - self._spent_before - self.spent_usd - reserved
+        return self.ledger.left()
 
     def take_retry(self) -> bool:
         retry = self.plan.retry
@@ -725,6 +728,7 @@ class Engine:
             else (left, ErrorKind.DEADLINE)
         )
         self._running[self._next_id] = (node, now, node.worst_case())
+        self.ledger.reserve((id(self), self._next_id), node.worst_case())
         self.emit(
             StartAttempt(
                 attempt_id=self._next_id,
@@ -746,7 +750,7 @@ class Engine:
         node.attempt = None
         usage = Usage(input_tokens=estimate_prompt_tokens(self.request), estimated=True)
         message = "lost the race" if reason is ErrorKind.CANCELLED else "the run's deadline was reached"
-        self._record(node.target, started, now, reason.value, usage, None, message)
+        self._record(attempt_id, node.target, started, now, reason.value, usage, None, message)
         self.emit(CancelAttempt(attempt_id=attempt_id, reason=reason))
 
     def note_skip(self, skipped: SkippedTarget) -> None:
@@ -799,11 +803,20 @@ class Engine:
         node.attempt = None
         if isinstance(event, AttemptSucceeded):
             c = event.completion
-            self._record(node.target, started, event.at, "ok", c.usage, event.status, None, c.model)
+            self._record(
+                event.attempt_id, node.target, started, event.at, "ok", c.usage, event.status, None, c.model
+            )
         else:
             e = event.error
             self._record(
-                node.target, started, event.at, e.kind.value, event.usage or Usage(), e.status, e.message
+                event.attempt_id,
+                node.target,
+                started,
+                event.at,
+                e.kind.value,
+                event.usage or Usage(),
+                e.status,
+                e.message,
             )
             if is_breaking(e.kind.value):
                 # The circuit may have opened: another target of this provider asks its breaker
@@ -829,6 +842,7 @@ class Engine:
 
     def _record(
         self,
+        attempt_id: int,
         target: TargetPlan,
         started: float,
         at: float,
@@ -851,6 +865,7 @@ class Engine:
                 message=message,
             )
         )
+        self.ledger.settle((id(self), attempt_id), self._attempts[-1].cost_usd)
 
     def _deadline_error(self) -> ProviderError:
         return ProviderError(

@@ -279,4 +279,4 @@ def test_a_failed_nested_route_names_the_provider_whose_error_it_reports() -> No
     sim = simulate(p, REQUEST, sims)
     [notice] = [s.action for s in sim.steps if isinstance(s.action, FailedOver)]
     assert (notice.from_provider, notice.error.kind, notice.to_provider) == ("b", ErrorKind.OVERLOADED, "c")
-    assert sim.outcome.cost_usd == 0.0 or isinstance(sim.outcome.cost_usd, float)
+    assert isinstance(sim.outcome.cost_usd, float)
