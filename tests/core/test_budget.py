@@ -39,6 +39,7 @@ def test_settling_releases_the_reservation_and_spends_the_real_cost() -> None:
     ledger = Ledger(max_usd=1.0)
     engine = Engine(PLAN, REQUEST, seed=0, ledger=ledger)
     [start] = engine.start(0.0)
+    assert isinstance(start, StartAttempt)
     assert ledger.reserved_usd == worst_case_usd(REQUEST, SPEC)
     usage = Usage(input_tokens=100, output_tokens=10)
     engine.handle(
