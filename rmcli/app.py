@@ -28,6 +28,13 @@ app = cyclopts.App(
 )
 
 _C = "rmcli.commands"
+app.command(
+    f"{_C}.analyze:analyze", name="analyze", help="Analyse a question from several perspectives at once."
+)
+app.command(
+    f"{_C}.analyze:run", name="run", help="The analysis under a policy: rmgr run --policy FILE QUESTION."
+)
+app.command(f"{_C}.analyze:compare", name="compare", help="The analysis on each provider, side by side.")
 app.command(f"{_C}.ask:ask", name="ask", help="One completion through the policy's routing, streamed.")
 app.command(
     f"{_C}.providers:providers",
@@ -56,6 +63,19 @@ policy_app.command(
     help="Run the policy against simulated providers; print the trace.",
 )
 app.command(policy_app)
+
+history_app = cyclopts.App(name="history", help="Saved analyses: list, show, stats, export, clear.")
+history_app.command(f"{_C}.history:list_", name="list", help="Saved analyses, newest first.")
+history_app.command(f"{_C}.history:show", name="show", help="One saved analysis in full.")
+history_app.command(f"{_C}.history:stats", name="stats", help="Counts and confidences of saved analyses.")
+history_app.command(f"{_C}.history:export", name="export", help="Write an agent's analyses to a JSON file.")
+history_app.command(f"{_C}.history:clear", name="clear", help="Delete saved analyses (needs --yes).")
+app.command(history_app)
+
+cache_app = cyclopts.App(name="cache", help="The answer cache: stats, clear.")
+cache_app.command(f"{_C}.history:cache_stats", name="stats", help="Entries, hits, misses, size.")
+cache_app.command(f"{_C}.history:cache_clear", name="clear", help="Remove every cached answer.")
+app.command(cache_app)
 
 app.command(
     f"{_C}.sandbox:sandbox",

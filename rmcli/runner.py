@@ -21,6 +21,7 @@ import msgspec
 from rmcli.health import HEALTH_TIMEOUT_S, check_health
 from rmcli.transport import TextSink, perform_attempt
 from rmcore.attempts import AttemptRecord
+from rmcore.budget import Ledger
 from rmcore.engine import (
     Action,
     AdmitCircuit,
@@ -91,11 +92,13 @@ async def route(
     clock: Callable[[], float] = time.monotonic,
     seed: int | None = None,
     spent_usd: float = 0.0,
+    ledger: Ledger | None = None,
 ) -> RunOutcome:
     """Route ``request`` by ``plan`` and return how it ended. Never raises for a provider's fault.
 
     ``on_text`` receives the answer's text as it streams, for attempts that run alone (never
-    those of a race or a hedge). Without ``circuits`` every breaker is closed.
+    those of a race or a hedge). Without ``circuits`` every breaker is closed. ``ledger`` is a
+    budget shared with other routes running at the same time.
     """
     watch = observer or Observer()
     engine = Engine(
@@ -104,6 +107,7 @@ async def route(
         seed=random.getrandbits(63) if seed is None else seed,
         epoch_s=time.time(),
         spent_usd=spent_usd,
+        ledger=ledger,
     )
     probe_timeout_s = max((t.attempt_timeout_s for t in leaves(plan)), default=30.0)
     send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)

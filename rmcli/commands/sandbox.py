@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 import cyclopts
@@ -60,9 +60,7 @@ def sandbox(
     modes = _parse_fail(fail or [])
     unknown = [n for n in modes if n not in NAMES]
     if unknown:
-        raise ConfigError(
-            f"--fail: unknown provider {unknown[0]!r}; sandbox providers: {', '.join(NAMES)}"
-        )
+        raise ConfigError(f"--fail: unknown provider {unknown[0]!r}; sandbox providers: {', '.join(NAMES)}")
     if port is not None and not 1 <= port <= 65530:
         raise ConfigError(f"--port must be between 1 and 65530 (got {port})")
 
@@ -77,20 +75,26 @@ def sandbox(
 
 
 def demo(
-    *, question: Annotated[str, cyclopts.Parameter(name="--question")] = DEMO_QUESTION, json: bool = False
+    *,
+    question: Annotated[str, cyclopts.Parameter(name="--question")] = DEMO_QUESTION,
+    format: Literal["text", "json", "markdown"] = "text",
+    ask: bool = False,
 ) -> int:
-    """Fail-over end to end, no keys needed: starts the sandbox with the primary provider
-    (aiceo-gateway) down and asks the question with AI_PROVIDER=aiceo-gateway and
-    AI_FALLBACK_PROVIDER=glm-direct, so the answer comes from the fallback. Attempts are recorded
-    in a temporary state folder, not in yours.
+    """The whole tool end to end, no keys needed: starts the sandbox with the primary provider
+    (aiceo-gateway) down and analyses the question with AI_PROVIDER=aiceo-gateway and
+    AI_FALLBACK_PROVIDER=glm-direct, so every perspective is served by the fallback. State
+    (attempts, cache, history) goes to a temporary folder, not yours.
 
     Parameters
     ----------
     question
-        What to ask.
-    json
-        Print the JSON result instead of streaming text.
+        What to analyse.
+    format
+        text, json or markdown, as for analyze.
+    ask
+        One completion (rmgr ask) instead of the analysis.
     """
+    from rmcli.commands.analyze import _perspectives, execute_analysis
     from rmcli.commands.ask import run_ask
     from rmcli.sandbox import Sandbox
     from rmcli.session import open_store
@@ -107,6 +111,21 @@ def demo(
                 err("INFO: sandbox started on 127.0.0.1; aiceo-gateway is down, glm-direct is up")
                 setup = load_route(env)
                 with open_store(env) as store:
-                    return await run_ask(env, setup, ChatRequest(prompt=question), store, json)
+                    if ask:
+                        return await run_ask(
+                            env, setup, ChatRequest(prompt=question), store, format == "json"
+                        )
+                    return await execute_analysis(
+                        question,
+                        setup,
+                        _perspectives(setup, None),
+                        env=env,
+                        store=store,
+                        fmt=format,
+                        agent_id="demo",
+                        history=True,
+                        cache=True,
+                        command="demo",
+                    )
 
     return anyio.run(main)

@@ -7,6 +7,7 @@ budgets and usage accounting to be exercised, and exactly predictable in tests.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -70,16 +71,39 @@ def count_words(text: str) -> int:
     return len(text.split())
 
 
+_ANALYSIS_PROMPT = re.compile(r"from the (.+?) perspective")
+
+
 def default_reply(provider: str, request: dict[str, Any]) -> str:
     """A short paragraph naming the provider and quoting the start of the user's prompt.
 
     Deterministic (the same prompt always gets the same words) and it states a confidence, derived
     from a hash of the prompt, so that an analysis run against the sandbox has one to read.
     """
-    words = last_user_text(request).split()
+    text = last_user_text(request)
+    words = text.split()
     quote = " ".join(words[:_QUOTED_WORDS]) + (" ..." if len(words) > _QUOTED_WORDS else "")
     digest = hashlib.sha256(f"{provider}\n{' '.join(words)}".encode()).digest()
     confidence = 0.6 + (digest[0] % 31) / 100
+    asked = _ANALYSIS_PROMPT.search(text)
+    if asked is not None and '"confidence"' in text:
+        # An analysis prompt asks for one JSON object: answer in that form, as a model would.
+        field = asked.group(1)
+        verdict = (
+            "Proceed with a small pilot first, then decide with its results."
+            if digest[1] % 3
+            else "Proceed only if a small pilot shows a clear gain."
+        )
+        return json.dumps(
+            {
+                "findings": f"From the {field} point of view ({provider}, simulated): the main risk is "
+                "the effort it takes; the main opportunity is what it teaches the team.",
+                "recommendation": verdict,
+                "confidence": round(confidence, 2),
+                "reasoning": "A simulated answer of the rmgr sandbox: deterministic for a given prompt, "
+                "so that tests can compare runs.",
+            }
+        )
     return (
         f"This is {provider}, a simulated provider of the rmgr sandbox, answering the prompt that "
         f'begins "{quote}". The answer is generated locally and is deterministic: the same prompt '

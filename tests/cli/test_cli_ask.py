@@ -205,9 +205,29 @@ def test_options_reach_the_provider(cli: Cli, sandbox: SandboxProcess) -> None:
 def test_demo_fails_over_without_keys_and_leaves_the_state_folder_alone(cli: Cli) -> None:
     """``rmgr demo``: no keys, no sandbox to start; the primary is down, glm-direct answers, and
     the attempts go to a temporary state folder, not the user's."""
-    code, result = cli.json("demo", "--json")
+    code, result = cli.json("demo", "--ask", "--format", "json")
     assert code == 0
     check_documented_shape(result)
     assert (result["provider"], result["fallbackUsed"]) == ("glm-direct", True)
     assert result["attempts"][0]["outcome"] == "connection"
+    assert not (cli.home / "state.db").exists()
+
+
+def test_demo_analyses_from_eight_perspectives_through_the_fallback(cli: Cli) -> None:
+    """``rmgr demo``: the whole analysis, every perspective served by glm-direct, a number for
+    the overall confidence, nothing written to the user's state folder."""
+    code, result = cli.json("demo", "--format", "json")
+    assert code == 0 and result["status"] == "ok"
+    assert [p["id"] for p in result["perspectives"]] == [
+        "security",
+        "architecture",
+        "simplicity",
+        "financial",
+        "marketing",
+        "ux",
+        "growth",
+        "emotional",
+    ]
+    assert {p["metadata"]["provider"] for p in result["perspectives"]} == {"glm-direct"}
+    assert isinstance(result["overallConfidence"], float)
     assert not (cli.home / "state.db").exists()

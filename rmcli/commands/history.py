@@ -1,0 +1,345 @@
+"""``rmgr history`` and ``rmgr cache``: saved analyses and the answer cache, in the state store."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+from returns.result import Failure
+
+from rmcli.commands.analyze import cache_ttl_ms
+from rmcli.config import ConfigError
+from rmcli.environment import load_environment
+from rmcli.output import emit_json, safe_text
+from rmcli.session import open_store
+from rmcli.store import HistoryEntry
+from rmcli.tables import print_table
+from rmcore.report import render_markdown
+from rmcore.timespec import parse_since
+
+__all__ = ["cache_clear", "cache_stats", "clear", "export", "list_", "show", "stats"]
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _since(option: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    result = parse_since(text, int(time.time() * 1000))
+    if isinstance(result, Failure):
+        raise ConfigError(f"{option}: {result.failure()}")
+    value: int = result.unwrap()
+    return value
+
+
+def _entry_json(e: HistoryEntry) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "agentId": e.agent_id,
+        "question": e.question,
+        "status": e.status,
+        "overallConfidence": e.overall_confidence,
+        "timestamp": _iso(e.created_ms),
+    }
+
+
+def list_(
+    *,
+    agent_id: str | None = "default",
+    all_agents: bool = False,
+    min_confidence: float | None = None,
+    since: str | None = None,
+    limit: int | None = 20,
+    json: bool = False,
+) -> int:
+    """Saved analyses, newest first.
+
+    Parameters
+    ----------
+    agent_id
+        Whose analyses.
+    all_agents
+        Every agent's analyses.
+    min_confidence
+        Only analyses whose overall confidence is at least this (0 to 1).
+    since
+        Only analyses since: 30m, 24h, 7d, 2w, an ISO date, or "all".
+    limit
+        At most this many (0 for no limit).
+    json
+        Print a JSON array.
+    """
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise ConfigError(f"--min-confidence must be between 0 and 1 (got {min_confidence})")
+    if limit is not None and limit < 0:
+        raise ConfigError(f"--limit must be 0 or more (got {limit})")
+    env = load_environment()
+    with open_store(env) as store:
+        entries = store.history_list(
+            None if all_agents else agent_id,
+            min_confidence=min_confidence,
+            since_ms=_since("--since", since),
+            limit=limit or None,
+        )
+    if json:
+        emit_json([_entry_json(e) for e in entries])
+        return 0
+    if not entries:
+        print("No saved analyses.")
+        return 0
+    rows = [
+        [
+            e.id,
+            _when(e.created_ms),
+            e.agent_id,
+            e.status,
+            "unknown" if e.overall_confidence is None else f"{e.overall_confidence:.2f}",
+            safe_text(e.question[:70]),
+        ]
+        for e in entries
+    ]
+    print_table("Saved analyses", ["Id", "When", "Agent", "Status", "Confidence", "Question"], rows)
+    return 0
+
+
+def _load(store_entry_id: str) -> tuple[HistoryEntry, dict[str, Any]]:
+    env = load_environment()
+    with open_store(env) as store:
+        matches = store.history_resolve(store_entry_id)
+        if not matches:
+            raise ConfigError(f"no saved analysis has the id {store_entry_id!r} (see rmgr history list)")
+        if len(matches) > 1:
+            raise ConfigError(
+                f"{store_entry_id!r} matches several analyses: {', '.join(matches)}; give more of the id"
+            )
+        found = store.history_get(matches[0])
+    if found is None:
+        raise ConfigError(f"no saved analysis has the id {store_entry_id!r}")
+    entry, payload = found
+    return entry, msgspec.json.decode(payload)
+
+
+def show(entry_id: str, /, *, format: Literal["json", "markdown"] = "markdown") -> int:
+    """One saved analysis in full.
+
+    Parameters
+    ----------
+    entry_id
+        Its id (or a unique prefix of at least 4 characters).
+    format
+        markdown (default) or json (the analysis as ``rmgr analyze --format json`` printed it).
+    """
+    entry, document = _load(entry_id)
+    if format == "json":
+        emit_json(document)
+        return 0
+    from rmcore.report import PerspectiveResult
+
+    results = []
+    for p in document.get("perspectives", []):
+        meta = p.get("metadata") or {}
+        usage = meta.get("usage") or {}
+        error = p.get("error") or None
+        results.append(
+            PerspectiveResult(
+                id=p["id"],
+                perspective=p["perspective"],
+                analysis=p.get("analysis"),
+                recommendation=p.get("recommendation"),
+                confidence=p.get("confidence"),
+                reasoning=p.get("reasoning"),
+                provider=meta.get("provider"),
+                model=meta.get("model"),
+                input_tokens=usage.get("inputTokens", 0),
+                output_tokens=usage.get("outputTokens", 0),
+                cost_usd=meta.get("costUsd", 0.0),
+                latency_ms=meta.get("latencyMs", 0.0),
+                cached=meta.get("cached", False),
+                error_kind=error.get("kind") if error else None,
+                error_message=error.get("message") if error else None,
+                flags=tuple(p.get("flags", ())),
+            )
+        )
+    text = render_markdown(
+        document.get("question", entry.question),
+        results,
+        status=document.get("status", entry.status),
+        overall=document.get("overallConfidence"),
+        summary=document.get("summary", ""),
+        execution_ms=document.get("executionTime", 0.0),
+        cost_usd=(document.get("usage") or {}).get("costUsd", 0.0),
+    )
+    sys.stdout.write(safe_text(text) + "\n")
+    return 0
+
+
+def stats(*, agent_id: str | None = "default", all_agents: bool = False, json: bool = False) -> int:
+    """How many analyses were saved, by status, and their overall confidences.
+
+    Parameters
+    ----------
+    agent_id
+        Whose analyses.
+    all_agents
+        Every agent's analyses.
+    json
+        Print a JSON object.
+    """
+    env = load_environment()
+    with open_store(env) as store:
+        s = store.history_stats(None if all_agents else agent_id)
+    doc = {
+        "agentId": None if all_agents else agent_id,
+        "totalAnalyses": s.total,
+        "byStatus": s.by_status,
+        "withConfidence": s.with_confidence,
+        "averageConfidence": s.average_confidence,
+        "minConfidence": s.min_confidence,
+        "maxConfidence": s.max_confidence,
+        "first": _iso(s.first_ms),
+        "last": _iso(s.last_ms),
+    }
+    if json:
+        emit_json(doc)
+        return 0
+
+    def conf(v: float | None) -> str:
+        return "unknown" if v is None else f"{v:.2f}"
+
+    rows = [
+        ["Analyses", str(s.total)],
+        ["By status", ", ".join(f"{k}: {v}" for k, v in s.by_status.items()) or "-"],
+        ["Average confidence", conf(s.average_confidence)],
+        ["Lowest / highest", f"{conf(s.min_confidence)} / {conf(s.max_confidence)}"],
+        ["First / last", f"{_when(s.first_ms)} / {_when(s.last_ms)}"],
+    ]
+    print_table(f"History of {'every agent' if all_agents else agent_id}", ["", ""], rows)
+    return 0
+
+
+def export(file: Path, /, *, agent_id: str = "default", force: bool = False) -> int:
+    """Write an agent's analyses to a JSON file: ``{agentId, exportedAt, totalAnalyses, analyses}``.
+
+    Parameters
+    ----------
+    file
+        Where to write (use - for standard output).
+    agent_id
+        Whose analyses.
+    force
+        Overwrite the file if it exists.
+    """
+    env = load_environment()
+    with open_store(env) as store:
+        entries = store.history_export(agent_id)
+    analyses = [{"id": e.id, **msgspec.json.decode(payload)} for e, payload in entries]
+    doc = {
+        "agentId": agent_id,
+        "exportedAt": _iso(int(time.time() * 1000)),
+        "totalAnalyses": len(analyses),
+        "analyses": analyses,
+    }
+    data = msgspec.json.format(msgspec.json.encode(doc), indent=2)
+    if str(file) == "-":
+        sys.stdout.write(data.decode() + "\n")
+        return 0
+    if file.exists() and not force:
+        raise ConfigError(f"{file} exists; add --force to overwrite it")
+    try:
+        file.write_bytes(data + b"\n")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot write ({exc.strerror})") from None
+    print(f"Exported {len(analyses)} analyses of {agent_id} to {file}")
+    return 0
+
+
+def clear(
+    *,
+    agent_id: str | None = "default",
+    all_agents: bool = False,
+    before: str | None = None,
+    yes: bool = False,
+) -> int:
+    """Delete saved analyses (of one agent, or all; optionally only those before a date).
+
+    Parameters
+    ----------
+    agent_id
+        Whose analyses.
+    all_agents
+        Every agent's analyses.
+    before
+        Only analyses older than this: an ISO date, or an age such as 7d.
+    yes
+        Confirm the deletion (required: saved analyses cannot be brought back).
+    """
+    before_ms = _since("--before", before)
+    who = "every agent" if all_agents else agent_id
+    if not yes:
+        raise ConfigError(f"this deletes saved analyses of {who} for good; add --yes to confirm")
+    env = load_environment()
+    with open_store(env) as store:
+        removed = store.history_clear(None if all_agents else agent_id, before_ms=before_ms)
+    print(f"Deleted {removed} saved analyses of {who}" + (f" before {before}" if before else ""))
+    return 0
+
+
+def cache_stats(*, json: bool = False) -> int:
+    """The answer cache: entries (fresh under ANALYSIS_CACHE_TTL_MS), hits, misses, size.
+
+    Parameters
+    ----------
+    json
+        Print a JSON object.
+    """
+    env = load_environment()
+    ttl = cache_ttl_ms(env)
+    with open_store(env) as store:
+        s = store.cache_stats(int(time.time() * 1000), ttl)
+    doc = {
+        "entries": s.entries,
+        "freshEntries": s.fresh_entries,
+        "hits": s.hits,
+        "misses": s.misses,
+        "hitRate": s.hit_rate,
+        "oldest": _iso(s.oldest_ms),
+        "newest": _iso(s.newest_ms),
+        "bytes": s.bytes,
+        "ttlMs": ttl,
+    }
+    if json:
+        emit_json(doc)
+        return 0
+    rate = "-" if s.hit_rate is None else f"{s.hit_rate * 100:.1f}%"
+    rows = [
+        ["Entries (fresh)", f"{s.entries} ({s.fresh_entries})"],
+        ["Hits / misses", f"{s.hits} / {s.misses} ({rate})"],
+        ["Oldest / newest", f"{_when(s.oldest_ms)} / {_when(s.newest_ms)}"],
+        ["Size", f"{s.bytes} bytes"],
+        ["TTL", f"{ttl / 1000:g} s (ANALYSIS_CACHE_TTL_MS)"],
+    ]
+    print_table("Answer cache", ["", ""], rows)
+    return 0
+
+
+def cache_clear() -> int:
+    """Remove every cached answer (and reset the hit and miss counters)."""
+    env = load_environment()
+    with open_store(env) as store:
+        removed = store.cache_clear()
+    print(f"Removed {removed} cached answers")
+    return 0
