@@ -43,18 +43,38 @@ from collections.abc import Callable
 
 from rmcore.attempts import AttemptRecord
 from rmcore.backoff import backoff_s
-from rmcore.base import Base
 from rmcore.breaker import is_breaking
 from rmcore.budget import Ledger
-from rmcore.completion import Completion, Usage
+from rmcore.completion import Usage
 from rmcore.errors import ErrorKind, ProviderError
+from rmcore.events import (
+    Action,
+    AdmitCircuit,
+    AttemptFailed,
+    AttemptSucceeded,
+    Backoff,
+    CancelAttempt,
+    CheckHealth,
+    CircuitAnswered,
+    Event,
+    FailedOver,
+    Finish,
+    HealthObserved,
+    ProviderAnswer,
+    RunOutcome,
+    SkippedTarget,
+    StartAttempt,
+    TargetSkipped,
+    TimePassed,
+)
 from rmcore.plan import RoutePlan, RunPlan, TargetPlan, leaves
 from rmcore.policy.schema import Strategy
 from rmcore.pricing import cost_usd, estimate_prompt_tokens, worst_case_usd
-from rmcore.providers import ProviderSpec
 from rmcore.requests import ChatRequest
 
 __all__ = [
+    "Engine",
+    # The engine's vocabulary lives in rmcore.events; these names are re-exported for convenience.
     "Action",
     "AdmitCircuit",
     "AttemptFailed",
@@ -63,7 +83,6 @@ __all__ = [
     "CancelAttempt",
     "CheckHealth",
     "CircuitAnswered",
-    "Engine",
     "Event",
     "FailedOver",
     "Finish",
@@ -78,177 +97,6 @@ __all__ = [
 
 # Budget comparisons tolerate float rounding of a few sums of prices.
 _USD_EPSILON = 1e-12
-
-
-# --- events: what the shell observed ------------------------------------------------------------
-
-
-class AttemptSucceeded(Base, frozen=True):
-    """Attempt ``attempt_id`` produced a whole, valid answer at moment ``at``."""
-
-    attempt_id: int
-    at: float
-    completion: Completion
-    status: int | None = 200
-
-
-class AttemptFailed(Base, frozen=True):
-    """Attempt ``attempt_id`` ended without an answer at moment ``at``.
-
-    ``usage`` is what the provider consumed anyway, when known (a stream cut half-way was
-    billed): it is accounted in the run's cost.
-    """
-
-    attempt_id: int
-    at: float
-    error: ProviderError
-    usage: Usage | None = None
-
-
-class TimePassed(Base, frozen=True):
-    """The clock reads ``at``: sent when ``next_wakeup()`` has come."""
-
-    at: float
-
-
-class HealthObserved(Base, frozen=True):
-    """The answer to ``CheckHealth``: healthy or not, and why not."""
-
-    provider: str
-    at: float
-    healthy: bool
-    reason: str | None = None
-
-
-class CircuitAnswered(Base, frozen=True):
-    """The answer to ``AdmitCircuit``: ``allowed``, ``probe`` (this run is the one half-open
-    probe) or ``refused`` (open; ``retry_in_s`` until it will be probed)."""
-
-    provider: str
-    at: float
-    decision: str
-    retry_in_s: float | None = None
-
-
-Event = AttemptSucceeded | AttemptFailed | TimePassed | HealthObserved | CircuitAnswered
-
-
-# --- actions: what the shell must do ------------------------------------------------------------
-
-
-class StartAttempt(Base, frozen=True):
-    """Send the request to ``provider`` now.
-
-    The shell must end the attempt after ``timeout_s`` at the latest and report it as
-    ``timeout_kind`` (``timeout``, or ``deadline`` when the run's deadline is what binds); while
-    streaming, it must also end it as ``first_token_timeout`` when no text arrived within
-    ``first_token_timeout_s``, and as ``stream_stalled`` after ``idle_timeout_s`` of silence.
-    ``exclusive`` is false when other attempts may run at the same time (races, hedges): the
-    shell must then not stream this attempt's text to the user.
-    """
-
-    attempt_id: int
-    provider: ProviderSpec
-    attempt_no: int
-    timeout_s: float
-    timeout_kind: ErrorKind
-    first_token_timeout_s: float
-    idle_timeout_s: float
-    exclusive: bool = True
-
-
-class CancelAttempt(Base, frozen=True):
-    """Abandon attempt ``attempt_id`` at once (close its connection); it is already recorded as
-    ``reason`` and no event for it is expected any more."""
-
-    attempt_id: int
-    reason: ErrorKind
-
-
-class CheckHealth(Base, frozen=True):
-    """Check ``provider``'s health, then send ``HealthObserved``."""
-
-    provider: ProviderSpec
-
-
-class AdmitCircuit(Base, frozen=True):
-    """Ask ``provider``'s circuit breaker whether a request may go, then send ``CircuitAnswered``."""
-
-    provider: ProviderSpec
-
-
-class FailedOver(Base, frozen=True):
-    """A notice: the run left ``from_provider`` for ``to_provider`` because of ``error``."""
-
-    from_provider: str
-    to_provider: str
-    error: ProviderError
-    primary: bool
-
-
-class Backoff(Base, frozen=True):
-    """A notice: ``provider`` failed and is retried at moment ``until``."""
-
-    provider: str
-    until: float
-    reason: str
-
-
-class SkippedTarget(Base, frozen=True):
-    """A target that was passed over without sending it a request, and why."""
-
-    provider: str
-    kind: ErrorKind
-    message: str
-
-
-class TargetSkipped(Base, frozen=True):
-    """A notice: ``skipped`` was passed over unsent (budget, health, circuit, retry budget)."""
-
-    skipped: SkippedTarget
-
-
-class ProviderAnswer(Base, frozen=True):
-    """One provider's whole answer."""
-
-    provider: str
-    model: str
-    completion: Completion
-
-
-class RunOutcome(Base, frozen=True):
-    """How a run ended: the answer (or the reason there is none) and everything it cost.
-
-    ``answers`` holds every answer received (one, except for ``compare`` routes);
-    ``completion`` is the winning one. ``cost_usd`` is the sum of the attempts' costs, failed
-    and cancelled ones included.
-    """
-
-    completion: Completion | None
-    provider: str | None
-    model: str | None
-    error: ProviderError | None
-    attempts: tuple[AttemptRecord, ...]
-    skipped: tuple[SkippedTarget, ...]
-    cost_usd: float
-    fallback_used: bool
-    answers: tuple[ProviderAnswer, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        """True when the run produced an answer."""
-        return self.completion is not None
-
-
-class Finish(Base, frozen=True):
-    """The run is over; the shell must cancel whatever still runs and expect nothing more."""
-
-    outcome: RunOutcome
-
-
-Action = (
-    StartAttempt | CancelAttempt | CheckHealth | AdmitCircuit | FailedOver | Backoff | TargetSkipped | Finish
-)
 
 
 # --- the route tree -----------------------------------------------------------------------------
