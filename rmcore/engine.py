@@ -72,9 +72,8 @@ from rmcore.policy.schema import Strategy
 from rmcore.pricing import cost_usd, estimate_prompt_tokens, worst_case_usd
 from rmcore.requests import ChatRequest
 
+# The engine's vocabulary lives in rmcore.events; those names are re-exported here too.
 __all__ = [
-    "Engine",
-    # The engine's vocabulary lives in rmcore.events; these names are re-exported for convenience.
     "Action",
     "AdmitCircuit",
     "AttemptFailed",
@@ -83,6 +82,7 @@ __all__ = [
     "CancelAttempt",
     "CheckHealth",
     "CircuitAnswered",
+    "Engine",
     "Event",
     "FailedOver",
     "Finish",
