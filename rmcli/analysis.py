@@ -44,11 +44,13 @@ __all__ = ["AnalysisRun", "Progress", "run_analysis"]
 
 
 class _CachedAnswer(msgspec.Struct, frozen=True):
+    """A cached answer: its text and who wrote it. What it took to write is not kept: an answer
+    served from the cache costs nothing in the run that reuses it (entries written with token
+    counts, by earlier versions, still decode: unknown fields are ignored)."""
+
     text: str
     provider: str
     model: str
-    input_tokens: int
-    output_tokens: int
 
 
 class Progress:
@@ -105,10 +107,15 @@ async def run_analysis(
     progress: Progress | None = None,
     run_id: str | None = None,
     command: str = "analyze",
+    cache_scope: str | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> AnalysisRun:
     """Ask ``question`` from every perspective through ``setup``'s route; never raises for a
-    provider's fault (a perspective that fails everywhere is a failed result)."""
+    provider's fault (a perspective that fails everywhere is a failed result).
+
+    ``cache_ttl_ms`` of 0 turns the cache off (nothing is read or written). Answers cached with a
+    ``cache_scope`` are reused only by runs with the same scope: ``rmgr compare`` gives each
+    provider its own, so that one provider's answer is never shown as another's."""
     show = progress or Progress()
     policy = setup.policy
     plan = setup.plan
@@ -140,9 +147,11 @@ async def run_analysis(
         def backing_off(self, notice: Any, seconds: float) -> None:
             self.inner.backing_off(notice, seconds)
 
+    caching = use_cache and cache_ttl_ms > 0
+
     async def ask(p: Perspective) -> None:
-        key = cache_key(question, p)
-        if use_cache and cache_ttl_ms > 0:
+        key = cache_key(question, p) + (f"@{cache_scope}" if cache_scope else "")
+        if caching:
             payload = store.cache_get(key, int(time.time() * 1000), cache_ttl_ms)
             if payload is not None:
                 cached = msgspec.json.decode(payload, type=_CachedAnswer)
@@ -152,7 +161,7 @@ async def run_analysis(
                         cached.text,
                         provider=cached.provider,
                         model=cached.model,
-                        usage=Usage(input_tokens=cached.input_tokens, output_tokens=cached.output_tokens),
+                        usage=Usage(),
                         cost_usd=0.0,
                         latency_ms=0.0,
                         cached=True,
@@ -190,15 +199,9 @@ async def run_analysis(
                 cost_usd=outcome.cost_usd,
                 latency_ms=sum(a.latency_ms for a in outcome.attempts if a.outcome == "ok"),
             )
-            if use_cache:
+            if caching:
                 payload = msgspec.json.encode(
-                    _CachedAnswer(
-                        text=c.content,
-                        provider=outcome.provider,
-                        model=c.model,
-                        input_tokens=c.usage.input_tokens,
-                        output_tokens=c.usage.output_tokens,
-                    )
+                    _CachedAnswer(text=c.content, provider=outcome.provider, model=c.model)
                 )
                 store.cache_put(key, p.id, payload, int(time.time() * 1000))
         else:

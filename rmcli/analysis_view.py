@@ -70,7 +70,9 @@ def print_text(run: AnalysisRun, first_provider: str) -> None:
         if r.error_kind is not None:
             console.print(Text(f"Failed: {r.error_kind}: {safe_text(r.error_message or '')}"))
             continue
-        console.print(Text(f"Confidence: {_confidence(r.confidence)} · {r.provider} ({r.model})"))
+        console.print(
+            Text(f"Confidence: {_confidence(r.confidence)} · {safe_text(f'{r.provider} ({r.model})')}")
+        )
         console.print(Text(safe_text(r.analysis or "")))
         if r.recommendation and r.recommendation not in (r.analysis or ""):
             console.print(Text(f"Recommendation: {safe_text(r.recommendation)}"))
@@ -92,11 +94,12 @@ class _Notices(Observer):
         if key in self.seen or notice.error.kind.value in ("circuit_open", "unhealthy", "budget"):
             return
         self.seen.add(key)
+        reason = safe_text(notice.error.message)
         if notice.primary:
-            err(f"WARNING: Primary provider ({notice.from_provider}) failed: {notice.error.message}")
+            err(f"WARNING: Primary provider ({notice.from_provider}) failed: {reason}")
             err(f"INFO: Attempting fallback provider: {notice.to_provider}")
         else:
-            err(f"WARNING: Provider {notice.from_provider} failed: {notice.error.message}")
+            err(f"WARNING: Provider {notice.from_provider} failed: {reason}")
             err(f"INFO: Attempting next provider: {notice.to_provider}")
 
     def skipped(self, notice: TargetSkipped) -> None:
@@ -104,7 +107,7 @@ class _Notices(Observer):
         key = (s.provider, "", s.kind.value)
         if key not in self.seen:
             self.seen.add(key)
-            err(f"WARNING: Skipped provider {s.provider}: {s.kind.value} ({s.message})")
+            err(f"WARNING: Skipped provider {s.provider}: {s.kind.value} ({safe_text(s.message)})")
 
     def backing_off(self, notice: Backoff, seconds: float) -> None:
         key = (notice.provider, "retry", notice.reason)

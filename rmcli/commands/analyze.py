@@ -16,7 +16,7 @@ from rmcli.analysis import AnalysisRun, run_analysis
 from rmcli.analysis_view import LiveProgress, print_text
 from rmcli.config import ConfigError, RouteSetup, load_route
 from rmcli.environment import api_key, load_environment
-from rmcli.output import emit_json, err, redact
+from rmcli.output import emit_json, err, safe_text
 from rmcli.session import http_client, open_store
 from rmcli.store import Store
 from rmcli.tables import print_table
@@ -131,7 +131,7 @@ def _print(result: AnalysisRun, document: dict[str, Any], fmt: Format, first_pro
             execution_ms=result.execution_ms,
             cost_usd=result.cost_usd,
         )
-        sys.stdout.write(redact(text) + "\n")
+        sys.stdout.write(safe_text(text) + "\n")
         sys.stdout.flush()
     else:
         print_text(result, first_provider)
@@ -154,6 +154,7 @@ def _analyze(
     if not agent_id.strip():
         raise ConfigError("--agent-id must not be empty")
     env = load_environment()
+    cache_ttl_ms(env)  # a bad ANALYSIS_CACHE_TTL_MS is a configuration error before anything runs
     setup = load_route(env, policy_path=policy, providers=_route_names(env, provider, fallback))
     chosen = _perspectives(setup, perspectives)
     with open_store(env) as store:
@@ -318,6 +319,7 @@ def compare(
     if not question.strip():
         raise ConfigError("the question is empty")
     env = load_environment()
+    ttl_ms = cache_ttl_ms(env)
     base = load_route(env, policy_path=policy, providers=[]) if policy else None
     if providers:
         names = [n.strip() for n in providers.split(",") if n.strip()]
@@ -345,8 +347,9 @@ def compare(
                     store=store,
                     client=client,
                     use_cache=not no_cache,
-                    cache_ttl_ms=cache_ttl_ms(env),
+                    cache_ttl_ms=ttl_ms,
                     command="compare",
+                    cache_scope=f"compare:{name}",
                 )
                 err(f"INFO: {name}: {results[name].status} in {results[name].execution_ms / 1000:.2f} s")
 

@@ -6,8 +6,9 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import cyclopts
 import msgspec
 from returns.result import Failure
 
@@ -16,7 +17,7 @@ from rmcli.config import ConfigError
 from rmcli.environment import load_environment
 from rmcli.output import emit_json, safe_text
 from rmcli.session import open_store
-from rmcli.store import HistoryEntry
+from rmcli.store import HISTORY_ID_MIN_PREFIX, HistoryEntry
 from rmcli.tables import print_table
 from rmcore.report import render_markdown
 from rmcore.timespec import parse_since
@@ -121,7 +122,12 @@ def _load(store_entry_id: str) -> tuple[HistoryEntry, dict[str, Any]]:
     with open_store(env) as store:
         matches = store.history_resolve(store_entry_id)
         if not matches:
-            raise ConfigError(f"no saved analysis has the id {store_entry_id!r} (see rmgr history list)")
+            hint = (
+                f"give at least {HISTORY_ID_MIN_PREFIX} characters of the id"
+                if len(store_entry_id.strip()) < HISTORY_ID_MIN_PREFIX
+                else "see rmgr history list"
+            )
+            raise ConfigError(f"no saved analysis has the id {store_entry_id!r} ({hint})")
         if len(matches) > 1:
             raise ConfigError(
                 f"{store_entry_id!r} matches several analyses: {', '.join(matches)}; give more of the id"
@@ -231,7 +237,13 @@ def stats(*, agent_id: str | None = "default", all_agents: bool = False, json: b
     return 0
 
 
-def export(file: Path, /, *, agent_id: str = "default", force: bool = False) -> int:
+def export(
+    file: Annotated[Path, cyclopts.Parameter(allow_leading_hyphen=True)],
+    /,
+    *,
+    agent_id: str = "default",
+    force: bool = False,
+) -> int:
     """Write an agent's analyses to a JSON file: ``{agentId, exportedAt, totalAnalyses, analyses}``.
 
     Parameters
