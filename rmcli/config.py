@@ -84,7 +84,7 @@ def load_policy(path: Path | None, env: dict[str, str]) -> Policy:
 def _origin(name: str, env: dict[str, str], policy_path: Path | None, providers: Sequence[str]) -> str:
     """Where a provider name came from, for a message: an option, a variable or the policy file."""
     if providers:
-        return " (from --provider or --fallback)"
+        return " (from --provider, --fallback or --providers)"
     if policy_path is not None:
         return f" (in {policy_path})"
     variables = [v for v in ("AI_PROVIDER", "AI_FALLBACK_PROVIDER") if env.get(v, "").strip() == name]

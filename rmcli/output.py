@@ -65,6 +65,7 @@ def emit_json(value: Any) -> None:
 
 
 def err(line: str) -> None:
-    """Print one line on stderr (logs, notices, errors), secrets redacted."""
-    sys.stderr.write(redact(line) + "\n")
+    """Print one line on stderr (logs, notices, errors), secrets redacted and terminal controls
+    escaped: a notice often quotes a provider's error message, which is not to be trusted."""
+    sys.stderr.write(safe_text(line) + "\n")
     sys.stderr.flush()
