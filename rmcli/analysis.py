@@ -22,7 +22,7 @@ import msgspec
 
 from rmcli.config import RouteSetup
 from rmcli.environment import api_key
-from rmcli.runner import Observer, route
+from rmcli.runner import Observer, ProviderLimits, route
 from rmcli.session import StoreCircuits
 from rmcli.store import Store
 from rmcore.attempts import AttemptRecord
@@ -123,6 +123,7 @@ async def run_analysis(
     deadline = started_at + plan.limits.deadline_s
     ledger = Ledger(plan.limits.max_usd)
     limiter = anyio.CapacityLimiter(policy.analysis.max_concurrency)
+    provider_limits = ProviderLimits()
     run = run_id or uuid.uuid4().hex
     circuits = StoreCircuits(store)
     results: dict[str, PerspectiveResult] = {}
@@ -187,6 +188,7 @@ async def run_analysis(
                 circuits=circuits,
                 clock=clock,
                 ledger=ledger,
+                limits=provider_limits,
             )
         if outcome.completion is not None and outcome.provider is not None:
             c = outcome.completion

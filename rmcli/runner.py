@@ -7,6 +7,7 @@ waits for the next event or for the engine's next wake-up, whichever comes first
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -45,7 +46,7 @@ from rmcore.plan import RunPlan, leaves
 from rmcore.providers import ProviderSpec
 from rmcore.requests import ChatRequest
 
-__all__ = ["CircuitBook", "Observer", "route"]
+__all__ = ["CircuitBook", "Observer", "ProviderLimits", "route"]
 
 
 class Observer:
@@ -65,6 +66,23 @@ class Observer:
 
     def skipped(self, notice: TargetSkipped) -> None:
         """A target was passed over without a request (budget, health, circuit)."""
+
+
+class ProviderLimits:
+    """One ``anyio.CapacityLimiter`` per provider with a ``max_concurrency``, shared by every
+    route of a process that uses the same instance (the perspectives of one analysis)."""
+
+    def __init__(self) -> None:
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    def slot(self, spec: ProviderSpec) -> anyio.CapacityLimiter | contextlib.nullcontext[None]:
+        """What to hold while a request to ``spec`` is in flight."""
+        if spec.max_concurrency is None:
+            return contextlib.nullcontext()
+        limiter = self._limiters.get(spec.name)
+        if limiter is None:
+            limiter = self._limiters[spec.name] = anyio.CapacityLimiter(spec.max_concurrency)
+        return limiter
 
 
 class CircuitBook(Protocol):
@@ -93,12 +111,14 @@ async def route(
     seed: int | None = None,
     spent_usd: float = 0.0,
     ledger: Ledger | None = None,
+    limits: ProviderLimits | None = None,
 ) -> RunOutcome:
     """Route ``request`` by ``plan`` and return how it ended. Never raises for a provider's fault.
 
     ``on_text`` receives the answer's text as it streams, for attempts that run alone (never
     those of a race or a hedge). Without ``circuits`` every breaker is closed. ``ledger`` is a
-    budget shared with other routes running at the same time.
+    budget shared with other routes running at the same time; ``limits`` caps how many requests
+    each provider gets at once across them (its ``max_concurrency``).
     """
     watch = observer or Observer()
     engine = Engine(
@@ -122,11 +142,14 @@ async def route(
             watch.attempt_recorded(record)
         recorded = len(engine.attempts)
 
+    slots = limits if limits is not None else ProviderLimits()
+
     async def attempt(action: StartAttempt, scope: anyio.CancelScope) -> None:
         with scope:
             key = keys(action.provider)
             sink = on_text if action.exclusive else None
-            event = await perform_attempt(client, action, request, key, clock, sink)
+            async with slots.slot(action.provider):
+                event = await perform_attempt(client, action, request, key, clock, sink)
             if isinstance(event, AttemptFailed) and key and key in event.error.message:
                 # A provider may quote the key it was sent ("Incorrect API key provided: ...").
                 error = msgspec.structs.replace(

@@ -56,6 +56,8 @@ class ProviderSpec(Base, frozen=True):
     output_usd_per_mtok: float = 0.0
     aiceo_provider: str = "glm"
     aiceo_priority: str = "high"
+    max_concurrency: int | None = None
+    """The most requests this process sends it at once (the AICEO gateway serves about 8)."""
     builtin: bool = False
     problems: tuple[str, ...] = ()
 
@@ -108,6 +110,7 @@ def builtin_providers(env: Mapping[str, str]) -> dict[str, ProviderSpec]:
             output_usd_per_mtok=0.5,
             aiceo_provider=get("AICEO_GATEWAY_PROVIDER", "glm"),
             aiceo_priority=get("AICEO_GATEWAY_PRIORITY", "high"),
+            max_concurrency=8,
             builtin=True,
             problems=aiceo_problems,
         ),

@@ -20,6 +20,7 @@ _OVERRIDABLE = (
     "output_usd_per_mtok",
     "aiceo_provider",
     "aiceo_priority",
+    "max_concurrency",
 )
 
 
@@ -84,6 +85,7 @@ def _new(name: str, override: ProviderOverride) -> ProviderSpec:
         output_usd_per_mtok=_or(override.output_usd_per_mtok, defaults.output_usd_per_mtok),
         aiceo_provider=override.aiceo_provider or defaults.aiceo_provider,
         aiceo_priority=override.aiceo_priority or defaults.aiceo_priority,
+        max_concurrency=override.max_concurrency,
         builtin=False,
         problems=tuple(problems),
     )

@@ -109,6 +109,8 @@ class ProviderOverride(Base, frozen=True):
     output_usd_per_mtok: NonNegativeFloat | None = None
     aiceo_provider: NonEmptyStr | None = None
     aiceo_priority: NonEmptyStr | None = None
+    max_concurrency: PositiveInt | None = None
+    """The most requests sent to this provider at once by one ``rmgr`` process."""
 
 
 class TargetTable(Base, frozen=True):
