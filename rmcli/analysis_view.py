@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from rmcli.analysis import AnalysisRun, Progress
+from rmcli.notices import announce_backoff, announce_failed_over, announce_skipped
 from rmcli.output import err, safe_text
 from rmcli.runner import Observer
 from rmcore.attempts import AttemptRecord
@@ -91,29 +92,22 @@ class _Notices(Observer):
 
     def failed_over(self, notice: FailedOver) -> None:
         key = (notice.from_provider, notice.to_provider, notice.error.kind.value)
-        if key in self.seen or notice.error.kind.value in ("circuit_open", "unhealthy", "budget"):
-            return
-        self.seen.add(key)
-        reason = safe_text(notice.error.message)
-        if notice.primary:
-            err(f"WARNING: Primary provider ({notice.from_provider}) failed: {reason}")
-            err(f"INFO: Attempting fallback provider: {notice.to_provider}")
-        else:
-            err(f"WARNING: Provider {notice.from_provider} failed: {reason}")
-            err(f"INFO: Attempting next provider: {notice.to_provider}")
+        if key not in self.seen:
+            self.seen.add(key)
+            announce_failed_over(notice)
 
     def skipped(self, notice: TargetSkipped) -> None:
         s = notice.skipped
         key = (s.provider, "", s.kind.value)
         if key not in self.seen:
             self.seen.add(key)
-            err(f"WARNING: Skipped provider {s.provider}: {s.kind.value} ({safe_text(s.message)})")
+            announce_skipped(notice)
 
     def backing_off(self, notice: Backoff, seconds: float) -> None:
         key = (notice.provider, "retry", notice.reason)
         if key not in self.seen:
             self.seen.add(key)
-            err(f"INFO: {notice.reason} in {seconds:.2f} s")
+            announce_backoff(notice, seconds)
 
     def attempt_recorded(self, record: AttemptRecord) -> None:
         """Attempts are shown in the report, not one by one."""

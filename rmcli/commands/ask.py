@@ -13,21 +13,18 @@ import cyclopts
 
 from rmcli.config import ConfigError, RouteSetup, load_route
 from rmcli.environment import api_key, load_environment
+from rmcli.notices import announce_backoff, announce_failed_over, announce_skipped
 from rmcli.output import emit_json, err, safe_text
 from rmcli.runner import Observer, route
 from rmcli.session import StoreCircuits, http_client, open_store
 from rmcli.store import Store
 from rmcore.attempts import AttemptRecord
 from rmcore.engine import Backoff, FailedOver, StartAttempt, TargetSkipped
-from rmcore.errors import ErrorKind
 from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
 from rmcore.results import ask_json
 from rmcore.usage import observed_p95_s
 
 __all__ = ["ask", "run_ask"]
-
-
-_SKIP_KINDS = frozenset({ErrorKind.CIRCUIT_OPEN, ErrorKind.UNHEALTHY, ErrorKind.BUDGET})
 
 
 class _Announcer(Observer):
@@ -50,21 +47,13 @@ class _Announcer(Observer):
             self.printed = False
 
     def failed_over(self, notice: FailedOver) -> None:
-        if notice.error.kind in _SKIP_KINDS:
-            return  # the "Skipped provider" line has said it
-        if notice.primary:
-            err(f"WARNING: Primary provider ({notice.from_provider}) failed: {notice.error.message}")
-            err(f"INFO: Attempting fallback provider: {notice.to_provider}")
-        else:
-            err(f"WARNING: Provider {notice.from_provider} failed: {notice.error.message}")
-            err(f"INFO: Attempting next provider: {notice.to_provider}")
+        announce_failed_over(notice)
 
     def backing_off(self, notice: Backoff, seconds: float) -> None:
-        err(f"INFO: {notice.reason} in {seconds:.2f} s")
+        announce_backoff(notice, seconds)
 
     def skipped(self, notice: TargetSkipped) -> None:
-        s = notice.skipped
-        err(f"WARNING: Skipped provider {s.provider}: {s.kind.value} ({s.message})")
+        announce_skipped(notice)
 
     def attempt_recorded(self, record: AttemptRecord) -> None:
         if record.outcome == "cancelled":
