@@ -36,6 +36,7 @@ Rules that hold for the whole run, whatever the strategy (DESIGN §4):
 
 from __future__ import annotations
 
+import abc
 import enum
 import math
 import random
@@ -110,7 +111,7 @@ class _Status(enum.Enum):
     CANCELLED = "cancelled"
 
 
-class _Node:
+class _Node(abc.ABC):
     """A node of the running route tree; its parent is told when it ends."""
 
     def __init__(self, engine: Engine, parent: _Composite | None) -> None:
@@ -126,17 +127,21 @@ class _Node:
     def done(self) -> bool:
         return self.status in (_Status.OK, _Status.FAILED, _Status.CANCELLED)
 
+    @abc.abstractmethod
     def first_provider(self) -> str:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The provider this node tries first (named in fail-over notices)."""
 
+    @abc.abstractmethod
     def start(self, now: float) -> None:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Begin at moment ``now``."""
 
+    @abc.abstractmethod
     def cancel(self, now: float) -> None:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Stop at once, cancelling whatever runs below."""
 
+    @abc.abstractmethod
     def worst_case(self) -> float:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """The least worst-case cost of a request through this node."""
 
     def _end(self, status: _Status, now: float, error: ProviderError | None = None) -> None:
         self.status = status
@@ -279,8 +284,9 @@ class _Composite(_Node):
         self.status = _Status.RUNNING
         self.begin(now)
 
+    @abc.abstractmethod
     def begin(self, now: float) -> None:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Start the first child or children, by the strategy."""
 
     def child_ended(self, child: _Node, now: float) -> None:
         if self.done:
