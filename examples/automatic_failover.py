@@ -1,33 +1,28 @@
-"""The seed's scenario 1, automatic fail-over, embedded in a program.
-
-Starts the sandbox with the primary provider (aiceo-gateway) down, routes one question by the
-default route (AI_PROVIDER, then AI_FALLBACK_PROVIDER) and prints who answered and every attempt.
+"""Seed scenario 1, automatic fail-over: the primary provider is down, the fallback answers.
 
     python examples/automatic_failover.py
+
+Starts the sandbox (local simulated providers) with aiceo-gateway down and asks one question by
+the default route, AI_PROVIDER then AI_FALLBACK_PROVIDER.
 """
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import anyio
 
-from rmcli.config import load_route
-from rmcli.environment import api_key
-from rmcli.runner import route
+from rmcli import api
 from rmcli.sandbox import Sandbox
-from rmcli.session import http_client
-from rmcore.requests import ChatRequest
 
 
 async def main() -> None:
     async with Sandbox(modes={"aiceo-gateway": "down"}) as sandbox:
         env = {**sandbox.env(), "AI_PROVIDER": "aiceo-gateway", "AI_FALLBACK_PROVIDER": "glm-direct"}
-        setup = load_route(env)
-        async with http_client() as client:
-            outcome = await route(
-                setup.plan,
-                ChatRequest(prompt="Should we implement A/B testing for our features?"),
-                client=client,
-                keys=lambda spec: api_key(env, spec.key_env),
+        with tempfile.TemporaryDirectory() as home:
+            outcome = await api.ask(
+                "Should we implement A/B testing for our features?", env=env, state_home=Path(home)
             )
     for a in outcome.attempts:
         print(f"{a.provider:<16} {a.outcome:<12} {a.latency_ms:8.1f} ms  ${a.cost_usd:.6f}")

@@ -2,4 +2,224 @@
 
 Values in, values out: nothing here opens a socket or a file, reads a clock or the environment,
 or draws a random number of its own. Time, jitter seeds and observations are arguments.
+
+The names below are the public API (docs/embedding.md): policies (``decode_policy``,
+``explain``), the engine (``Engine``: events in, actions out), the providers' wire formats
+(``build_request``, ``parse_response``, ``stream_parser``), the analysis prompts, the parsing
+and aggregation of answers, and cost estimation.
+
+Each name is imported from its module on first use, so that importing one module of the core
+(``rmcore.wire``, say) loads only what that module needs.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rmcore.attempts import AttemptRecord
+    from rmcore.budget import Ledger
+    from rmcore.completion import Completion, Usage
+    from rmcore.confidence import ParsedAnswer, overall_confidence, parse_answer
+    from rmcore.engine import (
+        Action,
+        AdmitCircuit,
+        AttemptFailed,
+        AttemptSucceeded,
+        Backoff,
+        CancelAttempt,
+        CheckHealth,
+        CircuitAnswered,
+        Engine,
+        Event,
+        FailedOver,
+        Finish,
+        HealthObserved,
+        ProviderAnswer,
+        RunOutcome,
+        StartAttempt,
+        TargetSkipped,
+        TimePassed,
+    )
+    from rmcore.errors import ErrorKind, ProviderError
+    from rmcore.health import HealthReport, build_health_request, read_health_reply
+    from rmcore.perspectives import (
+        PERSPECTIVES,
+        Perspective,
+        cache_key,
+        perspective_request,
+        select_perspectives,
+        user_prompt,
+    )
+    from rmcore.plan import RunPlan, build_plan, leaves
+    from rmcore.policy import Policy, PolicyIssue, decode_policy, default_policy, explain, resolve_providers
+    from rmcore.pricing import cost_usd, estimate_prompt_tokens, worst_case_usd
+    from rmcore.providers import ProviderKind, ProviderSpec, builtin_providers
+    from rmcore.report import (
+        PerspectiveResult,
+        Status,
+        analysis_json,
+        analysis_status,
+        answered_result,
+        failed_result,
+        render_markdown,
+        summarize,
+    )
+    from rmcore.requests import ChatRequest, HttpRequest
+    from rmcore.simulate import SimProvider, SimReply, Simulation
+    from rmcore.wire import StreamParser, build_request, classify_failure, parse_response, stream_parser
+
+_LAZY = {
+    "Action": "rmcore.engine",
+    "AdmitCircuit": "rmcore.engine",
+    "AttemptFailed": "rmcore.engine",
+    "AttemptRecord": "rmcore.attempts",
+    "AttemptSucceeded": "rmcore.engine",
+    "Backoff": "rmcore.engine",
+    "CancelAttempt": "rmcore.engine",
+    "ChatRequest": "rmcore.requests",
+    "CheckHealth": "rmcore.engine",
+    "CircuitAnswered": "rmcore.engine",
+    "Completion": "rmcore.completion",
+    "Engine": "rmcore.engine",
+    "ErrorKind": "rmcore.errors",
+    "Event": "rmcore.engine",
+    "FailedOver": "rmcore.engine",
+    "Finish": "rmcore.engine",
+    "HealthObserved": "rmcore.engine",
+    "HealthReport": "rmcore.health",
+    "HttpRequest": "rmcore.requests",
+    "Ledger": "rmcore.budget",
+    "PERSPECTIVES": "rmcore.perspectives",
+    "ParsedAnswer": "rmcore.confidence",
+    "Perspective": "rmcore.perspectives",
+    "PerspectiveResult": "rmcore.report",
+    "Policy": "rmcore.policy",
+    "PolicyIssue": "rmcore.policy",
+    "ProviderAnswer": "rmcore.engine",
+    "ProviderError": "rmcore.errors",
+    "ProviderKind": "rmcore.providers",
+    "ProviderSpec": "rmcore.providers",
+    "RunOutcome": "rmcore.engine",
+    "RunPlan": "rmcore.plan",
+    "SimProvider": "rmcore.simulate",
+    "SimReply": "rmcore.simulate",
+    "Simulation": "rmcore.simulate",
+    "StartAttempt": "rmcore.engine",
+    "Status": "rmcore.report",
+    "StreamParser": "rmcore.wire",
+    "TargetSkipped": "rmcore.engine",
+    "TimePassed": "rmcore.engine",
+    "Usage": "rmcore.completion",
+    "analysis_json": "rmcore.report",
+    "analysis_status": "rmcore.report",
+    "answered_result": "rmcore.report",
+    "build_health_request": "rmcore.health",
+    "build_plan": "rmcore.plan",
+    "build_request": "rmcore.wire",
+    "builtin_providers": "rmcore.providers",
+    "cache_key": "rmcore.perspectives",
+    "classify_failure": "rmcore.wire",
+    "cost_usd": "rmcore.pricing",
+    "decode_policy": "rmcore.policy",
+    "default_policy": "rmcore.policy",
+    "estimate_prompt_tokens": "rmcore.pricing",
+    "explain": "rmcore.policy",
+    "failed_result": "rmcore.report",
+    "leaves": "rmcore.plan",
+    "overall_confidence": "rmcore.confidence",
+    "parse_answer": "rmcore.confidence",
+    "parse_response": "rmcore.wire",
+    "perspective_request": "rmcore.perspectives",
+    "read_health_reply": "rmcore.health",
+    "render_markdown": "rmcore.report",
+    "resolve_providers": "rmcore.policy",
+    "select_perspectives": "rmcore.perspectives",
+    "stream_parser": "rmcore.wire",
+    "summarize": "rmcore.report",
+    "user_prompt": "rmcore.perspectives",
+    "worst_case_usd": "rmcore.pricing",
+}
+
+__all__ = [
+    "PERSPECTIVES",
+    "Action",
+    "AdmitCircuit",
+    "AttemptFailed",
+    "AttemptRecord",
+    "AttemptSucceeded",
+    "Backoff",
+    "CancelAttempt",
+    "ChatRequest",
+    "CheckHealth",
+    "CircuitAnswered",
+    "Completion",
+    "Engine",
+    "ErrorKind",
+    "Event",
+    "FailedOver",
+    "Finish",
+    "HealthObserved",
+    "HealthReport",
+    "HttpRequest",
+    "Ledger",
+    "ParsedAnswer",
+    "Perspective",
+    "PerspectiveResult",
+    "Policy",
+    "PolicyIssue",
+    "ProviderAnswer",
+    "ProviderError",
+    "ProviderKind",
+    "ProviderSpec",
+    "RunOutcome",
+    "RunPlan",
+    "SimProvider",
+    "SimReply",
+    "Simulation",
+    "StartAttempt",
+    "Status",
+    "StreamParser",
+    "TargetSkipped",
+    "TimePassed",
+    "Usage",
+    "analysis_json",
+    "analysis_status",
+    "answered_result",
+    "build_health_request",
+    "build_plan",
+    "build_request",
+    "builtin_providers",
+    "cache_key",
+    "classify_failure",
+    "cost_usd",
+    "decode_policy",
+    "default_policy",
+    "estimate_prompt_tokens",
+    "explain",
+    "failed_result",
+    "leaves",
+    "overall_confidence",
+    "parse_answer",
+    "parse_response",
+    "perspective_request",
+    "read_health_reply",
+    "render_markdown",
+    "resolve_providers",
+    "select_perspectives",
+    "stream_parser",
+    "summarize",
+    "user_prompt",
+    "worst_case_usd",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module when first used."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rmcore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

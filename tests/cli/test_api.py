@@ -1,0 +1,229 @@
+"""The embedding API (``rmcli.api``) in-process: against an in-process sandbox, and once with an
+``httpx.MockTransport`` so that no socket is opened at all."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import rmcli
+from rmcli.api import ConfigError, analyze, ask, compare, create, health
+from rmcli.sandbox import Sandbox
+from rmcli.store import SqliteStore
+from rmcore import decode_policy
+from rmcore.providers import BUILTIN_NAMES
+
+pytestmark = pytest.mark.anyio
+
+GLM_ONLY = """\
+version = 1
+[route]
+targets = ["glm-direct"]
+[retry]
+max_attempts = 1
+"""
+
+FAILING_OVER = """\
+version = 1
+[route]
+targets = ["aiceo-gateway", "anthropic-direct"]
+[retry]
+max_attempts = 1
+"""
+
+TWO_PERSPECTIVES = """\
+version = 1
+[route]
+targets = ["glm-direct"]
+[analysis]
+perspectives = ["security", "financial"]
+min_perspectives = 1
+"""
+
+
+@pytest.fixture
+async def box() -> AsyncIterator[Sandbox]:
+    async with Sandbox(stream_delay_s=0.0) as sandbox:
+        yield sandbox
+
+
+def attempts(home: Path) -> list[str]:
+    with SqliteStore.open(home) as store:
+        return [row.provider for row in store.attempts_since(0)]
+
+
+async def test_ask_takes_the_policy_as_toml_text_and_records_the_attempt(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    outcome = await ask("Is a queue better than cron?", policy=GLM_ONLY, env=box.env(), state_home=tmp_path)
+    assert outcome.completion is not None and outcome.provider == "glm-direct"
+    assert "glm-direct" in outcome.completion.content
+    assert attempts(tmp_path) == ["glm-direct"]
+
+
+async def test_ask_takes_a_policy_path_or_struct_and_fails_over(box: Sandbox, tmp_path: Path) -> None:
+    box.set_mode("aiceo-gateway", "status:500")
+    path = tmp_path / "policy.toml"
+    path.write_text(FAILING_OVER, encoding="utf-8")
+    struct = decode_policy(FAILING_OVER, "inline", BUILTIN_NAMES).unwrap()
+    for policy in (path, str(path), struct):
+        outcome = await ask("Hello?", policy=policy, env=box.env(), state_home=tmp_path, record=False)
+        assert outcome.provider == "anthropic-direct"
+        assert [a.provider for a in outcome.attempts] == ["aiceo-gateway", "anthropic-direct"]
+    assert [p.name for p in tmp_path.iterdir()] == ["policy.toml"]  # record=False: no store
+
+
+async def test_ask_provider_and_fallback_replace_the_route(box: Sandbox, tmp_path: Path) -> None:
+    box.set_mode("openai-direct", "down")
+    outcome = await ask(
+        "Hello?", provider="openai-direct", fallback="glm-direct", env=box.env(), state_home=tmp_path
+    )
+    assert outcome.provider == "glm-direct"
+    assert outcome.fallback_used
+    assert attempts(tmp_path)[-1] == "glm-direct"
+
+
+async def test_bad_input_is_a_config_error(box: Sandbox, tmp_path: Path) -> None:
+    env = box.env()
+    with pytest.raises(ConfigError, match="empty"):
+        await ask("  ", env=env, state_home=tmp_path)
+    with pytest.raises(ConfigError, match="no such policy file"):
+        await ask("Hi", policy=str(tmp_path / "missing.toml"), env=env, state_home=tmp_path)
+    with pytest.raises(ConfigError, match="unknown provider 'nobody'"):
+        await ask("Hi", provider="nobody", env=env, state_home=tmp_path)
+    with pytest.raises(ConfigError, match="needs an API key"):
+        await ask("Hi", policy=GLM_ONLY, env={"GLM_API_URL": box.url("glm-direct")}, state_home=tmp_path)
+    with pytest.raises(ConfigError, match="route"):
+        await ask("Hi", policy="version = 1\n[route]\nnonsense = 1\n", env=env, state_home=tmp_path)
+    with pytest.raises(ConfigError, match="unknown provider"):
+        create("nobody", env=env)
+
+
+async def test_ask_through_a_mock_transport_opens_no_socket(tmp_path: Path) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "GET":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "m-1"}]})
+        body = json.loads(request.content)
+        if body.get("stream"):
+            chunks = [
+                {"model": "m-1", "choices": [{"index": 0, "delta": {"content": "Mocked "}}]},
+                {"model": "m-1", "choices": [{"index": 0, "delta": {"content": "answer."}}]},
+                {
+                    "model": "m-1",
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+                },
+            ]
+            text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, text=text)
+        return httpx.Response(
+            200,
+            json={
+                "model": "m-1",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Mocked answer."},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+            },
+        )
+
+    env = {
+        "AI_PROVIDER": "openai-direct",
+        "OPENAI_API_URL": "http://127.0.0.1:9/v1/chat/completions",
+        "OPENAI_API_KEY": "mock-key",
+    }
+    outcome = await ask("Hi", env=env, transport=httpx.MockTransport(handler), record=False)
+    assert outcome.completion is not None
+    assert outcome.completion.content == "Mocked answer."
+    assert outcome.completion.usage.output_tokens == 2
+    assert len(seen) == 1 and seen[0].headers["authorization"] == "Bearer mock-key"
+    assert json.loads(seen[0].content)["messages"][-1]["content"] == "Hi"
+
+    report = await create("openai-direct", env=env, transport=httpx.MockTransport(handler)).health_check()
+    assert report.healthy and report.provider == "openai-direct"
+    assert seen[-1].url.path == "/v1/models"
+
+
+async def test_analyze_saves_the_history_only_when_asked(box: Sandbox, tmp_path: Path) -> None:
+    run = await analyze(
+        "Should we adopt a queue?",
+        policy=TWO_PERSPECTIVES,
+        agent_id="team-a",
+        env=box.env(),
+        state_home=tmp_path,
+    )
+    assert run.status == "ok" and [r.id for r in run.results] == ["security", "financial"]
+    assert run.overall is not None and run.to_json()["perspectives"]
+    again = await analyze(
+        "Should we adopt a queue?",
+        policy=TWO_PERSPECTIVES,
+        perspectives=["security"],
+        persist_history=False,
+        env=box.env(),
+        state_home=tmp_path,
+    )
+    assert [r.id for r in again.results] == ["security"] and again.results[0].cached
+    with SqliteStore.open(tmp_path) as store:
+        entries = store.history_list(None)
+    assert [(e.agent_id, e.question) for e in entries] == [("team-a", "Should we adopt a queue?")]
+    with pytest.raises(ConfigError, match="perspectives"):
+        await analyze(
+            "Q?", policy=TWO_PERSPECTIVES, perspectives=["astrology"], env=box.env(), state_home=tmp_path
+        )
+
+
+async def test_compare_runs_each_provider_alone(box: Sandbox, tmp_path: Path) -> None:
+    box.set_mode("openai-direct", "status:500")
+    runs = await compare(
+        "Should we adopt a queue?",
+        providers=["glm-direct", "openai-direct"],
+        policy=TWO_PERSPECTIVES.replace("[retry]", "") + "[retry]\nmax_attempts = 1\n",
+        env=box.env(),
+        state_home=tmp_path,
+    )
+    assert list(runs) == ["glm-direct", "openai-direct"]
+    assert runs["glm-direct"].status == "ok"
+    assert {r.provider for r in runs["glm-direct"].results} == {"glm-direct"}
+    assert runs["openai-direct"].status == "failed"
+    with SqliteStore.open(tmp_path) as store:
+        assert store.history_list(None) == []
+
+
+async def test_health_and_the_provider_factory(box: Sandbox, tmp_path: Path) -> None:
+    box.set_mode("glm-direct", "down")
+    env = {**box.env(), "RECURSIVEMANAGER_HOME": str(tmp_path)}
+    reports = await health(env=env, timeout_s=2.0)
+    by_name = {r.provider: r for r in reports}
+    assert set(by_name) == set(BUILTIN_NAMES)
+    assert by_name["glm-direct"].healthy is False and by_name["glm-direct"].reason == "unreachable"
+    assert by_name["anthropic-direct"].healthy
+    assert [r.provider for r in await health(["openai-direct", "glm-direct"], env=env)] == [
+        "openai-direct",
+        "glm-direct",
+    ]
+    with pytest.raises(ConfigError, match="unknown provider"):
+        await health(["nobody"], env=env)
+
+    provider = create("anthropic-direct", env=env)
+    assert provider.name == "anthropic-direct" and provider.spec.url == box.url("anthropic-direct")
+    assert (await provider.health_check()).healthy
+    outcome = await provider.complete("Hello?", max_tokens=64)
+    assert outcome.provider == "anthropic-direct"
+    run = await provider.analyze("Q?", perspectives=["security"], persist_history=False)
+    assert {r.provider for r in run.results} == {"anthropic-direct"}
+
+
+def test_the_package_itself_stays_light() -> None:
+    """``import rmcli`` is the version only; the API is ``rmcli.api``."""
+    assert rmcli.__all__ == ["__version__"] and rmcli.__version__
