@@ -3,7 +3,7 @@
 Values in, values out: nothing here opens a socket or a file, reads a clock or the environment,
 or draws a random number of its own. Time, jitter seeds and observations are arguments.
 
-The names below are the public API (docs/embedding.md): policies (``decode_policy``,
+The names below are the public API (docs/embedding.md): policies (``decode_policy``, ``encode_policy``,
 ``explain``), the engine (``Engine``: events in, actions out), the providers' wire formats
 (``build_request``, ``parse_response``, ``stream_parser``), the analysis prompts, the parsing
 and aggregation of answers, and cost estimation.
@@ -53,7 +53,15 @@ if TYPE_CHECKING:
         user_prompt,
     )
     from rmcore.plan import RunPlan, build_plan, leaves
-    from rmcore.policy import Policy, PolicyIssue, decode_policy, default_policy, explain, resolve_providers
+    from rmcore.policy import (
+        Policy,
+        PolicyIssue,
+        decode_policy,
+        default_policy,
+        encode_policy,
+        explain,
+        resolve_providers,
+    )
     from rmcore.pricing import cost_usd, estimate_prompt_tokens, worst_case_usd
     from rmcore.providers import ProviderKind, ProviderSpec, builtin_providers
     from rmcore.report import (
@@ -123,6 +131,7 @@ _LAZY = {
     "classify_failure": "rmcore.wire",
     "cost_usd": "rmcore.pricing",
     "decode_policy": "rmcore.policy",
+    "encode_policy": "rmcore.policy",
     "default_policy": "rmcore.policy",
     "estimate_prompt_tokens": "rmcore.pricing",
     "explain": "rmcore.policy",
@@ -196,6 +205,7 @@ __all__ = [
     "cost_usd",
     "decode_policy",
     "default_policy",
+    "encode_policy",
     "estimate_prompt_tokens",
     "explain",
     "failed_result",

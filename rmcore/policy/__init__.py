@@ -4,6 +4,7 @@ plain-words explanations. Pure: text and mappings in, values out."""
 from __future__ import annotations
 
 from rmcore.policy.decode import PolicyIssue, decode_policy
+from rmcore.policy.encode import encode_policy
 from rmcore.policy.explain import explain
 from rmcore.policy.locate import format_path, line_index, locate, parse_path
 from rmcore.policy.resolve import resolve_providers, route_providers
@@ -47,6 +48,7 @@ __all__ = [
     "TargetTable",
     "decode_policy",
     "default_policy",
+    "encode_policy",
     "explain",
     "format_path",
     "line_index",

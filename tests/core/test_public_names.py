@@ -63,6 +63,7 @@ RMCORE = {
     "classify_failure",
     "cost_usd",
     "decode_policy",
+    "encode_policy",
     "default_policy",
     "estimate_prompt_tokens",
     "explain",
