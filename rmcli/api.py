@@ -21,11 +21,11 @@ from typing import Any
 import anyio
 import httpx
 import msgspec
-from returns.result import Failure, Success
+from returns.result import Failure
 
 from rmcli.analysis import AnalysisRun, run_analysis
 from rmcli.commands.analyze import cache_ttl_ms
-from rmcli.config import ConfigError, RouteSetup, load_route
+from rmcli.config import ConfigError, RouteSetup, load_route, route_for
 from rmcli.environment import api_key, key_problem, load_environment
 from rmcli.health import HEALTH_TIMEOUT_S, check_many
 from rmcli.runner import Observer, route
@@ -35,9 +35,8 @@ from rmcore.attempts import AttemptRecord
 from rmcore.engine import RunOutcome
 from rmcore.health import HealthReport
 from rmcore.perspectives import Perspective, select_perspectives
-from rmcore.plan import build_plan
-from rmcore.policy import Policy, decode_policy, resolve_providers, route_providers
-from rmcore.policy.schema import DEFAULT_PRIMARY, Route
+from rmcore.policy import Policy, decode_policy, resolve_providers
+from rmcore.policy.schema import DEFAULT_PRIMARY
 from rmcore.providers import BUILTIN_NAMES, ProviderSpec, builtin_providers
 from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
 from rmcore.usage import observed_p95_s
@@ -89,28 +88,7 @@ def _setup(policy: PolicyInput, env: dict[str, str], names: Sequence[str]) -> Ro
         policy = Path(policy)
     if policy is None or isinstance(policy, Path):
         return load_route(env, policy_path=policy, providers=names)
-    decoded = _decode(policy, env)
-    if names:
-        decoded = msgspec.structs.replace(
-            decoded, route=Route(strategy=decoded.route.strategy, targets=tuple(dict.fromkeys(names)))
-        )
-    specs = resolve_providers(decoded, builtin_providers(env))
-    for name in route_providers(decoded):
-        spec = specs.get(name)
-        if spec is None:
-            raise ConfigError(f"unknown provider {name!r}; known providers: {', '.join(sorted(specs))}")
-        if spec.problems:
-            raise ConfigError(f"provider {name}: " + "; ".join(spec.problems))
-        if spec.key_required and api_key(env, spec.key_env) is None:
-            raise ConfigError(f"provider {name} needs an API key: set {spec.key_env} in the environment")
-        if problem := key_problem(env, spec.key_env):
-            raise ConfigError(f"provider {name}: {problem}")
-    match build_plan(decoded, specs):
-        case Success(plan):
-            return RouteSetup(decoded, specs, plan)
-        case Failure(problem):
-            raise ConfigError(f"policy: {problem}")
-    raise AssertionError("unreachable")
+    return route_for(_decode(policy, env), env, providers=names)
 
 
 def _route_names(env: Mapping[str, str], provider: str | None, fallback: str | None) -> list[str]:

@@ -18,9 +18,10 @@ from rmcli.environment import api_key, key_problem
 from rmcore.plan import RunPlan, build_plan
 from rmcore.policy import Policy, decode_policy, default_policy, resolve_providers, route_providers
 from rmcore.policy.schema import DEFAULT_PRIMARY, Route
+from rmcore.policy.trust import key_leaks, plain_http
 from rmcore.providers import BUILTIN_NAMES, ProviderSpec, builtin_providers
 
-__all__ = ["ConfigError", "Route", "RouteSetup", "load_policy", "load_route", "read_policy_file"]
+__all__ = ["ConfigError", "Route", "RouteSetup", "load_policy", "load_route", "read_policy_file", "route_for"]
 
 
 class ConfigError(Exception):
@@ -100,13 +101,25 @@ def load_route(
     """The route for a command: from ``--policy`` or the environment; ``providers`` (from
     ``--provider`` / ``--fallback``), when given, replace the route's targets. Checks that every
     provider the route uses is known, has a usable URL and has its key."""
-    policy = load_policy(policy_path, env)
+    return route_for(load_policy(policy_path, env), env, policy_path=policy_path, providers=providers)
+
+
+def route_for(
+    policy: Policy,
+    env: dict[str, str],
+    *,
+    policy_path: Path | None = None,
+    providers: Sequence[str] = (),
+) -> RouteSetup:
+    """The route for an already decoded ``policy``, with every check of ``load_route``: known
+    providers, usable URLs, keys present, and no key sent where its owner did not point it."""
     if providers:
         policy = Policy(
             **{f: getattr(policy, f) for f in policy.__struct_fields__ if f != "route"},
             route=Route(strategy=policy.route.strategy, targets=tuple(dict.fromkeys(providers))),
         )
-    specs = resolve_providers(policy, builtin_providers(env))
+    builtins = builtin_providers(env)
+    specs = resolve_providers(policy, builtins)
     for name in route_providers(policy):
         spec = specs.get(name)
         if spec is None:
@@ -121,6 +134,13 @@ def load_route(
             )
         if problem := key_problem(env, spec.key_env):
             raise ConfigError(f"provider {name}: {problem}")
+    used = [specs[name] for name in route_providers(policy)]
+    allowed = [o.strip() for o in env.get("RMGR_ALLOWED_ORIGINS", "").split(",") if o.strip()]
+    problems = key_leaks(used, builtins, allowed)
+    if env.get("RMGR_ALLOW_HTTP", "").strip().lower() not in ("1", "true", "yes"):
+        problems += plain_http(used)
+    if problems:
+        raise ConfigError("\n".join(problems))
     match build_plan(policy, specs):
         case Success(plan):
             return RouteSetup(policy, specs, plan)
