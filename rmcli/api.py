@@ -25,7 +25,7 @@ from returns.result import Failure
 
 from rmcli.analysis import AnalysisRun, run_analysis
 from rmcli.commands.analyze import cache_ttl_ms
-from rmcli.config import ConfigError, RouteSetup, load_route, route_for
+from rmcli.config import ConfigError, RouteSetup, decode_policy_text, load_route, route_for, route_names
 from rmcli.environment import api_key, key_problem, load_environment
 from rmcli.health import HEALTH_TIMEOUT_S, check_many
 from rmcli.runner import Observer, route
@@ -35,9 +35,8 @@ from rmcore.attempts import AttemptRecord
 from rmcore.engine import RunOutcome
 from rmcore.health import HealthReport
 from rmcore.perspectives import Perspective, select_perspectives
-from rmcore.policy import Policy, decode_policy, resolve_providers
-from rmcore.policy.schema import DEFAULT_PRIMARY
-from rmcore.providers import BUILTIN_NAMES, ProviderSpec, builtin_providers
+from rmcore.policy import Policy, resolve_providers
+from rmcore.providers import ProviderSpec, builtin_providers
 from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
 from rmcore.usage import observed_p95_s
 
@@ -65,20 +64,8 @@ def _environment(env: Mapping[str, str] | None, state_home: Path | None) -> dict
     return merged
 
 
-def _default_targets(env: Mapping[str, str]) -> list[str]:
-    primary = env.get("AI_PROVIDER", "").strip() or DEFAULT_PRIMARY
-    fallback = env.get("AI_FALLBACK_PROVIDER", "").strip()
-    return [primary] + ([fallback] if fallback and fallback != primary else [])
-
-
 def _decode(policy: str | Policy, env: Mapping[str, str]) -> Policy:
-    if isinstance(policy, Policy):
-        return policy
-    result = decode_policy(policy, "<policy text>", BUILTIN_NAMES, default_targets=_default_targets(env))
-    if isinstance(result, Failure):
-        raise ConfigError("\n".join(str(issue) for issue in result.failure()))
-    decoded: Policy = result.unwrap()
-    return decoded
+    return policy if isinstance(policy, Policy) else decode_policy_text(policy, "<policy text>", env)
 
 
 def _setup(policy: PolicyInput, env: dict[str, str], names: Sequence[str]) -> RouteSetup:
@@ -89,13 +76,6 @@ def _setup(policy: PolicyInput, env: dict[str, str], names: Sequence[str]) -> Ro
     if policy is None or isinstance(policy, Path):
         return load_route(env, policy_path=policy, providers=names)
     return route_for(_decode(policy, env), env, providers=names)
-
-
-def _route_names(env: Mapping[str, str], provider: str | None, fallback: str | None) -> list[str]:
-    if not (provider or fallback):
-        return []
-    primary = provider or env.get("AI_PROVIDER", "").strip() or DEFAULT_PRIMARY
-    return [primary] + ([fallback] if fallback else [])
 
 
 @asynccontextmanager
@@ -155,7 +135,7 @@ async def ask(
     if temperature is not None and not 0.0 <= temperature <= 2.0:
         raise ConfigError(f"temperature must be between 0 and 2 (got {temperature})")
     environment = _environment(env, state_home)
-    setup = _setup(policy, environment, _route_names(environment, provider, fallback))
+    setup = _setup(policy, environment, route_names(environment, provider, fallback))
     request = ChatRequest(prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature)
 
     def keys(spec: ProviderSpec) -> str | None:
@@ -201,7 +181,7 @@ async def analyze(
         raise ConfigError("agent_id must not be empty")
     environment = _environment(env, state_home)
     ttl_ms = cache_ttl_ms(environment)
-    setup = _setup(policy, environment, _route_names(environment, provider, fallback))
+    setup = _setup(policy, environment, route_names(environment, provider, fallback))
     chosen = _perspectives(setup, perspectives)
     with open_store(environment) as store:
         async with _client(transport) as client:

@@ -21,7 +21,17 @@ from rmcore.policy.schema import DEFAULT_PRIMARY, Route
 from rmcore.policy.trust import key_leaks, plain_http
 from rmcore.providers import BUILTIN_NAMES, ProviderSpec, builtin_providers
 
-__all__ = ["ConfigError", "Route", "RouteSetup", "load_policy", "load_route", "read_policy_file", "route_for"]
+__all__ = [
+    "ConfigError",
+    "Route",
+    "RouteSetup",
+    "decode_policy_text",
+    "load_policy",
+    "load_route",
+    "read_policy_file",
+    "route_for",
+    "route_names",
+]
 
 
 class ConfigError(Exception):
@@ -63,23 +73,36 @@ def read_policy_file(path: Path) -> str:
         raise ConfigError(f"{path}: cannot read the policy file ({exc.strerror})") from None
 
 
-def _default_targets(env: dict[str, str]) -> list[str]:
+def _default_targets(env: Mapping[str, str]) -> list[str]:
     primary = env.get("AI_PROVIDER", "").strip() or DEFAULT_PRIMARY
     fallback = env.get("AI_FALLBACK_PROVIDER", "").strip()
     return [primary] + ([fallback] if fallback and fallback != primary else [])
 
 
-def load_policy(path: Path | None, env: dict[str, str]) -> Policy:
-    """The policy at ``path``, or the default route (``AI_PROVIDER`` then ``AI_FALLBACK_PROVIDER``)."""
-    targets = _default_targets(env)
-    if path is None:
-        return default_policy(targets[0], targets[1] if len(targets) > 1 else None)
-    text = read_policy_file(path)
-    result = decode_policy(text, str(path), BUILTIN_NAMES, default_targets=targets)
+def route_names(env: Mapping[str, str], provider: str | None, fallback: str | None) -> list[str]:
+    """The route that ``--provider`` / ``--fallback`` ask for (empty when neither is given): the
+    provider (else ``AI_PROVIDER``), then the fallback."""
+    if not (provider or fallback):
+        return []
+    primary = provider or env.get("AI_PROVIDER", "").strip() or DEFAULT_PRIMARY
+    return [primary] + ([fallback] if fallback else [])
+
+
+def decode_policy_text(text: str, source: str, env: Mapping[str, str]) -> Policy:
+    """The policy in ``text`` (read from ``source``), or a ConfigError listing every issue."""
+    result = decode_policy(text, source, BUILTIN_NAMES, default_targets=_default_targets(env))
     if isinstance(result, Failure):
         raise ConfigError("\n".join(str(issue) for issue in result.failure()))
     policy: Policy = result.unwrap()
     return policy
+
+
+def load_policy(path: Path | None, env: dict[str, str]) -> Policy:
+    """The policy at ``path``, or the default route (``AI_PROVIDER`` then ``AI_FALLBACK_PROVIDER``)."""
+    if path is None:
+        targets = _default_targets(env)
+        return default_policy(targets[0], targets[1] if len(targets) > 1 else None)
+    return decode_policy_text(read_policy_file(path), str(path), env)
 
 
 def _origin(name: str, env: dict[str, str], policy_path: Path | None, providers: Sequence[str]) -> str:

@@ -14,7 +14,7 @@ from returns.result import Failure
 
 from rmcli.analysis import AnalysisRun, run_analysis
 from rmcli.analysis_view import LiveProgress, print_text
-from rmcli.config import ConfigError, RouteSetup, load_route
+from rmcli.config import ConfigError, RouteSetup, load_route, route_names
 from rmcli.environment import api_key, load_environment
 from rmcli.output import emit_json, err, safe_text
 from rmcli.session import http_client, open_store
@@ -57,13 +57,6 @@ def _perspectives(setup: RouteSetup, chosen: str | None) -> list[Perspective]:
             f"{setup.policy.analysis.min_perspectives}"
         )
     return perspectives
-
-
-def _route_names(env: dict[str, str], provider: str | None, fallback: str | None) -> list[str]:
-    if not (provider or fallback):
-        return []
-    primary = provider or env.get("AI_PROVIDER", "").strip() or "aiceo-gateway"
-    return [primary] + ([fallback] if fallback else [])
 
 
 async def execute_analysis(
@@ -155,7 +148,7 @@ def _analyze(
         raise ConfigError("--agent-id must not be empty")
     env = load_environment()
     cache_ttl_ms(env)  # a bad ANALYSIS_CACHE_TTL_MS is a configuration error before anything runs
-    setup = load_route(env, policy_path=policy, providers=_route_names(env, provider, fallback))
+    setup = load_route(env, policy_path=policy, providers=route_names(env, provider, fallback))
     chosen = _perspectives(setup, perspectives)
     with open_store(env) as store:
         return anyio.run(

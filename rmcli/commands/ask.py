@@ -11,7 +11,7 @@ from typing import Annotated
 import anyio
 import cyclopts
 
-from rmcli.config import ConfigError, RouteSetup, load_route
+from rmcli.config import ConfigError, RouteSetup, load_route, route_names
 from rmcli.environment import api_key, load_environment
 from rmcli.notices import announce_backoff, announce_failed_over, announce_skipped
 from rmcli.output import emit_json, err, safe_text
@@ -112,11 +112,7 @@ def ask(
     if temperature is not None and not 0.0 <= temperature <= 2.0:
         raise ConfigError(f"--temperature must be between 0 and 2 (got {temperature})")
     env = load_environment()
-    names: list[str] = []
-    if provider or fallback:
-        primary = provider or env.get("AI_PROVIDER", "").strip() or "aiceo-gateway"
-        names = [primary] + ([fallback] if fallback else [])
-    setup = load_route(env, policy_path=policy, providers=names)
+    setup = load_route(env, policy_path=policy, providers=route_names(env, provider, fallback))
     request = ChatRequest(prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature)
     with open_store(env) as store:
         if setup.uses_observed_latency():
