@@ -29,6 +29,10 @@ Rules that hold for the whole run, whatever the strategy (DESIGN §4):
   the time left, and at the deadline every running attempt is cancelled;
 - no attempt starts whose worst-case cost (prompt estimate plus ``max_tokens`` at the provider's
   prices), added to what was spent and what running attempts may still cost, exceeds the budget;
+- an attempt the shell could not reserve a cap's share for (``AttemptRefused``: a daily or
+  monthly budget or a provider's quota is used up, or the shared state is down and the policy
+  fails closed) was never sent: it is not recorded, and its target is skipped like one whose
+  circuit is open;
 - a provider whose circuit is open is skipped without a request; a half-open one gets one probe;
   once an attempt of a provider failed in a way that counts against it, its breaker is asked
   again before another target of that provider (it may appear several times in a tree) starts.
@@ -52,6 +56,7 @@ from rmcore.events import (
     Action,
     AdmitCircuit,
     AttemptFailed,
+    AttemptRefused,
     AttemptSucceeded,
     Backoff,
     CancelAttempt,
@@ -78,6 +83,7 @@ __all__ = [
     "Action",
     "AdmitCircuit",
     "AttemptFailed",
+    "AttemptRefused",
     "AttemptSucceeded",
     "Backoff",
     "CancelAttempt",
@@ -498,6 +504,8 @@ class Engine:
         match event:
             case AttemptSucceeded() | AttemptFailed():
                 self._attempt_ended(event)
+            case AttemptRefused():
+                self._attempt_refused(event)
             case TimePassed(at=at):
                 self._time_passed(at)
             case HealthObserved():
@@ -680,6 +688,27 @@ class Engine:
             self._time_passed(event.at)
             return
         node.attempt_ended(event)
+
+    def _attempt_refused(self, event: AttemptRefused) -> None:
+        """The shell sent nothing for the attempt: forget it as if it had never started (no
+        record, its budget reservation released, the counts of the retry budget given back), and
+        skip its target. A refused retry keeps the failure that asked for it as the target's
+        error: that is why the target failed; the refusal is why it was not tried again."""
+        running = self._running.pop(event.attempt_id, None)
+        if running is None:
+            return
+        node = running[0]
+        node.attempt = None
+        self.ledger.settle((id(self), event.attempt_id), 0.0)
+        if node.tries == 1:
+            self._first_attempts -= 1
+        else:
+            self._retries -= 1
+        node.tries -= 1
+        if event.at >= self.deadline:
+            self._time_passed(event.at)
+            return
+        node.skip(event.kind, event.message, event.at, keep_error=node.error is not None)
 
     def _time_passed(self, now: float) -> None:
         if now >= self.deadline:

@@ -44,7 +44,10 @@ class ErrorKind(enum.StrEnum):
     MALFORMED_RESPONSE = "malformed_response"
     """A reply that is not the provider's documented wire format."""
     BUDGET = "budget"
-    """Starting the request could break the run's budget."""
+    """Starting the request could break the run's budget, or a daily or monthly dollar cap of
+    ``[budget]`` (or the shared state that keeps those caps cannot be reached)."""
+    QUOTA = "quota"
+    """A request or token quota of the provider is used up for its window."""
     DEADLINE = "deadline"
     """The run's deadline was reached."""
     CIRCUIT_OPEN = "circuit_open"
@@ -57,6 +60,7 @@ class ErrorKind(enum.StrEnum):
 
 ATTEMPT_KINDS: frozenset[ErrorKind] = frozenset(ErrorKind) - {
     ErrorKind.BUDGET,
+    ErrorKind.QUOTA,
     ErrorKind.CIRCUIT_OPEN,
     ErrorKind.UNHEALTHY,
 }

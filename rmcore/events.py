@@ -19,6 +19,7 @@ __all__ = [
     "Action",
     "AdmitCircuit",
     "AttemptFailed",
+    "AttemptRefused",
     "AttemptSucceeded",
     "Backoff",
     "CancelAttempt",
@@ -62,6 +63,21 @@ class AttemptFailed(Base, frozen=True):
     usage: Usage | None = None
 
 
+class AttemptRefused(Base, frozen=True):
+    """Attempt ``attempt_id`` was never sent: the shell could not reserve its share of a cap.
+
+    A budget cap (``kind`` ``budget``) or a provider's quota (``quota``) of ``[budget]`` /
+    ``[providers.NAME]`` is used up for its window, or the shared state that keeps the caps
+    cannot be reached and the policy fails closed (``budget``). ``message`` says which and until
+    when. The engine records no attempt for it and skips the target, as for an open circuit.
+    """
+
+    attempt_id: int
+    at: float
+    kind: ErrorKind
+    message: str
+
+
 class TimePassed(Base, frozen=True):
     """The clock reads ``at``: sent when ``next_wakeup()`` has come."""
 
@@ -87,7 +103,7 @@ class CircuitAnswered(Base, frozen=True):
     retry_in_s: float | None = None
 
 
-Event = AttemptSucceeded | AttemptFailed | TimePassed | HealthObserved | CircuitAnswered
+Event = AttemptSucceeded | AttemptFailed | AttemptRefused | TimePassed | HealthObserved | CircuitAnswered
 
 
 # --- actions: what the shell must do ------------------------------------------------------------
@@ -101,7 +117,9 @@ class StartAttempt(Base, frozen=True):
     streaming, it must also end it as ``first_token_timeout`` when no text arrived within
     ``first_token_timeout_s``, and as ``stream_stalled`` after ``idle_timeout_s`` of silence.
     ``exclusive`` is false when other attempts may run at the same time (races, hedges): the
-    shell must then not stream this attempt's text to the user.
+    shell must then not stream this attempt's text to the user. When the plan has ``caps``, the
+    shell first reserves the attempt's share of them (:func:`rmcore.quota.attempt_charges`); if
+    it cannot, it sends nothing and answers ``AttemptRefused``.
     """
 
     attempt_id: int
@@ -160,7 +178,7 @@ class SkippedTarget(Base, frozen=True):
 
 
 class TargetSkipped(Base, frozen=True):
-    """A notice: ``skipped`` was passed over unsent (budget, health, circuit, retry budget)."""
+    """A notice: ``skipped`` was passed over unsent (budget, quota, health, circuit, retry budget)."""
 
     skipped: SkippedTarget
 

@@ -16,6 +16,7 @@ from rmcore.base import Base
 from rmcore.errors import ErrorKind
 from rmcore.policy.schema import Policy, Strategy, Target, TargetTable
 from rmcore.providers import ProviderSpec
+from rmcore.quota import Cap, policy_caps
 
 __all__ = [
     "BreakerRules",
@@ -84,7 +85,13 @@ class RunLimits(Base, frozen=True):
 
 class RunPlan(Base, frozen=True):
     """Everything the engine needs to route one request: the top route's strategy and targets,
-    and the run-wide rules."""
+    and the run-wide rules.
+
+    ``caps`` and ``on_state_unavailable`` are for the shell, not the engine: before it sends an
+    attempt it reserves the attempt's worst case against the caps in scope
+    (:func:`rmcore.quota.charges_for`) in the shared state, and answers ``AttemptRefused`` when a
+    cap is full, or when the state cannot be reached and the policy says ``"fail_closed"``.
+    """
 
     targets: tuple[TargetPlan | RoutePlan, ...]
     strategy: Strategy = Strategy.SEQUENTIAL
@@ -93,6 +100,8 @@ class RunPlan(Base, frozen=True):
     retry: RetryRules = RetryRules()
     breaker: BreakerRules = BreakerRules()
     check_before_use: bool = False
+    caps: tuple[Cap, ...] = ()
+    on_state_unavailable: str = "fail_closed"
 
     @property
     def route(self) -> RoutePlan:
@@ -122,6 +131,8 @@ def build_plan(
     ``hedge_after_s = "p95"`` becomes the first target's observed 95th-percentile latency from
     ``observed_p95_s`` (seconds by provider name), or 2 s when nothing was observed yet.
     ``breakers`` turns the circuit breakers on (the shell does when it has a state store).
+    The plan's ``caps`` are the policy's ``[budget]`` caps and its route's provider quotas
+    (:func:`rmcore.quota.policy_caps`).
     """
     limits = policy.limits
     p95 = observed_p95_s or {}
@@ -201,5 +212,7 @@ def build_plan(
                 cooldown_s=policy.breaker.cooldown_s,
             ),
             check_before_use=policy.health.check_before_use,
+            caps=policy_caps(policy, providers),
+            on_state_unavailable=policy.budget.on_state_unavailable,
         )
     )

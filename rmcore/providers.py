@@ -58,6 +58,13 @@ class ProviderSpec(Base, frozen=True):
     aiceo_priority: str = "high"
     max_concurrency: int | None = None
     """The most requests this process sends it at once (the AICEO gateway serves about 8)."""
+    requests_per_window: int | None = None
+    """The provider's request quota per ``quota_window_s``, across every process sharing the
+    state (the AICEO gateway allows 2400 per 5 hours); None for no quota."""
+    tokens_per_window: int | None = None
+    """The provider's token quota per ``quota_window_s``; None for no quota."""
+    quota_window_s: float | None = None
+    """The length of the quota windows in seconds (3600 when a quota is set without it)."""
     builtin: bool = False
     problems: tuple[str, ...] = ()
 
@@ -111,6 +118,8 @@ def builtin_providers(env: Mapping[str, str]) -> dict[str, ProviderSpec]:
             aiceo_provider=get("AICEO_GATEWAY_PROVIDER", "glm"),
             aiceo_priority=get("AICEO_GATEWAY_PRIORITY", "high"),
             max_concurrency=8,
+            requests_per_window=2400,
+            quota_window_s=18_000.0,
             builtin=True,
             problems=aiceo_problems,
         ),

@@ -21,6 +21,7 @@ from rmcore.engine import (
     Action,
     AdmitCircuit,
     AttemptFailed,
+    AttemptRefused,
     AttemptSucceeded,
     Backoff,
     CancelAttempt,
@@ -272,6 +273,8 @@ def _describe_step(step: SimStep) -> str | None:
         case AttemptFailed(attempt_id=i, error=e):
             extra = f", Retry-After {e.retry_after_s:g} s" if e.retry_after_s is not None else ""
             return f"  attempt {i}: failed: {e.kind.value}{extra}"
+        case AttemptRefused(attempt_id=i, kind=k, message=why):
+            return f"  attempt {i}: not sent ({k.value}): {why}"
         case HealthObserved(provider=name, healthy=h, reason=why):
             return f"  {name} is {'healthy' if h else 'unhealthy: ' + (why or '?')}"
         case CircuitAnswered(provider=name, decision=d):

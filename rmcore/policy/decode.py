@@ -7,7 +7,8 @@ Three stages, each reported as ``FILE:LINE: $.path: message``:
    its message is rewritten in TOML's terms, given the full path (msgspec leaves out dict keys and
    the name of an unknown field) and, for typos, a "did you mean" suggestion.
 3. Meaning (only once stage 2 succeeded, all issues together): version, known provider names,
-   complete new providers, URLs, variable names, target tables, retry kinds, perspectives.
+   complete new providers, URLs, variable names, quotas, target tables, retry kinds,
+   perspectives, budget caps.
 
 Lines are found by scanning the text (:mod:`rmcore.policy.locate`).
 """
@@ -33,9 +34,10 @@ from rmcore.policy.schema import (
     DEFAULT_PRIMARY,
     NON_ATTEMPT_KINDS,
     Policy,
+    ProviderOverride,
     Target,
 )
-from rmcore.providers import ProviderKind, check_url
+from rmcore.providers import ProviderKind, builtin_providers, check_url
 
 __all__ = ["PolicyIssue", "decode_policy"]
 
@@ -55,6 +57,8 @@ _TYPE_WORDS = {
     "date": "a date",
     "time": "a time",
 }
+_BUILTIN_DEFAULTS = builtin_providers({})
+"""The built-ins with no environment: for the settings that do not depend on it (quotas)."""
 _MISSING: Any = object()
 _HIDDEN: Any = object()
 
@@ -309,6 +313,7 @@ def _check(
         yield from _check_target(target, ("route", "targets", index), defined, route_written)
     yield from _check_retry(policy)
     yield from _check_analysis(policy)
+    yield from _check_budget(policy, defined)
 
 
 def _check_finite(value: Any, path: PathKey) -> Iterator[tuple[PathKey, str]]:
@@ -337,11 +342,29 @@ def _check_providers(policy: Policy, known: Collection[str]) -> Iterator[tuple[P
                 yield path, f"new provider `{name}` needs `model`"
         if override.url is not None and (problem := check_url(override.url)):
             yield (*path, "url"), problem
+        if override.quota_window_s is not None and not _has_quota(name, override, known):
+            yield (*path, "quota_window_s"), (
+                "there is no quota for this window: set `requests_per_window` or"
+                " `tokens_per_window` too, or leave `quota_window_s` out"
+            )
         if override.key_env is not None and not _ENV_VAR.fullmatch(override.key_env):
             yield (*path, "key_env"), (
                 "must name an environment variable (letters, digits and '_', not starting with a"
                 " digit): write the variable's name here, never the key"
             )
+
+
+def _has_quota(name: str, override: ProviderOverride, known: Collection[str]) -> bool:
+    """Whether provider ``name`` has a quota once ``override`` applies (a known provider that is
+    not one of the built-ins is given the benefit of the doubt)."""
+    base = _BUILTIN_DEFAULTS.get(name)
+    if name in known and base is None:
+        return True
+    requests, tokens = override.requests_per_window, override.tokens_per_window
+    if base is not None:
+        requests = base.requests_per_window if requests is None else requests
+        tokens = base.tokens_per_window if tokens is None else tokens
+    return bool(requests or tokens)
 
 
 def _check_target(
@@ -413,6 +436,18 @@ def _check_analysis(policy: Policy) -> Iterator[tuple[PathKey, str]]:
     for name in policy.perspectives:
         if not _NAME.fullmatch(name):
             yield ("perspectives", name), f"perspective id {name!r} must be letters, digits, '.', '_' or '-'"
+
+
+def _check_budget(policy: Policy, defined: set[str]) -> Iterator[tuple[PathKey, str]]:
+    for name, caps in policy.budget.providers.items():
+        path: PathKey = ("budget", "providers", name)
+        if name not in defined:
+            yield path, (
+                f"unknown provider `{name}`: neither built in nor defined under [providers]"
+                f"{_did_you_mean(name, sorted(defined))}"
+            )
+        if caps.daily_usd is None and caps.monthly_usd is None:
+            yield path, "sets no cap: give `daily_usd`, `monthly_usd` or both"
 
 
 def _issue(

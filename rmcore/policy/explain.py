@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rmcore.errors import ErrorKind
+from rmcore.policy.resolve import route_providers
 from rmcore.policy.schema import HedgeAfter, Policy, Strategy, Target
 from rmcore.providers import ProviderSpec
+from rmcore.quota import DEFAULT_QUOTA_WINDOW_S, window_words
 
 __all__ = ["explain"]
 
@@ -16,8 +18,9 @@ _INDENT = "   "
 
 
 def explain(policy: Policy, providers: Mapping[str, ProviderSpec]) -> str:
-    """The resolved route (nested routes indented), retries, timeouts, deadline, budget, breaker,
-    health check and analysis settings of ``policy``, described in sentences.
+    """The resolved route (nested routes indented), retries, timeouts, deadline, budget, caps over
+    time and quotas, breaker, health check and analysis settings of ``policy``, described in
+    sentences.
 
     ``providers`` are the resolved providers (:func:`~rmcore.policy.resolve.resolve_providers`);
     a target whose provider cannot be used as configured is flagged with the reason."""
@@ -35,7 +38,7 @@ def explain(policy: Policy, providers: Mapping[str, ProviderSpec]) -> str:
     writer.lines.append(f"Route ({route.strategy.value}): {_strategy(route.strategy, route.hedge_after_s)}.")
     writer.targets(route.targets, route.strategy, route.hedge_after_s, top, prefix="")
     writer.lines.append("")
-    writer.lines.extend(_paragraphs(policy))
+    writer.lines.extend(_paragraphs(policy, providers))
     return "\n".join(writer.lines) + "\n"
 
 
@@ -167,7 +170,7 @@ def _strategy(strategy: Strategy, hedge_after_s: HedgeAfter) -> str:
             return "every target, each answer kept side by side; one failing does not stop the others"
 
 
-def _paragraphs(policy: Policy) -> list[str]:
+def _paragraphs(policy: Policy, providers: Mapping[str, ProviderSpec]) -> list[str]:
     retry, limits = policy.retry, policy.limits
     if retry.on:
         retried = (
@@ -200,6 +203,7 @@ def _paragraphs(policy: Policy) -> list[str]:
         f"Budget: {_usd(limits.max_usd)} for the whole run. Before each request its worst case (the prompt's"
         " estimate plus max_tokens at the provider's prices) is compared with what is left: a request"
         " that could exceed it is not sent.",
+        _caps(policy, providers),
         f"Circuit breaker: {policy.breaker.failure_threshold} consecutive failures open a provider's circuit"
         f" for {_s(policy.breaker.cooldown_s)}; then one probe decides whether it closes. A target whose"
         " circuit is open is skipped.",
@@ -208,6 +212,63 @@ def _paragraphs(policy: Policy) -> list[str]:
         f" at most {analysis.max_concurrency} at a time; it fails unless at least"
         f" {analysis.min_perspectives} succeed{'s' if analysis.min_perspectives == 1 else ''}.",
     ]
+
+
+def _caps(policy: Policy, providers: Mapping[str, ProviderSpec]) -> str:
+    """The ``[budget]`` caps and the route's provider quotas, and what happens when one is full."""
+    budget = policy.budget
+    spends: list[str] = []
+    own = _per_period(budget.daily_usd, budget.monthly_usd)
+    if own:
+        spends.append(f'{own} for everything policy "{policy.name or "default"}" spends')
+    for name, caps in budget.providers.items():
+        if text := _per_period(caps.daily_usd, caps.monthly_usd):
+            spends.append(f"{text} for what {name} is paid, by any policy that sets it")
+    quotas: list[str] = []
+    for name in route_providers(policy):
+        spec = providers.get(name)
+        if spec is None or not (spec.requests_per_window or spec.tokens_per_window):
+            continue
+        amounts = [
+            f"{limit} {noun}"
+            for limit, noun in ((spec.requests_per_window, "requests"), (spec.tokens_per_window, "tokens"))
+            if limit
+        ]
+        window_s = spec.quota_window_s or DEFAULT_QUOTA_WINDOW_S
+        quotas.append(
+            f"{name} takes at most {' and '.join(amounts)} per {window_words(window_s)} window"
+            f" ({window_s:g} s)"
+        )
+    if not spends and not quotas:
+        return "Caps over time: none; only the run's own budget limits spending."
+    parts = []
+    if spends:
+        parts.append(f"Caps over time: at most {'; '.join(spends)}.")
+    if quotas:
+        lead = "Quotas" if spends else "Caps over time: no dollar caps. Quotas"
+        parts.append(f"{lead}: {'; '.join(quotas)}, windows aligned to the Unix epoch.")
+    parts.append(
+        "They are counted across every rmgr process that shares the state (RECURSIVEMANAGER_STATE):"
+        " before each request its worst case is reserved against every cap in scope, and a target"
+        " whose cap it could break is skipped (budget or quota) until the window resets."
+    )
+    if budget.on_state_unavailable == "fail_open":
+        parts.append(
+            "If the shared state cannot be reached, runs go on under local limits only, counted by"
+            " this process alone (fail_open)."
+        )
+    else:
+        parts.append("If the shared state cannot be reached, no paid request starts (fail_closed).")
+    return " ".join(parts)
+
+
+def _per_period(daily_usd: float | None, monthly_usd: float | None) -> str:
+    limits = [
+        f"{_usd(usd)} per {period}"
+        for usd, period in ((daily_usd, "UTC day"), (monthly_usd, "UTC calendar month"))
+        if usd is not None
+    ]
+    return " and ".join(limits)
 
 
 def _kinds(kinds: tuple[ErrorKind, ...]) -> str:

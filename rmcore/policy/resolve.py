@@ -21,13 +21,18 @@ _OVERRIDABLE = (
     "aiceo_provider",
     "aiceo_priority",
     "max_concurrency",
+    "requests_per_window",
+    "tokens_per_window",
+    "quota_window_s",
 )
+_QUOTAS = ("requests_per_window", "tokens_per_window")
 
 
 def resolve_providers(policy: Policy, builtins: Mapping[str, ProviderSpec]) -> dict[str, ProviderSpec]:
     """Every provider the policy can name: each built-in with the policy's ``[providers.NAME]``
     fields merged over it field by field, then the providers the policy adds (in its order).
 
+    A quota of 0 (``requests_per_window``, ``tokens_per_window``) removes a built-in's quota.
     A new provider without ``key_env`` needs no key (``key_required=False``): local servers often
     take none. ``problems`` says what makes a provider unusable: for a built-in whose URL the
     policy sets, the policy's URL replaces the environment's (and its problems); for a new
@@ -59,6 +64,9 @@ def _merge(base: ProviderSpec, override: ProviderOverride) -> ProviderSpec:
     changes: dict[str, object] = {
         field: value for field in _OVERRIDABLE if (value := getattr(override, field)) is not None
     }
+    for quota in _QUOTAS:
+        if changes.get(quota) == 0:
+            changes[quota] = None
     if override.url is not None:
         problem = check_url(override.url)
         changes["problems"] = (f"url: {problem}",) if problem else ()
@@ -86,6 +94,9 @@ def _new(name: str, override: ProviderOverride) -> ProviderSpec:
         aiceo_provider=override.aiceo_provider or defaults.aiceo_provider,
         aiceo_priority=override.aiceo_priority or defaults.aiceo_priority,
         max_concurrency=override.max_concurrency,
+        requests_per_window=override.requests_per_window or None,
+        tokens_per_window=override.tokens_per_window or None,
+        quota_window_s=override.quota_window_s,
         builtin=False,
         problems=tuple(problems),
     )

@@ -26,11 +26,14 @@ __all__ = [
     "NON_ATTEMPT_KINDS",
     "Analysis",
     "Breaker",
+    "Budget",
     "Health",
     "HedgeAfter",
     "Limits",
+    "OnStateUnavailable",
     "PerspectiveDef",
     "Policy",
+    "ProviderBudget",
     "ProviderOverride",
     "Retry",
     "Route",
@@ -43,6 +46,8 @@ __all__ = [
 PositiveFloat: TypeAlias = Annotated[float, msgspec.Meta(gt=0)]
 NonNegativeFloat: TypeAlias = Annotated[float, msgspec.Meta(ge=0)]
 PositiveInt: TypeAlias = Annotated[int, msgspec.Meta(ge=1)]
+NonNegativeInt: TypeAlias = Annotated[int, msgspec.Meta(ge=0)]
+WindowSeconds: TypeAlias = Annotated[float, msgspec.Meta(ge=1)]
 NonEmptyStr: TypeAlias = Annotated[str, msgspec.Meta(min_length=1)]
 
 HedgeAfter: TypeAlias = PositiveFloat | Literal["p95"]
@@ -66,6 +71,7 @@ DEFAULT_PRIMARY = "aiceo-gateway"
 NON_ATTEMPT_KINDS: frozenset[ErrorKind] = frozenset(
     {
         ErrorKind.BUDGET,
+        ErrorKind.QUOTA,
         ErrorKind.CIRCUIT_OPEN,
         ErrorKind.UNHEALTHY,
         ErrorKind.DEADLINE,
@@ -111,6 +117,15 @@ class ProviderOverride(Base, frozen=True):
     aiceo_priority: NonEmptyStr | None = None
     max_concurrency: PositiveInt | None = None
     """The most requests sent to this provider at once by one ``rmgr`` process."""
+    requests_per_window: NonNegativeInt | None = None
+    """The provider's request quota: at most this many requests per ``quota_window_s``, counted
+    across every process that shares the state; 0 removes a built-in's quota."""
+    tokens_per_window: NonNegativeInt | None = None
+    """The provider's token quota per ``quota_window_s`` (prompt plus answer, a request's worst
+    case reserved before it is sent); 0 removes a built-in's quota."""
+    quota_window_s: WindowSeconds | None = None
+    """The length of the quota windows, aligned to the Unix epoch (3600 s when a quota is set
+    without it)."""
 
 
 class TargetTable(Base, frozen=True):
@@ -200,6 +215,36 @@ class Analysis(Base, frozen=True):
     """Perspectives that must succeed for the analysis not to count as failed."""
 
 
+OnStateUnavailable: TypeAlias = Literal["fail_closed", "fail_open"]
+"""What a run does when the shared state that keeps the caps cannot be reached: start no paid
+request (``fail_closed``), or go on with only this process's own limits (``fail_open``)."""
+
+
+class ProviderBudget(Base, frozen=True):
+    """``[budget.providers.NAME]``: dollar caps on one provider, shared by every policy that sets
+    them (the provider's spending, not the policy's)."""
+
+    daily_usd: NonNegativeFloat | None = None
+    """At most this much spent on the provider per UTC day."""
+    monthly_usd: NonNegativeFloat | None = None
+    """At most this much spent on the provider per UTC calendar month."""
+
+
+class Budget(Base, frozen=True):
+    """``[budget]``: dollar caps over time, beyond the single run's ``limits.max_usd``.
+
+    The caps are kept in the shared state (SQLite on one machine, Redis for a fleet): each
+    request's worst case is reserved against every cap in scope before it is sent, and a request
+    that could break one is not sent. ``daily_usd`` and ``monthly_usd`` cap everything the
+    policy (by its name) spends per UTC day and month.
+    """
+
+    daily_usd: NonNegativeFloat | None = None
+    monthly_usd: NonNegativeFloat | None = None
+    on_state_unavailable: OnStateUnavailable = "fail_closed"
+    providers: dict[str, ProviderBudget] = msgspec.field(default_factory=dict)
+
+
 class PerspectiveDef(Base, frozen=True):
     """``[perspectives.ID]``: a perspective beyond the eight (or a replacement for one of them)."""
 
@@ -226,6 +271,7 @@ class Policy(Base, frozen=True):
     health: Health = msgspec.field(default_factory=Health)
     analysis: Analysis = msgspec.field(default_factory=Analysis)
     perspectives: dict[str, PerspectiveDef] = msgspec.field(default_factory=dict)
+    budget: Budget = msgspec.field(default_factory=Budget)
 
 
 def default_policy(primary: str, fallback: str | None) -> Policy:

@@ -16,7 +16,7 @@ from rmcore.engine import (
     StartAttempt,
     TimePassed,
 )
-from rmcore.errors import ErrorKind, ProviderError
+from rmcore.errors import ATTEMPT_KINDS, ErrorKind, ProviderError
 from rmcore.plan import RetryRules, RunLimits, RunPlan, TargetPlan
 from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest
@@ -185,7 +185,7 @@ def test_success_records_real_usage_and_cost() -> None:
 
 # --- properties ----------------------------------------------------------------------------------
 
-KINDS = [k for k in ErrorKind if k not in {ErrorKind.BUDGET, ErrorKind.CIRCUIT_OPEN, ErrorKind.UNHEALTHY}]
+KINDS = sorted(ATTEMPT_KINDS)
 
 replies = st.builds(
     SimReply,

@@ -11,6 +11,20 @@ import types
 import pytest
 
 RMCORE = {
+    "window_of",
+    "settled_amounts",
+    "refuse",
+    "policy_caps",
+    "charges_for",
+    "attempt_settlement",
+    "attempt_charges",
+    "Resource",
+    "Refusal",
+    "Period",
+    "Charge",
+    "CapUsage",
+    "Cap",
+    "AttemptRefused",
     "PERSPECTIVES",
     "Action",
     "AdmitCircuit",

@@ -91,6 +91,7 @@ def test_nested_target_tables_decode_to_any_depth() -> None:
 def test_non_attempt_kinds_are_the_run_level_kinds() -> None:
     assert {k.value for k in NON_ATTEMPT_KINDS} == {
         "budget",
+        "quota",
         "circuit_open",
         "unhealthy",
         "deadline",
