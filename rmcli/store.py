@@ -1,9 +1,10 @@
-"""The state store: every attempt, every provider's circuit breaker, the answer cache and the
-analysis history.
+"""The state store: every attempt, every provider's circuit breaker, the answer cache, the
+analysis history, the budgets and quotas over time windows, and the concurrency slots.
 
 One SQLite database, ``$RECURSIVEMANAGER_HOME/state.db`` in WAL mode, shared safely by ``rmgr``
 processes that run one after another or at the same time (DESIGN §5). The rest of the shell
-depends only on the ``Store`` protocol, so the same state can later live in Redis.
+depends only on the ``Store`` protocol; ``rmcli.redis_store.RedisStore`` keeps the same state in
+Redis for a fleet of machines, and ``rmcli.state.open_state`` picks one by the environment.
 
 Safety rules this module keeps:
 
@@ -28,6 +29,7 @@ keys, dates, counts and filters them, and never looks inside.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 import stat
@@ -43,12 +45,14 @@ import msgspec
 from rmcore.attempts import AttemptRecord
 from rmcore.base import Base
 from rmcore.breaker import Admission, CircuitState, admit, is_breaking, record
+from rmcore.quota import CapUsage, Charge, Refusal, refuse
 from rmcore.usage import AttemptRow
 
 __all__ = [
     "APPLICATION_ID",
     "DB_FILENAME",
     "HISTORY_ID_MIN_PREFIX",
+    "PRUNE_AFTER_S",
     "SCHEMA_VERSION",
     "CacheStats",
     "HistoryEntry",
@@ -56,6 +60,7 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreError",
+    "StoreUnavailable",
 ]
 
 APPLICATION_ID: Final = 0x524D_4752
@@ -134,6 +139,44 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX history_agent_created ON history (agent_id, created_ms)",
         "CREATE INDEX history_created ON history (created_ms)",
     ),
+    # 3 -> 4: budgets and quotas, and concurrency slots (times: epoch seconds). ``cap_windows``
+    # holds each cap window's settled use with the cap's resource, limit and reset time as last
+    # charged; ``reservations`` the live reservations, one row per charge, with their lease;
+    # ``slots`` the holders of each named counting semaphore, with their lease.
+    (
+        """
+        CREATE TABLE cap_windows (
+            cap_key TEXT NOT NULL,
+            window_name TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            cap_limit REAL NOT NULL,
+            resets_at REAL NOT NULL,
+            settled REAL NOT NULL,
+            PRIMARY KEY (cap_key, window_name)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX cap_windows_resets_at ON cap_windows (resets_at)",
+        """
+        CREATE TABLE reservations (
+            reservation_id TEXT NOT NULL,
+            cap_key TEXT NOT NULL,
+            window_name TEXT NOT NULL,
+            amount REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (reservation_id, cap_key, window_name)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX reservations_window ON reservations (cap_key, window_name)",
+        "CREATE INDEX reservations_expires_at ON reservations (expires_at)",
+        """
+        CREATE TABLE slots (
+            name TEXT NOT NULL,
+            holder TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (name, holder)
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -146,6 +189,10 @@ _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 
 HISTORY_ID_MIN_PREFIX: Final = 4
 """The fewest leading characters of a history id that may stand for it (like a short git hash)."""
+
+PRUNE_AFTER_S: Final = 86_400.0
+"""How long after a cap window ends its settled use is kept before ``settle`` prunes it: a day,
+so that hosts whose clocks run a little behind still count the whole window."""
 
 _HISTORY_ID_CHARS: Final = 12
 _HEX_DIGITS: Final = frozenset("0123456789abcdef")
@@ -160,13 +207,30 @@ _T = TypeVar("_T")
 
 
 class StoreError(Exception):
-    """The state store cannot be used. The message says what is wrong with ``path`` and what
-    to do about it; it never contains an API key."""
+    """The state store cannot be used. The message says what is wrong and what to do about it;
+    it never contains an API key or a password. ``path`` is the database file (or the folder)
+    concerned, None for a store that is not a file (Redis)."""
 
-    def __init__(self, path: Path, message: str) -> None:
+    def __init__(self, path: Path | None, message: str) -> None:
         super().__init__(message)
         self.path = path
         self.message = message
+
+
+class StoreUnavailable(StoreError):
+    """The shared state cannot be reached: the server refuses connections, is down, or did not
+    answer within the store's short timeouts. The call's answer is unknown (a write cut off on
+    the way may or may not have happened), so a caller that must not spend unchecked (a budget
+    that fails closed) starts no paid request.
+
+    ``url`` is the state's URL without any password; ``reason`` says what happened. Only stores
+    on a network raise it; ``SqliteStore`` never does.
+    """
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(None, f"the shared state ({url}) is unreachable: {reason}")
+        self.url = url
+        self.reason = reason
 
 
 class CacheStats(Base, frozen=True):
@@ -224,7 +288,9 @@ class HistoryStats(Base, frozen=True):
 
 
 class Store(Protocol):
-    """What the shell needs from the state store; ``SqliteStore`` is the one implementation."""
+    """What the shell needs from the state store: ``SqliteStore`` on one machine, ``RedisStore``
+    (``rmcli.redis_store``) for a fleet. A store on a network raises ``StoreUnavailable`` from any
+    method when it cannot be reached."""
 
     def record_attempts(self, run_id: str, command: str, attempts: Sequence[AttemptRecord]) -> None:
         """Store the attempts of one run of ``command``, all of them or (on error) none."""
@@ -324,8 +390,58 @@ class Store(Protocol):
         """Every analysis of ``agent_id`` with its payload, oldest first."""
         ...
 
+    def reserve(
+        self, reservation_id: str, charges: Sequence[Charge], now: float, lease_s: float
+    ) -> Refusal | None:
+        """Reserve ``charges`` (a request's worst case) under ``reservation_id`` at ``now`` (epoch
+        seconds), atomically: reclaim the leases expired at ``now``, read what each charged cap
+        window holds (settled use plus live reservations), and let ``rmcore.quota.refuse``
+        decide. None means the reservation is recorded, its lease ending at ``now + lease_s``; a
+        ``Refusal`` means nothing was recorded. No charges: None, and the store is not touched.
+        A live reservation of the same id is replaced (it does not count against itself), so a
+        reserve whose answer was lost can be asked again."""
+        ...
+
+    def settle(self, reservation_id: str, charges: Sequence[Charge], now: float) -> None:
+        """Drop the reservation and add ``charges`` (the real use) to the settled use of their
+        cap windows. The amounts are added even when the reservation is gone (its lease expired):
+        the money was spent."""
+        ...
+
+    def release(self, reservation_id: str) -> None:
+        """Drop the reservation, settling nothing: its request was never sent."""
+        ...
+
+    def cap_usage(self, now: float) -> list[CapUsage]:
+        """Every cap window still current at ``now`` (``resets_at > now``) that a reservation or
+        settlement has charged, by cap key and window: settled use and live reservations."""
+        ...
+
+    def acquire_slot(self, name: str, limit: int, holder: str, now: float, lease_s: float) -> bool:
+        """Take one of the ``limit`` slots of the counting semaphore ``name`` for ``holder`` at
+        ``now``, atomically; False when all are held. Holders whose lease ended by ``now`` are
+        reclaimed first; a holder that asks again keeps its slot with a new lease."""
+        ...
+
+    def release_slot(self, name: str, holder: str) -> None:
+        """Give back ``holder``'s slot of ``name`` (nothing when it holds none)."""
+        ...
+
     def close(self) -> None:
         """Release the store. Closing twice is harmless."""
+        ...
+
+    def __enter__(self) -> Self:
+        """The store itself; ``close`` on leaving the ``with`` block."""
+        ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Close the store."""
         ...
 
 
@@ -371,6 +487,36 @@ _HISTORY_STATS: Final = """
     SELECT count(*), count(overall_confidence), avg(overall_confidence),
            min(overall_confidence), max(overall_confidence), min(created_ms), max(created_ms)
     FROM history
+"""
+
+_WINDOW_HELD: Final = """
+    SELECT coalesce((SELECT settled FROM cap_windows WHERE cap_key = ?1 AND window_name = ?2), 0.0)
+         + coalesce((SELECT sum(amount) FROM reservations
+                     WHERE cap_key = ?1 AND window_name = ?2 AND reservation_id != ?3), 0.0)
+"""
+
+_INSERT_RESERVATION: Final = """
+    INSERT INTO reservations (reservation_id, cap_key, window_name, amount, expires_at) VALUES (?, ?, ?, ?, ?)
+"""
+
+# Charging a window adds to its settled use (0 for a reservation) and keeps the cap's resource,
+# limit and reset time as the latest charge gives them.
+_CHARGE_WINDOW: Final = """
+    INSERT INTO cap_windows (cap_key, window_name, resource, cap_limit, resets_at, settled)
+    VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (cap_key, window_name) DO UPDATE SET
+        resource = excluded.resource,
+        cap_limit = excluded.cap_limit,
+        resets_at = excluded.resets_at,
+        settled = settled + excluded.settled
+"""
+
+_CAP_USAGE: Final = """
+    SELECT w.cap_key, w.resource, w.window_name, w.resets_at, w.cap_limit, w.settled,
+           coalesce((SELECT sum(r.amount) FROM reservations r
+                     WHERE r.cap_key = w.cap_key AND r.window_name = w.window_name
+                       AND r.expires_at > ?1), 0.0)
+    FROM cap_windows w WHERE w.resets_at > ?1 ORDER BY w.cap_key, w.window_name
 """
 
 
@@ -784,6 +930,105 @@ class SqliteStore:
             for row in rows
         ]
 
+    def reserve(
+        self, reservation_id: str, charges: Sequence[Charge], now: float, lease_s: float
+    ) -> Refusal | None:
+        """Reserve ``charges`` under ``reservation_id`` (see ``Store.reserve``) in one ``BEGIN
+        IMMEDIATE`` transaction: expired leases are deleted, each charged window's settled use
+        plus live reservations is read, and ``rmcore.quota.refuse`` decides. While the
+        transaction runs no other process can reserve, so processes reserving at once against one
+        cap are admitted exactly as far as it holds. Raises ``ValueError`` (storing nothing) for
+        a lease that is not a positive number of seconds, an amount that is not finite, or a cap
+        window charged twice."""
+        _check_charges(charges)
+        _check_lease(lease_s)
+        if not charges:
+            return None
+        rows = [(reservation_id, c.cap_key, c.window, float(c.amount), now + lease_s) for c in charges]
+        windows = [_window_row(charge, 0.0) for charge in charges]
+        outcome: list[Refusal | None] = []
+
+        def decide(conn: sqlite3.Connection) -> None:
+            outcome.clear()
+            conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
+            used = {
+                (c.cap_key, c.window): float(
+                    conn.execute(_WINDOW_HELD, (c.cap_key, c.window, reservation_id)).fetchone()[0]
+                )
+                for c in charges
+            }
+            refusal = refuse(charges, used)
+            if refusal is None:
+                conn.execute("DELETE FROM reservations WHERE reservation_id = ?", (reservation_id,))
+                conn.executemany(_INSERT_RESERVATION, rows)
+                conn.executemany(_CHARGE_WINDOW, windows)
+            outcome.append(refusal)
+
+        self._write(decide)
+        return outcome[0]
+
+    def settle(self, reservation_id: str, charges: Sequence[Charge], now: float) -> None:
+        """Drop the reservation and add the real amounts of ``charges`` to their windows' settled
+        use, in one transaction (see ``Store.settle``). Also forgets the leases expired at
+        ``now`` and the windows that ended ``PRUNE_AFTER_S`` before it. Raises ``ValueError``
+        (storing nothing) for an amount that is not finite or a cap window charged twice."""
+        _check_charges(charges)
+        windows = [_window_row(charge, float(charge.amount)) for charge in charges]
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM reservations WHERE reservation_id = ? OR expires_at <= ?", (reservation_id, now)
+            )
+            conn.executemany(_CHARGE_WINDOW, windows)
+            conn.execute("DELETE FROM cap_windows WHERE resets_at <= ?", (now - PRUNE_AFTER_S,))
+
+        self._write(apply)
+
+    def release(self, reservation_id: str) -> None:
+        """Drop the reservation (nothing when it is gone already); nothing is settled."""
+        self._write(
+            lambda conn: conn.execute("DELETE FROM reservations WHERE reservation_id = ?", (reservation_id,))
+        )
+
+    def cap_usage(self, now: float) -> list[CapUsage]:
+        """The cap windows current at ``now``, by cap key and window, read in one statement:
+        ``used`` is the settled use, ``reserved`` what the leases live at ``now`` hold."""
+        rows = self._with_retries(lambda conn: conn.execute(_CAP_USAGE, (now,)).fetchall())
+        return [self._cap_usage(row) for row in rows]
+
+    def acquire_slot(self, name: str, limit: int, holder: str, now: float, lease_s: float) -> bool:
+        """One of the ``limit`` slots of ``name`` for ``holder`` (see ``Store.acquire_slot``), in
+        one ``BEGIN IMMEDIATE`` transaction, so processes asking at once never hold more than
+        ``limit``. Raises ``ValueError`` for a ``limit`` below 1 or a lease that is not a
+        positive number of seconds."""
+        _check_slot(limit, lease_s)
+        taken: list[bool] = []
+
+        def take(conn: sqlite3.Connection) -> None:
+            taken.clear()
+            conn.execute("DELETE FROM slots WHERE name = ? AND expires_at <= ?", (name, now))
+            mine = conn.execute(
+                "SELECT 1 FROM slots WHERE name = ? AND holder = ?", (name, holder)
+            ).fetchone()
+            held = int(conn.execute("SELECT count(*) FROM slots WHERE name = ?", (name,)).fetchone()[0])
+            if mine is not None or held < limit:
+                conn.execute(
+                    "INSERT OR REPLACE INTO slots (name, holder, expires_at) VALUES (?, ?, ?)",
+                    (name, holder, now + lease_s),
+                )
+                taken.append(True)
+            else:
+                taken.append(False)
+
+        self._write(take)
+        return taken[0]
+
+    def release_slot(self, name: str, holder: str) -> None:
+        """Give back ``holder``'s slot of ``name``; nothing when it holds none."""
+        self._write(
+            lambda conn: conn.execute("DELETE FROM slots WHERE name = ? AND holder = ?", (name, holder))
+        )
+
     def close(self) -> None:
         """Close the connection (the last one out folds the WAL back into the file)."""
         self._conn.close()
@@ -868,6 +1113,24 @@ class SqliteStore:
         except msgspec.ValidationError as exc:
             raise _corrupt_error(self.path, f"history entry {entry_id!r} is impossible: {exc}") from None
 
+    def _cap_usage(self, row: Sequence[object]) -> CapUsage:
+        cap_key, resource, window, resets_at, limit, settled, reserved = row
+        try:
+            return msgspec.convert(
+                {
+                    "cap_key": cap_key,
+                    "resource": resource,
+                    "window": window,
+                    "resets_at": resets_at,
+                    "limit": limit,
+                    "used": settled,
+                    "reserved": reserved,
+                },
+                CapUsage,
+            )
+        except msgspec.ValidationError as exc:
+            raise _corrupt_error(self.path, f"the use of cap {cap_key!r} is impossible: {exc}") from None
+
     def _payload(self, value: object, what: str) -> bytes:
         if not isinstance(value, bytes):
             raise _corrupt_error(self.path, f"{what} has no payload bytes")
@@ -927,6 +1190,39 @@ def _write_circuit(conn: sqlite3.Connection, circuit: CircuitState, now: float) 
             now,
         ),
     )
+
+
+def _window_row(charge: Charge, settled: float) -> tuple[str, str, str, float, float, float]:
+    return (
+        charge.cap_key,
+        charge.window,
+        charge.resource.value,
+        float(charge.limit),
+        float(charge.resets_at),
+        settled,
+    )
+
+
+def _check_charges(charges: Sequence[Charge]) -> None:
+    """Refuse charges no store can add up: an amount that is not finite (it would poison the
+    window's sum for good) or a cap window charged twice in one reservation."""
+    for charge in charges:
+        if not math.isfinite(charge.amount):
+            raise ValueError(f"the charge to {charge.cap_key} must be a finite amount, not {charge.amount!r}")
+    windows = {(charge.cap_key, charge.window) for charge in charges}
+    if len(windows) != len(charges):
+        raise ValueError("a reservation charges each cap window at most once")
+
+
+def _check_lease(lease_s: float) -> None:
+    if not (math.isfinite(lease_s) and lease_s > 0):
+        raise ValueError(f"a lease must last a positive number of seconds, not {lease_s!r}")
+
+
+def _check_slot(limit: int, lease_s: float) -> None:
+    if limit < 1:
+        raise ValueError(f"a slot limit must be at least 1, not {limit}")
+    _check_lease(lease_s)
 
 
 def _check_ttl(ttl_ms: int) -> None:

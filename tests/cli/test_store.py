@@ -1,4 +1,5 @@
-"""The SQLite state store: round trips, concurrent writers, permissions, and files it must not touch."""
+"""The state store: round trips and concurrent writers on every backend; for the SQLite file,
+permissions, locks, and files it must not touch."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import os
 import random
 import sqlite3
 import stat
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,8 +26,7 @@ from rmcli.store import (
 from rmcore.attempts import AttemptRecord
 from rmcore.completion import Usage
 from rmcore.usage import AttemptRow
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.cli.state_backends import WAIT_FOR_GO, Backend, run_workers
 
 
 def record(
@@ -57,7 +55,14 @@ def sha256(path: Path) -> str:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
+def store(store_backend: Backend) -> Iterator[Store]:
+    """A store of each backend in turn."""
+    with store_backend.open() as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
     with SqliteStore.open(tmp_path / "home") as opened:
         yield opened
 
@@ -65,8 +70,8 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 # --- round trips --------------------------------------------------------------------------------
 
 
-def test_recorded_attempts_read_back_field_for_field(store: SqliteStore) -> None:
-    """Every field the usage statistics need survives the trip through SQLite."""
+def test_recorded_attempts_read_back_field_for_field(store: Store) -> None:
+    """Every field the usage statistics need survives the trip through the store."""
     store.record_attempts(
         "run-1",
         "ask",
@@ -101,10 +106,10 @@ def test_recorded_attempts_read_back_field_for_field(store: SqliteStore) -> None
     ]
 
 
-def test_command_estimate_and_message_are_stored(store: SqliteStore) -> None:
+def test_command_estimate_and_message_are_stored(sqlite_store: SqliteStore) -> None:
     """Columns that AttemptRow does not carry are still written, and long messages are cut short."""
-    store.record_attempts("r", "analyze", [record(outcome="timeout", message="x" * 5000)])
-    with sqlite3.connect(store.path) as conn:
+    sqlite_store.record_attempts("r", "analyze", [record(outcome="timeout", message="x" * 5000)])
+    with sqlite3.connect(sqlite_store.path) as conn:
         command, estimated, message, status = conn.execute(
             "SELECT command, usage_estimated, message, status FROM attempts"
         ).fetchone()
@@ -112,13 +117,19 @@ def test_command_estimate_and_message_are_stored(store: SqliteStore) -> None:
     assert message == "x" * 2000
 
 
-def test_since_is_inclusive_and_ordered_oldest_first(store: SqliteStore) -> None:
+def test_since_is_inclusive_and_ordered_oldest_first(store: Store) -> None:
     store.record_attempts("r", "ask", [record(started_at_ms=t) for t in (300, 100, 200, 400)])
     assert [row.started_at_ms for row in store.attempts_since(200)] == [200, 300, 400]
     assert store.attempts_since(401) == []
 
 
-def test_provider_filter(store: SqliteStore) -> None:
+def test_attempts_of_the_same_millisecond_keep_their_order(store: Store) -> None:
+    store.record_attempts("r1", "ask", [record("b", started_at_ms=5), record("a", started_at_ms=5)])
+    store.record_attempts("r2", "ask", [record("c", started_at_ms=5), record("d", started_at_ms=4)])
+    assert [row.provider for row in store.attempts_since(0)] == ["d", "b", "a", "c"]
+
+
+def test_provider_filter(store: Store) -> None:
     store.record_attempts("r", "ask", [record("a"), record("b"), record("c"), record("a")])
     assert [row.provider for row in store.attempts_since(0, ["a", "c"])] == ["a", "c", "a"]
     assert [row.provider for row in store.attempts_since(0, {"b"})] == ["b"]
@@ -126,28 +137,28 @@ def test_provider_filter(store: SqliteStore) -> None:
     assert len(store.attempts_since(0, None)) == 4
 
 
-def test_empty_batch_writes_nothing(store: SqliteStore) -> None:
+def test_empty_batch_writes_nothing(store: Store) -> None:
     store.record_attempts("r", "ask", [])
     assert store.attempts_since(0) == []
 
 
-def test_rows_survive_closing_and_reopening(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    with SqliteStore.open(home) as first:
+def test_rows_survive_closing_and_reopening(store_backend: Backend) -> None:
+    with store_backend.open() as first:
         first.record_attempts("r1", "ask", [record(started_at_ms=1)])
-    with SqliteStore.open(home) as second:
+    with store_backend.open() as second:
         second.record_attempts("r2", "ask", [record(started_at_ms=2)])
         assert [row.run_id for row in second.attempts_since(0)] == ["r1", "r2"]
 
 
-def test_sqlite_store_satisfies_the_protocol(store: SqliteStore) -> None:
-    as_protocol: Store = store
+def test_sqlite_store_satisfies_the_protocol(sqlite_store: SqliteStore) -> None:
+    as_protocol: Store = sqlite_store
     as_protocol.record_attempts("r", "ask", [record()])
     assert len(as_protocol.attempts_since(0)) == 1
 
 
-def test_a_failing_batch_is_stored_not_at_all(store: SqliteStore) -> None:
+def test_a_failing_batch_is_stored_not_at_all(sqlite_store: SqliteStore) -> None:
     """A batch is one transaction: a row refused in the middle leaves none of its rows behind."""
+    store = sqlite_store
     store.record_attempts("before", "ask", [record()])
     with sqlite3.connect(store.path) as conn:
         conn.execute(
@@ -163,8 +174,8 @@ def test_a_failing_batch_is_stored_not_at_all(store: SqliteStore) -> None:
 # --- the file on disk ---------------------------------------------------------------------------
 
 
-def test_schema_is_versioned_and_in_wal_mode(store: SqliteStore) -> None:
-    with sqlite3.connect(store.path) as conn:
+def test_schema_is_versioned_and_in_wal_mode(sqlite_store: SqliteStore) -> None:
+    with sqlite3.connect(sqlite_store.path) as conn:
         assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -408,19 +419,15 @@ def test_a_lock_that_never_ends_gives_a_store_error(tmp_path: Path) -> None:
         assert opened.attempts_since(0) == []
 
 
-WRITER = """
-import sys, time
-from pathlib import Path
-from rmcli.store import SqliteStore
+WRITER = (
+    WAIT_FOR_GO
+    + """
+from rmcli.state import open_state
 from rmcore.attempts import AttemptRecord
 
-home, go, worker = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-give_up = time.monotonic() + 30
-while not go.exists():
-    if time.monotonic() > give_up:
-        sys.exit("no start signal")
-    time.sleep(0.002)
-with SqliteStore.open(home) as store:
+spec, home, worker = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+wait_for_go()
+with open_state({"RECURSIVEMANAGER_STATE": spec}, home) as store:
     for i in range(50):
         store.record_attempts(
             f"run-{worker}",
@@ -428,29 +435,18 @@ with SqliteStore.open(home) as store:
             [AttemptRecord(provider=f"p{worker}", model="m", outcome="ok", started_at_ms=worker * 1000 + i)],
         )
 """
+)
 
 
-def test_eight_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
-    """Eight OS processes open the same new database at the same moment and each write 50
-    attempts in 50 transactions: exactly 400 rows, and no process fails."""
-    home, go = tmp_path / "home", tmp_path / "go"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(home), str(go), str(n)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(8)
-    ]
-    go.touch()
-    results = [worker.communicate(timeout=60) for worker in workers]
-    assert [(worker.returncode, err) for worker, (_, err) in zip(workers, results, strict=True)] == [
-        (0, "")
-    ] * 8
-    with SqliteStore.open(home) as opened:
+def test_eight_processes_writing_at_once_lose_nothing(store_backend: Backend, tmp_path: Path) -> None:
+    """Eight OS processes open the same new store at the same moment and each write 50
+    attempts in 50 batches: exactly 400 rows, and no process fails."""
+    run_workers(
+        WRITER,
+        [[store_backend.spec, str(store_backend.home), str(n)] for n in range(8)],
+        tmp_path / "go",
+    )
+    with store_backend.open() as opened:
         rows = opened.attempts_since(0)
     assert len(rows) == 400
     for n in range(8):

@@ -1,12 +1,10 @@
-"""Circuit breakers in the SQLite store: shared between runs and processes, one probe at a time."""
+"""Circuit breakers in the state store (every backend): shared between runs and processes, one
+probe at a time."""
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,14 +14,21 @@ import rmcli.store as store_module
 from rmcli.store import SCHEMA_VERSION, SqliteStore, Store, StoreError
 from rmcore.attempts import AttemptRecord
 from rmcore.breaker import Admission, CircuitState
+from tests.cli.state_backends import BACKENDS, WAIT_FOR_GO, Backend, RedisServer, run_workers
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 COOLDOWN_S = 30.0
 PROBE_TIMEOUT_S = 60.0
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
+def store(store_backend: Backend) -> Iterator[Store]:
+    """A store of each backend in turn."""
+    with store_backend.open() as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
     with SqliteStore.open(tmp_path / "home") as opened:
         yield opened
 
@@ -44,7 +49,7 @@ def admit_one(store: Store, provider: str, now: float) -> Admission:
 # --- recording and admitting -------------------------------------------------------------------
 
 
-def test_failures_are_counted_and_open_the_circuit_at_the_threshold(store: SqliteStore) -> None:
+def test_failures_are_counted_and_open_the_circuit_at_the_threshold(store: Store) -> None:
     assert store.record_circuit("p", "timeout", 10.0, 3) == CircuitState(provider="p", consecutive_failures=1)
     assert store.record_circuit("p", "bad_request", 11.0, 3) == CircuitState(
         provider="p", consecutive_failures=1
@@ -55,13 +60,13 @@ def test_failures_are_counted_and_open_the_circuit_at_the_threshold(store: Sqlit
     assert store.circuits() == [opened]
 
 
-def test_a_success_closes_a_stored_circuit(store: SqliteStore) -> None:
+def test_a_success_closes_a_stored_circuit(store: Store) -> None:
     open_circuit(store, "p", at=100.0)
     assert store.record_circuit("p", "ok", 101.0, 3) == CircuitState(provider="p")
     assert store.circuits() == [CircuitState(provider="p")]
 
 
-def test_unknown_providers_are_closed_and_nothing_is_written(store: SqliteStore) -> None:
+def test_unknown_providers_are_closed_and_nothing_is_written(store: Store) -> None:
     admissions = store.admit_circuits(["b", "a", "b"], 5.0, COOLDOWN_S, PROBE_TIMEOUT_S)
     assert list(admissions) == ["b", "a"]
     assert admissions["a"] == Admission(decision="allowed", state=CircuitState(provider="a"))
@@ -69,7 +74,7 @@ def test_unknown_providers_are_closed_and_nothing_is_written(store: SqliteStore)
     assert store.admit_circuits([], 5.0, COOLDOWN_S, PROBE_TIMEOUT_S) == {}
 
 
-def test_open_refuses_then_one_probe_then_refuses(store: SqliteStore) -> None:
+def test_open_refuses_then_one_probe_then_refuses(store: Store) -> None:
     open_circuit(store, "p", at=100.0)
     refused = admit_one(store, "p", 129.0)
     assert (refused.decision, refused.retry_at) == ("refused", 130.0)
@@ -83,7 +88,7 @@ def test_open_refuses_then_one_probe_then_refuses(store: SqliteStore) -> None:
     assert admit_one(store, "p", 161.9).decision == "refused"
 
 
-def test_each_provider_is_decided_on_its_own(store: SqliteStore) -> None:
+def test_each_provider_is_decided_on_its_own(store: Store) -> None:
     open_circuit(store, "down", at=100.0)
     open_circuit(store, "cooled", at=50.0)
     admissions = store.admit_circuits(["down", "up", "cooled"], 110.0, COOLDOWN_S, PROBE_TIMEOUT_S)
@@ -95,21 +100,22 @@ def test_each_provider_is_decided_on_its_own(store: SqliteStore) -> None:
     assert [(c.provider, c.state) for c in store.circuits()] == [("cooled", "half_open"), ("down", "open")]
 
 
-def test_an_unknown_outcome_is_refused_and_stores_nothing(store: SqliteStore) -> None:
+def test_an_unknown_outcome_is_refused_and_stores_nothing(store: Store) -> None:
     with pytest.raises(ValueError):
         store.record_circuit("p", "server-error", 1.0, 3)
     assert store.circuits() == []
 
 
-def test_updated_at_is_when_the_circuit_last_changed(store: SqliteStore) -> None:
-    open_circuit(store, "p", at=100.0)
-    admit_one(store, "p", 140.0)
-    admit_one(store, "p", 150.0)  # refused: nothing changes
-    with sqlite3.connect(store.path) as conn:
+def test_updated_at_is_when_the_circuit_last_changed(sqlite_store: SqliteStore) -> None:
+    open_circuit(sqlite_store, "p", at=100.0)
+    admit_one(sqlite_store, "p", 140.0)
+    admit_one(sqlite_store, "p", 150.0)  # refused: nothing changes
+    with sqlite3.connect(sqlite_store.path) as conn:
         assert conn.execute("SELECT updated_at FROM circuits").fetchone() == (140.0,)
 
 
-def test_an_impossible_stored_circuit_is_a_store_error(store: SqliteStore) -> None:
+def test_an_impossible_stored_circuit_is_a_store_error(sqlite_store: SqliteStore) -> None:
+    store = sqlite_store
     with sqlite3.connect(store.path) as conn:
         conn.execute(
             "INSERT INTO circuits VALUES ('p', 'open', 3, NULL, NULL, 0)"  # open without opened_at
@@ -121,8 +127,8 @@ def test_an_impossible_stored_circuit_is_a_store_error(store: SqliteStore) -> No
         admit_one(store, "p", 1.0)
 
 
-def test_sqlite_store_satisfies_the_protocol(store: SqliteStore) -> None:
-    as_protocol: Store = store
+def test_sqlite_store_satisfies_the_protocol(sqlite_store: SqliteStore) -> None:
+    as_protocol: Store = sqlite_store
     as_protocol.record_circuit("p", "auth", 1.0, 1)
     assert admit_one(as_protocol, "p", 2.0).decision == "refused"
     assert [c.state for c in as_protocol.circuits()] == ["open"]
@@ -131,16 +137,15 @@ def test_sqlite_store_satisfies_the_protocol(store: SqliteStore) -> None:
 # --- persistence and migration -----------------------------------------------------------------
 
 
-def test_circuits_survive_closing_and_reopening(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    with SqliteStore.open(home) as first:
+def test_circuits_survive_closing_and_reopening(store_backend: Backend) -> None:
+    with store_backend.open() as first:
         open_circuit(first, "p", at=100.0)
         probe = admit_one(first, "p", 200.0)
-    with SqliteStore.open(home) as second:
+    with store_backend.open() as second:
         assert second.circuits() == [probe.state]
         assert admit_one(second, "p", 201.0).decision == "refused"
         assert second.record_circuit("p", "ok", 202.0, 3) == CircuitState(provider="p")
-    with SqliteStore.open(home) as third:
+    with store_backend.open() as third:
         assert admit_one(third, "p", 203.0).decision == "allowed"
 
 
@@ -180,11 +185,12 @@ def test_a_schema_1_database_is_migrated_and_keeps_its_attempts(
 
 # Each worker slows the pure decisions down, so that without one transaction around read, decide
 # and write, all eight would read the circuit before any of them wrote it back.
-WORKER = """
-import json, sys, time
-from pathlib import Path
-import rmcli.store
-from rmcli.store import SqliteStore
+WORKER = (
+    WAIT_FOR_GO
+    + """
+import json
+import rmcli.redis_store, rmcli.store
+from rmcli.state import open_state
 
 def slowly(decide, pause_s):
     def slow(*args, **kwargs):
@@ -192,57 +198,47 @@ def slowly(decide, pause_s):
         return decide(*args, **kwargs)
     return slow
 
-rmcli.store.admit = slowly(rmcli.store.admit, 0.05)
-rmcli.store.record = slowly(rmcli.store.record, 0.005)
-home, go = Path(sys.argv[1]), Path(sys.argv[2])
-give_up = time.monotonic() + 30
-with SqliteStore.open(home) as store:
-    while not go.exists():
-        if time.monotonic() > give_up:
-            sys.exit("no start signal")
-        time.sleep(0.002)
+for module in (rmcli.store, rmcli.redis_store):
+    module.admit = slowly(module.admit, 0.05)
+    module.record = slowly(module.record, 0.005)
+spec, home = sys.argv[2], Path(sys.argv[3])
+with open_state({"RECURSIVEMANAGER_STATE": spec}, home) as store:
+    wait_for_go()
     admissions = store.admit_circuits(["down", "up"], 1100.0, 30.0, 60.0)
     for n in range(5):
         store.record_circuit("busy", "server_error", 1100.0 + n, 1000)
 print(json.dumps({name: a.decision for name, a in admissions.items()}))
 """
+)
 
 
-@pytest.fixture(scope="module")
-def eight_processes(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, str]], Path]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def eight_processes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[list[dict[str, str]], list[CircuitState]]:
     """Eight OS processes that, at the same moment, ask about an open, cooled-down circuit
-    ("down") and a closed one ("up"), then each record five failures of "busy"."""
+    ("down") and a closed one ("up"), then each record five failures of "busy"; what each was
+    told, and the circuits stored at the end."""
     base = tmp_path_factory.mktemp("processes")
-    home, go = base / "home", base / "go"
-    with SqliteStore.open(home) as store:
+    backend = Backend("sqlite", "sqlite", base / "home")
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.flush()
+        backend = Backend("redis", server.url(), base / "home")
+    with backend.open() as store:
         open_circuit(store, "down", at=1000.0)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(home), str(go)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(8)
-    ]
-    go.touch()
-    results = [worker.communicate(timeout=60) for worker in workers]
-    assert [(worker.returncode, err) for worker, (_, err) in zip(workers, results, strict=True)] == [
-        (0, "")
-    ] * 8
-    return [json.loads(out) for out, _ in results], home
+    outputs = run_workers(WORKER, [[backend.spec, str(backend.home)]] * 8, base / "go")
+    with backend.open() as store:
+        return [json.loads(out) for out in outputs], store.circuits()
 
 
 def test_of_eight_processes_exactly_one_gets_the_probe(
-    eight_processes: tuple[list[dict[str, str]], Path],
+    eight_processes: tuple[list[dict[str, str]], list[CircuitState]],
 ) -> None:
-    decisions, home = eight_processes
+    decisions, circuits = eight_processes
     assert sorted(d["down"] for d in decisions) == ["probe"] + ["refused"] * 7
     assert [d["up"] for d in decisions] == ["allowed"] * 8
-    with SqliteStore.open(home) as store:
-        down = [c for c in store.circuits() if c.provider == "down"]
+    down = [c for c in circuits if c.provider == "down"]
     assert down == [
         CircuitState(
             provider="down",
@@ -255,9 +251,8 @@ def test_of_eight_processes_exactly_one_gets_the_probe(
 
 
 def test_failures_recorded_by_eight_processes_at_once_are_all_counted(
-    eight_processes: tuple[list[dict[str, str]], Path],
+    eight_processes: tuple[list[dict[str, str]], list[CircuitState]],
 ) -> None:
-    _, home = eight_processes
-    with SqliteStore.open(home) as store:
-        busy = [c for c in store.circuits() if c.provider == "busy"]
+    _, circuits = eight_processes
+    busy = [c for c in circuits if c.provider == "busy"]
     assert busy == [CircuitState(provider="busy", consecutive_failures=40)]

@@ -1,13 +1,11 @@
-"""The answer cache in the SQLite store: TTL, hit and miss counts shared by processes, and the
-migration that brought it (with the history) to databases of an older schema."""
+"""The answer cache in the state store (every backend): TTL, hit and miss counts shared by
+processes; and the SQLite migration that brought it (with the history) to databases of an older
+schema."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +14,8 @@ import pytest
 import rmcli.store as store_module
 from rmcli.store import SCHEMA_VERSION, CacheStats, SqliteStore, Store, StoreError
 from rmcore.attempts import AttemptRecord
+from tests.cli.state_backends import WAIT_FOR_GO, Backend, run_workers
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 TTL_MS = 3_600_000
 
 
@@ -26,7 +24,14 @@ def key(question: str, perspective: str = "security") -> str:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
+def store(store_backend: Backend) -> Iterator[Store]:
+    """A store of each backend in turn."""
+    with store_backend.open() as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
     with SqliteStore.open(tmp_path / "home") as opened:
         yield opened
 
@@ -39,28 +44,28 @@ def counts(store: Store) -> tuple[int, int]:
 # --- lookups and the TTL -----------------------------------------------------------------------
 
 
-def test_a_stored_answer_comes_back_byte_for_byte_and_counts_a_hit(store: SqliteStore) -> None:
+def test_a_stored_answer_comes_back_byte_for_byte_and_counts_a_hit(store: Store) -> None:
     payload = b'{"analysis": "fine", "confidence": 0.8}\x00\xff'
     store.cache_put(key("q"), "security", payload, 1_000)
     assert store.cache_get(key("q"), 1_000, TTL_MS) == payload
     assert counts(store) == (1, 0)
 
 
-def test_an_unknown_key_is_a_miss(store: SqliteStore) -> None:
+def test_an_unknown_key_is_a_miss(store: Store) -> None:
     store.cache_put(key("q"), "security", b"{}", 1_000)
     assert store.cache_get(key("other"), 1_000, TTL_MS) is None
     assert store.cache_get(key("q", "ux"), 1_000, TTL_MS) is None
     assert counts(store) == (0, 2)
 
 
-def test_an_entry_exactly_ttl_old_is_fresh_one_millisecond_more_is_not(store: SqliteStore) -> None:
+def test_an_entry_exactly_ttl_old_is_fresh_one_millisecond_more_is_not(store: Store) -> None:
     store.cache_put(key("q"), "security", b"answer", 10_000)
     assert store.cache_get(key("q"), 10_100, 100) == b"answer"
     assert store.cache_get(key("q"), 10_101, 100) is None
     assert counts(store) == (1, 1)
 
 
-def test_an_expired_entry_is_a_miss_and_is_removed(store: SqliteStore) -> None:
+def test_an_expired_entry_is_a_miss_and_is_removed(store: Store) -> None:
     """Once found expired the entry is gone: a longer TTL asked later does not bring it back."""
     store.cache_put(key("q"), "security", b"answer", 10_000)
     store.cache_put(key("kept"), "ux", b"other", 10_000)
@@ -70,18 +75,18 @@ def test_an_expired_entry_is_a_miss_and_is_removed(store: SqliteStore) -> None:
     assert store.cache_get(key("kept"), 20_000, TTL_MS) == b"other"
 
 
-def test_a_ttl_of_zero_only_serves_answers_of_the_same_millisecond(store: SqliteStore) -> None:
+def test_a_ttl_of_zero_only_serves_answers_of_the_same_millisecond(store: Store) -> None:
     store.cache_put(key("q"), "security", b"answer", 500)
     assert store.cache_get(key("q"), 500, 0) == b"answer"
     assert store.cache_get(key("q"), 501, 0) is None
 
 
-def test_an_entry_from_a_clock_running_ahead_is_fresh(store: SqliteStore) -> None:
+def test_an_entry_from_a_clock_running_ahead_is_fresh(store: Store) -> None:
     store.cache_put(key("q"), "security", b"answer", 50_000)
     assert store.cache_get(key("q"), 40_000, 100) == b"answer"
 
 
-def test_a_negative_ttl_is_refused_and_counts_nothing(store: SqliteStore) -> None:
+def test_a_negative_ttl_is_refused_and_counts_nothing(store: Store) -> None:
     store.cache_put(key("q"), "security", b"answer", 0)
     with pytest.raises(ValueError, match="TTL"):
         store.cache_get(key("q"), 0, -1)
@@ -93,7 +98,7 @@ def test_a_negative_ttl_is_refused_and_counts_nothing(store: SqliteStore) -> Non
     assert store.cache_stats(0, 0).entries == 1
 
 
-def test_a_put_replaces_the_entry_and_restarts_its_age(store: SqliteStore) -> None:
+def test_a_put_replaces_the_entry_and_restarts_its_age(store: Store) -> None:
     store.cache_put(key("q"), "security", b"old", 1_000)
     store.cache_put(key("q"), "security", b"new", 5_000)
     assert store.cache_get(key("q"), 5_900, 1_000) == b"new"
@@ -101,17 +106,17 @@ def test_a_put_replaces_the_entry_and_restarts_its_age(store: SqliteStore) -> No
     assert (stats.entries, stats.oldest_ms, stats.newest_ms, stats.bytes) == (1, 5_000, 5_000, 3)
 
 
-def test_answers_survive_closing_and_reopening(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    with SqliteStore.open(home) as first:
+def test_answers_survive_closing_and_reopening(store_backend: Backend) -> None:
+    with store_backend.open() as first:
         first.cache_put(key("q"), "security", b"answer", 1_000)
         assert first.cache_get(key("nothing"), 1_000, TTL_MS) is None
-    with SqliteStore.open(home) as second:
+    with store_backend.open() as second:
         assert second.cache_get(key("q"), 2_000, TTL_MS) == b"answer"
         assert counts(second) == (1, 1)
 
 
-def test_a_payload_that_is_not_bytes_is_a_store_error(store: SqliteStore) -> None:
+def test_a_payload_that_is_not_bytes_is_a_store_error(sqlite_store: SqliteStore) -> None:
+    store = sqlite_store
     with sqlite3.connect(store.path) as conn:
         conn.execute("INSERT INTO cache VALUES ('k', 'security', 'text, not bytes', 0)")
     with pytest.raises(StoreError, match="has no payload bytes"):
@@ -122,7 +127,7 @@ def test_a_payload_that_is_not_bytes_is_a_store_error(store: SqliteStore) -> Non
 # --- statistics, clearing and pruning ----------------------------------------------------------
 
 
-def test_stats_of_an_empty_cache(store: SqliteStore) -> None:
+def test_stats_of_an_empty_cache(store: Store) -> None:
     assert store.cache_stats(1_000, TTL_MS) == CacheStats(
         entries=0,
         fresh_entries=0,
@@ -135,7 +140,7 @@ def test_stats_of_an_empty_cache(store: SqliteStore) -> None:
     )
 
 
-def test_stats_count_fresh_and_stale_entries_without_removing_any(store: SqliteStore) -> None:
+def test_stats_count_fresh_and_stale_entries_without_removing_any(store: Store) -> None:
     store.cache_put(key("a"), "security", b"12345", 1_000)
     store.cache_put(key("b"), "ux", b"123", 2_000)
     store.cache_put(key("c"), "growth", b"1", 3_000)
@@ -155,7 +160,7 @@ def test_stats_count_fresh_and_stale_entries_without_removing_any(store: SqliteS
     assert store.cache_stats(3_500, 1_500).entries == 3
 
 
-def test_clear_removes_every_entry_and_resets_the_counters(store: SqliteStore) -> None:
+def test_clear_removes_every_entry_and_resets_the_counters(store: Store) -> None:
     store.cache_put(key("a"), "security", b"x", 1_000)
     store.cache_put(key("b"), "ux", b"y", 1_000)
     store.cache_get(key("a"), 1_000, TTL_MS)
@@ -176,7 +181,7 @@ def test_clear_removes_every_entry_and_resets_the_counters(store: SqliteStore) -
     assert store.cache_clear() == 0
 
 
-def test_prune_removes_only_expired_entries_and_keeps_the_counters(store: SqliteStore) -> None:
+def test_prune_removes_only_expired_entries_and_keeps_the_counters(store: Store) -> None:
     store.cache_put(key("old"), "security", b"x", 1_000)
     store.cache_put(key("edge"), "security", b"y", 2_000)
     store.cache_put(key("new"), "security", b"z", 3_000)
@@ -190,9 +195,8 @@ def test_prune_removes_only_expired_entries_and_keeps_the_counters(store: Sqlite
 # --- counts shared by stores and processes -----------------------------------------------------
 
 
-def test_counts_add_up_across_two_stores_on_one_database(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    with SqliteStore.open(home) as one, SqliteStore.open(home) as two:
+def test_counts_add_up_across_two_stores_on_one_database(store_backend: Backend) -> None:
+    with store_backend.open() as one, store_backend.open() as two:
         one.cache_put(key("q"), "security", b"answer", 0)
         assert two.cache_get(key("q"), 1, TTL_MS) == b"answer"
         assert one.cache_get(key("q"), 2, TTL_MS) == b"answer"
@@ -204,48 +208,31 @@ def test_counts_add_up_across_two_stores_on_one_database(tmp_path: Path) -> None
         assert counts(one) == (0, 0)
 
 
-LOOKER = """
-import sys, time
-from pathlib import Path
-from rmcli.store import SqliteStore
+LOOKER = (
+    WAIT_FOR_GO
+    + """
+from rmcli.state import open_state
 
-home, go, worker = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-give_up = time.monotonic() + 30
-with SqliteStore.open(home) as store:
-    while not go.exists():
-        if time.monotonic() > give_up:
-            sys.exit("no start signal")
-        time.sleep(0.002)
+spec, home, worker = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+with open_state({"RECURSIVEMANAGER_STATE": spec}, home) as store:
+    wait_for_go()
     for i in range(25):
         store.cache_get("shared", 1_000, 3_600_000)
         store.cache_get(f"absent-{worker}-{i}", 1_000, 3_600_000)
         store.cache_put(f"own-{worker}-{i}", "ux", b"x" * i, 1_000 + i)
 """
+)
 
 
-def test_four_processes_looking_up_at_once_lose_no_count(tmp_path: Path) -> None:
+def test_four_processes_looking_up_at_once_lose_no_count(store_backend: Backend, tmp_path: Path) -> None:
     """Four OS processes each make 25 hits, 25 misses and 25 puts at the same moment: every
     one is counted, every put is stored, and no process fails (no "database is locked")."""
-    home, go = tmp_path / "home", tmp_path / "go"
-    with SqliteStore.open(home) as store:
+    with store_backend.open() as store:
         store.cache_put("shared", "security", b"answer", 1_000)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", LOOKER, str(home), str(go), str(n)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(4)
-    ]
-    go.touch()
-    results = [worker.communicate(timeout=60) for worker in workers]
-    assert [(worker.returncode, err) for worker, (_, err) in zip(workers, results, strict=True)] == [
-        (0, "")
-    ] * 4
-    with SqliteStore.open(home) as store:
+    run_workers(
+        LOOKER, [[store_backend.spec, str(store_backend.home), str(n)] for n in range(4)], tmp_path / "go"
+    )
+    with store_backend.open() as store:
         stats = store.cache_stats(1_000, TTL_MS)
     assert (stats.hits, stats.misses, stats.hit_rate) == (100, 100, 0.5)
     assert stats.entries == 1 + 4 * 25
@@ -255,15 +242,15 @@ def test_four_processes_looking_up_at_once_lose_no_count(tmp_path: Path) -> None
 # --- the schema --------------------------------------------------------------------------------
 
 
-def test_sqlite_store_satisfies_the_protocol(store: SqliteStore) -> None:
-    as_protocol: Store = store
+def test_sqlite_store_satisfies_the_protocol(sqlite_store: SqliteStore) -> None:
+    as_protocol: Store = sqlite_store
     as_protocol.cache_put(key("q"), "security", b"answer", 0)
     assert as_protocol.cache_get(key("q"), 0, TTL_MS) == b"answer"
     assert as_protocol.cache_stats(0, TTL_MS).hit_rate == 1.0
 
 
-def test_cache_and_history_tables_are_indexed(store: SqliteStore) -> None:
-    with sqlite3.connect(store.path) as conn:
+def test_cache_and_history_tables_are_indexed(sqlite_store: SqliteStore) -> None:
+    with sqlite3.connect(sqlite_store.path) as conn:
         cache_indexes = {row[1] for row in conn.execute("PRAGMA index_list(cache)")}
         history_indexes = {row[1] for row in conn.execute("PRAGMA index_list(history)")}
         agent_created = [row[2] for row in conn.execute("PRAGMA index_info(history_agent_created)")]

@@ -1,13 +1,10 @@
-"""The analysis history in the SQLite store: listing and its filters, ids and their prefixes,
-statistics, deleting, export, and processes saving at once."""
+"""The analysis history in the state store (every backend): listing and its filters, ids and
+their prefixes, statistics, deleting, export, and processes saving at once."""
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,12 +12,18 @@ import pytest
 
 import rmcli.store as store_module
 from rmcli.store import HISTORY_ID_MIN_PREFIX, HistoryEntry, HistoryStats, SqliteStore, Store, StoreError
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.cli.state_backends import WAIT_FOR_GO, Backend, run_workers
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
+def store(store_backend: Backend) -> Iterator[Store]:
+    """A store of each backend in turn."""
+    with store_backend.open() as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
     with SqliteStore.open(tmp_path / "home") as opened:
         yield opened
 
@@ -52,7 +55,7 @@ def listed(entries: list[HistoryEntry]) -> list[int]:
 # --- saving and reading back -------------------------------------------------------------------
 
 
-def test_an_entry_reads_back_field_for_field_with_its_payload(store: SqliteStore) -> None:
+def test_an_entry_reads_back_field_for_field_with_its_payload(store: Store) -> None:
     payload = '{"question": "Ünïcode?", "bytes": "\\u0000"}'.encode() + b"\xff"
     entry_id = store.history_add("agent-1", "Ünïcode?", "partial", 0.625, 1_234, payload)
     assert re.fullmatch(r"[0-9a-f]{12}", entry_id)
@@ -68,11 +71,11 @@ def test_an_entry_reads_back_field_for_field_with_its_payload(store: SqliteStore
     assert store.history_list("agent-1") == [expected]
 
 
-def test_ids_are_distinct(store: SqliteStore) -> None:
+def test_ids_are_distinct(store: Store) -> None:
     assert len({add(store) for _ in range(50)}) == 50
 
 
-def test_an_unknown_confidence_is_kept_unknown(store: SqliteStore) -> None:
+def test_an_unknown_confidence_is_kept_unknown(store: Store) -> None:
     entry_id = add(store, confidence=None)
     found = store.history_get(entry_id)
     assert found is not None
@@ -80,28 +83,26 @@ def test_an_unknown_confidence_is_kept_unknown(store: SqliteStore) -> None:
 
 
 @pytest.mark.parametrize("confidence", [1.5, -0.1, float("nan"), float("inf")])
-def test_a_confidence_outside_0_to_1_is_refused_and_nothing_saved(
-    store: SqliteStore, confidence: float
-) -> None:
+def test_a_confidence_outside_0_to_1_is_refused_and_nothing_saved(store: Store, confidence: float) -> None:
     with pytest.raises(ValueError, match="overall confidence"):
         add(store, confidence=confidence)
     assert store.history_list(None) == []
 
 
-def test_confidences_0_and_1_are_accepted(store: SqliteStore) -> None:
+def test_confidences_0_and_1_are_accepted(store: Store) -> None:
     add(store, confidence=0.0, at=1)
     add(store, confidence=1.0, at=2)
     assert [e.overall_confidence for e in store.history_list(None)] == [1.0, 0.0]
 
 
-def test_an_id_already_taken_is_drawn_again(store: SqliteStore, ids: list[str]) -> None:
+def test_an_id_already_taken_is_drawn_again(store: Store, ids: list[str]) -> None:
     ids.extend(["aaaa00000001", "aaaa00000001", "aaaa00000001", "bbbb00000002"])
     assert add(store) == "aaaa00000001"
     assert add(store) == "bbbb00000002"
     assert ids == []
 
 
-def test_an_id_never_free_is_a_store_error_and_saves_nothing(store: SqliteStore, ids: list[str]) -> None:
+def test_an_id_never_free_is_a_store_error_and_saves_nothing(store: Store, ids: list[str]) -> None:
     ids.extend(["aaaa00000001"] * 20)
     add(store)
     with pytest.raises(StoreError, match="no free history id"):
@@ -109,17 +110,17 @@ def test_an_id_never_free_is_a_store_error_and_saves_nothing(store: SqliteStore,
     assert [e.agent_id for e in store.history_list(None)] == ["agent-1"]
 
 
-def test_entries_survive_closing_and_reopening(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    with SqliteStore.open(home) as first:
+def test_entries_survive_closing_and_reopening(store_backend: Backend) -> None:
+    with store_backend.open() as first:
         entry_id = add(first, at=7)
-    with SqliteStore.open(home) as second:
+    with store_backend.open() as second:
         found = second.history_get(entry_id)
         assert found is not None
         assert (found[0].created_ms, found[1]) == (7, b'{"at": 7}')
 
 
-def test_an_impossible_stored_entry_is_a_store_error(store: SqliteStore) -> None:
+def test_an_impossible_stored_entry_is_a_store_error(sqlite_store: SqliteStore) -> None:
+    store = sqlite_store
     with sqlite3.connect(store.path) as conn:
         conn.execute(
             "INSERT INTO history (id, agent_id, question, status, overall_confidence, created_ms, payload)"
@@ -132,7 +133,7 @@ def test_an_impossible_stored_entry_is_a_store_error(store: SqliteStore) -> None
 # --- listing -----------------------------------------------------------------------------------
 
 
-def test_newest_first_and_the_last_saved_first_within_a_millisecond(store: SqliteStore) -> None:
+def test_newest_first_and_the_last_saved_first_within_a_millisecond(store: Store) -> None:
     first = add(store, at=2_000)
     add(store, at=1_000)
     second = add(store, at=2_000)
@@ -142,7 +143,7 @@ def test_newest_first_and_the_last_saved_first_within_a_millisecond(store: Sqlit
     assert [entries[1].id, entries[2].id] == [second, first]
 
 
-def test_list_of_one_agent_or_of_all(store: SqliteStore) -> None:
+def test_list_of_one_agent_or_of_all(store: Store) -> None:
     add(store, "a", at=1)
     add(store, "b", at=2)
     add(store, "a", at=3)
@@ -152,7 +153,7 @@ def test_list_of_one_agent_or_of_all(store: SqliteStore) -> None:
     assert [(e.agent_id, e.created_ms) for e in store.history_list(None)] == [("a", 3), ("b", 2), ("a", 1)]
 
 
-def test_min_confidence_is_inclusive_and_excludes_unknown(store: SqliteStore) -> None:
+def test_min_confidence_is_inclusive_and_excludes_unknown(store: Store) -> None:
     for at, confidence in enumerate([0.2, 0.5, None, 0.9, 0.49999]):
         add(store, at=at, confidence=confidence)
     assert listed(store.history_list("agent-1", min_confidence=0.5)) == [3, 1]
@@ -160,7 +161,7 @@ def test_min_confidence_is_inclusive_and_excludes_unknown(store: SqliteStore) ->
     assert listed(store.history_list("agent-1")) == [4, 3, 2, 1, 0]
 
 
-def test_since_is_inclusive_and_before_exclusive(store: SqliteStore) -> None:
+def test_since_is_inclusive_and_before_exclusive(store: Store) -> None:
     for at in (100, 200, 300, 400):
         add(store, at=at)
     assert listed(store.history_list("agent-1", since_ms=200)) == [400, 300, 200]
@@ -168,7 +169,7 @@ def test_since_is_inclusive_and_before_exclusive(store: SqliteStore) -> None:
     assert listed(store.history_list("agent-1", since_ms=200, before_ms=400)) == [300, 200]
 
 
-def test_limit_keeps_the_newest(store: SqliteStore) -> None:
+def test_limit_keeps_the_newest(store: Store) -> None:
     for at in (100, 200, 300, 400):
         add(store, at=at)
     assert listed(store.history_list("agent-1", limit=2)) == [400, 300]
@@ -178,7 +179,7 @@ def test_limit_keeps_the_newest(store: SqliteStore) -> None:
         store.history_list("agent-1", limit=-1)
 
 
-def test_filters_combine(store: SqliteStore) -> None:
+def test_filters_combine(store: Store) -> None:
     add(store, "a", at=100, confidence=0.9)
     add(store, "a", at=200, confidence=0.3)
     add(store, "a", at=300, confidence=0.8)
@@ -192,7 +193,7 @@ def test_filters_combine(store: SqliteStore) -> None:
 # --- ids and prefixes --------------------------------------------------------------------------
 
 
-def test_a_unique_prefix_names_one_entry(store: SqliteStore, ids: list[str]) -> None:
+def test_a_unique_prefix_names_one_entry(store: Store, ids: list[str]) -> None:
     ids.extend(["abcd00000001", "abcd00000002", "abce00000003"])
     for at in range(3):
         add(store, at=at)
@@ -204,7 +205,7 @@ def test_a_unique_prefix_names_one_entry(store: SqliteStore, ids: list[str]) -> 
     assert store.history_resolve(" AbCd00000001 ") == ["abcd00000001"]
 
 
-def test_an_ambiguous_prefix_names_several_and_gets_nothing(store: SqliteStore, ids: list[str]) -> None:
+def test_an_ambiguous_prefix_names_several_and_gets_nothing(store: Store, ids: list[str]) -> None:
     ids.extend(["abcd00000002", "abcd00000001", "abce00000003"])
     for at in range(3):
         add(store, at=at)
@@ -215,7 +216,7 @@ def test_an_ambiguous_prefix_names_several_and_gets_nothing(store: SqliteStore, 
     assert store.history_get("abcd00000001") is not None
 
 
-def test_too_short_or_not_hex_or_unknown_names_nothing(store: SqliteStore, ids: list[str]) -> None:
+def test_too_short_or_not_hex_or_unknown_names_nothing(store: Store, ids: list[str]) -> None:
     ids.append("abcd00000001")
     add(store)
     assert HISTORY_ID_MIN_PREFIX == 4
@@ -224,8 +225,9 @@ def test_too_short_or_not_hex_or_unknown_names_nothing(store: SqliteStore, ids: 
         assert store.history_get(reference) is None, reference
 
 
-def test_an_id_that_is_not_hex_is_still_found_exactly(store: SqliteStore) -> None:
+def test_an_id_that_is_not_hex_is_still_found_exactly(sqlite_store: SqliteStore) -> None:
     """Ids are found by exact match first, whatever their form (prefixes must be hex)."""
+    store = sqlite_store
     with sqlite3.connect(store.path) as conn:
         conn.execute(
             "INSERT INTO history (id, agent_id, question, status, overall_confidence, created_ms, payload)"
@@ -241,7 +243,7 @@ def test_an_id_that_is_not_hex_is_still_found_exactly(store: SqliteStore) -> Non
 # --- statistics --------------------------------------------------------------------------------
 
 
-def test_stats_of_no_entries(store: SqliteStore) -> None:
+def test_stats_of_no_entries(store: Store) -> None:
     assert store.history_stats(None) == HistoryStats(
         total=0,
         by_status={},
@@ -254,7 +256,7 @@ def test_stats_of_no_entries(store: SqliteStore) -> None:
     )
 
 
-def test_stats_count_statuses_and_summarise_known_confidences(store: SqliteStore) -> None:
+def test_stats_count_statuses_and_summarise_known_confidences(store: Store) -> None:
     add(store, "a", at=300, confidence=0.5, status="ok")
     add(store, "a", at=100, confidence=None, status="failed")
     add(store, "a", at=200, confidence=0.25, status="partial")
@@ -281,7 +283,7 @@ def test_stats_count_statuses_and_summarise_known_confidences(store: SqliteStore
     )
 
 
-def test_stats_when_no_confidence_is_known(store: SqliteStore) -> None:
+def test_stats_when_no_confidence_is_known(store: Store) -> None:
     add(store, at=10, confidence=None, status="failed")
     stats = store.history_stats("agent-1")
     assert (stats.total, stats.with_confidence, stats.average_confidence, stats.min_confidence) == (
@@ -296,7 +298,7 @@ def test_stats_when_no_confidence_is_known(store: SqliteStore) -> None:
 # --- deleting ----------------------------------------------------------------------------------
 
 
-def test_delete_by_id_or_unique_prefix(store: SqliteStore, ids: list[str]) -> None:
+def test_delete_by_id_or_unique_prefix(store: Store, ids: list[str]) -> None:
     ids.extend(["abcd00000001", "abcd00000002", "ef0100000003"])
     for at in range(3):
         add(store, at=at)
@@ -306,7 +308,7 @@ def test_delete_by_id_or_unique_prefix(store: SqliteStore, ids: list[str]) -> No
     assert [e.id for e in store.history_list(None)] == ["abcd00000002"]
 
 
-def test_an_ambiguous_or_unknown_delete_deletes_nothing(store: SqliteStore, ids: list[str]) -> None:
+def test_an_ambiguous_or_unknown_delete_deletes_nothing(store: Store, ids: list[str]) -> None:
     ids.extend(["abcd00000001", "abcd00000002"])
     add(store, at=1)
     add(store, at=2)
@@ -316,7 +318,7 @@ def test_an_ambiguous_or_unknown_delete_deletes_nothing(store: SqliteStore, ids:
     assert len(store.history_list(None)) == 2
 
 
-def test_clear_one_agent(store: SqliteStore) -> None:
+def test_clear_one_agent(store: Store) -> None:
     for at in (1, 2, 3):
         add(store, "a", at=at)
     add(store, "b", at=4)
@@ -325,7 +327,7 @@ def test_clear_one_agent(store: SqliteStore) -> None:
     assert store.history_clear("a") == 0
 
 
-def test_clear_before_a_date_is_strictly_before(store: SqliteStore) -> None:
+def test_clear_before_a_date_is_strictly_before(store: Store) -> None:
     for at in (100, 200, 300):
         add(store, "a", at=at)
         add(store, "b", at=at)
@@ -335,7 +337,7 @@ def test_clear_before_a_date_is_strictly_before(store: SqliteStore) -> None:
     assert [(e.agent_id, e.created_ms) for e in store.history_list(None)] == [("b", 300), ("a", 300)]
 
 
-def test_clear_everything(store: SqliteStore) -> None:
+def test_clear_everything(store: Store) -> None:
     add(store, "a")
     add(store, "b")
     assert store.history_clear(None) == 2
@@ -345,7 +347,7 @@ def test_clear_everything(store: SqliteStore) -> None:
 # --- export ------------------------------------------------------------------------------------
 
 
-def test_export_is_one_agent_oldest_first_with_payloads(store: SqliteStore) -> None:
+def test_export_is_one_agent_oldest_first_with_payloads(store: Store) -> None:
     late = add(store, "a", at=300)
     early = add(store, "a", at=100)
     add(store, "b", at=200)
@@ -361,7 +363,7 @@ def test_export_is_one_agent_oldest_first_with_payloads(store: SqliteStore) -> N
     assert store.history_export("nobody") == []
 
 
-def test_sqlite_store_satisfies_the_protocol(store: SqliteStore) -> None:
+def test_the_store_satisfies_the_protocol(store: Store) -> None:
     as_protocol: Store = store
     entry_id = add(as_protocol, at=1)
     assert as_protocol.history_resolve(entry_id[:4]) == [entry_id]
@@ -371,44 +373,27 @@ def test_sqlite_store_satisfies_the_protocol(store: SqliteStore) -> None:
 
 # --- processes at once -------------------------------------------------------------------------
 
-SAVER = """
-import sys, time
-from pathlib import Path
-from rmcli.store import SqliteStore
+SAVER = (
+    WAIT_FOR_GO
+    + """
+from rmcli.state import open_state
 
-home, go, worker = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-give_up = time.monotonic() + 30
-with SqliteStore.open(home) as store:
-    while not go.exists():
-        if time.monotonic() > give_up:
-            sys.exit("no start signal")
-        time.sleep(0.002)
+spec, home, worker = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+with open_state({"RECURSIVEMANAGER_STATE": spec}, home) as store:
+    wait_for_go()
     for i in range(30):
         store.history_add(f"agent-{worker}", f"question {i}", "ok", i / 30, i, str(i).encode())
 """
+)
 
 
-def test_two_processes_saving_at_once_both_land(tmp_path: Path) -> None:
-    """Two OS processes open the same new database at the same moment and each save 30
-    analyses: all 60 are there, with distinct ids, and neither process fails."""
-    home, go = tmp_path / "home", tmp_path / "go"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-c", SAVER, str(home), str(go), str(n)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for n in range(2)
-    ]
-    go.touch()
-    results = [worker.communicate(timeout=60) for worker in workers]
-    assert [(worker.returncode, err) for worker, (_, err) in zip(workers, results, strict=True)] == [
-        (0, "")
-    ] * 2
-    with SqliteStore.open(home) as opened:
+def test_two_processes_saving_at_once_both_land(store_backend: Backend, tmp_path: Path) -> None:
+    """Two OS processes open the same new store at the same moment and each save 30 analyses:
+    all 60 are there, with distinct ids, and neither process fails."""
+    run_workers(
+        SAVER, [[store_backend.spec, str(store_backend.home), str(n)] for n in range(2)], tmp_path / "go"
+    )
+    with store_backend.open() as opened:
         everything = opened.history_list(None)
         assert len({entry.id for entry in everything}) == 60
         for n in range(2):

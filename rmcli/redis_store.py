@@ -1,0 +1,1168 @@
+"""The state store in Redis: the whole ``Store`` for a fleet of machines that share provider
+quotas, budgets, circuit breakers, the answer cache and the analysis history.
+
+Chosen by ``RECURSIVEMANAGER_STATE=redis://HOST:PORT/DB`` (``rmcli.state.open_state``); SQLite
+stays the default. Every method behaves as ``SqliteStore``'s does (the store tests run against
+both), and raises ``StoreUnavailable`` when Redis cannot be reached: connections give up after
+0.5 s, answers after 1 s, and a failed command is not retried behind the caller's back, so a
+caller whose policy fails closed learns it at once. A connection broken by a restart of Redis is
+replaced on the next call, and scripts the restarted server has forgotten are sent again.
+
+How each guarantee of SQLite's ``BEGIN IMMEDIATE`` is kept, with one copy of every rule:
+
+- Decisions whose rule lives in ``rmcore`` (the breaker's ``admit`` and ``record``, the quota's
+  ``refuse``) are taken in Python inside an optimistic transaction: WATCH the keys the decision
+  reads, read them, decide, then write with MULTI/EXEC. When another client changed a watched key
+  after the WATCH, EXEC writes nothing and the decision is taken afresh on the new state. So of
+  any number of processes asking an open, cooled-down circuit at once exactly one stores
+  "half-open" and gets the probe (the others re-read it and are refused), and processes
+  reserving against one cap are admitted exactly as far as the cap holds.
+- Bookkeeping without a decision (cache lookups with their counts, history ids, settling,
+  pruning, slots) runs as Lua scripts, which Redis runs whole, with no other command between.
+
+Keys (shown with the default prefix ``rmgr:``; a window field ``F`` is the JSON array
+``[cap_key, window]``):
+
+- ``rmgr:attempts`` sorted set: score ``started_at_ms``, member a 16-hex-digit sequence number
+  (insertion order among equal times) then the attempt as a JSON array; ``rmgr:attempts:seq``.
+- ``rmgr:circuit:NAME`` the circuit of provider NAME as JSON (with ``updated_at``);
+  ``rmgr:circuits`` the set of provider names that have one.
+- ``rmgr:cache:payload``, ``rmgr:cache:perspective`` hashes by cache key; ``rmgr:cache:created``
+  sorted set of cache keys by ``created_ms``; ``rmgr:cache:counters`` hash of ``hits``, ``misses``.
+- ``rmgr:history:entry:ID`` hash of one analysis (its fields, ``member`` and ``payload``);
+  ``rmgr:history:all`` and ``rmgr:history:agent:AGENT`` sorted sets of members ``SEQ:ID`` by
+  ``created_ms``; ``rmgr:history:ids`` every id at score 0 (prefix look-ups by lexical range);
+  ``rmgr:history:seq``.
+- ``rmgr:quota:settled`` hash F -> settled use; ``rmgr:quota:windows`` hash F -> ``[cap_key,
+  resource, window, resets_at, limit]`` as last charged; ``rmgr:quota:ends`` sorted set of F by
+  ``resets_at`` (for pruning); ``rmgr:quota:leases`` sorted set of reservation ids by lease end;
+  ``rmgr:quota:reservation:ID`` hash F -> amount reserved.
+- ``rmgr:slot:NAME`` sorted set of the holders of slot NAME by lease end.
+
+Scripts name some keys they build from the prefix (a history entry's agent index, a
+reservation's hash), so the store needs one Redis server (or a Sentinel-managed primary), not a
+Redis Cluster. API keys never reach the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+import urllib.parse
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+import msgspec
+import redis
+from redis.backoff import NoBackoff
+from redis.client import Pipeline
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisError,
+    WatchError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+import rmcli.store as _store
+from rmcli.store import (
+    HISTORY_ID_MIN_PREFIX,
+    PRUNE_AFTER_S,
+    CacheStats,
+    HistoryEntry,
+    HistoryStats,
+    StoreError,
+    StoreUnavailable,
+)
+from rmcore.attempts import AttemptRecord
+from rmcore.breaker import Admission, CircuitState, admit, is_breaking, record
+from rmcore.quota import CapUsage, Charge, Refusal, Resource, refuse
+from rmcore.usage import AttemptRow
+
+__all__ = ["CONNECT_TIMEOUT_S", "DEFAULT_PREFIX", "SOCKET_TIMEOUT_S", "RedisStore", "redacted_url"]
+
+DEFAULT_PREFIX: Final = "rmgr:"
+"""What every key of the store starts with."""
+
+CONNECT_TIMEOUT_S: Final = 0.5
+"""How long a connection to Redis may take before the store is unavailable."""
+
+SOCKET_TIMEOUT_S: Final = 1.0
+"""How long Redis may take to answer one command before the store is unavailable."""
+
+_OPTIMISTIC_TRIES: Final = 100
+_HEX_DIGITS: Final = frozenset("0123456789abcdef")
+_SEQ_DIGITS: Final = 16
+_HISTORY_FIELDS: Final = ("agent_id", "question", "status", "confidence", "created_ms")
+
+_T = TypeVar("_T")
+
+
+class _Unreadable(Exception):
+    """Redis answered with something the store never writes (another program's data, or a
+    hand edit); ``RedisStore`` reports it as a ``StoreError``."""
+
+
+class _Script:
+    """A Lua script run by its SHA1, sent whole once when the server does not know it (after a
+    restart, say)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+    def run(
+        self, client: redis.Redis, keys: Sequence[str], args: Sequence[str | bytes | int | float]
+    ) -> object:
+        try:
+            result: object = client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            result = client.eval(self.text, len(keys), *keys, *args)
+        return result
+
+
+# KEYS: attempts, seq. ARGV: per attempt, started_at_ms and the attempt as JSON. Each member is
+# the attempt's sequence number (16 hex digits) then its JSON.
+_RECORD_ATTEMPTS: Final = _Script(
+    """
+local first = redis.call('INCRBY', KEYS[2], #ARGV / 2) - #ARGV / 2
+for i = 1, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], ARGV[i], string.format('%016x', first + (i + 1) / 2) .. ARGV[i + 1])
+end
+return #ARGV / 2
+"""
+)
+
+# KEYS: payload, perspective, created, counters. ARGV: key, the oldest fresh created_ms.
+_CACHE_GET: Final = _Script(
+    """
+local created = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if created and tonumber(created) >= tonumber(ARGV[2]) then
+  local payload = redis.call('HGET', KEYS[1], ARGV[1])
+  if payload then
+    redis.call('HINCRBY', KEYS[4], 'hits', 1)
+    return payload
+  end
+end
+if created then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+redis.call('HINCRBY', KEYS[4], 'misses', 1)
+return false
+"""
+)
+
+# KEYS: payload, created, counters. ARGV: the oldest fresh created_ms.
+_CACHE_STATS: Final = _Script(
+    """
+local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local newest = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+local size = 0
+for _, key in ipairs(redis.call('HKEYS', KEYS[1])) do
+  size = size + redis.call('HSTRLEN', KEYS[1], key)
+end
+local counts = redis.call('HMGET', KEYS[3], 'hits', 'misses')
+return {redis.call('ZCARD', KEYS[2]), redis.call('ZCOUNT', KEYS[2], ARGV[1], '+inf'),
+        oldest[2] or false, newest[2] or false, size, counts[1] or false, counts[2] or false}
+"""
+)
+
+# KEYS: payload, perspective, created. ARGV: the oldest fresh created_ms.
+_CACHE_PRUNE: Final = _Script(
+    """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1])
+for _, key in ipairs(expired) do
+  redis.call('HDEL', KEYS[1], key)
+  redis.call('HDEL', KEYS[2], key)
+  redis.call('ZREM', KEYS[3], key)
+end
+return #expired
+"""
+)
+
+# KEYS: entry, all, agent index, ids, seq. ARGV: id, agent_id, question, status, confidence
+# ('' when unknown), created_ms, payload. False when the id is taken.
+_HISTORY_ADD: Final = _Script(
+    """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local member = string.format('%016x', redis.call('INCR', KEYS[5])) .. ':' .. ARGV[1]
+redis.call('HSET', KEYS[1], 'agent_id', ARGV[2], 'question', ARGV[3], 'status', ARGV[4],
+           'confidence', ARGV[5], 'created_ms', ARGV[6], 'member', member, 'payload', ARGV[7])
+redis.call('ZADD', KEYS[2], ARGV[6], member)
+redis.call('ZADD', KEYS[3], ARGV[6], member)
+redis.call('ZADD', KEYS[4], 0, ARGV[1])
+return 1
+"""
+)
+
+# KEYS: entry, all, ids. ARGV: id, the agent index key prefix.
+_HISTORY_DELETE: Final = _Script(
+    """
+local found = redis.call('HMGET', KEYS[1], 'agent_id', 'member')
+if not found[2] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], found[2])
+if found[1] then redis.call('ZREM', ARGV[2] .. found[1], found[2]) end
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+)
+
+# KEYS: the index to clear (all, or one agent's), all, ids. ARGV: the entry key prefix, the agent
+# index key prefix, before_ms ('' for every entry).
+_HISTORY_CLEAR: Final = _Script(
+    """
+local members
+if ARGV[3] == '' then
+  members = redis.call('ZRANGE', KEYS[1], 0, -1)
+else
+  members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+end
+for _, member in ipairs(members) do
+  local id = string.sub(member, 18)
+  local agent = redis.call('HGET', ARGV[1] .. id, 'agent_id')
+  redis.call('DEL', ARGV[1] .. id)
+  redis.call('ZREM', KEYS[2], member)
+  if agent then redis.call('ZREM', ARGV[2] .. agent, member) end
+  redis.call('ZREM', KEYS[3], id)
+end
+return #members
+"""
+)
+
+# Read-only (it runs under WATCH). KEYS: leases, settled. ARGV: now, the reservation key prefix,
+# the id being reserved, then the charged window fields. Returns the expired reservation ids and,
+# per field, settled use plus what the other live reservations hold.
+_QUOTA_HELD: Final = _Script(
+    """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local held = {}
+for i, field in ipairs(fields) do held[i] = tonumber(redis.call('HGET', KEYS[2], field) or '0') end
+for _, id in ipairs(live) do
+  if id ~= ARGV[3] then
+    local amounts = redis.call('HMGET', ARGV[2] .. id, unpack(fields))
+    for i = 1, #fields do
+      if amounts[i] then held[i] = held[i] + tonumber(amounts[i]) end
+    end
+  end
+end
+for i = 1, #fields do held[i] = string.format('%.17g', held[i]) end
+return {expired, held}
+"""
+)
+
+# KEYS: leases, settled, windows, ends, this reservation. ARGV: reservation id, now, prune windows
+# that reset at or before this, the reservation key prefix, then per charge: field, amount,
+# window as JSON, resets_at.
+_QUOTA_SETTLE: Final = _Script(
+    """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[5])
+for i = 5, #ARGV, 4 do
+  redis.call('HINCRBYFLOAT', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 2])
+  redis.call('ZADD', KEYS[4], ARGV[i + 3], ARGV[i])
+end
+for _, field in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[3])) do
+  redis.call('HDEL', KEYS[2], field)
+  redis.call('HDEL', KEYS[3], field)
+  redis.call('ZREM', KEYS[4], field)
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])) do
+  redis.call('DEL', ARGV[4] .. id)
+  redis.call('ZREM', KEYS[1], id)
+end
+return 1
+"""
+)
+
+# KEYS: leases, settled, windows. ARGV: now, the reservation key prefix. Returns per charged
+# window: field, window JSON, settled use (or false), what live reservations hold.
+_QUOTA_USAGE: Final = _Script(
+    """
+local reserved = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')) do
+  local amounts = redis.call('HGETALL', ARGV[2] .. id)
+  for i = 1, #amounts, 2 do
+    reserved[amounts[i]] = (reserved[amounts[i]] or 0) + tonumber(amounts[i + 1])
+  end
+end
+local out = {}
+local windows = redis.call('HGETALL', KEYS[3])
+for i = 1, #windows, 2 do
+  local field = windows[i]
+  out[#out + 1] = {field, windows[i + 1], redis.call('HGET', KEYS[2], field) or false,
+                   string.format('%.17g', reserved[field] or 0)}
+end
+return out
+"""
+)
+
+# KEYS: the slot. ARGV: now, holder, limit, lease end.
+_SLOT_ACQUIRE: Final = _Script(
+    """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[2])
+  return 1
+end
+return 0
+"""
+)
+
+
+class _StoredAttempt(msgspec.Struct, array_like=True, frozen=True):
+    run_id: str
+    command: str
+    provider: str
+    model: str
+    outcome: str
+    status: int | None
+    latency_ms: float
+    started_at_ms: int
+    input_tokens: int
+    output_tokens: int
+    usage_estimated: bool
+    cost_usd: float
+    message: str | None
+
+
+class _StoredCircuit(msgspec.Struct, frozen=True):
+    state: str
+    consecutive_failures: int
+    opened_at: float | None
+    probe_started_at: float | None
+    updated_at: float
+
+
+class _StoredWindow(msgspec.Struct, array_like=True, frozen=True):
+    cap_key: str
+    resource: Resource
+    window: str
+    resets_at: float
+    limit: float
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its user, password and query (which may hold a password): what messages
+    show, e.g. ``redis://127.0.0.1:6379/0``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        scheme, separator, rest = url.partition("://")
+        return scheme + separator + rest.partition("?")[0].rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+class RedisStore:
+    """The ``Store`` in one Redis database. Open it with ``RedisStore.open(url)`` (no connection
+    is made until the first call); use it as a context manager or call ``close()``."""
+
+    def __init__(self, client: redis.Redis, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:
+        """Wrap a client made with the store's timeouts; use ``open`` instead. ``url`` is shown
+        in messages, so it must hold no password."""
+        self._client = client
+        self.url = url
+        self.prefix = prefix
+        self._secret = client.get_connection_kwargs().get("password")
+
+    @classmethod
+    def open(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> RedisStore:
+        """The store at ``url`` (``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]``, or ``rediss://``
+        for TLS), its keys under ``prefix``.
+
+        Raises ``StoreError`` (naming the URL without its password) when ``url`` is not such a
+        URL. Connects lazily: an unreachable server shows as ``StoreUnavailable`` from the first
+        call, not here.
+        """
+        shown = redacted_url(url)
+        problem = _url_problem(url)
+        if problem is not None:
+            raise StoreError(
+                None,
+                f"the shared state URL {shown} {problem}; it must look like redis://HOST:PORT/DB "
+                "(e.g. redis://127.0.0.1:6379/0).",
+            )
+        try:
+            client = redis.Redis.from_url(
+                url,
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_timeout=SOCKET_TIMEOUT_S,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
+        except ValueError as exc:
+            raise StoreError(None, f"the shared state URL {shown} cannot be used: {exc}") from None
+        return cls(client, shown, prefix=prefix)
+
+    # --- attempts ------------------------------------------------------------------------------
+
+    def record_attempts(self, run_id: str, command: str, attempts: Sequence[AttemptRecord]) -> None:
+        """Store the attempts of one run, all of them or (on error) none, in one script that
+        numbers them, so that attempts of the same millisecond keep the order they were stored in."""
+        if not attempts:
+            return
+        args: list[str | bytes | int | float] = []
+        for attempt in attempts:
+            stored = _StoredAttempt(
+                run_id=run_id,
+                command=command,
+                provider=attempt.provider,
+                model=attempt.model,
+                outcome=attempt.outcome,
+                status=attempt.status,
+                latency_ms=float(attempt.latency_ms),
+                started_at_ms=int(attempt.started_at_ms),
+                input_tokens=attempt.usage.input_tokens,
+                output_tokens=attempt.usage.output_tokens,
+                usage_estimated=attempt.usage.estimated,
+                cost_usd=float(attempt.cost_usd),
+                message=None if attempt.message is None else attempt.message[: _store._MAX_MESSAGE_CHARS],
+            )
+            args += [stored.started_at_ms, msgspec.json.encode(stored)]
+        with self._reachable():
+            _RECORD_ATTEMPTS.run(self._client, [self._key("attempts"), self._key("attempts:seq")], args)
+
+    def attempts_since(self, since_ms: int, providers: Collection[str] | None = None) -> list[AttemptRow]:
+        """Attempts started at or after ``since_ms`` (epoch ms), oldest first (the same
+        millisecond in the order stored); only those of ``providers`` when given (an empty
+        collection selects nothing)."""
+        wanted = None if providers is None else set(providers)
+        if wanted is not None and not wanted:
+            return []
+        with self._reachable():
+            members = self._client.zrangebyscore(self._key("attempts"), int(since_ms), "+inf")
+            stored_rows = [self._attempt(member) for member in members]
+        rows = []
+        for stored in stored_rows:
+            if wanted is None or stored.provider in wanted:
+                rows.append(
+                    AttemptRow(
+                        provider=stored.provider,
+                        model=stored.model,
+                        outcome=stored.outcome,
+                        status=stored.status,
+                        latency_ms=stored.latency_ms,
+                        started_at_ms=stored.started_at_ms,
+                        input_tokens=stored.input_tokens,
+                        output_tokens=stored.output_tokens,
+                        cost_usd=stored.cost_usd,
+                        run_id=stored.run_id,
+                    )
+                )
+        return rows
+
+    # --- circuits ------------------------------------------------------------------------------
+
+    def admit_circuits(
+        self, providers: Sequence[str], now: float, cooldown_s: float, probe_timeout_s: float
+    ) -> dict[str, Admission]:
+        """``rmcore.breaker.admit`` for each distinct provider of ``providers`` at ``now`` (epoch
+        seconds), keyed by provider in the order given.
+
+        The circuits are read under WATCH and the changed ones written with MULTI/EXEC: when
+        another client changed one in between, nothing is written and the decisions are taken
+        again on what it stored. So of any number of processes asking at once about an open,
+        cooled-down circuit exactly one gets the probe. A provider without a stored circuit is
+        closed (and nothing is written)."""
+        names = list(dict.fromkeys(providers))
+        if not names:
+            return {}
+        keys = [self._circuit_key(name) for name in names]
+
+        def decide(pipe: Pipeline) -> tuple[dict[str, Admission], Callable[[Pipeline], None] | None]:
+            stored = pipe.mget(keys)
+            admissions: dict[str, Admission] = {}
+            changed: list[CircuitState] = []
+            for name, raw in zip(names, stored, strict=True):
+                current = CircuitState(provider=name) if raw is None else self._circuit(name, raw)
+                admission = admit(current, now, cooldown_s=cooldown_s, probe_timeout_s=probe_timeout_s)
+                if admission.state != current:
+                    changed.append(admission.state)
+                admissions[name] = admission
+            return admissions, (self._circuit_writes(changed, now) if changed else None)
+
+        return self._optimistic(keys, decide)
+
+    def record_circuit(self, provider: str, outcome: str, now: float, failure_threshold: int) -> CircuitState:
+        """``rmcore.breaker.record`` on ``provider``'s stored circuit: read under WATCH, updated
+        and written with MULTI/EXEC, taken again when another client wrote it meanwhile, so that
+        outcomes recorded by processes at the same time are all counted. Returns the new state.
+        Raises ``ValueError`` (and stores nothing) when ``outcome`` is neither ``"ok"`` nor an
+        error kind."""
+        is_breaking(outcome)  # an unknown outcome raises here, before anything is read
+        key = self._circuit_key(provider)
+
+        def apply(pipe: Pipeline) -> tuple[CircuitState, Callable[[Pipeline], None] | None]:
+            raw = pipe.get(key)
+            current = CircuitState(provider=provider) if raw is None else self._circuit(provider, raw)
+            new = record(current, outcome, now, failure_threshold=failure_threshold)
+            return new, (self._circuit_writes([new], now) if new != current else None)
+
+        return self._optimistic([key], apply)
+
+    def circuits(self) -> list[CircuitState]:
+        """Every stored circuit, ordered by provider name. A provider that has never recorded a
+        failure may be missing: its circuit is closed."""
+        with self._reachable():
+            names = sorted(_text(name) for name in self._client.smembers(self._key("circuits")))
+            if not names:
+                return []
+            stored = self._client.mget([self._circuit_key(name) for name in names])
+            return [
+                self._circuit(name, raw) for name, raw in zip(names, stored, strict=True) if raw is not None
+            ]
+
+    # --- the answer cache ----------------------------------------------------------------------
+
+    def cache_get(self, key: str, now_ms: int, ttl_ms: int) -> bytes | None:
+        """The payload cached under ``key`` when it is fresh (stored at or after ``now_ms -
+        ttl_ms``), else None; one script looks up, counts the hit or miss, and removes an
+        expired entry. Raises ``ValueError`` when ``ttl_ms`` is negative."""
+        _store._check_ttl(ttl_ms)
+        with self._reachable():
+            found = _CACHE_GET.run(self._client, self._cache_keys(), [key, int(now_ms) - int(ttl_ms)])
+            return None if found is None else _bytes(found)
+
+    def cache_put(self, key: str, perspective_id: str, payload: bytes, now_ms: int) -> None:
+        """Cache ``payload`` under ``key`` as stored at ``now_ms`` (one MULTI/EXEC); an entry of
+        the same key is replaced, its age starting afresh."""
+        payloads, perspectives, created, _ = self._cache_keys()
+        with self._reachable(), self._client.pipeline() as pipe:
+            pipe.hset(payloads, key, bytes(payload))
+            pipe.hset(perspectives, key, perspective_id)
+            pipe.zadd(created, {key: int(now_ms)})
+            pipe.execute()
+
+    def cache_stats(self, now_ms: int, ttl_ms: int) -> CacheStats:
+        """The cache at ``now_ms`` as ``SqliteStore.cache_stats`` reports it, read by one script
+        (one consistent snapshot); nothing is removed or counted. Raises ``ValueError`` when
+        ``ttl_ms`` is negative."""
+        _store._check_ttl(ttl_ms)
+        payloads, _, created, counters = self._cache_keys()
+        with self._reachable():
+            found = _CACHE_STATS.run(self._client, [payloads, created, counters], [int(now_ms) - int(ttl_ms)])
+            entries, fresh, oldest, newest, size, hits, misses = (
+                None if value is None else _int(value) for value in _list(found, 7)
+            )
+        hits, misses = hits or 0, misses or 0
+        lookups = hits + misses
+        return CacheStats(
+            entries=entries or 0,
+            fresh_entries=fresh or 0,
+            hits=hits,
+            misses=misses,
+            hit_rate=hits / lookups if lookups else None,
+            oldest_ms=oldest,
+            newest_ms=newest,
+            bytes=size or 0,
+        )
+
+    def cache_clear(self) -> int:
+        """Remove every cached answer and reset the hit and miss counters (one MULTI/EXEC); the
+        number of entries removed."""
+        payloads, perspectives, created, counters = self._cache_keys()
+        with self._reachable(), self._client.pipeline() as pipe:
+            pipe.zcard(created)
+            pipe.delete(payloads, perspectives, created, counters)
+            removed = pipe.execute()[0]
+        return int(removed)
+
+    def cache_prune(self, now_ms: int, ttl_ms: int) -> int:
+        """Remove the entries stored before ``now_ms - ttl_ms``, leaving the counters alone; the
+        number removed. Raises ``ValueError`` when ``ttl_ms`` is negative."""
+        _store._check_ttl(ttl_ms)
+        payloads, perspectives, created, _ = self._cache_keys()
+        with self._reachable():
+            removed = _CACHE_PRUNE.run(
+                self._client, [payloads, perspectives, created], [int(now_ms) - int(ttl_ms)]
+            )
+            return _int(removed)
+
+    # --- the analysis history ------------------------------------------------------------------
+
+    def history_add(
+        self,
+        agent_id: str,
+        question: str,
+        status: str,
+        overall_confidence: float | None,
+        created_ms: int,
+        payload: bytes,
+    ) -> str:
+        """Save one analysis; its new id, 12 lowercase hex digits, unique in this database (a
+        script stores it only when the id is free; a taken id is drawn again). Raises
+        ``ValueError``, storing nothing, when ``overall_confidence`` is neither None nor within
+        0.0 to 1.0."""
+        if overall_confidence is not None and not 0.0 <= overall_confidence <= 1.0:
+            raise ValueError(
+                f"overall confidence must be within 0.0 to 1.0 or None, not {overall_confidence!r}"
+            )
+        confidence = "" if overall_confidence is None else repr(float(overall_confidence))
+        args_after_id: list[str | bytes | int | float] = [
+            agent_id,
+            question,
+            status,
+            confidence,
+            int(created_ms),
+            bytes(payload),
+        ]
+        with self._reachable():
+            for _ in range(_store._NEW_ID_TRIES):
+                entry_id = _store._new_history_id()
+                keys = [
+                    self._entry_key(entry_id),
+                    self._key("history:all"),
+                    self._agent_key(agent_id),
+                    self._key("history:ids"),
+                    self._key("history:seq"),
+                ]
+                if _HISTORY_ADD.run(self._client, keys, [entry_id, *args_after_id]) is not None:
+                    return entry_id
+        raise StoreError(None, f"no free history id in {_store._NEW_ID_TRIES} random draws; run again.")
+
+    def history_list(
+        self,
+        agent_id: str | None,
+        *,
+        min_confidence: float | None = None,
+        since_ms: int | None = None,
+        before_ms: int | None = None,
+        limit: int | None = None,
+    ) -> list[HistoryEntry]:
+        """Saved analyses, newest first (the same millisecond: the last saved first), filtered as
+        ``SqliteStore.history_list`` filters them. Raises ``ValueError`` when ``limit`` is
+        negative."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must not be negative, not {limit}")
+        if limit == 0:
+            return []
+        index = self._key("history:all") if agent_id is None else self._agent_key(agent_id)
+        highest = "+inf" if before_ms is None else f"({int(before_ms)}"
+        lowest = "-inf" if since_ms is None else str(int(since_ms))
+        page = (0, limit) if limit is not None and min_confidence is None else (None, None)
+        with self._reachable():
+            members = self._client.zrevrangebyscore(index, highest, lowest, start=page[0], num=page[1])
+            entries = self._entries([_member_id(member) for member in members])
+        if min_confidence is not None:
+            entries = [
+                entry
+                for entry in entries
+                if entry.overall_confidence is not None and entry.overall_confidence >= min_confidence
+            ]
+        return entries if limit is None else entries[:limit]
+
+    def history_resolve(self, reference: str) -> list[str]:
+        """The full ids ``reference`` names, sorted: ``[reference]`` when it is an id; else the
+        ids starting with it when it is at least ``HISTORY_ID_MIN_PREFIX`` hex digits (either
+        case); else none."""
+        with self._reachable():
+            return self._resolve(reference)
+
+    def history_get(self, entry_id: str) -> tuple[HistoryEntry, bytes] | None:
+        """The entry and payload ``entry_id`` names (an id or an unambiguous prefix); None when
+        it names no entry or several."""
+        with self._reachable():
+            ids = self._resolve(entry_id)
+            if len(ids) != 1:
+                return None
+            values = self._client.hmget(self._entry_key(ids[0]), [*_HISTORY_FIELDS, "payload"])
+            if values[0] is None:
+                return None
+            return self._entry(ids[0], values[:-1]), self._payload(values[-1], f"history entry {ids[0]!r}")
+
+    def history_stats(self, agent_id: str | None) -> HistoryStats:
+        """Counts, confidence and dates of the analyses of ``agent_id`` (every agent's when
+        None)."""
+        index = self._key("history:all") if agent_id is None else self._agent_key(agent_id)
+        with self._reachable():
+            entries = self._entries([_member_id(member) for member in self._client.zrange(index, 0, -1)])
+        statuses: dict[str, int] = {}
+        for entry in entries:
+            statuses[entry.status] = statuses.get(entry.status, 0) + 1
+        known = [entry.overall_confidence for entry in entries if entry.overall_confidence is not None]
+        times = [entry.created_ms for entry in entries]
+        return HistoryStats(
+            total=len(entries),
+            by_status=dict(sorted(statuses.items())),
+            with_confidence=len(known),
+            average_confidence=math.fsum(known) / len(known) if known else None,
+            min_confidence=min(known, default=None),
+            max_confidence=max(known, default=None),
+            first_ms=min(times, default=None),
+            last_ms=max(times, default=None),
+        )
+
+    def history_delete(self, entry_id: str) -> bool:
+        """Delete the entry ``entry_id`` names (an id or an unambiguous prefix), from every index
+        at once; False, deleting nothing, when it names no entry or several."""
+        with self._reachable():
+            ids = self._resolve(entry_id)
+            if len(ids) != 1:
+                return False
+            keys = [self._entry_key(ids[0]), self._key("history:all"), self._key("history:ids")]
+            deleted = _HISTORY_DELETE.run(self._client, keys, [ids[0], self._key("history:agent:")])
+            return _int(deleted) == 1
+
+    def history_clear(self, agent_id: str | None, before_ms: int | None = None) -> int:
+        """Delete the analyses of ``agent_id`` (every agent's when None) saved strictly before
+        ``before_ms`` (all of them when None), in one script; the number deleted."""
+        index = self._key("history:all") if agent_id is None else self._agent_key(agent_id)
+        keys = [index, self._key("history:all"), self._key("history:ids")]
+        args = [
+            self._key("history:entry:"),
+            self._key("history:agent:"),
+            "" if before_ms is None else int(before_ms),
+        ]
+        with self._reachable():
+            return _int(_HISTORY_CLEAR.run(self._client, keys, args))
+
+    def history_export(self, agent_id: str) -> list[tuple[HistoryEntry, bytes]]:
+        """Every analysis of ``agent_id`` with its payload, oldest first (the same millisecond in
+        the order saved)."""
+        with self._reachable():
+            ids = [_member_id(member) for member in self._client.zrange(self._agent_key(agent_id), 0, -1)]
+            with self._client.pipeline(transaction=False) as pipe:
+                for entry_id in ids:
+                    pipe.hmget(self._entry_key(entry_id), [*_HISTORY_FIELDS, "payload"])
+                found = pipe.execute()
+            return [
+                (self._entry(entry_id, values[:-1]), self._payload(values[-1], f"history entry {entry_id!r}"))
+                for entry_id, values in zip(ids, found, strict=True)
+                if values[0] is not None
+            ]
+
+    # --- budgets and quotas --------------------------------------------------------------------
+
+    def reserve(
+        self, reservation_id: str, charges: Sequence[Charge], now: float, lease_s: float
+    ) -> Refusal | None:
+        """Reserve ``charges`` under ``reservation_id`` (see ``Store.reserve``).
+
+        Under WATCH of the leases and the settled use, a read-only script lists the expired
+        leases and sums each charged window's settled use and live reservations;
+        ``rmcore.quota.refuse`` decides; a fit is written with MULTI/EXEC (expired leases
+        reclaimed, the reservation and its lease added). When another client reserved, settled
+        or released meanwhile, EXEC writes nothing and the decision is taken again, so processes
+        reserving at once against one cap are admitted exactly as far as it holds. A refusal
+        writes nothing. Raises ``ValueError`` (storing nothing) for a lease that is not a
+        positive number of seconds, an amount that is not finite, or a window charged twice."""
+        _store._check_charges(charges)
+        _store._check_lease(lease_s)
+        if not charges:
+            return None
+        leases, settled, windows, ends = (
+            self._key(f"quota:{name}") for name in ("leases", "settled", "windows", "ends")
+        )
+        fields = [_window_field(charge) for charge in charges]
+        reservation = self._reservation_key(reservation_id)
+
+        def decide(pipe: Pipeline) -> tuple[Refusal | None, Callable[[Pipeline], None] | None]:
+            found = _QUOTA_HELD.run(
+                pipe,
+                [leases, settled],
+                [repr(float(now)), self._key("quota:reservation:"), reservation_id, *fields],
+            )
+            expired, held = _list(found, 2)
+            amounts = _list(held, len(fields))
+            used = {
+                (charge.cap_key, charge.window): _number(amount)
+                for charge, amount in zip(charges, amounts, strict=True)
+            }
+            refusal = refuse(charges, used)
+            if refusal is not None:
+                return refusal, None
+            gone = [_text(lease) for lease in _list(expired, None)]
+
+            def write(pipe: Pipeline) -> None:
+                if gone:
+                    pipe.zrem(leases, *gone)
+                    pipe.delete(*(self._reservation_key(lease) for lease in gone))
+                pipe.delete(reservation)
+                pipe.hset(
+                    reservation,
+                    mapping={
+                        field: float(charge.amount) for field, charge in zip(fields, charges, strict=True)
+                    },
+                )
+                pipe.zadd(leases, {reservation_id: float(now + lease_s)})
+                pipe.hset(
+                    windows,
+                    mapping={
+                        field: _window_json(charge) for field, charge in zip(fields, charges, strict=True)
+                    },
+                )
+                pipe.zadd(
+                    ends,
+                    {field: float(charge.resets_at) for field, charge in zip(fields, charges, strict=True)},
+                )
+
+            return None, write
+
+        return self._optimistic([leases, settled], decide)
+
+    def settle(self, reservation_id: str, charges: Sequence[Charge], now: float) -> None:
+        """Drop the reservation and add the real amounts of ``charges`` to their windows' settled
+        use, in one script (see ``Store.settle``); it also forgets the leases expired at ``now``
+        and the windows that ended ``PRUNE_AFTER_S`` before it. Raises ``ValueError`` (storing
+        nothing) for an amount that is not finite or a window charged twice."""
+        _store._check_charges(charges)
+        keys = [
+            self._key("quota:leases"),
+            self._key("quota:settled"),
+            self._key("quota:windows"),
+            self._key("quota:ends"),
+            self._reservation_key(reservation_id),
+        ]
+        args: list[str | bytes | int | float] = [
+            reservation_id,
+            repr(float(now)),
+            repr(float(now - PRUNE_AFTER_S)),
+            self._key("quota:reservation:"),
+        ]
+        for charge in charges:
+            args += [
+                _window_field(charge),
+                repr(float(charge.amount)),
+                _window_json(charge),
+                repr(float(charge.resets_at)),
+            ]
+        with self._reachable():
+            _QUOTA_SETTLE.run(self._client, keys, args)
+
+    def release(self, reservation_id: str) -> None:
+        """Drop the reservation and its lease (one MULTI/EXEC); nothing is settled."""
+        with self._reachable(), self._client.pipeline() as pipe:
+            pipe.zrem(self._key("quota:leases"), reservation_id)
+            pipe.delete(self._reservation_key(reservation_id))
+            pipe.execute()
+
+    def cap_usage(self, now: float) -> list[CapUsage]:
+        """The cap windows current at ``now``, by cap key and window, read by one script:
+        ``used`` is the settled use, ``reserved`` what the leases live at ``now`` hold."""
+        keys = [self._key("quota:leases"), self._key("quota:settled"), self._key("quota:windows")]
+        with self._reachable():
+            found = _QUOTA_USAGE.run(self._client, keys, [repr(float(now)), self._key("quota:reservation:")])
+            rows = [self._window_use(row) for row in _list(found, None)]
+        usage = []
+        for window, used, held in rows:
+            if window.resets_at > now:
+                usage.append(
+                    CapUsage(
+                        cap_key=window.cap_key,
+                        resource=window.resource,
+                        window=window.window,
+                        resets_at=window.resets_at,
+                        limit=window.limit,
+                        used=used,
+                        reserved=held,
+                    )
+                )
+        return sorted(usage, key=lambda u: (u.cap_key, u.window))
+
+    # --- slots ---------------------------------------------------------------------------------
+
+    def acquire_slot(self, name: str, limit: int, holder: str, now: float, lease_s: float) -> bool:
+        """One of the ``limit`` slots of ``name`` for ``holder`` (see ``Store.acquire_slot``), in
+        one script, so clients asking at once never hold more than ``limit``. Raises
+        ``ValueError`` for a ``limit`` below 1 or a lease that is not a positive number of
+        seconds."""
+        _store._check_slot(limit, lease_s)
+        with self._reachable():
+            taken = _SLOT_ACQUIRE.run(
+                self._client,
+                [self._slot_key(name)],
+                [repr(float(now)), holder, limit, repr(float(now + lease_s))],
+            )
+            return _int(taken) == 1
+
+    def release_slot(self, name: str, holder: str) -> None:
+        """Give back ``holder``'s slot of ``name``; nothing when it holds none."""
+        with self._reachable():
+            self._client.zrem(self._slot_key(name), holder)
+
+    # --- the store itself ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the client's connections. Closing twice is harmless."""
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Turn the client's errors into the store's: unreachable or not answering in time is
+        ``StoreUnavailable``; anything else Redis refuses is a ``StoreError``."""
+        try:
+            yield
+        except (AuthenticationError, AuthorizationError) as exc:
+            raise StoreError(
+                None,
+                f"the shared state ({self.url}) refused rmgr's credentials: {self._clean(exc)}. "
+                "Fix the user and password in RECURSIVEMANAGER_STATE.",
+            ) from None
+        except (RedisConnectionError, RedisTimeoutError, ReadOnlyError) as exc:
+            raise StoreUnavailable(self.url, self._reason(exc)) from None
+        except RedisError as exc:
+            raise StoreError(None, f"the shared state ({self.url}) failed: {self._clean(exc)}.") from None
+        except _Unreadable as exc:
+            raise self._corrupt(str(exc)) from None
+
+    def _optimistic(
+        self, keys: Sequence[str], decide: Callable[[Pipeline], tuple[_T, Callable[[Pipeline], None] | None]]
+    ) -> _T:
+        """Run ``decide`` under WATCH of ``keys`` until its writes (None: there are none) are made
+        with no watched key changed since the WATCH; its answer then."""
+        with self._reachable():
+            for _ in range(_OPTIMISTIC_TRIES):
+                with self._client.pipeline() as pipe:
+                    try:
+                        pipe.watch(*keys)  # type: ignore[no-untyped-call]
+                        answer, write = decide(pipe)
+                        if write is None:
+                            return answer
+                        pipe.multi()
+                        write(pipe)
+                        pipe.execute()
+                        return answer
+                    except WatchError:
+                        # Another client changed what was read (or the connection broke, and
+                        # the next WATCH tells whether Redis is still there): decide again, after
+                        # a pause of up to a millisecond so that contenders fall out of step.
+                        time.sleep(random.random() / 1000)
+        raise StoreError(
+            None,
+            f"the shared state ({self.url}) kept changing under {_OPTIMISTIC_TRIES} tries to update it; "
+            "run again.",
+        )
+
+    def _reason(self, exc: RedisError) -> str:
+        if isinstance(exc, RedisTimeoutError):
+            return f"no answer within {SOCKET_TIMEOUT_S:g} s ({self._clean(exc)})"
+        if isinstance(exc, ReadOnlyError):
+            return f"the server is a read-only replica ({self._clean(exc)})"
+        return self._clean(exc)
+
+    def _clean(self, exc: BaseException) -> str:
+        text = str(exc).strip().rstrip(".") or type(exc).__name__
+        if isinstance(self._secret, str) and self._secret:
+            text = text.replace(self._secret, "***")
+        return text
+
+    def _corrupt(self, reason: str) -> StoreError:
+        return StoreError(
+            None,
+            f"the shared state ({self.url}) holds data rmgr cannot read ({reason}). Clear the keys "
+            f"under {self.prefix!r} in that database, or point RECURSIVEMANAGER_STATE at another one.",
+        )
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    def _circuit_key(self, provider: str) -> str:
+        return self._key(f"circuit:{provider}")
+
+    def _entry_key(self, entry_id: str) -> str:
+        return self._key(f"history:entry:{entry_id}")
+
+    def _agent_key(self, agent_id: str) -> str:
+        return self._key(f"history:agent:{agent_id}")
+
+    def _reservation_key(self, reservation_id: str) -> str:
+        return self._key(f"quota:reservation:{reservation_id}")
+
+    def _slot_key(self, name: str) -> str:
+        return self._key(f"slot:{name}")
+
+    def _cache_keys(self) -> list[str]:
+        return [self._key(f"cache:{name}") for name in ("payload", "perspective", "created", "counters")]
+
+    def _attempt(self, member: object) -> _StoredAttempt:
+        try:
+            return msgspec.json.decode(_bytes(member)[_SEQ_DIGITS:], type=_StoredAttempt)
+        except msgspec.DecodeError as exc:
+            raise self._corrupt(f"an attempt is impossible: {exc}") from None
+
+    def _window_use(self, row: object) -> tuple[_StoredWindow, float, float]:
+        _, window_json, settled, reserved = _list(row, 4)
+        try:
+            window = msgspec.json.decode(_bytes(window_json), type=_StoredWindow)
+        except msgspec.DecodeError as exc:
+            raise self._corrupt(f"the use of a cap is impossible: {exc}") from None
+        return window, 0.0 if settled is None else _number(settled), _number(reserved)
+
+    def _circuit(self, provider: str, raw: object) -> CircuitState:
+        try:
+            stored = msgspec.json.decode(_bytes(raw), type=_StoredCircuit)
+            return msgspec.convert(
+                {
+                    "provider": provider,
+                    "state": stored.state,
+                    "consecutive_failures": stored.consecutive_failures,
+                    "opened_at": stored.opened_at,
+                    "probe_started_at": stored.probe_started_at,
+                },
+                CircuitState,
+            )
+        except (msgspec.DecodeError, msgspec.ValidationError, _Unreadable) as exc:
+            raise self._corrupt(f"the circuit of {provider!r} is impossible: {exc}") from None
+
+    def _circuit_writes(self, circuits: Sequence[CircuitState], now: float) -> Callable[[Pipeline], None]:
+        def write(pipe: Pipeline) -> None:
+            for circuit in circuits:
+                stored = _StoredCircuit(
+                    state=circuit.state,
+                    consecutive_failures=circuit.consecutive_failures,
+                    opened_at=circuit.opened_at,
+                    probe_started_at=circuit.probe_started_at,
+                    updated_at=float(now),
+                )
+                pipe.set(self._circuit_key(circuit.provider), msgspec.json.encode(stored))
+            pipe.sadd(self._key("circuits"), *(circuit.provider for circuit in circuits))
+
+        return write
+
+    def _resolve(self, reference: str) -> list[str]:
+        if self._client.exists(self._entry_key(reference)):
+            return [reference]
+        prefix = reference.strip().lower()
+        if len(prefix) < HISTORY_ID_MIN_PREFIX or not set(prefix) <= _HEX_DIGITS:
+            return []
+        start = b"[" + prefix.encode()
+        found = self._client.zrangebylex(self._key("history:ids"), start, start + b"\xff")
+        return [_text(entry_id) for entry_id in found]
+
+    def _entries(self, ids: Sequence[str]) -> list[HistoryEntry]:
+        """The entries of ``ids`` in that order, read in one round trip; an entry deleted since
+        its id was listed is left out."""
+        with self._client.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.hmget(self._entry_key(entry_id), list(_HISTORY_FIELDS))
+            found = pipe.execute()
+        return [
+            self._entry(entry_id, values)
+            for entry_id, values in zip(ids, found, strict=True)
+            if values[0] is not None
+        ]
+
+    def _entry(self, entry_id: str, values: Sequence[object]) -> HistoryEntry:
+        try:
+            agent_id, question, status, confidence, created_ms = (_text(value) for value in values)
+            return msgspec.convert(
+                {
+                    "id": entry_id,
+                    "agent_id": agent_id,
+                    "question": question,
+                    "status": status,
+                    "overall_confidence": float(confidence) if confidence else None,
+                    "created_ms": int(created_ms),
+                },
+                HistoryEntry,
+            )
+        except (msgspec.ValidationError, ValueError, _Unreadable) as exc:
+            raise self._corrupt(f"history entry {entry_id!r} is impossible: {exc}") from None
+
+    def _payload(self, value: object, what: str) -> bytes:
+        if not isinstance(value, bytes):
+            raise self._corrupt(f"{what} has no payload bytes")
+        return value
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as the address of a Redis database, or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    try:
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number from 0 to 65535)
+    except ValueError as exc:
+        return f"has no usable port ({exc})"
+    if parts.scheme not in ("redis", "rediss"):
+        return "does not start with redis:// or rediss://"
+    if not parts.hostname:
+        return "names no host"
+    database = parts.path.strip("/")
+    if database and not database.isdecimal():
+        return f"names the database {database!r}, which is not a number"
+    return None
+
+
+def _member_id(member: object) -> str:
+    """The entry id of a history index member ``SEQ:ID``."""
+    return _text(member)[_SEQ_DIGITS + 1 :]
+
+
+def _window_field(charge: Charge) -> bytes:
+    return msgspec.json.encode([charge.cap_key, charge.window])
+
+
+def _window_json(charge: Charge) -> bytes:
+    return msgspec.json.encode(
+        _StoredWindow(
+            cap_key=charge.cap_key,
+            resource=charge.resource,
+            window=charge.window,
+            resets_at=float(charge.resets_at),
+            limit=float(charge.limit),
+        )
+    )
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise _Unreadable(f"expected a string, found {type(value).__name__}")
+
+
+def _text(value: object) -> str:
+    try:
+        return _bytes(value).decode()
+    except UnicodeDecodeError as exc:
+        raise _Unreadable(f"a string that is not UTF-8 ({exc})") from None
+
+
+def _number(value: object) -> float:
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(_text(value))
+    except ValueError:
+        raise _Unreadable(f"{value!r} is not a number") from None
+
+
+def _int(value: object) -> int:
+    number = _number(value)
+    if not number.is_integer():
+        raise _Unreadable(f"{value!r} is not a whole number")
+    return int(number)
+
+
+def _list(value: object, length: int | None) -> list[object]:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        raise _Unreadable(f"an unexpected answer {value!r}"[:200])
+    return value
