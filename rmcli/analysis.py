@@ -134,6 +134,9 @@ async def run_analysis(
         def __init__(self, inner: Observer | None) -> None:
             self.inner = inner or Observer()
 
+        def attempt_started(self, action: Any) -> None:
+            self.inner.attempt_started(action)
+
         def attempt_recorded(self, record: AttemptRecord) -> None:
             attempts.append(record)
             store.record_attempts(run, command, [record])

@@ -1,7 +1,9 @@
 """The ``rmgr`` command line.
 
 Each command lives in ``rmcli.commands`` and is imported only when it runs, so that ``rmgr
---help`` and ``rmgr policy validate`` start without loading the HTTP stack.
+--help`` and ``rmgr policy validate`` start without loading the HTTP stack. Options that apply to
+every command (``--verbose``) belong to a meta app around ``app``; they may be written before or
+after the command's name.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import Annotated
 
 import cyclopts
 
@@ -26,6 +29,29 @@ app = cyclopts.App(
         "2 bad input or configuration."
     ),
 )
+
+
+@app.meta.default
+def _launch(
+    *tokens: Annotated[str, cyclopts.Parameter(show=False, allow_leading_hyphen=True)],
+    verbose: Annotated[bool, cyclopts.Parameter(name=["--verbose", "-v"], negative="")] = False,
+) -> object:
+    """Run the command in ``tokens``, with the options every command shares.
+
+    Parameters
+    ----------
+    verbose
+        Trace on stderr every HTTP request and response (method, URL, status, time to the
+        response's headers, request and response headers, credentials shown as `<redacted>`) and
+        every routing decision (attempt started and ended, back-off, fail-over, skip). Used by
+        ask, analyze, run, compare and health. Keys are never printed.
+    """
+    if verbose:
+        from rmcli.trace import enable
+
+        enable()
+    return app(tokens, result_action="return_value")
+
 
 _C = "rmcli.commands"
 app.command(
@@ -94,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from rmcli.config import ConfigError
 
     try:
-        result = app(sys.argv[1:] if argv is None else list(argv), result_action="return_value")
+        result = app.meta(sys.argv[1:] if argv is None else list(argv), result_action="return_value")
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         raise SystemExit(2) from None

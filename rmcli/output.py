@@ -14,7 +14,16 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["REDACTED", "add_secret", "emit_json", "err", "redact", "safe_text"]
+__all__ = [
+    "REDACTED",
+    "LiveText",
+    "add_secret",
+    "contains_secret",
+    "emit_json",
+    "err",
+    "redact",
+    "safe_text",
+]
 
 REDACTED = "<redacted>"
 
@@ -43,11 +52,52 @@ def redact(text: str) -> str:
     return text
 
 
+def contains_secret(text: str) -> bool:
+    """Whether ``text`` holds any remembered secret."""
+    return any(secret in text for secret in _secrets)
+
+
 def safe_text(text: str) -> str:
     """``text`` with every terminal control character shown as a visible escape, so that a model's
     answer cannot move the cursor, recolour the terminal or rewrite what was printed before; and
     with every secret redacted."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", redact(text))
+
+
+class LiveText:
+    """Model text made safe piece by piece, as it streams to a terminal.
+
+    Escaping terminal controls works character by character, so an escape sequence split across
+    two deltas is neutralised as surely as a whole one. A secret split across deltas is not
+    caught by redacting each delta, so the end of what arrived is held back while it could be
+    the start of a secret, until the next delta (or ``flush``) settles it.
+    """
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, delta: str) -> str:
+        """What of ``delta`` (and of the text held back before it) can be shown now, made safe."""
+        text = redact(self._held + delta)
+        keep = _secret_start_length(text)
+        self._held = text[len(text) - keep :] if keep else ""
+        return safe_text(text[: len(text) - keep])
+
+    def flush(self) -> str:
+        """The text still held back, made safe: the stream ended, or its text is abandoned."""
+        text, self._held = self._held, ""
+        return safe_text(text)
+
+
+def _secret_start_length(text: str) -> int:
+    """The length of the longest end of ``text`` that is the start of a secret (not a whole one)."""
+    longest = 0
+    for secret in _secrets:
+        for length in range(min(len(secret) - 1, len(text)), longest, -1):
+            if text.endswith(secret[:length]):
+                longest = length
+                break
+    return longest
 
 
 def emit_json(value: Any) -> None:

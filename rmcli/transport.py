@@ -5,13 +5,33 @@ The engine decides which provider and how long; this module does the I/O with on
 connection, a silent or truncated stream) into exactly one ``AttemptSucceeded`` or
 ``AttemptFailed``. Timeouts are anyio cancel scopes, so an abandoned attempt's connection is
 closed at once, never left to bill in the background.
+
+A reply is never trusted to be small, nor to end:
+
+- A whole body (2xx) is read up to ``MAX_BODY_BYTES`` (16 MiB); one that announces more in its
+  Content-Length is refused before a byte of it is read, one that turns out larger is cut off
+  there. Both end the attempt as ``malformed_response`` ("reply larger than the 16 MiB limit").
+- An error reply (4xx, 5xx) is read up to ``MAX_ERROR_BODY_BYTES`` (1 MiB) and classified by its
+  status and what was read, so a 503 with a runaway body is still ``overloaded``.
+- A stream counts every byte it delivers: past ``MAX_BODY_BYTES`` in total it is cut off as
+  ``malformed_response`` ("stream larger than the 16 MiB limit"), however slowly it came. A stream
+  that never ends but stays under the limit is ended by the attempt timeout (``timeout``, or
+  ``deadline`` when the run's deadline binds first); one that goes silent by the idle timeout
+  (``stream_stalled``). Either way nothing is kept of it: the attempt failed.
+- Sizes are counted after decoding a gzip or deflate Content-Encoding, which is decoded at most
+  ``_DECODE_PIECE_BYTES`` at a time, so a small compressed body cannot expand past the limit in
+  memory. Any other encoding (which we never ask for) is ``malformed_response``.
+
+So an attempt holds at most about ``MAX_BODY_BYTES`` of a reply at any moment, whatever the
+provider sends.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import anyio
 import httpx
@@ -26,11 +46,23 @@ from rmcore.pricing import estimate_prompt_tokens
 from rmcore.providers import ProviderKind
 from rmcore.requests import ChatRequest, HttpRequest
 
-__all__ = ["MAX_BODY_BYTES", "perform_attempt"]
+__all__ = ["MAX_BODY_BYTES", "MAX_ERROR_BODY_BYTES", "perform_attempt"]
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-"""The largest reply accepted from a provider (a whole body, or a stream's total); larger is
-``malformed_response``, so a runaway provider cannot exhaust memory."""
+"""The largest reply accepted from a provider (a whole body, or a stream's total, decoded); larger
+is ``malformed_response``, so a runaway provider cannot exhaust memory."""
+
+MAX_ERROR_BODY_BYTES = 1024 * 1024
+"""How much of an error reply (4xx, 5xx) is read: its status and the start of its body say why."""
+
+_DECODE_PIECE_BYTES = 1024 * 1024
+"""The most a compressed body may expand to in one step of decoding."""
+
+_ACCEPT_ENCODING = ("Accept-Encoding", "gzip, deflate")
+"""The encodings asked for: those decoded here within the limit (httpx would also offer br or
+zstd when their packages happen to be installed)."""
+
+_LIMIT_TEXT = f"the {MAX_BODY_BYTES // (1024 * 1024)} MiB limit"
 
 AttemptEvent = AttemptSucceeded | AttemptFailed
 TextSink = Callable[[str], None]
@@ -53,13 +85,104 @@ def _fail(
     )
 
 
-def _partial_usage(request: ChatRequest, text: str) -> Usage:
-    """What a cut-off stream probably cost: the prompt and the text that arrived (estimated)."""
+def _partial_usage(request: ChatRequest, chars: int) -> Usage:
+    """What a cut-off stream probably cost: the prompt and the ``chars`` characters of text that
+    arrived (estimated; never more output than the request's ``max_tokens``, which no provider
+    bills past, however much a runaway stream sent)."""
     return Usage(
         input_tokens=estimate_prompt_tokens(request),
-        output_tokens=math.ceil(len(text) / 4),
+        output_tokens=min(math.ceil(chars / 4), request.max_tokens),
         estimated=True,
     )
+
+
+class _TooLarge(Exception):
+    """The reply went past its size limit."""
+
+
+class _Undecodable(Exception):
+    """The reply's Content-Encoding is not one we decode, or its bytes do not decode."""
+
+
+class _Decoder:
+    """A body's Content-Encoding undone chunk by chunk, its decoded size counted against a limit.
+
+    httpx would decode a whole raw chunk at once, which a compressed body can blow up a
+    thousandfold; here no step yields more than ``_DECODE_PIECE_BYTES``, and the count raises
+    ``_TooLarge`` as soon as the total passes ``limit``.
+    """
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        name = encoding.strip().lower()
+        self._inflate: zlib._Decompress | None
+        self._raw_fallback = False
+        if name in ("", "identity"):
+            self._inflate = None
+        elif name in ("gzip", "x-gzip"):
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif name == "deflate":
+            # "deflate" is meant to be zlib-wrapped, but some servers send it raw.
+            self._inflate = zlib.decompressobj()
+            self._raw_fallback = True
+        else:
+            raise _Undecodable(f"reply in an encoding we did not ask for: {encoding[:40]!r}")
+        self.encoding = name or "identity"
+
+    def _count(self, piece: bytes) -> bytes:
+        self.size += len(piece)
+        if self.size > self.limit:
+            raise _TooLarge
+        return piece
+
+    def feed(self, raw: bytes) -> Iterator[bytes]:
+        """The decoded pieces of ``raw``; ``_TooLarge`` once past the limit."""
+        if self._inflate is None:
+            if raw:
+                yield self._count(raw)
+            return
+        pending = raw
+        while pending:
+            try:
+                piece = self._inflate.decompress(pending, _DECODE_PIECE_BYTES)
+            except zlib.error:
+                if self._raw_fallback and self.size == 0:
+                    self._raw_fallback = False
+                    self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+                    continue
+                raise _Undecodable(f"the reply's {self.encoding} encoding is corrupt") from None
+            self._raw_fallback = False
+            if piece:
+                yield self._count(piece)
+            pending = self._inflate.unconsumed_tail
+
+    def end(self) -> bytes:
+        """What decoding still held back when the body ended."""
+        if self._inflate is None:
+            return b""
+        try:
+            return self._count(self._inflate.flush())
+        except zlib.error:
+            raise _Undecodable(f"the reply's {self.encoding} encoding is corrupt") from None
+
+
+def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive, still encoded. A response built in memory (as
+    ``httpx.MockTransport`` handlers build them) was read, and decoded, when it was made."""
+    if response.is_stream_consumed:
+        return _once(response.content)
+    return response.aiter_raw()
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def _declared_length(headers: dict[str, str]) -> int | None:
+    """The Content-Length a reply announces, when it announces a valid one."""
+    text = headers.get("content-length", "").strip()
+    return int(text) if text.isdigit() else None
 
 
 async def perform_attempt(
@@ -103,7 +226,9 @@ async def _exchange(
     first_token_by = started + action.first_token_timeout_s
     try:
         with anyio.move_on_after(action.first_token_timeout_s if streaming else math.inf) as head:
-            response_cm = client.stream(http.method, http.url, headers=list(http.headers), content=http.body)
+            response_cm = client.stream(
+                http.method, http.url, headers=[*http.headers, _ACCEPT_ENCODING], content=http.body
+            )
             response = await response_cm.__aenter__()
         if head.cancelled_caught:
             return _fail(
@@ -119,39 +244,7 @@ async def _exchange(
             action, clock(), ErrorKind.CONNECTION, f"connection closed before a response: {_reason(exc)}"
         )
     try:
-        headers = {k.lower(): v for k, v in response.headers.items()}
-        is_event_stream = headers.get("content-type", "").startswith("text/event-stream")
-        if streaming and response.status_code == 200 and is_event_stream:
-            return await _read_stream(response, action, request, first_token_by, clock, on_text)
-        body, complete = await _read_body(response)
-        now = clock()
-        if body is None:
-            return _fail(
-                action,
-                now,
-                ErrorKind.MALFORMED_RESPONSE,
-                f"reply larger than {MAX_BODY_BYTES} bytes",
-                status=response.status_code,
-            )
-        if not complete and 200 <= response.status_code < 300:
-            return _fail(
-                action,
-                now,
-                ErrorKind.STREAM_TRUNCATED,
-                f"reply cut off after {len(body)} bytes",
-                status=response.status_code,
-                usage=_partial_usage(request, ""),
-            )
-        match wire.parse_response(action.provider, response.status_code, headers, body, time.time()):
-            case Success(completion):
-                if on_text is not None and completion.content:
-                    on_text(completion.content)
-                return AttemptSucceeded(
-                    attempt_id=action.attempt_id, at=now, completion=completion, status=response.status_code
-                )
-            case Failure(error):
-                return AttemptFailed(attempt_id=action.attempt_id, at=now, error=error)
-        raise AssertionError("unreachable")
+        return await _answer(response, action, request, streaming, first_token_by, clock, on_text)
     finally:
         # Shielded, so that a cancelled attempt (a lost race, a deadline) still closes its
         # connection at once instead of leaving it to the pool half-read.
@@ -174,36 +267,103 @@ def _reason(exc: BaseException) -> str:
     return "connection refused" if "refused" in text.lower() else text[:200]
 
 
-async def _read_body(response: httpx.Response) -> tuple[bytes | None, bool]:
-    """The whole body (None when too large) and whether it arrived complete."""
-    chunks: list[bytes] = []
-    size = 0
+async def _answer(
+    response: httpx.Response,
+    action: StartAttempt,
+    request: ChatRequest,
+    streaming: bool,
+    first_token_by: float,
+    clock: Callable[[], float],
+    on_text: TextSink | None,
+) -> AttemptEvent:
+    """Read the reply whose head arrived, within the size limits, and say how the attempt ended."""
+    status = response.status_code
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    success = 200 <= status < 300
+    declared = _declared_length(headers)
+    if success and declared is not None and declared > MAX_BODY_BYTES:
+        return _fail(
+            action,
+            clock(),
+            ErrorKind.MALFORMED_RESPONSE,
+            f"reply of {declared} bytes announced, larger than {_LIMIT_TEXT}; not read",
+            status=status,
+        )
+    encoding = "" if response.is_stream_consumed else headers.get("content-encoding", "")
+    limit = MAX_BODY_BYTES if success else MAX_ERROR_BODY_BYTES
     try:
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return None, False
-            chunks.append(chunk)
+        decoder = _Decoder(encoding, limit)
+    except _Undecodable as exc:
+        if success:
+            return _fail(action, clock(), ErrorKind.MALFORMED_RESPONSE, str(exc), status=status)
+        decoder = _Decoder("", limit)  # an error reply: its status says enough
+    if streaming and status == 200 and headers.get("content-type", "").startswith("text/event-stream"):
+        return await _read_stream(response, decoder, action, request, first_token_by, clock, on_text)
+    body, complete, problem = await _read_body(response, decoder, keep_start=not success)
+    now = clock()
+    if problem is not None and success:
+        return _fail(action, now, ErrorKind.MALFORMED_RESPONSE, problem, status=status)
+    if not complete and success:
+        return _fail(
+            action,
+            now,
+            ErrorKind.STREAM_TRUNCATED,
+            f"reply cut off after {len(body)} bytes",
+            status=status,
+            usage=_partial_usage(request, 0),
+        )
+    # An error reply is classified by its status and what was read of it, even when cut short.
+    match wire.parse_response(action.provider, status, headers, body, time.time()):
+        case Success(completion):
+            if on_text is not None and completion.content:
+                on_text(completion.content)
+            return AttemptSucceeded(
+                attempt_id=action.attempt_id, at=now, completion=completion, status=status
+            )
+        case Failure(error):
+            return AttemptFailed(attempt_id=action.attempt_id, at=now, error=error)
+    raise AssertionError("unreachable")
+
+
+async def _read_body(
+    response: httpx.Response, decoder: _Decoder, *, keep_start: bool
+) -> tuple[bytes, bool, str | None]:
+    """The body read (decoded), whether it arrived complete, and what was wrong with it: larger
+    than the decoder's limit (reading stops there, and what was read is returned only when
+    ``keep_start``), or not decodable."""
+    chunks: list[bytes] = []
+    try:
+        async for raw in _raw_chunks(response):
+            for piece in decoder.feed(raw):
+                chunks.append(piece)
+        chunks.append(decoder.end())
+    except _TooLarge:
+        start = b"".join(chunks) if keep_start else b""
+        return start, False, f"reply larger than {_LIMIT_TEXT}; cut off there"
+    except _Undecodable as exc:
+        return b"", False, str(exc)
     except (httpx.RemoteProtocolError, httpx.ReadError):
-        return b"".join(chunks), False
-    return b"".join(chunks), True
+        return b"".join(chunks), False, None
+    return b"".join(chunks), True, None
 
 
 async def _read_stream(
     response: httpx.Response,
+    decoder: _Decoder,
     action: StartAttempt,
     request: ChatRequest,
     first_token_by: float,
     clock: Callable[[], float],
     on_text: TextSink | None,
 ) -> AttemptEvent:
+    """Feed the stream to the provider's parser as it arrives, within the idle and first-token
+    timeouts and the size limit; only the parser keeps the text (here, its length is counted)."""
     parser = wire.stream_parser(action.provider, request)
-    received: list[str] = []
-    size = 0
-    chunks: AsyncIterator[bytes] = response.aiter_bytes()
+    chars = 0
+    chunks: AsyncIterator[bytes] = _raw_chunks(response)
     while True:
         now = clock()
-        if received:
+        if chars:
             limit, kind = action.idle_timeout_s, ErrorKind.STREAM_STALLED
         else:
             to_first = first_token_by - now
@@ -227,32 +387,43 @@ async def _read_stream(
                 clock(),
                 kind,
                 f"no {what} within {limit:.3g} s",
-                usage=_partial_usage(request, "".join(received)),
+                usage=_partial_usage(request, chars),
                 status=200,
             )
-        if chunk is None:
-            break
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        try:
+            pieces = list(decoder.feed(chunk)) if chunk is not None else [decoder.end()]
+        except _TooLarge:
             return _fail(
                 action,
                 clock(),
                 ErrorKind.MALFORMED_RESPONSE,
-                f"stream larger than {MAX_BODY_BYTES} bytes",
-                usage=_partial_usage(request, "".join(received)),
+                f"stream larger than {_LIMIT_TEXT}; cut off there",
+                usage=_partial_usage(request, chars),
                 status=200,
             )
-        for delta in parser.feed(chunk):
-            received.append(delta)
-            if on_text is not None:
-                on_text(delta)
+        except _Undecodable as exc:
+            return _fail(
+                action,
+                clock(),
+                ErrorKind.MALFORMED_RESPONSE,
+                str(exc),
+                usage=_partial_usage(request, chars),
+                status=200,
+            )
+        for piece in pieces:
+            for delta in parser.feed(piece):
+                chars += len(delta)
+                if on_text is not None:
+                    on_text(delta)
         if parser.error is not None:
             return AttemptFailed(
                 attempt_id=action.attempt_id,
                 at=clock(),
                 error=parser.error,
-                usage=_partial_usage(request, "".join(received)),
+                usage=_partial_usage(request, chars),
             )
+        if chunk is None:
+            break
     now = clock()
     match parser.finish():
         case Success(completion):
@@ -262,6 +433,6 @@ async def _read_stream(
                 attempt_id=action.attempt_id,
                 at=now,
                 error=error,
-                usage=_partial_usage(request, "".join(received)),
+                usage=_partial_usage(request, chars),
             )
     raise AssertionError("unreachable")

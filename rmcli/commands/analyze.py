@@ -9,20 +9,22 @@ from typing import Annotated, Any, Literal
 
 import anyio
 import cyclopts
+import httpx
 import msgspec
 from returns.result import Failure
 
-from rmcli.analysis import AnalysisRun, run_analysis
+from rmcli.analysis import AnalysisRun, Progress, run_analysis
 from rmcli.analysis_view import LiveProgress, print_text
 from rmcli.config import ConfigError, RouteSetup, load_route, route_names
 from rmcli.environment import api_key, load_environment
 from rmcli.output import emit_json, err, safe_text
+from rmcli.runner import Observer
 from rmcli.session import http_client, open_store
 from rmcli.store import Store
 from rmcli.tables import print_table
 from rmcore.perspectives import Perspective, select_perspectives
 from rmcore.plan import leaves
-from rmcore.report import exit_code, render_markdown
+from rmcore.report import PerspectiveResult, exit_code, render_markdown
 
 __all__ = ["analyze", "compare", "execute_analysis", "run"]
 
@@ -43,6 +45,48 @@ def cache_ttl_ms(env: dict[str, str]) -> int:
     if value < 0:
         raise ConfigError(f"ANALYSIS_CACHE_TTL_MS={text!r} must be 0 (no cache) or more")
     return value
+
+
+class _TracedProgress(Progress):
+    """``inner``'s progress, with every perspective's exchanges and decisions in the ``--verbose``
+    trace, labelled ``PREFIX PERSPECTIVE``."""
+
+    def __init__(self, inner: Progress | None, prefix: str = "") -> None:
+        from rmcli.trace import current
+
+        tracer = current()
+        assert tracer is not None
+        self.trace = tracer
+        self.inner = inner or Progress()
+        self.prefix = prefix
+
+    def started(self, perspective: Perspective) -> None:
+        from rmcli.trace import trace_label
+
+        # Called in the perspective's own task: its route's attempts inherit the label.
+        trace_label.set(f"{self.prefix}{perspective.id}")
+        self.inner.started(perspective)
+
+    def finished(self, result: PerspectiveResult, done: int, total: int) -> None:
+        self.inner.finished(result, done, total)
+
+    def observer(self, perspective: Perspective) -> Observer:
+        return self.trace.observer(self.inner.observer(perspective))
+
+
+def _traced(progress: Progress | None, prefix: str = "") -> Progress | None:
+    """``progress`` traced when ``--verbose`` is on, else as it is."""
+    from rmcli.trace import current
+
+    return progress if current() is None else _TracedProgress(progress, prefix)
+
+
+def _attach_trace(client: httpx.AsyncClient) -> None:
+    from rmcli.trace import current
+
+    tracer = current()
+    if tracer is not None:
+        tracer.attach(client)
 
 
 def _perspectives(setup: RouteSetup, chosen: str | None) -> list[Perspective]:
@@ -73,8 +117,9 @@ async def execute_analysis(
     command: str,
 ) -> int:
     """Run the analysis, print it in ``fmt``, save it in the history; the exit code."""
-    progress = LiveProgress(perspectives)
+    progress = _traced(LiveProgress(perspectives))
     async with http_client() as client:
+        _attach_trace(client)
         result = await run_analysis(
             question,
             perspectives,
@@ -330,6 +375,7 @@ def compare(
     async def main(store: Store) -> dict[str, AnalysisRun]:
         results: dict[str, AnalysisRun] = {}
         async with http_client() as client:
+            _attach_trace(client)
 
             async def one(name: str, setup: RouteSetup) -> None:
                 results[name] = await run_analysis(
@@ -343,6 +389,7 @@ def compare(
                     cache_ttl_ms=ttl_ms,
                     command="compare",
                     cache_scope=f"compare:{name}",
+                    progress=_traced(None, f"{name} "),
                 )
                 err(f"INFO: {name}: {results[name].status} in {results[name].execution_ms / 1000:.2f} s")
 

@@ -14,7 +14,7 @@ import cyclopts
 from rmcli.config import ConfigError, RouteSetup, load_route, route_names
 from rmcli.environment import api_key, load_environment
 from rmcli.notices import announce_backoff, announce_failed_over, announce_skipped
-from rmcli.output import emit_json, err, safe_text
+from rmcli.output import LiveText, emit_json, err, safe_text
 from rmcli.runner import Observer, route
 from rmcli.session import StoreCircuits, http_client, open_store
 from rmcli.store import Store
@@ -35,12 +35,14 @@ class _Announcer(Observer):
         self.run_id = run_id
         self.live = live
         self.printed = False
+        self._text = LiveText()
 
     def attempt_started(self, action: StartAttempt) -> None:
         if not action.exclusive:
             err(f"INFO: starting {action.provider.name} (attempt {action.attempt_no}) alongside the others")
         if self.printed:
             # The text streamed so far came from an attempt that failed: say so, start afresh.
+            self.end_text()
             sys.stdout.write("\n")
             sys.stdout.flush()
             err("WARNING: the answer above was cut off and is discarded; a new answer follows")
@@ -61,10 +63,15 @@ class _Announcer(Observer):
         self.store.record_attempts(self.run_id, "ask", [record])
 
     def text(self, delta: str) -> None:
+        """Show a delta of the answer as it arrives (escapes and keys neutralised across deltas)."""
         if self.live:
-            sys.stdout.write(safe_text(delta))
+            sys.stdout.write(self._text.feed(delta))
             sys.stdout.flush()
             self.printed = True
+
+    def end_text(self) -> None:
+        """The streamed text ended: show what was held back (a possible start of a key)."""
+        sys.stdout.write(self._text.flush())
 
 
 def ask(
@@ -82,8 +89,11 @@ def ask(
     """Ask one question; the answer is routed by the policy and streamed as it arrives.
 
     Without --policy the route is AI_PROVIDER, then AI_FALLBACK_PROVIDER. Fail-overs and retries
-    are announced on stderr. Exit code 0 with an answer, 1 when every route failed (or the budget
-    or deadline ran out), 2 for bad input or configuration.
+    are announced on stderr; rmgr --verbose ask also traces every HTTP exchange and routing
+    decision there (keys redacted). Text streamed to a terminal has its control characters shown
+    escaped and keys redacted, even when split across chunks. Exit code 0 with an answer, 1 when
+    every route failed (or the budget or deadline ran out, or a reply passed the 16 MiB limit),
+    2 for bad input or configuration.
 
     Parameters
     ----------
@@ -126,16 +136,21 @@ async def run_ask(
 ) -> int:
     """Route ``request`` by ``setup``, print the answer (streamed on a terminal) or the JSON
     result, announce fail-overs on stderr, record every attempt in ``store``; the exit code."""
+    from rmcli.trace import current as current_trace
+
     live = not as_json and sys.stdout.isatty()
     announcer = _Announcer(store, uuid.uuid4().hex, live)
+    tracer = current_trace()
     started = time.monotonic()
     async with http_client() as client:
+        if tracer is not None:
+            tracer.attach(client)
         outcome = await route(
             setup.plan,
             request,
             client=client,
             keys=lambda spec: api_key(env, spec.key_env),
-            observer=announcer,
+            observer=announcer if tracer is None else tracer.observer(announcer),
             on_text=announcer.text,
             circuits=StoreCircuits(store),
         )
@@ -148,7 +163,9 @@ async def run_ask(
             sys.stdout.write(safe_text(answer.completion.content) + "\n\n")
         sys.stdout.flush()
     elif outcome.completion is not None:
-        if not live:
+        if live:
+            announcer.end_text()
+        else:
             sys.stdout.write(safe_text(outcome.completion.content))
         sys.stdout.write("\n")
         sys.stdout.flush()
@@ -165,6 +182,7 @@ async def run_ask(
         return 0
     assert outcome.error is not None
     if announcer.printed:
+        announcer.end_text()
         sys.stdout.write("\n")
     err(f"ERROR: {outcome.error.kind.value}: {outcome.error.message}")
     return 1

@@ -108,7 +108,8 @@ def health(*names: str, policy: PolicyOption = None, json: bool = False, timeout
     """Check providers concurrently: healthy or not, why, and the response time.
 
     The AICEO gateway is asked its status URL; the OpenAI and Anthropic kinds their /models
-    endpoint, with the configured key (so bad credentials show as unhealthy: auth). Exit code 0
+    endpoint, with the configured key (so bad credentials show as unhealthy: auth). With rmgr
+    --verbose every request and response is traced on stderr (keys redacted). Exit code 0
     when every provider checked is healthy, 1 when any is not, 2 for bad input.
 
     Parameters
@@ -137,8 +138,12 @@ def health(*names: str, policy: PolicyOption = None, json: bool = False, timeout
     async def main() -> list[HealthReport]:
         from rmcli.health import check_many
         from rmcli.session import http_client
+        from rmcli.trace import current as current_trace
 
         async with http_client() as client:
+            tracer = current_trace()
+            if tracer is not None:
+                tracer.attach(client)
             return await check_many(client, checked, lambda s: api_key(env, s.key_env), timeout)
 
     by_name = {r.provider: r for r in anyio.run(main)}

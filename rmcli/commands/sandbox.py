@@ -46,12 +46,19 @@ def sandbox(
 
     Modes: ok, down (connection refused), hang, slow:S, status:CODE, ratelimit:S (429 with
     Retry-After), reset (connection reset before headers), truncate (stream cut mid-answer),
-    stall (stream goes silent), garbage (non-JSON 200).
+    stall (stream goes silent), garbage (non-JSON 200), huge (a well-formed 1 GiB reply, made
+    as it is sent), endless[:S] (a reply that never ends: text events forever, flat out or one
+    every S seconds).
 
     Parameters
     ----------
     fail
         NAME=MODE for a provider, repeatable, e.g. --fail aiceo-gateway=down --fail glm-direct=slow:2.
+        Modes: ok; down (connection refused); hang; slow:S; status:CODE; ratelimit:S (429 with
+        Retry-After); reset (before the headers); truncate (answer cut in the middle); stall
+        (goes silent after the first event); garbage (a 200 that is not JSON); huge (a
+        well-formed 1 GiB reply, made as it is sent); endless or endless:S (a reply that never
+        ends: text events forever, as fast as the client reads or one every S seconds).
     port
         First port: providers on PORT..PORT+3, the control API on PORT+4 (default: free ports).
     """

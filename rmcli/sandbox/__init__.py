@@ -8,10 +8,20 @@ cancelled and prints the ``export`` lines that point the product at it.
 
 from rmcli.sandbox.modes import MODES_HELP, Mode, ModeKind, parse_mode
 from rmcli.sandbox.replies import ReplyFunction, default_reply
-from rmcli.sandbox.server import ENV_VARS, NAMES, Outcome, Sandbox, SandboxRequest, export_lines, serve
+from rmcli.sandbox.server import (
+    ENV_VARS,
+    HUGE_BYTES,
+    NAMES,
+    Outcome,
+    Sandbox,
+    SandboxRequest,
+    export_lines,
+    serve,
+)
 
 __all__ = [
     "ENV_VARS",
+    "HUGE_BYTES",
     "MODES_HELP",
     "NAMES",
     "Mode",

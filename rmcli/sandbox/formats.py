@@ -165,9 +165,25 @@ class StreamingFormat(WireFormat):
         """Whether the request asks for a streamed answer."""
         return body.get("stream") is True
 
-    @abc.abstractmethod
     def stream_events(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
         """A streamed answer, one encoded server-sent event per item, the terminating one last."""
+        return [
+            *self.stream_opening(answer, body),
+            *(self.stream_text(answer, body, piece) for piece in split_deltas(answer.text)),
+            *self.stream_closing(answer, body),
+        ]
+
+    @abc.abstractmethod
+    def stream_opening(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
+        """The events a stream starts with, before any text."""
+
+    @abc.abstractmethod
+    def stream_text(self, answer: Answer, body: Mapping[str, Any], piece: str) -> bytes:
+        """One event carrying ``piece`` of the text (``huge`` and ``endless`` repeat it at will)."""
+
+    @abc.abstractmethod
+    def stream_closing(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
+        """The events after the last text: stop reason, usage, the terminating event last."""
 
 
 class OpenAIFormat(StreamingFormat):
@@ -253,30 +269,38 @@ class OpenAIFormat(StreamingFormat):
             "total_tokens": answer.input_tokens + answer.output_tokens,
         }
 
-    def stream_events(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
+    def _chunk_event(
+        self, answer: Answer, body: Mapping[str, Any], choices: list[dict[str, Any]], usage: bool = False
+    ) -> bytes:
         options = body.get("stream_options")
         include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
-
-        def event(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
-            chunk: dict[str, Any] = {
-                "id": self._completion_id(answer),
-                "object": "chat.completion.chunk",
-                "created": answer.created,
-                "model": answer.model,
-                "choices": choices,
-            }
-            if include_usage:
-                chunk["usage"] = usage
-            return b"data: " + encode_json(chunk) + b"\n\n"
-
-        def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
-            return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-
-        events = [event(choice({"role": "assistant", "content": ""}))]
-        events.extend(event(choice({"content": piece})) for piece in split_deltas(answer.text))
-        events.append(event(choice({}, "length" if answer.cut_short else "stop")))
+        chunk: dict[str, Any] = {
+            "id": self._completion_id(answer),
+            "object": "chat.completion.chunk",
+            "created": answer.created,
+            "model": answer.model,
+            "choices": choices,
+        }
         if include_usage:
-            events.append(event([], self._usage(answer)))
+            chunk["usage"] = self._usage(answer) if usage else None
+        return b"data: " + encode_json(chunk) + b"\n\n"
+
+    @staticmethod
+    def _choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+        return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+
+    def stream_opening(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
+        return [self._chunk_event(answer, body, self._choice({"role": "assistant", "content": ""}))]
+
+    def stream_text(self, answer: Answer, body: Mapping[str, Any], piece: str) -> bytes:
+        return self._chunk_event(answer, body, self._choice({"content": piece}))
+
+    def stream_closing(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
+        options = body.get("stream_options")
+        include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
+        events = [self._chunk_event(answer, body, self._choice({}, "length" if answer.cut_short else "stop"))]
+        if include_usage:
+            events.append(self._chunk_event(answer, body, [], usage=True))
         events.append(b"data: [DONE]\n\n")
         return events
 
@@ -372,32 +396,37 @@ class AnthropicFormat(StreamingFormat):
     def answer_body(self, answer: Answer, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._message(answer, [{"type": "text", "text": answer.text}], done=True)
 
-    def stream_events(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
-        def event(data: dict[str, Any]) -> bytes:
-            return f"event: {data['type']}\ndata: ".encode() + encode_json(data) + b"\n\n"
+    @staticmethod
+    def _event(data: dict[str, Any]) -> bytes:
+        return f"event: {data['type']}\ndata: ".encode() + encode_json(data) + b"\n\n"
 
-        events = [
-            event({"type": "message_start", "message": self._message(answer, [], done=False)}),
-            event({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-            event({"type": "ping"}),
+    def stream_opening(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
+        return [
+            self._event({"type": "message_start", "message": self._message(answer, [], done=False)}),
+            self._event(
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+            ),
+            self._event({"type": "ping"}),
         ]
-        events.extend(
-            event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})
-            for piece in split_deltas(answer.text)
+
+    def stream_text(self, answer: Answer, body: Mapping[str, Any], piece: str) -> bytes:
+        return self._event(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
         )
-        events.append(event({"type": "content_block_stop", "index": 0}))
+
+    def stream_closing(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
         stop = "max_tokens" if answer.cut_short else "end_turn"
-        events.append(
-            event(
+        return [
+            self._event({"type": "content_block_stop", "index": 0}),
+            self._event(
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": stop, "stop_sequence": None},
                     "usage": {"output_tokens": answer.output_tokens},
                 }
-            )
-        )
-        events.append(event({"type": "message_stop"}))
-        return events
+            ),
+            self._event({"type": "message_stop"}),
+        ]
 
 
 class AiceoFormat(WireFormat):

@@ -1,8 +1,8 @@
 """Fault modes of the sandbox providers: what each one does, and how it is written.
 
 A mode is written as ``NAME`` or ``NAME:ARGUMENT`` (``ok``, ``down``, ``slow:1.5``, ``status:529``,
-``ratelimit:3``, ...), the same on the command line (``rmgr sandbox --fail glm-direct=down``), in
-``Sandbox(modes=...)`` and in the control API (``PUT /mode/NAME``).
+``ratelimit:3``, ``endless:0.5``, ...), the same on the command line (``rmgr sandbox --fail
+glm-direct=down``), in ``Sandbox(modes=...)`` and in the control API (``PUT /mode/NAME``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ class ModeKind(enum.StrEnum):
     TRUNCATE = "truncate"
     STALL = "stall"
     GARBAGE = "garbage"
+    HUGE = "huge"
+    ENDLESS = "endless"
 
 
 MODES_HELP = """\
@@ -42,16 +44,24 @@ Fault modes of a sandbox provider (NAME or NAME:ARGUMENT):
                 a plain body is shorter than its Content-Length
   stall         send the headers and the first event (or first bytes), then go silent
   garbage       answer 200 with content-type application/json and a body that is not JSON
-Health, status and model-list endpoints follow the mode too, except that truncate, stall and
-garbage answer them normally."""
+  huge          answer 200 with a well-formed reply of 1 GiB, made as it is sent (never held in
+                memory): a JSON body, with its Content-Length, whose text goes on and on; a
+                streamed request gets ordinary text events for 1 GiB, then a proper end
+  endless[:S]   answer 200 and never finish: text events forever for a streamed request, a JSON
+                body (chunked) that never closes otherwise; as fast as the client reads, or one
+                event every S seconds
+Health, status and model-list endpoints follow the mode too, except that truncate, stall,
+garbage, huge and endless answer them normally."""
 """What the modes do, for ``--help`` texts and error messages."""
 
 _NEEDS_SECONDS = (ModeKind.SLOW, ModeKind.RATELIMIT)
+_MAY_TAKE_SECONDS = (ModeKind.ENDLESS,)
 
 
 @dataclass(frozen=True, slots=True)
 class Mode:
-    """One provider's behaviour: a kind, with its seconds (slow, ratelimit) or status code (status)."""
+    """One provider's behaviour: a kind, with its seconds (slow, ratelimit, and endless when given
+    one) or status code (status)."""
 
     kind: ModeKind
     seconds: float | None = None
@@ -60,7 +70,7 @@ class Mode:
     def __str__(self) -> str:
         if self.kind is ModeKind.STATUS:
             return f"status:{self.status}"
-        if self.kind in _NEEDS_SECONDS:
+        if self.kind in _NEEDS_SECONDS or (self.kind in _MAY_TAKE_SECONDS and self.seconds is not None):
             return f"{self.kind}:{format_seconds(self.seconds or 0.0)}"
         return str(self.kind)
 
@@ -103,6 +113,8 @@ def parse_mode(text: str) -> Mode:
     if kind in _NEEDS_SECONDS:
         if not colon:
             raise _bad(text, f"{kind} needs a number of seconds, as in {kind}:2")
+        return Mode(kind, seconds=_parse_seconds(text, kind, argument))
+    if kind in _MAY_TAKE_SECONDS and colon:
         return Mode(kind, seconds=_parse_seconds(text, kind, argument))
     if kind is ModeKind.STATUS:
         if not argument.isdigit() or not 400 <= int(argument) <= 599:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import enum
 import itertools
 import json
 import shlex
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -47,7 +48,16 @@ from rmcli.sandbox.modes import OK, Mode, ModeKind, format_seconds, parse_mode
 from rmcli.sandbox.replies import ReplyFunction, count_words, cut_to_words, default_reply, request_text
 from rmcore.providers import BUILTIN_NAMES
 
-__all__ = ["ENV_VARS", "NAMES", "Outcome", "Sandbox", "SandboxRequest", "export_lines", "serve"]
+__all__ = [
+    "ENV_VARS",
+    "HUGE_BYTES",
+    "NAMES",
+    "Outcome",
+    "Sandbox",
+    "SandboxRequest",
+    "export_lines",
+    "serve",
+]
 
 NAMES: tuple[str, ...] = BUILTIN_NAMES
 """The sandbox's providers: the four built-ins, in this order (ports base..base+3)."""
@@ -64,6 +74,18 @@ _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy
 _GARBAGE = b"<!doctype html><title>rmgr sandbox</title>garbage: this body is not JSON {"
 _DEFAULT_STREAM_DELAY_S = 0.005
 
+HUGE_BYTES = 1 << 30
+"""How long a ``huge`` reply is: 1 GiB, far past any client's reply limit (rmgr's is 16 MiB)."""
+
+_FILL_UNIT = b"and more "
+_FILL_BLOCK = _FILL_UNIT * (65536 // len(_FILL_UNIT))
+"""The text ``huge`` and ``endless`` replies go on with: plain ASCII words, valid in any JSON
+string as they are, sent 64 KiB at a time."""
+_FILL_PIECE = (_FILL_UNIT * 455).decode()
+"""The text of one event of a ``huge`` or ``endless`` stream: about 4 KiB, so that a client spends
+its time on the size of the stream, not on the count of its events."""
+_FILL_MARK = "@@rmgr-sandbox-fill@@"
+
 LOG_LIMIT = 10_000
 """Each provider's log keeps its latest requests, up to this many (a long-running sandbox stays small)."""
 
@@ -79,6 +101,8 @@ class Outcome(enum.StrEnum):
     TRUNCATE = "truncate"
     STALL = "stall"
     GARBAGE = "garbage"
+    HUGE = "huge"
+    ENDLESS = "endless"
     DOWN = "down"
     """Arrived on a connection opened just before the provider went down: reset."""
     UNAUTHORIZED = "unauthorized"
@@ -193,7 +217,8 @@ class Sandbox:
     Ports are ephemeral unless ``ports`` (per provider) or ``control_port`` fix them. Each provider
     accepts only its own key, ``sandbox-key-<name>``. ``reply(provider, request_json)`` writes the
     answers (default: ``default_reply``). ``stream_delay_s`` is the pause between streamed events,
-    so that clients see each one arrive separately. It runs on asyncio (anyio's asyncio backend
+    so that clients see each one arrive separately. ``huge_bytes`` is the length of a ``huge``
+    reply (tests shorten it to read one whole). It runs on asyncio (anyio's asyncio backend
     included); methods that change modes must be called from the event loop's thread.
     """
 
@@ -206,6 +231,7 @@ class Sandbox:
         control_port: int | None = None,
         *,
         stream_delay_s: float = _DEFAULT_STREAM_DELAY_S,
+        huge_bytes: int = HUGE_BYTES,
     ) -> None:
         _check_names("modes", modes)
         _check_names("ports", ports)
@@ -213,6 +239,7 @@ class Sandbox:
         self.host = host
         self._reply: ReplyFunction = reply or default_reply
         self._stream_delay_s = stream_delay_s
+        self._huge_bytes = huge_bytes
         self._ids = itertools.count(1)
         formats = builtin_formats()
         self._providers: dict[str, _Provider] = {}
@@ -511,6 +538,9 @@ class Sandbox:
         fmt = ex.provider.format
         if kind is ModeKind.GARBAGE:
             return await self._send_json(ex, 200, _GARBAGE, Outcome.GARBAGE)
+        if kind in (ModeKind.HUGE, ModeKind.ENDLESS):
+            await self._send_runaway(ex, answer)
+            return False
         if ex.stream and isinstance(fmt, StreamingFormat):
             return await self._send_stream(ex, fmt, fmt.stream_events(answer, ex.body))
         payload = encode_json(fmt.answer_body(answer, ex.body))
@@ -569,6 +599,63 @@ class Sandbox:
         await ex.writer.drain()
         return keep
 
+    async def _send_runaway(self, ex: _Exchange, answer: Answer) -> None:
+        """A ``huge`` or ``endless`` reply, made piece by piece as the client reads it, so that the
+        sandbox's memory stays flat however long it goes. It ends when done (huge), or when the
+        client closes the connection (``ConnectionError``, which ends the connection's handler)."""
+        fmt = ex.provider.format
+        huge = ex.mode.kind is ModeKind.HUGE
+        # What a huge reply's usage says: the words of the fill (each unit holds two).
+        answer = dataclasses.replace(answer, output_tokens=self._huge_bytes * 2 // len(_FILL_UNIT))
+        pause = 0.0 if huge else ex.mode.seconds or 0.0
+        self._record(ex, Outcome.HUGE if huge else Outcome.ENDLESS, 200)
+        headers = [(fmt.request_id_header, ex.request_id), ("connection", "close")]
+        if ex.stream and isinstance(fmt, StreamingFormat):
+            head = [("content-type", fmt.stream_content_type), ("cache-control", "no-cache")]
+            ex.writer.write(response_head(200, [*head, ("transfer-encoding", "chunked"), *headers]))
+            ex.writer.write(chunk(b"".join(fmt.stream_opening(answer, ex.body))))
+            event = fmt.stream_text(answer, ex.body, _FILL_PIECE)
+            # Whole events only: the stream stays well-formed to its end.
+            total = -(-self._huge_bytes // len(event)) * len(event) if huge else None
+            await self._pour(ex, event, total, pause, framed=True)
+            ex.writer.write(chunk(b"".join(fmt.stream_closing(answer, ex.body))) + LAST_CHUNK)
+            await ex.writer.drain()
+            return
+        # A whole JSON answer whose text is the fill: everything around the text is sent as the
+        # format writes it, only the text itself is never built.
+        envelope = encode_json(fmt.answer_body(dataclasses.replace(answer, text=_FILL_MARK), ex.body))
+        prefix, _, suffix = envelope.partition(_FILL_MARK.encode())
+        json_type = ("content-type", "application/json")
+        if huge:
+            fill = max(0, self._huge_bytes - len(prefix) - len(suffix))
+            length = str(len(prefix) + fill + len(suffix))
+            ex.writer.write(response_head(200, [json_type, ("content-length", length), *headers]))
+            ex.writer.write(prefix)
+            await self._pour(ex, _FILL_UNIT, fill, 0.0, framed=False)
+            ex.writer.write(suffix)
+            await ex.writer.drain()
+            return
+        ex.writer.write(response_head(200, [json_type, ("transfer-encoding", "chunked"), *headers]))
+        ex.writer.write(chunk(prefix))
+        await self._pour(ex, _FILL_UNIT, None, pause, framed=True)
+
+    async def _pour(self, ex: _Exchange, unit: bytes, total: int | None, pause: float, framed: bool) -> None:
+        """Send ``unit`` again and again: ``total`` bytes of it (the last unit cut to fit, unless
+        ``total`` is a multiple of it) or forever; one unit
+        every ``pause`` seconds, or as fast as the client reads. ``framed``: as chunks of a
+        chunked body."""
+        if pause > 0:
+            while True:
+                await asyncio.sleep(pause)
+                ex.writer.write(chunk(unit) if framed else unit)
+                await ex.writer.drain()
+        block = unit * max(1, len(_FILL_BLOCK) // len(unit))
+        for piece in _pieces(block, total):
+            ex.writer.write(chunk(piece) if framed else piece)
+            await ex.writer.drain()
+            # drain() returns at once while the client keeps up: let other connections run too.
+            await asyncio.sleep(0)
+
     # -- the control API -------------------------------------------------------------------------
 
     async def _control_exchange(
@@ -579,6 +666,18 @@ class Sandbox:
         writer.write(json_response(status, encode_json(payload), keep))
         await writer.drain()
         return keep
+
+
+def _pieces(block: bytes, total: int | None) -> Iterator[bytes]:
+    """``block`` repeated until ``total`` bytes (the last one cut short), or forever."""
+    if total is None:
+        while True:
+            yield block
+    sent = 0
+    while sent < total:
+        piece = block[: total - sent]
+        sent += len(piece)
+        yield piece
 
 
 def export_lines(sandbox: Sandbox) -> list[str]:
