@@ -23,7 +23,7 @@ import msgspec
 from rmcli.config import RouteSetup
 from rmcli.environment import api_key
 from rmcli.runner import Observer, ProviderLimits, route
-from rmcli.session import StoreCircuits
+from rmcli.session import StoreCircuits, StoreQuotas
 from rmcli.store import Store
 from rmcore.attempts import AttemptRecord
 from rmcore.budget import Ledger
@@ -126,6 +126,7 @@ async def run_analysis(
     provider_limits = ProviderLimits()
     run = run_id or uuid.uuid4().hex
     circuits = StoreCircuits(store)
+    quotas = StoreQuotas(store)
     results: dict[str, PerspectiveResult] = {}
     attempts: list[AttemptRecord] = []
     timestamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -192,6 +193,7 @@ async def run_analysis(
                 clock=clock,
                 ledger=ledger,
                 limits=provider_limits,
+                quotas=quotas,
             )
         if outcome.completion is not None and outcome.provider is not None:
             c = outcome.completion

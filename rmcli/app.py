@@ -117,17 +117,20 @@ app.command(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run ``rmgr`` and exit with its code; configuration errors are one clear line and exit 2."""
-    from rmcli.config import ConfigError
-
     try:
         result = app.meta(sys.argv[1:] if argv is None else list(argv), result_action="return_value")
-    except ConfigError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        raise SystemExit(2) from None
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise SystemExit(130) from None
-    except Exception as exc:  # a bug of ours: one line, never a traceback that may quote a header
+    except Exception as exc:
+        # Imported only now: it brings the policy schema, which `rmgr --help` never needs, and a
+        # ConfigError can only come from code that has imported it already.
+        from rmcli.config import ConfigError
+
+        if isinstance(exc, ConfigError):
+            sys.stderr.write(f"error: {exc}\n")
+            raise SystemExit(2) from None
+        # A bug of ours: one line, never a traceback that may quote a header.
         from rmcli.output import redact
 
         if os.environ.get("RMGR_DEBUG"):

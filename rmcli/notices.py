@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from rmcli.output import err
-from rmcore.errors import ErrorKind
+from rmcore.errors import ATTEMPT_KINDS, ErrorKind
 from rmcore.events import Backoff, FailedOver, TargetSkipped
 
 __all__ = ["SKIP_KINDS", "announce_backoff", "announce_failed_over", "announce_skipped"]
 
-SKIP_KINDS = frozenset({ErrorKind.CIRCUIT_OPEN, ErrorKind.UNHEALTHY, ErrorKind.BUDGET})
-"""Kinds of a target passed over unsent: its "Skipped provider" line says it all."""
+SKIP_KINDS: frozenset[ErrorKind] = frozenset(ErrorKind) - ATTEMPT_KINDS
+"""Kinds of a target passed over unsent (an open circuit, a failed health check, a budget or a
+quota that is full): its "Skipped provider" line says it all."""
 
 
 def announce_failed_over(notice: FailedOver) -> None:

@@ -3,6 +3,14 @@
 Attempts and health checks run as tasks of one anyio task group, so races and hedges really run
 at once; a cancelled attempt's task is cancelled at once, which closes its connection. The loop
 waits for the next event or for the engine's next wake-up, whichever comes first.
+
+With a ``QuotaBook`` (the state store), each attempt first takes its provider's slot (its
+``max_concurrency``, counted across every process sharing the state, behind this process's own
+limiter), then reserves its worst case against the plan's caps; when either cannot be had it
+sends nothing and the engine is told ``AttemptRefused``. When the attempt ends its reservation is
+settled with what it really used (the prompt's estimate when it was cut off), whatever happened.
+A shared state that cannot be reached refuses paid attempts, or, when the policy says
+``on_state_unavailable = "fail_open"``, counts them in this host's own state instead.
 """
 
 from __future__ import annotations
@@ -11,22 +19,29 @@ import contextlib
 import math
 import random
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Final, Protocol
 
 import anyio
+import anyio.lowlevel
 import httpx
 import msgspec
 
 from rmcli.health import HEALTH_TIMEOUT_S, check_health
-from rmcli.transport import TextSink, perform_attempt
+from rmcli.output import err
+from rmcli.store import StoreError, StoreUnavailable
+from rmcli.transport import AttemptEvent, TextSink, perform_attempt
 from rmcore.attempts import AttemptRecord
 from rmcore.budget import Ledger
+from rmcore.completion import Usage
 from rmcore.engine import (
     Action,
     AdmitCircuit,
     AttemptFailed,
+    AttemptHeld,
+    AttemptRefused,
     AttemptSucceeded,
     Backoff,
     CancelAttempt,
@@ -42,11 +57,39 @@ from rmcore.engine import (
     TargetSkipped,
     TimePassed,
 )
+from rmcore.errors import ErrorKind
 from rmcore.plan import RunPlan, leaves
+from rmcore.pricing import estimate_prompt_tokens
 from rmcore.providers import ProviderSpec
+from rmcore.quota import Charge, Refusal, Resource, attempt_charges, attempt_settlement
 from rmcore.requests import ChatRequest
 
-__all__ = ["CircuitBook", "Observer", "ProviderLimits", "route"]
+__all__ = [
+    "LEASE_MARGIN_S",
+    "SLOT_LEASE_S",
+    "SLOT_RENEW_S",
+    "CircuitBook",
+    "Observer",
+    "ProviderLimits",
+    "QuotaBook",
+    "route",
+]
+
+LEASE_MARGIN_S: Final = 30.0
+"""How long a reservation outlives its attempt's timeout before the store reclaims it (from a
+process that died holding it): room for settling late and for hosts' clocks that disagree by a
+few seconds."""
+
+SLOT_LEASE_S: Final = 5.0
+"""A provider slot's lease, renewed every ``SLOT_RENEW_S`` while its request runs: a process that
+dies holding slots (killed, its host lost) keeps them from the others for at most this long.
+Hosts' clocks must agree to well within it (NTP does)."""
+
+SLOT_RENEW_S: Final = 1.5
+"""How often a slot held by a running request is renewed."""
+
+_SLOT_POLL_S: Final = (0.005, 0.01, 0.02, 0.05)
+"""The pauses between asks for a busy provider slot: short at first, then every 50 ms."""
 
 
 class Observer:
@@ -65,7 +108,14 @@ class Observer:
         """A provider failed and will be retried after ``seconds``."""
 
     def skipped(self, notice: TargetSkipped) -> None:
-        """A target was passed over without a request (budget, health, circuit)."""
+        """A target was passed over without a request (budget, quota, health, circuit)."""
+
+    def state_unavailable(self, message: str) -> None:
+        """The shared state cannot be reached and the policy fails open: the run goes on, its
+        caps counted in this host's own state. Unlike the other hooks this one is not silent by
+        default (a run that spends beyond the fleet's view must not go unannounced): it prints
+        ``WARNING: message`` on stderr."""
+        err(f"WARNING: {message}")
 
 
 class ProviderLimits:
@@ -83,6 +133,38 @@ class ProviderLimits:
         if limiter is None:
             limiter = self._limiters[spec.name] = anyio.CapacityLimiter(spec.max_concurrency)
         return limiter
+
+
+class QuotaBook(Protocol):
+    """Where budgets, quotas and concurrency slots are kept (the state store), shared by every
+    process using it. Every method but ``fallback`` may raise ``StoreUnavailable``."""
+
+    def reserve(
+        self, reservation_id: str, charges: Sequence[Charge], now: float, lease_s: float
+    ) -> Refusal | None:
+        """Reserve ``charges`` atomically (``Store.reserve``): None, or why not."""
+        ...
+
+    def settle(self, reservation_id: str, charges: Sequence[Charge], now: float) -> None:
+        """Replace a reservation with the real use (``Store.settle``)."""
+        ...
+
+    def release(self, reservation_id: str) -> None:
+        """Drop a reservation whose request was never sent (``Store.release``)."""
+        ...
+
+    def acquire_slot(self, name: str, limit: int, holder: str, now: float, lease_s: float) -> bool:
+        """Take one of ``limit`` slots of ``name`` (``Store.acquire_slot``)."""
+        ...
+
+    def release_slot(self, name: str, holder: str) -> None:
+        """Give a slot back (``Store.release_slot``)."""
+        ...
+
+    def fallback(self) -> tuple[QuotaBook, bool]:
+        """The book of this host's own state, for while this one cannot be reached, and whether
+        it is the first time it is asked for in this outage."""
+        ...
 
 
 class CircuitBook(Protocol):
@@ -112,13 +194,16 @@ async def route(
     spent_usd: float = 0.0,
     ledger: Ledger | None = None,
     limits: ProviderLimits | None = None,
+    quotas: QuotaBook | None = None,
 ) -> RunOutcome:
     """Route ``request`` by ``plan`` and return how it ended. Never raises for a provider's fault.
 
     ``on_text`` receives the answer's text as it streams, for attempts that run alone (never
     those of a race or a hedge). Without ``circuits`` every breaker is closed. ``ledger`` is a
     budget shared with other routes running at the same time; ``limits`` caps how many requests
-    each provider gets at once across them (its ``max_concurrency``).
+    each provider gets at once across them (its ``max_concurrency``). ``quotas`` keeps the
+    plan's caps over time and each provider's ``max_concurrency`` across processes; without it
+    neither is enforced beyond this process.
     """
     watch = observer or Observer()
     engine = Engine(
@@ -143,13 +228,34 @@ async def route(
         recorded = len(engine.attempts)
 
     slots = limits if limits is not None else ProviderLimits()
+    announced = False
+
+    def announce(message: str) -> None:
+        nonlocal announced
+        if not announced:
+            announced = True
+            watch.state_unavailable(message)
+
+    async def send_now(action: StartAttempt, key: str | None, sink: TextSink | None) -> AttemptEvent:
+        if action.provider.max_concurrency is not None:
+            # Given up while it waited for a slot (the engine already forgot it): stop here,
+            # before anything leaves, even if its wait ended in the same instant.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            # Fed at once, not queued: from here on the request leaves the process.
+            engine.handle(AttemptHeld(attempt_id=action.attempt_id, at=clock(), held=False))
+        return await perform_attempt(client, action, request, key, clock, sink)
 
     async def attempt(action: StartAttempt, scope: anyio.CancelScope) -> None:
         with scope:
             key = keys(action.provider)
             sink = on_text if action.exclusive else None
             async with slots.slot(action.provider):
-                event = await perform_attempt(client, action, request, key, clock, sink)
+                if quotas is None or (not plan.caps and action.provider.max_concurrency is None):
+                    event: Event = await send_now(action, key, sink)
+                else:
+                    event = await _Guarded(plan, request, action, quotas, clock, announce).run(
+                        lambda sent: send_now(sent, key, sink)
+                    )
             if isinstance(event, AttemptFailed) and key and key in event.error.message:
                 # A provider may quote the key it was sent ("Incorrect API key provided: ...").
                 error = msgspec.structs.replace(
@@ -188,6 +294,10 @@ async def route(
                     case StartAttempt(attempt_id=attempt_id):
                         watch.attempt_started(action)
                         scopes[attempt_id] = anyio.CancelScope()
+                        if action.provider.max_concurrency is not None:
+                            # It may wait for a slot: until it is let go, a cancellation sends
+                            # nothing, and the engine records no attempt for it.
+                            engine.handle(AttemptHeld(attempt_id=attempt_id, at=clock()))
                         tg.start_soon(attempt, action, scopes[attempt_id])
                     case CancelAttempt(attempt_id=attempt_id):
                         if attempt_id in scopes:
@@ -208,7 +318,7 @@ async def route(
             with anyio.move_on_after(max((wake or math.inf) - clock(), 0.0)):
                 event = await receive.receive()
             if event is not None:
-                if isinstance(event, AttemptSucceeded | AttemptFailed):
+                if isinstance(event, AttemptSucceeded | AttemptFailed | AttemptRefused):
                     scopes.pop(event.attempt_id, None)
                 actions.extend(engine.handle(event))
                 # Before any action: the breakers must know how the attempt ended before the
@@ -218,3 +328,197 @@ async def route(
                 # Only once the moment has really come: a Retry-After is never cut short.
                 actions.extend(engine.handle(TimePassed(at=clock())))
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Guarded:
+    """One attempt under the shared state's limits: take the provider's slot, reserve the
+    attempt's worst case, send, then settle and give the slot back, whatever happens."""
+
+    def __init__(
+        self,
+        plan: RunPlan,
+        request: ChatRequest,
+        action: StartAttempt,
+        quotas: QuotaBook,
+        clock: Callable[[], float],
+        announce: Callable[[str], None],
+    ) -> None:
+        self.plan = plan
+        self.request = request
+        self.action = action
+        self.book = quotas
+        self.clock = clock
+        self.announce = announce
+        self.provider = action.provider
+        self.holder = uuid.uuid4().hex
+        self.charges = self._charges()
+        self.slot_book: QuotaBook | None = None
+        self.reserved_in: QuotaBook | None = None
+        self.waited = False
+        self.sent = False
+
+    async def run(self, send: Callable[[StartAttempt], Awaitable[AttemptEvent]]) -> Event:
+        """Send the attempt with ``send`` (which performs it) once it may go; its event, or
+        ``AttemptRefused`` when it may not. Time spent waiting for a busy slot comes out of the
+        attempt's timeout."""
+        started = self.clock()
+        event: AttemptEvent | None = None
+        try:
+            refused = await self._take_slot(started)
+            if refused is None:
+                refused = self._reserve()
+            if refused is not None:
+                return refused
+            sent = self.action
+            if self.waited:
+                left = sent.timeout_s - (self.clock() - started)
+                sent = msgspec.structs.replace(sent, timeout_s=max(left, 0.0))
+            # Given up while it waited: release what it reserved, nothing was sent.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            self.sent = True
+            if self.slot_book is None:
+                event = await send(sent)
+                return event
+            async with anyio.create_task_group() as renewing:
+                renewing.start_soon(self._keep_slot, self.slot_book)
+                answered = await send(sent)
+                renewing.cancel_scope.cancel()
+            event = answered
+            return event
+        finally:
+            with anyio.CancelScope(shield=True):
+                self._settle(event)
+                self._give_slot_back()
+
+    # --- the provider's slot, across processes ---------------------------------------------------
+
+    async def _take_slot(self, started: float) -> AttemptRefused | None:
+        limit = self.provider.max_concurrency
+        if limit is None:
+            return None
+        name = self._slot_name()
+        book = self.book
+        for pause in _pauses():
+            try:
+                taken = book.acquire_slot(name, limit, self.holder, time.time(), SLOT_LEASE_S)
+            except StoreUnavailable as exc:
+                if self.charges and not self._fails_open():
+                    return self._refused(ErrorKind.BUDGET, _fail_closed_message(exc))
+                book = self._fall_back(exc)
+                continue
+            if taken:
+                self.slot_book = book
+                return None
+            if self.clock() - started + pause >= self.action.timeout_s:
+                return self._refused(
+                    ErrorKind.QUOTA,
+                    f"all {limit} request slots of {self.provider.name} (its max_concurrency) stayed "
+                    f"busy across every process sharing the state for {self.action.timeout_s:.3g} s",
+                )
+            self.waited = True
+            await anyio.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _keep_slot(self, book: QuotaBook) -> None:
+        """Renew the slot's lease while the request runs (asking again for a slot one holds
+        renews it); a renewal the store cannot take is left to the next one."""
+        limit = self.provider.max_concurrency or 1
+        while True:
+            await anyio.sleep(SLOT_RENEW_S)
+            with contextlib.suppress(StoreError):
+                book.acquire_slot(self._slot_name(), limit, self.holder, time.time(), SLOT_LEASE_S)
+
+    def _give_slot_back(self) -> None:
+        if self.slot_book is None:
+            return
+        book, self.slot_book = self.slot_book, None
+        with contextlib.suppress(StoreError):  # unreachable or failing: the slot's lease ends it
+            book.release_slot(self._slot_name(), self.holder)
+
+    def _slot_name(self) -> str:
+        return f"provider:{self.provider.name}"
+
+    # --- the caps: reserve, then settle --------------------------------------------------------
+
+    def _charges(self) -> tuple[Charge, ...]:
+        if not self.plan.caps:
+            return ()
+        return attempt_charges(self.plan.caps, self.provider, self.request, time.time())
+
+    def _reserve(self) -> AttemptRefused | None:
+        self.charges = self._charges()  # in the window of now, after any wait for a slot
+        if not self.charges:
+            return None
+        lease_s = self.action.timeout_s + LEASE_MARGIN_S
+        book = self.book if self.slot_book is None else self.slot_book
+        try:
+            refusal = book.reserve(self.holder, self.charges, time.time(), lease_s)
+        except StoreUnavailable as exc:
+            if not self._fails_open():
+                return self._refused(ErrorKind.BUDGET, _fail_closed_message(exc))
+            book = self._fall_back(exc)
+            refusal = book.reserve(self.holder, self.charges, time.time(), lease_s)
+        if refusal is not None:
+            kind = ErrorKind.BUDGET if refusal.resource is Resource.USD else ErrorKind.QUOTA
+            return self._refused(kind, refusal.message)
+        self.reserved_in = book
+        return None
+
+    def _settle(self, event: Event | None) -> None:
+        """Settle the reservation with what the attempt used: its answer's usage, a failure's
+        (none when unknown), or, when it was cut off with no event (cancelled: a lost race, the
+        deadline), the prompt's estimate, since the prompt may have been billed. Given up before
+        it was sent, it is released instead."""
+        if self.reserved_in is None:
+            return
+        book, self.reserved_in = self.reserved_in, None
+        if not self.sent:
+            with contextlib.suppress(StoreError):  # unreachable: its lease ends it
+                book.release(self.holder)
+            return
+        if isinstance(event, AttemptSucceeded):
+            usage = event.completion.usage
+        elif isinstance(event, AttemptFailed):
+            usage = event.usage or Usage()
+        else:
+            usage = Usage(input_tokens=estimate_prompt_tokens(self.request), estimated=True)
+        settled = attempt_settlement(self.charges, usage, self.provider)
+        try:
+            book.settle(self.holder, settled, time.time())
+        except StoreUnavailable as exc:
+            # The shared state went away while the request ran: the spend is kept on this host,
+            # and the shared reservation ends with its lease.
+            with contextlib.suppress(StoreError):
+                self._fall_back(exc).settle(self.holder, settled, time.time())
+        except StoreError:
+            pass  # the reservation's lease ends it; the run's own accounts stand
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _fails_open(self) -> bool:
+        return self.plan.on_state_unavailable == "fail_open"
+
+    def _fall_back(self, exc: StoreUnavailable) -> QuotaBook:
+        book, first = self.book.fallback()
+        if first and self._fails_open():
+            self.announce(
+                f"{exc.message}; the policy fails open, so {self.provider.name}'s caps and "
+                "concurrency are counted on this host only until it is back"
+            )
+        return book
+
+    def _refused(self, kind: ErrorKind, message: str) -> AttemptRefused:
+        return AttemptRefused(attempt_id=self.action.attempt_id, at=self.clock(), kind=kind, message=message)
+
+
+def _fail_closed_message(exc: StoreUnavailable) -> str:
+    return (
+        f"{exc.message}; the policy fails closed, so no paid request starts "
+        '(set [budget] on_state_unavailable = "fail_open" to use local limits)'
+    )
+
+
+def _pauses() -> Iterator[float]:
+    yield from _SLOT_POLL_S
+    while True:
+        yield _SLOT_POLL_S[-1]

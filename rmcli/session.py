@@ -3,27 +3,65 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import httpx
 
 from rmcli.config import ConfigError
 from rmcli.environment import state_home
+from rmcli.output import err
+from rmcli.shared_state import SharedState
+from rmcli.state import open_state
 from rmcli.store import SqliteStore, Store, StoreError
+from rmcore.quota import Charge, Refusal
 
-__all__ = ["StoreCircuits", "http_client", "open_store"]
+__all__ = ["StoreCircuits", "StoreQuotas", "http_client", "open_store"]
 
 
 @contextmanager
-def open_store(env: dict[str, str]) -> Iterator[SqliteStore]:
-    """The state store of ``$RECURSIVEMANAGER_HOME``; a store that cannot be used is a ConfigError."""
+def open_store(env: dict[str, str]) -> Iterator[Store]:
+    """The state store ``RECURSIVEMANAGER_STATE`` chooses: the SQLite database of
+    ``$RECURSIVEMANAGER_HOME`` (the default), or a Redis database shared by a fleet, with this
+    host's SQLite state behind it for the bookkeeping of runs while Redis cannot be reached
+    (``rmcli.shared_state``).
+
+    A store that cannot be used is a ConfigError (exit 2), whether it fails to open or fails in
+    the middle of the command (a shared state that became unreachable while a command read it);
+    the message names the URL without its password."""
+    home = state_home(env)
     try:
-        store = SqliteStore.open(state_home(env))
+        opened = open_state(env, home)
     except StoreError as exc:
         raise ConfigError(exc.message) from None
+    store: Store = opened
+    if not isinstance(opened, SqliteStore):
+        store = SharedState(opened, _url(opened), home, warn=err)
     with store:
-        yield store
+        try:
+            yield store
+        except (StoreError, BaseExceptionGroup) as exc:
+            problem = _store_error(exc)
+            if problem is None:
+                raise
+            raise ConfigError(problem.message) from None
+
+
+def _url(store: Store) -> str:
+    url = getattr(store, "url", None)
+    return url if isinstance(url, str) else "the shared state"
+
+
+def _store_error(exc: BaseException) -> StoreError | None:
+    """The store's error that ``exc`` is, or that every exception of the group ``exc`` is (a
+    task group re-raises its tasks' errors as a group)."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_store_error(inner) for inner in exc.exceptions]
+        if found and all(found):
+            return found[0]
+    return None
 
 
 def http_client() -> httpx.AsyncClient:
@@ -38,7 +76,7 @@ def http_client() -> httpx.AsyncClient:
 
 class StoreCircuits:
     """The runner's ``CircuitBook`` over the state store: breakers shared by every ``rmgr``
-    process using the same state folder, dated by the wall clock."""
+    process using the same state (folder or Redis), dated by the wall clock."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -53,3 +91,50 @@ class StoreCircuits:
     def record(self, provider: str, outcome: str, failure_threshold: int) -> None:
         """Tell ``provider``'s breaker how an attempt ended."""
         self.store.record_circuit(provider, outcome, time.time(), failure_threshold)
+
+
+class StoreQuotas:
+    """The runner's ``QuotaBook`` over the state store: budgets, quotas and concurrency slots
+    shared by every process using the same state. Its methods raise ``StoreUnavailable`` when a
+    shared state cannot be reached; ``fallback`` is this host's own state for policies that then
+    fail open."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._fallback: StoreQuotas | None = None
+        self._announced = False
+
+    def reserve(
+        self, reservation_id: str, charges: Sequence[Charge], now: float, lease_s: float
+    ) -> Refusal | None:
+        """``Store.reserve``."""
+        refusal = self.store.reserve(reservation_id, charges, now, lease_s)
+        self._announced = False
+        return refusal
+
+    def settle(self, reservation_id: str, charges: Sequence[Charge], now: float) -> None:
+        """``Store.settle``."""
+        self.store.settle(reservation_id, charges, now)
+
+    def release(self, reservation_id: str) -> None:
+        """``Store.release``."""
+        self.store.release(reservation_id)
+
+    def acquire_slot(self, name: str, limit: int, holder: str, now: float, lease_s: float) -> bool:
+        """``Store.acquire_slot``."""
+        return self.store.acquire_slot(name, limit, holder, now, lease_s)
+
+    def release_slot(self, name: str, holder: str) -> None:
+        """``Store.release_slot``."""
+        self.store.release_slot(name, holder)
+
+    def fallback(self) -> tuple[StoreQuotas, bool]:
+        """This host's own state (the SQLite database in the state folder) to count in while
+        the shared one is unreachable, and whether this is the first time it is asked for since
+        the shared state last answered (so that the switch is announced once, not per attempt).
+        A store that is not shared is its own fallback."""
+        if self._fallback is None:
+            local = self.store.local() if isinstance(self.store, SharedState) else self.store
+            self._fallback = self if local is self.store else StoreQuotas(local)
+        first, self._announced = not self._announced, True
+        return self._fallback, first

@@ -56,6 +56,7 @@ from rmcore.events import (
     Action,
     AdmitCircuit,
     AttemptFailed,
+    AttemptHeld,
     AttemptRefused,
     AttemptSucceeded,
     Backoff,
@@ -83,6 +84,7 @@ __all__ = [
     "Action",
     "AdmitCircuit",
     "AttemptFailed",
+    "AttemptHeld",
     "AttemptRefused",
     "AttemptSucceeded",
     "Backoff",
@@ -450,6 +452,7 @@ class Engine:
         self.deadline = math.inf
         self._next_id = 0
         self._running: dict[int, tuple[_TargetRun, float, float]] = {}
+        self._held: set[int] = set()
         self._attempts: list[AttemptRecord] = []
         self._skipped: list[SkippedTarget] = []
         self.answers: list[ProviderAnswer] = []
@@ -506,6 +509,11 @@ class Engine:
                 self._attempt_ended(event)
             case AttemptRefused():
                 self._attempt_refused(event)
+            case AttemptHeld(attempt_id=attempt_id, held=held):
+                if held and attempt_id in self._running:
+                    self._held.add(attempt_id)
+                else:
+                    self._held.discard(attempt_id)
             case TimePassed(at=at):
                 self._time_passed(at)
             case HealthObserved():
@@ -607,12 +615,18 @@ class Engine:
 
     def cancel_attempt(self, attempt_id: int, now: float, reason: ErrorKind) -> None:
         """Record a running attempt as ``reason`` and tell the shell to abandon it. Its prompt
-        may have been billed: the prompt's estimate is accounted."""
+        may have been billed: the prompt's estimate is accounted. An attempt the shell still
+        holds back (``AttemptHeld``) sent nothing: it is not recorded, and its budget share is
+        released."""
         node, started, _ = self._running.pop(attempt_id)
         node.attempt = None
-        usage = Usage(input_tokens=estimate_prompt_tokens(self.request), estimated=True)
-        message = "lost the race" if reason is ErrorKind.CANCELLED else "the run's deadline was reached"
-        self._record(attempt_id, node.target, started, now, reason.value, usage, None, message)
+        if attempt_id in self._held:
+            self._held.discard(attempt_id)
+            self.ledger.settle((id(self), attempt_id), 0.0)
+        else:
+            usage = Usage(input_tokens=estimate_prompt_tokens(self.request), estimated=True)
+            message = "lost the race" if reason is ErrorKind.CANCELLED else "the run's deadline was reached"
+            self._record(attempt_id, node.target, started, now, reason.value, usage, None, message)
         self.emit(CancelAttempt(attempt_id=attempt_id, reason=reason))
 
     def note_skip(self, skipped: SkippedTarget) -> None:
@@ -659,6 +673,7 @@ class Engine:
 
     def _attempt_ended(self, event: AttemptSucceeded | AttemptFailed) -> None:
         running = self._running.pop(event.attempt_id, None)
+        self._held.discard(event.attempt_id)
         if running is None:
             return
         node, started, _ = running
@@ -695,6 +710,7 @@ class Engine:
         skip its target. A refused retry keeps the failure that asked for it as the target's
         error: that is why the target failed; the refusal is why it was not tried again."""
         running = self._running.pop(event.attempt_id, None)
+        self._held.discard(event.attempt_id)
         if running is None:
             return
         node = running[0]

@@ -19,6 +19,7 @@ __all__ = [
     "Action",
     "AdmitCircuit",
     "AttemptFailed",
+    "AttemptHeld",
     "AttemptRefused",
     "AttemptSucceeded",
     "Backoff",
@@ -78,6 +79,24 @@ class AttemptRefused(Base, frozen=True):
     message: str
 
 
+class AttemptHeld(Base, frozen=True):
+    """Attempt ``attempt_id`` is held back before its request is sent (``held``: the shell waits
+    for one of the provider's concurrency slots), or is let go (``held=False``: its request is
+    being handed to the HTTP transport now).
+
+    An attempt cancelled while held never left the process, so it is no attempt: the engine
+    records nothing for it and releases its budget reservation (as for ``AttemptRefused``, but
+    its target is not skipped: it lost a race or a hedge, or the run ended). A shell that never
+    holds attempts back never sends this event, and every started attempt counts as sent. The
+    shell must feed it at once (not queued behind other events), so that the engine never takes
+    a request that left for one that did not, or the other way round.
+    """
+
+    attempt_id: int
+    at: float
+    held: bool = True
+
+
 class TimePassed(Base, frozen=True):
     """The clock reads ``at``: sent when ``next_wakeup()`` has come."""
 
@@ -103,7 +122,15 @@ class CircuitAnswered(Base, frozen=True):
     retry_in_s: float | None = None
 
 
-Event = AttemptSucceeded | AttemptFailed | AttemptRefused | TimePassed | HealthObserved | CircuitAnswered
+Event = (
+    AttemptSucceeded
+    | AttemptFailed
+    | AttemptRefused
+    | AttemptHeld
+    | TimePassed
+    | HealthObserved
+    | CircuitAnswered
+)
 
 
 # --- actions: what the shell must do ------------------------------------------------------------

@@ -16,7 +16,7 @@ from rmcli.environment import api_key, load_environment
 from rmcli.notices import announce_backoff, announce_failed_over, announce_skipped
 from rmcli.output import LiveText, emit_json, err, safe_text
 from rmcli.runner import Observer, route
-from rmcli.session import StoreCircuits, http_client, open_store
+from rmcli.session import StoreCircuits, StoreQuotas, http_client, open_store
 from rmcli.store import Store
 from rmcore.attempts import AttemptRecord
 from rmcore.engine import Backoff, FailedOver, StartAttempt, TargetSkipped
@@ -153,6 +153,7 @@ async def run_ask(
             observer=announcer if tracer is None else tracer.observer(announcer),
             on_text=announcer.text,
             circuits=StoreCircuits(store),
+            quotas=StoreQuotas(store),
         )
     latency_ms = (time.monotonic() - started) * 1000.0
     if as_json:

@@ -10,12 +10,14 @@ import anyio
 import cyclopts
 
 from rmcli.config import ConfigError, load_policy
-from rmcli.environment import api_key, key_problem, load_environment
-from rmcli.output import emit_json
+from rmcli.environment import api_key, key_problem, load_environment, state_home
+from rmcli.output import emit_json, err
 from rmcli.tables import print_table
+from rmcore.breaker import CircuitState
 from rmcore.health import HealthReport
 from rmcore.policy import resolve_providers
 from rmcore.providers import ProviderSpec, builtin_providers
+from rmcore.quota import format_moment
 
 __all__ = ["health", "providers"]
 
@@ -94,14 +96,46 @@ def providers(*, policy: PolicyOption = None, json: bool = False) -> int:
     return 0
 
 
-def _health_json(report: HealthReport) -> dict[str, Any]:
+def _health_json(report: HealthReport, circuits: dict[str, CircuitState] | None) -> dict[str, Any]:
     ms = report.response_time_ms
-    return {
+    entry: dict[str, Any] = {
         "provider": report.provider,
         "healthy": report.healthy,
         "reason": report.reason,
         "responseTimeMs": None if ms is None else round(ms, 1),
     }
+    if circuits is not None:
+        entry["circuit"] = circuits.get(report.provider, CircuitState(provider=report.provider)).state
+    return entry
+
+
+def _stored_circuits(env: dict[str, str]) -> dict[str, CircuitState] | None:
+    """Every provider's circuit breaker as the state store keeps it (the fleet's, with
+    RECURSIVEMANAGER_STATE=redis://...), by provider; None when there is no state to read (no
+    SQLite database yet: a health check creates none) or it cannot be read, which a WARNING
+    line says: the providers' health does not depend on it."""
+    from rmcli.session import open_store
+    from rmcli.state import state_url
+    from rmcli.store import DB_FILENAME, StoreError
+
+    try:
+        if state_url(env) is None and not (state_home(env) / DB_FILENAME).is_file():
+            return None
+        with open_store(env) as store:
+            return {c.provider: c for c in store.circuits()}
+    except (StoreError, ConfigError) as exc:
+        err(f"WARNING: circuit breakers not shown: {exc}")
+        return None
+
+
+def _circuit_text(circuit: CircuitState) -> str:
+    failures = circuit.consecutive_failures
+    count = f"{failures} failure{'' if failures == 1 else 's'} in a row"
+    if circuit.state == "open" and circuit.opened_at is not None:
+        return f"open since {format_moment(circuit.opened_at)} ({count})"
+    if circuit.state == "half_open" and circuit.probe_started_at is not None:
+        return f"half-open: probe sent {format_moment(circuit.probe_started_at)}"
+    return f"closed ({count})" if failures else "closed"
 
 
 def health(*names: str, policy: PolicyOption = None, json: bool = False, timeout: float = 5.0) -> int:
@@ -112,6 +146,11 @@ def health(*names: str, policy: PolicyOption = None, json: bool = False, timeout
     --verbose every request and response is traced on stderr (keys redacted). Exit code 0
     when every provider checked is healthy, 1 when any is not, 2 for bad input.
 
+    When there is a state to read (RECURSIVEMANAGER_STATE=redis://..., shared by a fleet, or the
+    state folder's database), each provider's circuit breaker is shown too, as every process
+    using that state sees it (JSON: ``circuit``, one of closed, open, half_open); it does not
+    change the exit code.
+
     Parameters
     ----------
     names
@@ -119,7 +158,8 @@ def health(*names: str, policy: PolicyOption = None, json: bool = False, timeout
     policy
         Also check the providers a policy file defines or overrides.
     json
-        Print ``[{provider, healthy, reason, responseTimeMs}]``.
+        Print ``[{provider, healthy, reason, responseTimeMs}]`` (and ``circuit`` when there
+        is a state to read).
     timeout
         Seconds to wait for each provider.
     """
@@ -150,9 +190,11 @@ def health(*names: str, policy: PolicyOption = None, json: bool = False, timeout
     for name, problem in bad_keys.items():
         by_name[name] = HealthReport(provider=name, healthy=False, reason=problem, response_time_ms=None)
     reports = [by_name[s.name] for s in chosen]
+    circuits = _stored_circuits(env)
     if json:
-        emit_json([_health_json(r) for r in reports])
+        emit_json([_health_json(r, circuits) for r in reports])
     else:
+        headers = ["Provider", "Status", "Response Time", "Reason"]
         rows = [
             [
                 r.provider,
@@ -162,5 +204,9 @@ def health(*names: str, policy: PolicyOption = None, json: bool = False, timeout
             ]
             for r in reports
         ]
-        print_table("Provider Health Status", ["Provider", "Status", "Response Time", "Reason"], rows)
+        if circuits is not None:
+            headers.append("Circuit")
+            for row, r in zip(rows, reports, strict=True):
+                row.append(_circuit_text(circuits.get(r.provider, CircuitState(provider=r.provider))))
+        print_table("Provider Health Status", headers, rows)
     return 0 if all(r.healthy for r in reports) else 1

@@ -7,11 +7,13 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
 import rmcli
-from rmcli.api import ConfigError, analyze, ask, compare, create, health
+import rmcli.api
+from rmcli.api import Client, ConfigError, analyze, ask, compare, create, health
 from rmcli.sandbox import Sandbox
 from rmcli.store import SqliteStore
 from rmcore import decode_policy
@@ -227,3 +229,87 @@ async def test_health_and_the_provider_factory(box: Sandbox, tmp_path: Path) -> 
 def test_the_package_itself_stays_light() -> None:
     """``import rmcli`` is the version only; the API is ``rmcli.api``."""
     assert rmcli.__all__ == ["__version__"] and rmcli.__version__
+
+
+async def test_client_checks_the_route_once_and_keeps_its_store_and_connection(
+    box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad policy fails when the client is made; then calls reuse one store and one connection."""
+    with pytest.raises(ConfigError, match="route"):
+        Client("version = 1\n[route]\nnonsense = 1\n", env=box.env(), state_home=tmp_path)
+    opened: list[Path] = []
+    real_open = SqliteStore.open
+
+    def counting_open(home: Path, **kw: float) -> SqliteStore:
+        opened.append(home)
+        return real_open(home, **kw)
+
+    monkeypatch.setattr(SqliteStore, "open", counting_open)
+    async with Client(GLM_ONLY, env=box.env(), state_home=tmp_path) as client:
+        assert client.policy.route.targets == ("glm-direct",)
+        outcomes = [await client.ask(f"Question {n}?", stream=n % 2 == 0) for n in range(3)]
+        run = await client.analyze("Should we adopt a queue?", perspectives=["security"])
+    assert [o.provider for o in outcomes] == ["glm-direct"] * 3
+    assert run.status == "ok"
+    assert opened == [tmp_path]
+    assert box.connections("glm-direct") == 1
+    assert attempts(tmp_path) == ["glm-direct"] * 4
+    with SqliteStore.open(tmp_path) as store:
+        assert [e.question for e in store.history_list(None)] == ["Should we adopt a queue?"]
+
+
+async def test_client_opens_another_pool_only_when_every_pool_is_busy(
+    box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls at once share a pool up to POOL_SHARE each; calls one at a time stay on the first."""
+    monkeypatch.setattr(rmcli.api, "POOL_SHARE", 2)
+    made: list[httpx.AsyncClient] = []
+    real_new_client = rmcli.api._new_client
+
+    def counting_new_client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+        made.append(real_new_client(transport))
+        return made[-1]
+
+    monkeypatch.setattr(rmcli.api, "_new_client", counting_new_client)
+    box.set_mode("glm-direct", "slow:0.2")
+    client = Client(GLM_ONLY, env=box.env(), state_home=tmp_path, record=False)
+    async with anyio.create_task_group() as tg:
+        for n in range(8):
+            tg.start_soon(client.ask, f"Question {n}?")
+    assert len(made) == 4 and box.connections("glm-direct") == 8
+    box.set_mode("glm-direct", "ok")
+    for n in range(3):
+        assert (await client.ask(f"Again {n}?")).provider == "glm-direct"
+    assert len(made) == 4 and box.connections("glm-direct") == 8
+    await client.aclose()
+    assert all(c.is_closed for c in made)
+    assert not (tmp_path / "state.db").exists()  # record=False: no store
+    assert (await client.ask("After closing?")).provider == "glm-direct"  # opens again
+    await client.aclose()
+
+
+async def test_client_sends_a_plain_request_when_not_streaming(tmp_path: Path) -> None:
+    seen: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(
+            200,
+            json={
+                "model": "m-1",
+                "choices": [{"index": 0, "message": {"content": "Plain."}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+            },
+        )
+
+    env = {
+        "AI_PROVIDER": "openai-direct",
+        "OPENAI_API_URL": "http://127.0.0.1:9/v1/chat/completions",
+        "OPENAI_API_KEY": "mock-key",
+    }
+    async with Client(env=env, transport=httpx.MockTransport(handler), state_home=tmp_path) as client:
+        outcome = await client.ask("Hi", stream=False)
+        with pytest.raises(ConfigError, match="empty"):
+            await client.ask(" ")
+    assert outcome.completion is not None and outcome.completion.content == "Plain."
+    assert len(seen) == 1 and "stream" not in seen[0]

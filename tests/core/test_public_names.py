@@ -25,6 +25,7 @@ RMCORE = {
     "CapUsage",
     "Cap",
     "AttemptRefused",
+    "AttemptHeld",
     "PERSPECTIVES",
     "Action",
     "AdmitCircuit",
@@ -99,6 +100,7 @@ RMCORE = {
 
 RMCLI_API = {
     "AnalysisRun",
+    "Client",
     "ConfigError",
     "PolicyInput",
     "Provider",

@@ -1,0 +1,398 @@
+"""The runner under the shared state's limits: each attempt takes its provider's slot across
+processes, reserves its worst case against the plan's caps, and settles what it really used; a
+full cap or an unreachable state sends nothing. Routes run in this process over real loopback
+HTTP against the sandbox, on each state store in turn (SQLite, Redis)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import anyio
+import httpx
+import msgspec
+import pytest
+
+from rmcli import runner
+from rmcli.notices import SKIP_KINDS
+from rmcli.redis_store import RedisStore
+from rmcli.runner import Observer, ProviderLimits, QuotaBook, route
+from rmcli.sandbox import Sandbox
+from rmcli.session import StoreQuotas
+from rmcli.shared_state import SharedState
+from rmcli.store import SqliteStore, Store, StoreUnavailable
+from rmcore.engine import RunOutcome
+from rmcore.errors import ErrorKind
+from rmcore.plan import BreakerRules, RetryRules, RunLimits, RunPlan, TargetPlan
+from rmcore.policy.schema import Strategy
+from rmcore.pricing import estimate_prompt_tokens
+from rmcore.providers import ProviderSpec, builtin_providers
+from rmcore.quota import Cap, CapUsage, Charge, Period, Refusal, Resource
+from rmcore.requests import ChatRequest
+from tests.cli.helpers import closed_port
+from tests.cli.state_backends import Backend
+
+pytestmark = pytest.mark.anyio
+
+REQUEST = ChatRequest(prompt="Should we shard the orders database now?", max_tokens=100)
+WORST_USD = 1.0
+"""glm-direct's worst case for ``REQUEST`` at the prices ``glm`` gives it: 100 tokens at $0.01."""
+
+
+@pytest.fixture
+async def box() -> AsyncIterator[Sandbox]:
+    async with Sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def store(store_backend: Backend) -> Iterator[Store]:
+    with store_backend.open() as opened:
+        yield opened
+
+
+def spec(box: Sandbox, name: str, **changes: object) -> ProviderSpec:
+    """A sandbox provider; glm-direct costs $0.01 per answer token and nothing per prompt token."""
+    base = builtin_providers(box.env())[name]
+    if name == "glm-direct":
+        base = msgspec.structs.replace(base, input_usd_per_mtok=0.0, output_usd_per_mtok=10_000.0)
+    return msgspec.structs.replace(base, **changes)
+
+
+def cap(scope: str, resource: Resource, limit: float) -> Cap:
+    """A cap over the UTC day (dollars) or over a fixed hour (requests, tokens)."""
+    period = Period.DAY if resource is Resource.USD else Period.WINDOW
+    return Cap(
+        key=f"{scope}:{resource.value}",
+        scope=scope,
+        resource=resource,
+        limit=limit,
+        period=period,
+        window_s=None if period is Period.DAY else 3600.0,
+    )
+
+
+def target(box: Sandbox, name: str, *, timeout_s: float = 30.0, **changes: object) -> TargetPlan:
+    """One attempt at sandbox provider ``name`` (``spec`` with ``changes``)."""
+    return TargetPlan(provider=spec(box, name, **changes), max_attempts=1, attempt_timeout_s=timeout_s)
+
+
+def plan(*targets: TargetPlan, caps: Sequence[Cap] = (), **fields: object) -> RunPlan:
+    return RunPlan(
+        targets=targets,
+        caps=tuple(caps),
+        retry=RetryRules(backoff_initial_s=0.05, backoff_max_s=0.1),
+        limits=RunLimits(max_usd=100.0),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def routed(
+    box: Sandbox,
+    run_plan: RunPlan,
+    quotas: QuotaBook | None,
+    *,
+    limits: ProviderLimits | None = None,
+    observer: Observer | None = None,
+    circuits: object = None,
+) -> RunOutcome:
+    env = box.env()
+    async with httpx.AsyncClient(timeout=None) as client:
+        return await route(
+            run_plan,
+            REQUEST,
+            client=client,
+            keys=lambda s: env.get(s.key_env or ""),
+            quotas=quotas,
+            limits=limits,
+            observer=observer,
+            circuits=circuits,  # type: ignore[arg-type]
+            seed=3,
+        )
+
+
+def window(store: Store, key: str) -> CapUsage:
+    [found] = [w for w in store.cap_usage(time.time()) if w.cap_key == key]
+    return found
+
+
+class Breakers:
+    """A ``CircuitBook`` that lets everything through and remembers every outcome recorded."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, str]] = []
+
+    def admit(self, provider: str, cooldown_s: float, probe_timeout_s: float) -> tuple[str, float | None]:
+        return "allowed", None
+
+    def record(self, provider: str, outcome: str, failure_threshold: int) -> None:
+        self.recorded.append((provider, outcome))
+
+
+class Warnings(Observer):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def state_unavailable(self, message: str) -> None:
+        self.lines.append(message)
+
+
+# --- reserving and settling -----------------------------------------------------------------------
+
+
+async def test_an_answered_attempt_settles_its_real_cost_and_leaves_no_reservation(
+    box: Sandbox, store: Store
+) -> None:
+    """The worst case ($1.00) is reserved while the request runs; the answer's real cost and one
+    request are what stays in the windows afterwards."""
+    caps = [cap("policy:t", Resource.USD, 5.0), cap("provider:glm-direct", Resource.REQUESTS, 10)]
+    outcome = await routed(box, plan(target(box, "glm-direct"), caps=caps), StoreQuotas(store))
+    assert outcome.ok and 0 < outcome.cost_usd < WORST_USD
+    usd, requests = window(store, "policy:t:usd"), window(store, "provider:glm-direct:requests")
+    assert usd.used == pytest.approx(outcome.cost_usd) and usd.reserved == 0.0
+    assert (requests.used, requests.reserved) == (1.0, 0.0)
+
+
+async def test_a_full_budget_sends_nothing_records_no_breaker_outcome_and_moves_on(
+    box: Sandbox, store: Store
+) -> None:
+    """glm-direct's worst case ($1.00) does not fit its $0.50 daily cap: it is skipped as
+    ``budget`` with the cap's message, never contacted, its breaker told nothing (no request
+    was sent), and the next target answers."""
+    caps = [cap("provider:glm-direct", Resource.USD, 0.5)]
+    breakers = Breakers()
+    targets = (target(box, "glm-direct"), target(box, "anthropic-direct"))
+    run_plan = plan(*targets, caps=caps, breaker=BreakerRules(enabled=True))
+    outcome = await routed(box, run_plan, StoreQuotas(store), circuits=breakers)
+    assert outcome.ok and outcome.provider == "anthropic-direct"
+    assert box.requests("glm-direct") == []
+    assert [(s.provider, s.kind) for s in outcome.skipped] == [("glm-direct", ErrorKind.BUDGET)]
+    assert "daily budget provider:glm-direct:usd ($0.00 of $0.50 used)" in outcome.skipped[0].message
+    assert "resets at" in outcome.skipped[0].message
+    assert breakers.recorded == [("anthropic-direct", "ok")]
+    assert [a.provider for a in outcome.attempts] == ["anthropic-direct"]
+
+
+async def test_a_used_up_request_quota_skips_the_provider_as_quota(box: Sandbox, store: Store) -> None:
+    """A quota of one request per hour: the first run is answered, the second skipped as
+    ``quota`` saying which quota and when its window resets, with nothing sent."""
+    caps = [cap("provider:glm-direct", Resource.REQUESTS, 1)]
+    run_plan = plan(target(box, "glm-direct"), caps=caps)
+    assert (await routed(box, run_plan, StoreQuotas(store))).ok
+    second = await routed(box, run_plan, StoreQuotas(store))
+    assert not second.ok and second.error is not None and second.error.kind is ErrorKind.QUOTA
+    [skip] = second.skipped
+    assert skip.kind is ErrorKind.QUOTA
+    assert "1-hour request quota provider:glm-direct:requests (1 of 1 request used)" in skip.message
+    assert "resets at" in skip.message
+    assert len(box.requests("glm-direct")) == 1
+
+
+async def test_a_failed_attempt_settles_one_request_and_no_tokens(box: Sandbox, store: Store) -> None:
+    """A 500 used a request of the quota but no tokens (the provider reported none)."""
+    box.set_mode("glm-direct", "status:500")
+    caps = [
+        cap("provider:glm-direct", Resource.REQUESTS, 10),
+        cap("provider:glm-direct", Resource.TOKENS, 10_000),
+    ]
+    outcome = await routed(box, plan(target(box, "glm-direct"), caps=caps), StoreQuotas(store))
+    assert not outcome.ok
+    assert (
+        window(store, "provider:glm-direct:requests").used,
+        window(store, "provider:glm-direct:tokens").used,
+    ) == (
+        1.0,
+        0.0,
+    )
+    assert window(store, "provider:glm-direct:tokens").reserved == 0.0
+
+
+async def test_a_cancelled_attempt_settles_its_prompt_and_gives_its_slot_back(
+    box: Sandbox, store: Store
+) -> None:
+    """A hedge: glm-direct is slow, anthropic-direct answers, glm-direct's attempt is cancelled.
+    Its reservation is settled with the prompt's estimate (the prompt may have been billed), and
+    its slot (max_concurrency 1) is free again for another process."""
+    box.set_mode("glm-direct", "slow:5")
+    caps = [cap("provider:glm-direct", Resource.TOKENS, 10_000)]
+    targets = (
+        target(box, "glm-direct", max_concurrency=1),
+        target(box, "anthropic-direct"),
+    )
+    run_plan = plan(*targets, caps=caps, strategy=Strategy.HEDGED, hedge_after_s=0.1)
+    outcome = await routed(box, run_plan, StoreQuotas(store))
+    assert outcome.provider == "anthropic-direct"
+    assert sorted((a.provider, a.outcome) for a in outcome.attempts) == [
+        ("anthropic-direct", "ok"),
+        ("glm-direct", "cancelled"),
+    ]
+    tokens = window(store, "provider:glm-direct:tokens")
+    assert (tokens.used, tokens.reserved) == (float(estimate_prompt_tokens(REQUEST)), 0.0)
+    assert store.acquire_slot("provider:glm-direct", 1, "another process", time.time(), 5.0)
+
+
+# --- concurrency slots across processes -------------------------------------------------------------
+
+
+async def test_max_concurrency_holds_across_processes_sharing_the_state(box: Sandbox, store: Store) -> None:
+    """Two routes with limiters of their own (as two processes have) and one store: glm-direct
+    (max_concurrency 1, 0.3 s an answer) is sent one request at a time."""
+    box.set_mode("glm-direct", "slow:0.3")
+    run_plan = plan(target(box, "glm-direct", max_concurrency=1))
+    started = time.monotonic()
+    outcomes: list[RunOutcome] = []
+
+    async def one() -> None:
+        outcomes.append(await routed(box, run_plan, StoreQuotas(store), limits=ProviderLimits()))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one)
+        tg.start_soon(one)
+    assert all(o.ok for o in outcomes) and len(outcomes) == 2
+    assert time.monotonic() - started >= 0.6
+    assert store.acquire_slot("provider:glm-direct", 1, "after", time.time(), 5.0), "both slots given back"
+
+
+async def test_a_slot_busy_for_the_whole_timeout_is_refused_as_quota(box: Sandbox, store: Store) -> None:
+    """Another process holds glm-direct's only slot: after the attempt's timeout (0.3 s) of
+    waiting the attempt is refused, unsent, saying the slots stayed busy."""
+    assert store.acquire_slot("provider:glm-direct", 1, "someone else", time.time(), 60.0)
+    run_plan = plan(target(box, "glm-direct", timeout_s=0.3, max_concurrency=1))
+    started = time.monotonic()
+    outcome = await routed(box, run_plan, StoreQuotas(store))
+    assert 0.25 <= time.monotonic() - started < 2.0
+    [skip] = outcome.skipped
+    assert skip.kind is ErrorKind.QUOTA and "request slots of glm-direct" in skip.message
+    assert box.requests("glm-direct") == []
+
+
+# --- the shared state unreachable -------------------------------------------------------------------
+
+
+def unreachable(home: Path) -> SharedState:
+    """A shared state nothing listens for, with ``home`` as this host's state folder."""
+    url = f"redis://127.0.0.1:{closed_port()}/0"
+    return SharedState(RedisStore.open(url), url, home, warn=lambda line: None)
+
+
+async def test_fail_closed_sends_no_paid_request_and_says_why(box: Sandbox, tmp_path: Path) -> None:
+    """Redis unreachable and the policy fails closed (the default): the attempt is refused as
+    ``budget`` with the documented message, nothing is sent, nothing is counted on this host."""
+    state = unreachable(tmp_path / "home")
+    run_plan = plan(target(box, "glm-direct"), caps=[cap("policy:t", Resource.USD, 5.0)])
+    outcome = await routed(box, run_plan, StoreQuotas(state))
+    [skip] = outcome.skipped
+    assert skip.kind is ErrorKind.BUDGET
+    assert skip.message.startswith(f"the shared state ({state.url}) is unreachable: ")
+    assert "the policy fails closed, so no paid request starts" in skip.message
+    assert 'on_state_unavailable = "fail_open"' in skip.message
+    assert box.requests("glm-direct") == []
+    assert not (tmp_path / "home").exists()
+
+
+async def test_fail_open_counts_on_this_host_and_warns_once(box: Sandbox, tmp_path: Path) -> None:
+    """Redis unreachable and the policy fails open: the runs go on, their caps counted in this
+    host's SQLite state (which then refuses what does not fit there), and the observer hears of
+    it once, not per attempt."""
+    state = unreachable(tmp_path / "home")
+    quotas = StoreQuotas(state)
+    caps = [cap("policy:t", Resource.USD, 1.2)]
+    run_plan = plan(target(box, "glm-direct"), caps=caps, on_state_unavailable="fail_open")
+    warnings = Warnings()
+    first = await routed(box, run_plan, quotas, observer=warnings)
+    second = await routed(box, run_plan, quotas, observer=warnings)
+    assert first.ok and not second.ok
+    assert (
+        second.skipped[0].kind is ErrorKind.BUDGET
+        and "daily budget policy:t:usd" in second.skipped[0].message
+    )
+    assert len(warnings.lines) == 1 and "the policy fails open" in warnings.lines[0]
+    with SqliteStore.open(tmp_path / "home") as local:
+        usd = window(local, "policy:t:usd")
+    assert usd.used == pytest.approx(first.cost_usd) and usd.reserved == 0.0
+    assert len(box.requests("glm-direct")) == 1
+
+
+class Vanishing:
+    """A ``QuotaBook`` over ``store`` whose state goes away once a reservation is made: settling
+    fails as unreachable. Its fallback is ``local``."""
+
+    def __init__(self, store: Store, local: Store) -> None:
+        self.store = store
+        self.local = StoreQuotas(local)
+
+    def reserve(
+        self, reservation_id: str, charges: Sequence[Charge], now: float, lease_s: float
+    ) -> Refusal | None:
+        return self.store.reserve(reservation_id, charges, now, lease_s)
+
+    def settle(self, reservation_id: str, charges: Sequence[Charge], now: float) -> None:
+        raise StoreUnavailable("redis://127.0.0.1:1/0", "Connection refused")
+
+    def release(self, reservation_id: str) -> None:
+        self.store.release(reservation_id)
+
+    def acquire_slot(self, name: str, limit: int, holder: str, now: float, lease_s: float) -> bool:
+        return self.store.acquire_slot(name, limit, holder, now, lease_s)
+
+    def release_slot(self, name: str, holder: str) -> None:
+        self.store.release_slot(name, holder)
+
+    def fallback(self) -> tuple[QuotaBook, bool]:
+        return self.local, True
+
+
+async def test_a_state_lost_while_the_request_runs_keeps_the_spend_on_this_host(
+    box: Sandbox, store: Store, tmp_path: Path
+) -> None:
+    """The reservation was made, then the shared state went away: the answer stands, and its
+    real cost is settled in this host's state rather than lost (the shared reservation ends
+    with its lease)."""
+    with SqliteStore.open(tmp_path / "local") as local:
+        run_plan = plan(target(box, "glm-direct"), caps=[cap("policy:t", Resource.USD, 5.0)])
+        outcome = await routed(box, run_plan, Vanishing(store, local))
+        assert outcome.ok
+        assert window(local, "policy:t:usd").used == pytest.approx(outcome.cost_usd)
+    assert window(store, "policy:t:usd").reserved == WORST_USD
+
+
+def test_quota_is_a_skip_kind() -> None:
+    """A target skipped for its quota gets the "Skipped provider" line, not a fail-over warning."""
+    assert {ErrorKind.QUOTA, ErrorKind.BUDGET, ErrorKind.CIRCUIT_OPEN, ErrorKind.UNHEALTHY} == SKIP_KINDS
+
+
+async def test_a_short_slot_lease_is_renewed_while_its_request_runs(
+    box: Sandbox, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slot leases are short (so a process killed while holding slots keeps them from the others
+    only briefly) and renewed while the request runs: a request twice as long as the lease keeps
+    its slot to the end, then gives it back."""
+    monkeypatch.setattr(runner, "SLOT_LEASE_S", 0.3)
+    monkeypatch.setattr(runner, "SLOT_RENEW_S", 0.1)
+    box.set_mode("glm-direct", "slow:0.8")
+    run_plan = plan(target(box, "glm-direct", max_concurrency=1))
+    seen: list[bool] = []
+
+    async def meanwhile() -> None:
+        await anyio.sleep(0.6)  # past the first lease: only a renewal keeps the slot
+        seen.append(store.acquire_slot("provider:glm-direct", 1, "another process", time.time(), 0.3))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(meanwhile)
+        outcome = await routed(box, run_plan, StoreQuotas(store))
+    assert outcome.ok and seen == [False]
+    assert store.acquire_slot("provider:glm-direct", 1, "another process", time.time(), 0.3)
+
+
+async def test_a_race_lost_while_waiting_for_a_slot_stores_no_attempt(box: Sandbox, store: Store) -> None:
+    """glm-direct's only slot is held by another process; a race of glm-direct and
+    anthropic-direct is won by anthropic-direct while glm-direct still waits: glm-direct's
+    attempt never left the process, so it is neither stored nor charged."""
+    assert store.acquire_slot("provider:glm-direct", 1, "someone else", time.time(), 60.0)
+    targets = (target(box, "glm-direct", max_concurrency=1), target(box, "anthropic-direct"))
+    outcome = await routed(box, plan(*targets, strategy=Strategy.FASTEST), StoreQuotas(store))
+    assert outcome.provider == "anthropic-direct"
+    assert [(a.provider, a.outcome) for a in outcome.attempts] == [("anthropic-direct", "ok")]
+    assert outcome.cost_usd == outcome.attempts[0].cost_usd
+    assert box.requests("glm-direct") == []
