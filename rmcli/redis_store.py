@@ -53,8 +53,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Final, TypeVar
 
 import msgspec
 import redis
@@ -77,6 +76,7 @@ from rmcli.store import (
     HISTORY_ID_MIN_PREFIX,
     PRUNE_AFTER_S,
     CacheStats,
+    ClosingStore,
     HistoryEntry,
     HistoryStats,
     StoreError,
@@ -367,7 +367,7 @@ def redacted_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
-class RedisStore:
+class RedisStore(ClosingStore):
     """The ``Store`` in one Redis database. Open it with ``RedisStore.open(url)`` (no connection
     is made until the first call); use it as a context manager or call ``close()``."""
 
@@ -899,17 +899,6 @@ class RedisStore:
     def close(self) -> None:
         """Close the client's connections. Closing twice is harmless."""
         self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:

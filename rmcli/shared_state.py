@@ -26,10 +26,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self, TypeVar
+from typing import Final, TypeVar
 
-from rmcli.store import CacheStats, HistoryEntry, HistoryStats, SqliteStore, Store, StoreUnavailable
+from rmcli.store import (
+    CacheStats,
+    ClosingStore,
+    HistoryEntry,
+    HistoryStats,
+    SqliteStore,
+    Store,
+    StoreUnavailable,
+)
 from rmcore.attempts import AttemptRecord
 from rmcore.breaker import Admission, CircuitState
 from rmcore.quota import CapUsage, Charge, Refusal
@@ -43,7 +50,7 @@ RETRY_AFTER_S: Final = 1.0
 _T = TypeVar("_T")
 
 
-class SharedState:
+class SharedState(ClosingStore):
     """The ``Store`` of a fleet: ``shared`` (a store on the network, named by ``url`` without its
     password), with the SQLite state in ``home`` for the bookkeeping of runs while ``shared``
     cannot be reached. ``warn`` shows one line to the person (stderr in the CLI)."""
@@ -212,17 +219,6 @@ class SharedState:
         finally:
             if self._local is not None:
                 self._local.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- internals -------------------------------------------------------------------------------
 

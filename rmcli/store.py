@@ -520,7 +520,26 @@ _CAP_USAGE: Final = """
 """
 
 
-class SqliteStore:
+class ClosingStore:
+    """What every store shares: used in a ``with`` block, it is closed at the end."""
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SqliteStore(ClosingStore):
     """The ``Store`` in one SQLite file. Open it with ``SqliteStore.open(home)``; use it as a
     context manager or call ``close()``."""
 
@@ -1032,17 +1051,6 @@ class SqliteStore:
     def close(self) -> None:
         """Close the connection (the last one out folds the WAL back into the file)."""
         self._conn.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _configure(self, busy_timeout_s: float) -> None:
         def pragmas(conn: sqlite3.Connection) -> None:
