@@ -1332,6 +1332,9 @@ def _check_existing(path: Path, busy_timeout_s: float) -> None:
     except sqlite3.Error as exc:
         raise _store_error(path, exc) from None
     try:
+        # One snapshot: another process may be creating the schema while this reads, and
+        # reading its header before and its tables after that commit looks like a foreign file.
+        connection.execute("BEGIN")
         _recognise(connection, path)
     except sqlite3.Error as exc:
         raise _store_error(path, exc) from None

@@ -148,9 +148,13 @@ def run_workers(script: str, argv: Sequence[Sequence[str]], go: Path, timeout_s:
     ]
     go.touch()
     results = [worker.communicate(timeout=timeout_s) for worker in workers]
-    assert [(worker.returncode, err) for worker, (_, err) in zip(workers, results, strict=True)] == [
-        (0, "")
-    ] * len(workers)
+    failures = [
+        f"worker {n} exited {worker.returncode}:\n{err}"
+        for n, (worker, (_, err)) in enumerate(zip(workers, results, strict=True))
+        if worker.returncode != 0 or err
+    ]
+    # This module is not rewritten by pytest, so the message must say what went wrong itself.
+    assert not failures, "\n".join(failures)
     return [out for out, _ in results]
 
 

@@ -298,6 +298,54 @@ def test_a_newer_schema_is_refused_and_left_intact(tmp_path: Path) -> None:
     assert_refused_untouched(home, "newer recursive-manager", "Upgrade")
 
 
+class _SchemaCreatedMidRead:
+    """Stands in for a read-only connection and lets another opener create the schema between
+    its reading the header (application_id, user_version) and reading the table list."""
+
+    def __init__(self, connection: sqlite3.Connection, home: Path) -> None:
+        self._connection = connection
+        self._home = home
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if "sqlite_master" in sql:
+            _opening_inside.append(True)
+            SqliteStore.open(self._home).close()
+        return self._connection.execute(sql, *args)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+_opening_inside: list[bool] = []
+
+
+def test_a_schema_created_while_another_opener_reads_is_not_taken_for_foreign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Processes opening a new state at once: one checks the file while another creates the
+    schema. The check reads one snapshot, so it never sees our tables without our header."""
+    home = tmp_path / "home"
+    home.mkdir()
+    conn = sqlite3.connect(home / DB_FILENAME)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.close()
+    assert (home / DB_FILENAME).stat().st_size > 0
+    real_connect = sqlite3.connect
+
+    def connect(database: str, *args: object, **kwargs: object) -> object:
+        connection = real_connect(database, *args, **kwargs)  # type: ignore[call-overload]
+        if "mode=ro" in str(database) and not _opening_inside:
+            return _SchemaCreatedMidRead(connection, home)
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    _opening_inside.clear()
+    with SqliteStore.open(home) as opened:
+        assert _opening_inside == [True]
+        opened.record_attempts("r", "ask", [record()])
+        assert len(opened.attempts_since(0)) == 1
+
+
 def test_an_empty_file_becomes_a_store(tmp_path: Path) -> None:
     """A zero-byte state.db (e.g. left by a run killed while creating it) is simply initialised."""
     home = tmp_path / "home"
