@@ -22,12 +22,15 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
 from typing import Final, Protocol
 
 import anyio
 import anyio.lowlevel
 import httpx
 import msgspec
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from rmcli.health import HEALTH_TIMEOUT_S, check_health
 from rmcli.output import err
@@ -205,7 +208,6 @@ async def route(
     plan's caps over time and each provider's ``max_concurrency`` across processes; without it
     neither is enforced beyond this process.
     """
-    watch = observer or Observer()
     engine = Engine(
         plan,
         request,
@@ -214,120 +216,236 @@ async def route(
         spent_usd=spent_usd,
         ledger=ledger,
     )
-    probe_timeout_s = max((t.attempt_timeout_s for t in leaves(plan)), default=30.0)
-    send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)
-    scopes: dict[int, anyio.CancelScope] = {}
-    recorded = 0
+    run = _Run(
+        engine,
+        client=client,
+        keys=keys,
+        watch=observer or Observer(),
+        on_text=on_text,
+        circuits=circuits,
+        clock=clock,
+        slots=limits if limits is not None else ProviderLimits(),
+        quotas=quotas,
+    )
+    return await run.run()
 
-    def flush_records() -> None:
-        nonlocal recorded
-        for record in engine.attempts[recorded:]:
-            if circuits is not None and plan.breaker.enabled:
-                circuits.record(record.provider, record.outcome, plan.breaker.failure_threshold)
-            watch.attempt_recorded(record)
-        recorded = len(engine.attempts)
 
-    slots = limits if limits is not None else ProviderLimits()
-    announced = False
+class _NeedsTasks(Exception):
+    """Raised inside ``_Run.drive`` without a task group when an action needs one."""
 
-    def announce(message: str) -> None:
-        nonlocal announced
-        if not announced:
-            announced = True
-            watch.state_unavailable(message)
 
-    async def send_now(action: StartAttempt, key: str | None, sink: TextSink | None) -> AttemptEvent:
+class _Run:
+    """One run of ``route``: performs the engine's actions and feeds it what happened.
+
+    It starts without a task group and runs an attempt that goes alone (nothing else running,
+    nothing but the deadline to wake the engine for) right in its own task: for the common
+    one-provider-at-a-time run, a task group, its tasks and their messages cost more CPU than
+    the rest of routing a call. The first action that needs work at the same time (a race, a
+    hedge, a health check) opens the task group, and the run goes on inside it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        client: httpx.AsyncClient,
+        keys: Callable[[ProviderSpec], str | None],
+        watch: Observer,
+        on_text: TextSink | None,
+        circuits: CircuitBook | None,
+        clock: Callable[[], float],
+        slots: ProviderLimits,
+        quotas: QuotaBook | None,
+    ) -> None:
+        self.engine = engine
+        self.plan = engine.plan
+        self.request = engine.request
+        self.client = client
+        self.keys = keys
+        self.watch = watch
+        self.on_text = on_text
+        self.circuits = circuits if circuits is not None and self.plan.breaker.enabled else None
+        self.clock = clock
+        self.slots = slots
+        self.quotas = quotas
+        self.probe_timeout_s = max((t.attempt_timeout_s for t in leaves(self.plan)), default=30.0)
+        self.actions: deque[Action] = deque()
+        self.scopes: dict[int, anyio.CancelScope] = {}
+        self.recorded = 0
+        self.announced = False
+        self.tasks = 0  # attempts and health checks running as tasks of the task group
+        self.group: TaskGroup | None = None
+        self.send: MemoryObjectSendStream[Event] | None = None
+
+    async def run(self) -> RunOutcome:
+        """Route the request to its end."""
+        self.actions.extend(self.engine.start(self.clock()))
+        try:
+            return await self.drive()
+        except _NeedsTasks:
+            pass
+        send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)
+        self.send = send
+        async with anyio.create_task_group() as self.group, send, receive:
+            return await self.drive(receive)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def drive(self, receive: MemoryObjectReceiveStream[Event] | None = None) -> RunOutcome:
+        """Work through the engine's actions, waiting for events (from ``receive``, the task
+        group's) or for the engine's next wake-up in between, until it finishes. Without a task
+        group it raises ``_NeedsTasks`` at the first action that needs one, leaving that action
+        first in line."""
+        engine, actions = self.engine, self.actions
+        while True:
+            while actions:
+                action = actions.popleft()
+                match action:
+                    case Finish(outcome=outcome):
+                        for scope in self.scopes.values():
+                            scope.cancel()
+                        self.flush_records()
+                        if self.group is not None and self.tasks:
+                            self.group.cancel_scope.cancel()
+                        return outcome
+                    case StartAttempt():
+                        await self.start(action)
+                    case CancelAttempt(attempt_id=attempt_id):
+                        if attempt_id in self.scopes:
+                            self.scopes.pop(attempt_id).cancel()
+                    case CheckHealth(provider=spec):
+                        self.spawn(action, partial(self.health, spec))
+                    case AdmitCircuit(provider=spec):
+                        actions.extend(engine.handle(self.admit(spec)))
+                    case FailedOver():
+                        self.watch.failed_over(action)
+                    case TargetSkipped():
+                        self.watch.skipped(action)
+                    case Backoff(until=until):
+                        self.watch.backing_off(action, max(until - self.clock(), 0.0))
+                self.flush_records()
+            wake = engine.next_wakeup()
+            event: Event | None = None
+            with anyio.move_on_after(max((wake or math.inf) - self.clock(), 0.0)):
+                if receive is None:
+                    await anyio.sleep_forever()  # nothing runs: only time moves the engine
+                else:
+                    event = await receive.receive()
+            if event is not None:
+                self.observe(event)
+            elif wake is not None and self.clock() >= wake:
+                # Only once the moment has really come: a Retry-After is never cut short.
+                actions.extend(engine.handle(TimePassed(at=self.clock())))
+
+    async def start(self, action: StartAttempt) -> None:
+        engine = self.engine
+        alone = action.exclusive and not self.actions and not self.tasks
+        # Alone, and nothing but the deadline can need the engine before it ends (the engine
+        # caps its timeout at the time left): it runs here, not as a task.
+        inline = alone and engine.next_wakeup() == engine.deadline
+        if not inline and self.group is None:
+            self.actions.appendleft(action)
+            raise _NeedsTasks
+        self.watch.attempt_started(action)
+        scope = self.scopes[action.attempt_id] = anyio.CancelScope()
+        if action.provider.max_concurrency is not None:
+            # It may wait for a slot: until it is let go, a cancellation sends nothing, and the
+            # engine records no attempt for it.
+            engine.handle(AttemptHeld(attempt_id=action.attempt_id, at=self.clock()))
+        if not inline:
+            self.spawn(action, partial(self.attempt_task, action, scope))
+            return
+        ended = await self.attempt(action, scope)
+        if ended is not None:
+            self.observe(ended)
+
+    def spawn(self, action: Action, work: Callable[[], Awaitable[None]]) -> None:
+        if self.group is None:
+            self.actions.appendleft(action)
+            raise _NeedsTasks
+        self.tasks += 1
+        self.group.start_soon(self.counted, work)
+
+    async def counted(self, work: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await work()
+        finally:
+            self.tasks -= 1
+
+    def flush_records(self) -> None:
+        attempts = self.engine.attempts
+        if len(attempts) == self.recorded:
+            return
+        for record in attempts[self.recorded :]:
+            if self.circuits is not None:
+                self.circuits.record(record.provider, record.outcome, self.plan.breaker.failure_threshold)
+            self.watch.attempt_recorded(record)
+        self.recorded = len(attempts)
+
+    def announce(self, message: str) -> None:
+        if not self.announced:
+            self.announced = True
+            self.watch.state_unavailable(message)
+
+    async def send_now(self, action: StartAttempt, key: str | None, sink: TextSink | None) -> AttemptEvent:
         if action.provider.max_concurrency is not None:
             # Given up while it waited for a slot (the engine already forgot it): stop here,
             # before anything leaves, even if its wait ended in the same instant.
             await anyio.lowlevel.checkpoint_if_cancelled()
             # Fed at once, not queued: from here on the request leaves the process.
-            engine.handle(AttemptHeld(attempt_id=action.attempt_id, at=clock(), held=False))
-        return await perform_attempt(client, action, request, key, clock, sink)
+            self.engine.handle(AttemptHeld(attempt_id=action.attempt_id, at=self.clock(), held=False))
+        return await perform_attempt(self.client, action, self.request, key, self.clock, sink)
 
-    async def attempt(action: StartAttempt, scope: anyio.CancelScope) -> None:
+    async def attempt(self, action: StartAttempt, scope: anyio.CancelScope) -> Event | None:
+        """Perform ``action``: how it ended, or None when it was cancelled."""
         with scope:
-            key = keys(action.provider)
-            sink = on_text if action.exclusive else None
-            async with slots.slot(action.provider):
-                if quotas is None or (not plan.caps and action.provider.max_concurrency is None):
-                    event: Event = await send_now(action, key, sink)
+            key = self.keys(action.provider)
+            sink = self.on_text if action.exclusive else None
+            async with self.slots.slot(action.provider):
+                quotas = self.quotas
+                if quotas is None or (not self.plan.caps and action.provider.max_concurrency is None):
+                    event: Event = await self.send_now(action, key, sink)
                 else:
-                    event = await _Guarded(plan, request, action, quotas, clock, announce).run(
-                        lambda sent: send_now(sent, key, sink)
-                    )
+                    guarded = _Guarded(self.plan, self.request, action, quotas, self.clock, self.announce)
+                    event = await guarded.run(lambda sent: self.send_now(sent, key, sink))
             if isinstance(event, AttemptFailed) and key and key in event.error.message:
                 # A provider may quote the key it was sent ("Incorrect API key provided: ...").
                 error = msgspec.structs.replace(
                     event.error, message=event.error.message.replace(key, "<redacted>")
                 )
                 event = msgspec.structs.replace(event, error=error)
-            await send.send(event)
+            return event
+        return None
 
-    async def health(spec: ProviderSpec) -> None:
-        budget = min(HEALTH_TIMEOUT_S, max(engine.deadline - clock(), 0.0))
-        report = await check_health(client, spec, keys(spec), budget, clock)
-        await send.send(
-            HealthObserved(provider=spec.name, at=clock(), healthy=report.healthy, reason=report.reason)
-        )
+    async def attempt_task(self, action: StartAttempt, scope: anyio.CancelScope) -> None:
+        event = await self.attempt(action, scope)
+        if event is not None and self.send is not None:
+            await self.send.send(event)
 
-    def admit(spec: ProviderSpec) -> CircuitAnswered:
+    async def health(self, spec: ProviderSpec) -> None:
+        budget = min(HEALTH_TIMEOUT_S, max(self.engine.deadline - self.clock(), 0.0))
+        report = await check_health(self.client, spec, self.keys(spec), budget, self.clock)
+        if self.send is not None:
+            await self.send.send(
+                HealthObserved(
+                    provider=spec.name, at=self.clock(), healthy=report.healthy, reason=report.reason
+                )
+            )
+
+    def observe(self, event: Event) -> None:
+        if isinstance(event, AttemptSucceeded | AttemptFailed | AttemptRefused):
+            self.scopes.pop(event.attempt_id, None)
+        self.actions.extend(self.engine.handle(event))
+        # Before any action: the breakers must know how the attempt ended before the engine's
+        # next AdmitCircuit is answered.
+        self.flush_records()
+
+    def admit(self, spec: ProviderSpec) -> CircuitAnswered:
         decision, retry_in = (
-            circuits.admit(spec.name, plan.breaker.cooldown_s, probe_timeout_s)
-            if circuits
+            self.circuits.admit(spec.name, self.plan.breaker.cooldown_s, self.probe_timeout_s)
+            if self.circuits is not None
             else ("allowed", None)
         )
-        return CircuitAnswered(provider=spec.name, at=clock(), decision=decision, retry_in_s=retry_in)
-
-    async with anyio.create_task_group() as tg, send, receive:
-        actions: deque[Action] = deque(engine.start(clock()))
-        while True:
-            while actions:
-                action = actions.popleft()
-                match action:
-                    case Finish(outcome=outcome):
-                        for scope in scopes.values():
-                            scope.cancel()
-                        flush_records()
-                        tg.cancel_scope.cancel()
-                        return outcome
-                    case StartAttempt(attempt_id=attempt_id):
-                        watch.attempt_started(action)
-                        scopes[attempt_id] = anyio.CancelScope()
-                        if action.provider.max_concurrency is not None:
-                            # It may wait for a slot: until it is let go, a cancellation sends
-                            # nothing, and the engine records no attempt for it.
-                            engine.handle(AttemptHeld(attempt_id=attempt_id, at=clock()))
-                        tg.start_soon(attempt, action, scopes[attempt_id])
-                    case CancelAttempt(attempt_id=attempt_id):
-                        if attempt_id in scopes:
-                            scopes.pop(attempt_id).cancel()
-                    case CheckHealth(provider=spec):
-                        tg.start_soon(health, spec)
-                    case AdmitCircuit(provider=spec):
-                        actions.extend(engine.handle(admit(spec)))
-                    case FailedOver():
-                        watch.failed_over(action)
-                    case TargetSkipped():
-                        watch.skipped(action)
-                    case Backoff(until=until):
-                        watch.backing_off(action, max(until - clock(), 0.0))
-                flush_records()
-            wake = engine.next_wakeup()
-            event: Event | None = None
-            with anyio.move_on_after(max((wake or math.inf) - clock(), 0.0)):
-                event = await receive.receive()
-            if event is not None:
-                if isinstance(event, AttemptSucceeded | AttemptFailed | AttemptRefused):
-                    scopes.pop(event.attempt_id, None)
-                actions.extend(engine.handle(event))
-                # Before any action: the breakers must know how the attempt ended before the
-                # engine's next AdmitCircuit is answered.
-                flush_records()
-            elif wake is not None and clock() >= wake:
-                # Only once the moment has really come: a Retry-After is never cut short.
-                actions.extend(engine.handle(TimePassed(at=clock())))
-    raise AssertionError("unreachable")  # pragma: no cover
+        return CircuitAnswered(provider=spec.name, at=self.clock(), decision=decision, retry_in_s=retry_in)
 
 
 class _Guarded:

@@ -547,6 +547,11 @@ class SqliteStore(ClosingStore):
         """Wrap an already opened and migrated connection; use ``open`` instead."""
         self.path = path
         self._conn = connection
+        # Every stored circuit as last read, and the database's data_version then (which
+        # changes when another connection commits): asked before every request and told after
+        # it, the breakers are read from the file only when someone else may have changed them.
+        self._circuits_seen: dict[object, tuple[object, ...]] = {}
+        self._circuits_version: int | None = None
 
     @classmethod
     def open(cls, home: Path, *, busy_timeout_s: float = _DEFAULT_BUSY_TIMEOUT_S) -> SqliteStore:
@@ -645,13 +650,25 @@ class SqliteStore(ClosingStore):
         """``rmcore.breaker.admit`` for each distinct provider of ``providers`` at ``now`` (epoch
         seconds), keyed by provider in the order given.
 
-        All circuits are read, decided and the changed ones written back in one ``BEGIN
-        IMMEDIATE`` transaction: while it runs no other process can read-then-write them, so of
-        any number of processes asking at once about an open, cooled-down circuit exactly one
-        gets the probe. A provider without a stored circuit is closed (and nothing is written).
+        When the decisions change no circuit (the usual case: all closed) one read is all it
+        takes. Otherwise the circuits are read again, decided and the changed ones written back
+        in one ``BEGIN IMMEDIATE`` transaction: while it runs no other process can
+        read-then-write them, so of any number of processes asking at once about an open,
+        cooled-down circuit exactly one gets the probe. A provider without a stored circuit is
+        closed (and nothing is written).
         """
         names = list(dict.fromkeys(providers))
+        if not names:
+            return {}
+        seen = self._with_retries(lambda conn: self._circuits_now(conn, names))
         admissions: dict[str, Admission] = {}
+        for name in names:
+            current = seen.get(name, CircuitState(provider=name))
+            admissions[name] = admit(current, now, cooldown_s=cooldown_s, probe_timeout_s=probe_timeout_s)
+            if admissions[name].state != current:
+                break
+        else:
+            return admissions
 
         def decide(conn: sqlite3.Connection) -> None:
             # The transaction may be retried after a lock timeout: decide afresh each time.
@@ -662,18 +679,23 @@ class SqliteStore(ClosingStore):
                 admission = admit(current, now, cooldown_s=cooldown_s, probe_timeout_s=probe_timeout_s)
                 if admission.state != current:
                     _write_circuit(conn, admission.state, now)
+                    self._circuits_version = None
                 admissions[name] = admission
 
-        if names:
-            self._write(decide)
+        self._write(decide)
         return dict(admissions)
 
     def record_circuit(self, provider: str, outcome: str, now: float, failure_threshold: int) -> CircuitState:
         """``rmcore.breaker.record`` on ``provider``'s stored circuit: read, update and write back
         in one ``BEGIN IMMEDIATE`` transaction, so that outcomes recorded by processes at the
-        same time are all counted. Returns the new state. Raises ``ValueError`` (and stores
-        nothing) when ``outcome`` is neither ``"ok"`` nor an error kind."""
+        same time are all counted (an outcome that changes nothing, such as a success on a
+        closed circuit, takes one read). Returns the new state. Raises ``ValueError`` (and
+        stores nothing) when ``outcome`` is neither ``"ok"`` nor an error kind."""
         is_breaking(outcome)  # an unknown outcome raises here, before the lock is taken
+        seen = self._with_retries(lambda conn: self._circuits_now(conn, [provider]))
+        current = seen.get(provider, CircuitState(provider=provider))
+        if record(current, outcome, now, failure_threshold=failure_threshold) == current:
+            return current
         updated: list[CircuitState] = []
 
         def apply(conn: sqlite3.Connection) -> None:
@@ -682,6 +704,7 @@ class SqliteStore(ClosingStore):
             new = record(current, outcome, now, failure_threshold=failure_threshold)
             if new != current:
                 _write_circuit(conn, new, now)
+                self._circuits_version = None
             updated.append(new)
 
         self._write(apply)
@@ -1143,6 +1166,17 @@ class SqliteStore(ClosingStore):
         if not isinstance(value, bytes):
             raise _corrupt_error(self.path, f"{what} has no payload bytes")
         return value
+
+    def _circuits_now(self, conn: sqlite3.Connection, providers: Sequence[str]) -> dict[str, CircuitState]:
+        """The stored circuits of ``providers``, from the rows last read when no other
+        connection has committed since (this connection's own circuit writes drop them)."""
+        version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        if version != self._circuits_version:
+            rows = conn.execute(f"SELECT {_CIRCUIT_COLUMNS} FROM circuits").fetchall()
+            self._circuits_seen = {row[0]: row for row in rows}
+            self._circuits_version = version
+        rows = [self._circuits_seen[name] for name in providers if name in self._circuits_seen]
+        return {circuit.provider: circuit for circuit in self._decode_circuits(rows)}
 
     def _read_circuits(self, conn: sqlite3.Connection, providers: Sequence[str]) -> dict[str, CircuitState]:
         rows = conn.execute(

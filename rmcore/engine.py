@@ -445,7 +445,8 @@ class Engine:
             raise ValueError("a run plan needs at least one target")
         self.plan = plan
         self.request = request
-        self.rng = random.Random(seed)
+        self._seed = seed
+        self._rng: random.Random | None = None
         self._epoch_s = epoch_s
         self.ledger = ledger if ledger is not None else Ledger(plan.limits.max_usd, spent_usd)
         self._start_at = 0.0
@@ -466,6 +467,14 @@ class Engine:
         self._root: _Node = self.build(None, plan.route)
 
     # -- public --------------------------------------------------------------------------------
+
+    @property
+    def rng(self) -> random.Random:
+        """The run's random numbers (weighted draws, backoff jitter), from the seed given; made
+        on first use, since most runs draw none."""
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
+        return self._rng
 
     @property
     def attempts(self) -> tuple[AttemptRecord, ...]:

@@ -127,6 +127,37 @@ def test_an_impossible_stored_circuit_is_a_store_error(sqlite_store: SqliteStore
         admit_one(store, "p", 1.0)
 
 
+def test_a_circuit_changed_by_another_store_is_seen_at_once(store_backend: Backend) -> None:
+    """A store reads the breakers again only when someone else may have changed them: each
+    change by the other store, and each of its own, shows in its very next decision."""
+    with store_backend.open() as mine, store_backend.open() as theirs:
+        assert admit_one(mine, "p", 100.0).decision == "allowed"
+        assert mine.record_circuit("p", "ok", 100.5, 3) == CircuitState(provider="p")
+        opened = open_circuit(theirs, "p", at=101.0)
+        assert admit_one(mine, "p", 102.0).decision == "refused"
+        assert admit_one(mine, "p", 101.0 + COOLDOWN_S).decision == "probe"
+        assert admit_one(theirs, "p", 101.0 + COOLDOWN_S).decision == "refused"
+        assert theirs.record_circuit("p", "ok", 140.0, 3) == CircuitState(provider="p")
+        assert admit_one(mine, "p", 141.0).decision == "allowed"
+        assert mine.record_circuit("p", "timeout", 142.0, 3).consecutive_failures == 1
+        assert mine.record_circuit("p", "timeout", 143.0, 3).consecutive_failures == 2
+        assert theirs.record_circuit("p", "timeout", 144.0, 3).state == "open"
+        assert mine.record_circuit("p", "timeout", 145.0, 3).consecutive_failures == 4
+        assert opened.opened_at == 101.0
+
+
+def test_an_impossible_circuit_of_another_provider_does_not_stop_this_one(
+    sqlite_store: SqliteStore,
+) -> None:
+    store = sqlite_store
+    assert admit_one(store, "p", 1.0).decision == "allowed"
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("INSERT INTO circuits VALUES ('q', 'open', 3, NULL, NULL, 0)")
+    assert admit_one(store, "p", 2.0).decision == "allowed"
+    with pytest.raises(StoreError):
+        admit_one(store, "q", 2.0)
+
+
 def test_sqlite_store_satisfies_the_protocol(sqlite_store: SqliteStore) -> None:
     as_protocol: Store = sqlite_store
     as_protocol.record_circuit("p", "auth", 1.0, 1)
