@@ -224,19 +224,22 @@ async def _exchange(
     on_text: TextSink | None,
 ) -> AttemptEvent:
     first_token_by = started + action.first_token_timeout_s
+    response_cm = client.stream(
+        http.method, http.url, headers=[*http.headers, _ACCEPT_ENCODING], content=http.body
+    )
     try:
-        with anyio.move_on_after(action.first_token_timeout_s if streaming else math.inf) as head:
-            response_cm = client.stream(
-                http.method, http.url, headers=[*http.headers, _ACCEPT_ENCODING], content=http.body
-            )
+        if not streaming:  # the attempt's own timeout is the only limit
             response = await response_cm.__aenter__()
-        if head.cancelled_caught:
-            return _fail(
-                action,
-                clock(),
-                ErrorKind.FIRST_TOKEN_TIMEOUT,
-                f"no response headers within {action.first_token_timeout_s:.3g} s",
-            )
+        else:
+            with anyio.move_on_after(action.first_token_timeout_s) as head:
+                response = await response_cm.__aenter__()
+            if head.cancelled_caught:
+                return _fail(
+                    action,
+                    clock(),
+                    ErrorKind.FIRST_TOKEN_TIMEOUT,
+                    f"no response headers within {action.first_token_timeout_s:.3g} s",
+                )
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         return _fail(action, clock(), ErrorKind.CONNECTION, _reason(exc))
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:

@@ -6,18 +6,21 @@ from __future__ import annotations
 import inspect
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
+import redis
 
 import rmcli.redis_store as redis_store_module
-from rmcli.redis_store import DEFAULT_PREFIX, RedisStore, redacted_url
+from rmcli.redis_store import DEFAULT_PREFIX, RedisStore, _window_field, redacted_url
 from rmcli.state import STATE_VARIABLE, open_state, state_url
 from rmcli.store import SqliteStore, Store, StoreError, StoreUnavailable
 from rmcore.attempts import AttemptRecord
-from rmcore.quota import Charge, Refusal, Resource
+from rmcore.breaker import Admission, CircuitState
+from rmcore.quota import Charge, Refusal, Resource, refuse
 from tests.cli.state_backends import RedisServer, free_port
 
 NOW = 1_764_000_000.0
@@ -318,3 +321,179 @@ def test_data_the_store_never_writes_is_a_store_error(
         redis_store.attempts_since(0)
     with pytest.raises(StoreError, match="history entry 'abcdabcdabcd' is impossible"):
         redis_store.history_list(None)
+
+
+# --- round trips and compare-and-set -------------------------------------------------------------
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """``[n]``: how many times any Redis connection sent something (a command, or a pipeline of
+    commands) since the fixture was made; each is a round trip."""
+    sent = [0]
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: redis.connection.AbstractConnection, command: Any, check_health: bool = True) -> None:
+        sent[0] += 1
+        send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    return sent
+
+
+def routed_call(store: RedisStore, holder: str, charges: list[Charge]) -> dict[str, Callable[[], object]]:
+    """What the runner asks of the store for one routed call, in its order."""
+    return {
+        "admit_circuits": lambda: store.admit_circuits(["p"], NOW, 30.0, 60.0),
+        "acquire_slot": lambda: store.acquire_slot("provider:p", 8, holder, NOW, 30.0),
+        "reserve": lambda: store.reserve(holder, charges, NOW, 30.0),
+        "settle": lambda: store.settle(holder, charges, NOW),
+        "release_slot": lambda: store.release_slot("provider:p", holder),
+        "record_circuit": lambda: store.record_circuit("p", "ok", NOW, 3),
+        "record_attempts": lambda: store.record_attempts(
+            "r", "ask", [AttemptRecord(provider="p", model="m", outcome="ok", started_at_ms=1)]
+        ),
+    }
+
+
+def test_each_call_of_a_routed_call_is_one_round_trip(
+    redis_store: RedisStore, round_trips: list[int]
+) -> None:
+    """On a closed circuit, with the windows last settled by this store and no other client
+    charging them: one round trip per call (no WATCH, no separate read before a write)."""
+    budget = msgspec.structs.replace(CHARGE, cap_key="policy:p:usd:day", resource=Resource.USD, amount=0.25)
+    charges = [CHARGE, budget]
+    for call in routed_call(redis_store, "warm", charges).values():
+        call()  # connects and settles once: the state of any call after the first
+    counts = {}
+    for name, call in routed_call(redis_store, "second", charges).items():
+        before = round_trips[0]
+        call()
+        counts[name] = round_trips[0] - before
+    assert counts == dict.fromkeys(counts, 1)
+    assert [(u.used, u.reserved) for u in redis_store.cap_usage(NOW - 1)] == [(0.5, 0.0), (2.0, 0.0)]
+
+
+def test_a_probe_raced_for_between_the_read_and_the_write_goes_to_one_store(
+    redis_store: RedisStore, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both stores read the open, cooled-down circuit; the other one stores its probe first, so
+    this one's write finds the circuit changed, decides again on it, and is refused."""
+    for _ in range(3):
+        redis_store.record_circuit("p", "timeout", NOW, 3)
+    later = NOW + 31
+    decide = redis_store_module.admit
+    raced: list[str] = []
+
+    def admit_after_the_other(state: CircuitState, now: float, **limits: float) -> Admission:
+        if not raced:
+            raced.append("racing")
+            with RedisStore.open(redis_server.url()) as other:
+                raced[0] = other.admit_circuits(["p"], now, 30.0, 60.0)["p"].decision
+        return decide(state, now, **limits)
+
+    monkeypatch.setattr(redis_store_module, "admit", admit_after_the_other)
+    answer = redis_store.admit_circuits(["p"], later, 30.0, 60.0)["p"]
+    assert raced == ["probe"]
+    assert answer.decision == "refused"
+    assert answer.retry_at == later + 60.0
+    (stored,) = redis_store.circuits()
+    assert (stored.state, stored.probe_started_at) == ("half_open", later)
+
+
+def test_a_failure_recorded_between_the_read_and_the_write_is_counted_too(
+    redis_store: RedisStore, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decide = redis_store_module.record
+    raced: list[int] = []
+
+    def record_after_the_other(state: CircuitState, outcome: str, now: float, **limits: int) -> CircuitState:
+        if not raced:
+            raced.append(0)
+            with RedisStore.open(redis_server.url()) as other:
+                raced[0] = other.record_circuit("p", "timeout", now, 2).consecutive_failures
+        return decide(state, outcome, now, **limits)
+
+    monkeypatch.setattr(redis_store_module, "record", record_after_the_other)
+    opened = redis_store.record_circuit("p", "timeout", NOW, 2)
+    assert raced == [1]
+    assert (opened.state, opened.consecutive_failures, opened.opened_at) == ("open", 2, NOW)
+    assert redis_store.circuits() == [opened]
+
+
+def test_a_cap_filled_between_the_read_and_the_write_refuses_the_reservation(
+    redis_store: RedisStore, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = msgspec.structs.replace(CHARGE, limit=1.0)
+    decide = redis_store_module.refuse
+    raced: list[Refusal | str | None] = []
+
+    def refuse_after_the_other(
+        charges: Sequence[Charge], used: Mapping[tuple[str, str], float]
+    ) -> Refusal | None:
+        if not raced:
+            raced.append("racing")
+            with RedisStore.open(redis_server.url()) as other:
+                raced[0] = other.reserve("other", [one], NOW, 30.0)
+        return decide(charges, used)
+
+    monkeypatch.setattr(redis_store_module, "refuse", refuse_after_the_other)
+    refusal = redis_store.reserve("mine", [one], NOW, 30.0)
+    assert raced == [None]
+    assert refusal == decide([one], {(one.cap_key, one.window): 1.0})
+    assert [u.reserved for u in redis_store.cap_usage(NOW - 1)] == [1.0]
+
+
+def test_sums_left_by_a_settlement_are_only_a_guess(
+    redis_store: RedisStore, redis_server: RedisServer
+) -> None:
+    """A reservation first tries the sums its store's last settlement of the windows left. When
+    another store charged them since, it is decided on what they hold: refused when that is
+    full, and never refused on the guess alone when what they hold has room."""
+    two = msgspec.structs.replace(CHARGE, limit=2.0)
+    with RedisStore.open(redis_server.url()) as other:
+        redis_store.reserve("a", [two], NOW, 30.0)
+        redis_store.settle("a", [two], NOW)  # leaves 1 of 2
+        assert other.reserve("b", [two], NOW, 30.0) is None  # now full
+        assert redis_store.reserve("c", [two], NOW, 30.0) == refuse([two], {(two.cap_key, two.window): 2.0})
+        other.release("b")
+        assert redis_store.reserve("c", [two], NOW, 30.0) is None
+        redis_store.settle("c", [two], NOW)  # leaves 2 of 2: the guess refuses
+        with redis_server.client() as client:
+            client.hset(DEFAULT_PREFIX + "quota:settled", _window_field(two), "0.5")  # a hand edit
+        assert redis_store.reserve("d", [two], NOW, 30.0) is None
+    assert [(u.used, u.reserved) for u in redis_store.cap_usage(NOW - 1)] == [(0.5, 1.0)]
+
+
+def test_scripts_the_server_forgot_are_sent_again(redis_store: RedisStore, redis_server: RedisServer) -> None:
+    """Scripts are run by their SHA1; one the server does not know (flushed, or lost in a
+    restart) is sent whole, without failing the call."""
+    for call in every_call(redis_store).values():
+        with redis_server.client() as client:
+            client.script_flush()
+        call()
+    with redis_server.client() as client:
+        client.script_flush()
+    assert redis_store.record_circuit("p", "timeout", NOW, 3).consecutive_failures == 2
+    with redis_server.client() as client:
+        client.script_flush()
+    assert redis_store.reserve("r", [CHARGE], NOW, 30.0) is None
+    assert [u.reserved for u in redis_store.cap_usage(NOW - 1)] == [1.0]
+
+
+def test_the_first_call_after_a_restart_finds_the_server_that_is_back(tmp_path: Path) -> None:
+    """The store keeps a connection; the server's restart closed it, so the next call connects
+    again before sending instead of failing on the closed one."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        with RedisStore.open(server.url()) as store:
+            assert store.admit_circuits(["p"], NOW, 30.0, 60.0)["p"].decision == "allowed"
+            server.stop()
+            server.start()
+            assert store.record_circuit("p", "timeout", NOW, 3).consecutive_failures == 1
+            server.stop()
+            server.start()
+            assert store.admit_circuits(["p"], NOW, 30.0, 60.0)["p"].decision == "allowed"
+    finally:
+        server.stop()
