@@ -11,7 +11,10 @@ smoke check, not for figures); ``--json`` prints the rows and the machine as JSO
 exit status is 1 when a target is missed, else 0. Figures from a machine busy with other work
 are noisy: the load average before and after is printed with the machine.
 
-Benchmarks (``--only``): startup, throughput, failover, analysis, engine.
+Benchmarks (``--only``): startup, throughput, failover, analysis, engine, state. ``state`` is the
+cost of the Redis state store per routed call against SQLite (``bench/state_backends.py``); it
+starts a redis-server of its own on 127.0.0.1 and is skipped, with a message, when
+``redis-server`` is not on PATH.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from collections.abc import Callable, Sequence
 import analysis
 import failover
 import startup
+import state_backends
 import throughput
 from harness import Row, machine, table
 
-BENCHMARKS = ("startup", "throughput", "failover", "analysis", "engine")
+BENCHMARKS = ("startup", "throughput", "failover", "analysis", "engine", "state")
 
 
 def plan(quick: bool, runs: int | None) -> dict[str, Callable[[], list[Row]]]:
@@ -42,6 +46,7 @@ def plan(quick: bool, runs: int | None) -> dict[str, Callable[[], list[Row]]]:
         "failover": lambda: failover.bench(runs=n, calls=50 if quick else 300),
         "analysis": lambda: analysis.bench(runs=n, rss_runs=min(n, 3)),
         "engine": lambda: startup.engine_bench(runs=n, seconds=0.3 if quick else 1.0),
+        "state": lambda: state_backends.bench(runs=n, calls=100 if quick else 300),
     }
 
 

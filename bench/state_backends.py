@@ -12,9 +12,15 @@ a request quota and then settled, the attempt recorded. It prints the median tim
 redis-server (Debian's ``redis-server``, found on PATH) is started on a free loopback port
 without persistence for the Redis workers; without it the Redis rows are skipped.
 
-``bench(runs, calls)`` is the benchmark ``run.py`` calls: the two backends run in turn in each
-round (rounds interleaved), and the figure is the per-call difference, Redis minus SQLite, of
-each round's medians.
+A Redis worker also reports, per call, the commands the server ran (``INFO commandstats``,
+those run inside scripts included: the server's work) and the round trips the client made
+(requests sent, each a command, a script or a pipeline, counted over ``ROUND_TRIP_CALLS`` more
+calls: what a busy machine makes expensive, since each one waits for the server to be
+scheduled), and the PING round trip of the machine.
+
+``bench(runs, calls)`` is the benchmark ``run.py`` calls (``--only state``): the two backends
+run in turn in each round (rounds interleaved), and the figure is the per-call difference,
+Redis minus SQLite, of each round's medians.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from harness import Row, emit, median, run_worker, skipped_row, table
@@ -37,6 +44,7 @@ PROVIDER = "glm-direct"
 PROMPT = "Should we move the nightly batch jobs to a queue?"
 MAX_TOKENS = 256
 WARM_UP_CALLS = 20
+ROUND_TRIP_CALLS = 50
 TARGET_MS = 1.0
 
 POLICY = f"""\
@@ -108,6 +116,12 @@ async def _calls(info: dict[str, Any], state: str | None, calls: int) -> dict[st
                 commands_before = _redis_commands(state)
                 times = [await call() for _ in range(calls)]
                 commands = _redis_commands(state) - commands_before
+                round_trips = 0.0
+                if state is not None:
+                    with _counting_round_trips() as sent:
+                        for _ in range(ROUND_TRIP_CALLS):
+                            await call()
+                    round_trips = sent[0] / ROUND_TRIP_CALLS
             reserved = sum(w.reserved for w in store.cap_usage(time.time()))
     if reserved:
         raise RuntimeError(f"{reserved} left reserved after the calls")
@@ -118,6 +132,7 @@ async def _calls(info: dict[str, Any], state: str | None, calls: int) -> dict[st
     }
     if state is not None:
         result["commands_per_call"] = commands / calls
+        result["round_trips_per_call"] = round_trips
         result["ping_ms"] = _ping_ms(state)
     return result
 
@@ -131,6 +146,26 @@ def _redis_commands(url: str | None) -> int:
     with redis.Redis.from_url(url) as client:
         stats = client.info("commandstats")
     return sum(int(entry["calls"]) for name, entry in stats.items() if name != "cmdstat_info")
+
+
+@contextmanager
+def _counting_round_trips() -> Iterator[list[int]]:
+    """``[n]``: how many requests Redis connections of this process send meanwhile (each
+    command, script or pipeline is sent whole and waits for its answers: one round trip)."""
+    from redis.connection import AbstractConnection
+
+    sent = [0]
+    send = AbstractConnection.send_packed_command
+
+    def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        sent[0] += 1
+        send(self, command, check_health)  # type: ignore[no-untyped-call]
+
+    AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    try:
+        yield sent
+    finally:
+        AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
 
 
 def _ping_ms(url: str) -> float:
@@ -208,6 +243,7 @@ def bench(runs: int = 5, calls: int = 300) -> list[Row]:
         return [skipped_row(name, "redis-server is not installed (apt-get install redis-server)", "< 1 ms")]
     per_call: dict[str, list[float]] = {"sqlite": [], "redis": []}
     commands: list[float] = []
+    round_trips: list[float] = []
     ping_ms: list[float] = []
     redis = _Redis(program)
     try:
@@ -217,6 +253,7 @@ def bench(runs: int = 5, calls: int = 300) -> list[Row]:
                 measured = _run(upstream, "redis", redis.url, calls)
                 per_call["redis"].append(float(measured["median_ms"]))
                 commands.append(float(measured["commands_per_call"]))
+                round_trips.append(float(measured["round_trips_per_call"]))
                 ping_ms.append(float(measured["ping_ms"]))
     finally:
         redis.stop()
@@ -253,11 +290,18 @@ def bench(runs: int = 5, calls: int = 300) -> list[Row]:
             note="Redis median minus SQLite median, paired by round",
         ),
         Row(
+            name="Redis round trips per routed call",
+            unit="",
+            samples=round_trips,
+            decimals=1,
+            note=f"requests sent (each a command, script or pipeline), over {ROUND_TRIP_CALLS} more calls",
+        ),
+        Row(
             name="Redis commands per routed call",
             unit="",
             samples=commands,
             decimals=1,
-            note="INFO commandstats before and after the calls; each is one round trip at least",
+            note="INFO commandstats before and after the calls (those run inside scripts included)",
         ),
         Row(
             name="Redis PING round trip on this machine (what a command costs at least)",

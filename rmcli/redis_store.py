@@ -5,20 +5,35 @@ Chosen by ``RECURSIVEMANAGER_STATE=redis://HOST:PORT/DB`` (``rmcli.state.open_st
 stays the default. Every method behaves as ``SqliteStore``'s does (the store tests run against
 both), and raises ``StoreUnavailable`` when Redis cannot be reached: connections give up after
 0.5 s, answers after 1 s, and a failed command is not retried behind the caller's back, so a
-caller whose policy fails closed learns it at once. A connection broken by a restart of Redis is
-replaced on the next call, and scripts the restarted server has forgotten are sent again.
+caller whose policy fails closed learns it at once. The store keeps one connection for its
+commands; one closed by a restart of Redis is replaced before the next call is sent, and scripts
+the restarted server has forgotten are sent again.
 
-How each guarantee of SQLite's ``BEGIN IMMEDIATE`` is kept, with one copy of every rule:
+How each guarantee of SQLite's ``BEGIN IMMEDIATE`` is kept, with one copy of every rule, in as
+few round trips as it allows (each costs a wait for the server to be scheduled, which on a busy
+machine is most of the time a call takes):
 
 - Decisions whose rule lives in ``rmcore`` (the breaker's ``admit`` and ``record``, the quota's
-  ``refuse``) are taken in Python inside an optimistic transaction: WATCH the keys the decision
-  reads, read them, decide, then write with MULTI/EXEC. When another client changed a watched key
-  after the WATCH, EXEC writes nothing and the decision is taken afresh on the new state. So of
-  any number of processes asking an open, cooled-down circuit at once exactly one stores
-  "half-open" and gets the probe (the others re-read it and are refused), and processes
-  reserving against one cap are admitted exactly as far as the cap holds.
+  ``refuse``) are taken in Python on what a plain read returned (no WATCH), and committed by a
+  Lua script that compares and sets: it first checks that what the decision was taken on is
+  still what Redis holds (a circuit's stored JSON, or its absence; for a reservation, the sums
+  of settled use and live reservations it was decided on, computed again the same way), and
+  only then writes. Redis runs a script whole, with no other command between, so the check
+  and the write are one step. When something changed, the script writes nothing and returns
+  what is there now, and the decision is taken again on that. So of any number of processes
+  asking an open, cooled-down circuit at once exactly one stores "half-open" and gets the probe
+  (the others' writes find it changed, and deciding again refuses them), failures recorded at
+  once are all counted, and processes reserving against one cap are admitted exactly as far as
+  the cap holds. Comparing what was decided on, not a version number, also notices writers
+  that keep no version (an older rmgr, a hand edit).
+- A decision that changes nothing is answered from the read alone: one round trip for the
+  usual admission of a closed circuit and the usual success on one. A refusal of a reservation
+  is only given on sums just read, which Redis read in one script (one snapshot).
+- A reservation needs a read and a commit, except that the sums this store's last settlement
+  of the same windows left (the settling script returns them) are tried first, as a guess the
+  commit checks: while no other client charges those windows, a reservation is one round trip.
 - Bookkeeping without a decision (cache lookups with their counts, history ids, settling,
-  pruning, slots) runs as Lua scripts, which Redis runs whole, with no other command between.
+  pruning, slots, attempts) runs as one Lua script or one MULTI/EXEC per call.
 
 Keys (shown with the default prefix ``rmgr:``; a window field ``F`` is the JSON array
 ``[cap_key, window]``):
@@ -1017,9 +1032,11 @@ class RedisStore(ClosingStore):
         self, seen: list[object], attempt: Callable[[list[object]], tuple[_T, list[object] | None]]
     ) -> _T:
         """The answer of ``attempt``, which decides on ``seen`` (state just read) and commits its
-        writes only if that state is unchanged (or has nothing to write): it returns None with
-        its answer when done, or the state as it is now when another client changed it, to be
-        decided on again."""
+        writes only if that state is unchanged (or has nothing to write): it returns its answer
+        and None when done, or the state as it is now when another client changed it, to be
+        decided on again. There is no pause between tries: each is decided on what the failed
+        commit found, the freshest state there is, and a try fails only because another
+        client's write went through, so the clients as a whole always make progress."""
         for _ in range(_OPTIMISTIC_TRIES):
             answer, changed = attempt(seen)
             if changed is None:
@@ -1108,20 +1125,7 @@ class RedisStore(ClosingStore):
         """Write the ``changed`` circuits among those of ``names`` (dated ``now``) if each circuit
         of ``names`` still holds what ``stored`` says was read: None when written, else what they
         hold now."""
-        new = [
-            b""
-            if name not in changed
-            else msgspec.json.encode(
-                _StoredCircuit(
-                    state=changed[name].state,
-                    consecutive_failures=changed[name].consecutive_failures,
-                    opened_at=changed[name].opened_at,
-                    probe_started_at=changed[name].probe_started_at,
-                    updated_at=float(now),
-                )
-            )
-            for name in names
-        ]
+        new = [b"" if name not in changed else _circuit_json(changed[name], now) for name in names]
         read = [b"" if raw is None else _bytes(raw) for raw in stored]
         keys = [self._key("circuits"), *(self._circuit_key(name) for name in names)]
         found = _CIRCUITS_SET.run(self._client, keys, [*read, *new, *names])
@@ -1196,6 +1200,19 @@ def _url_problem(url: str) -> str | None:
 def _member_id(member: object) -> str:
     """The entry id of a history index member ``SEQ:ID``."""
     return _text(member)[_SEQ_DIGITS + 1 :]
+
+
+def _circuit_json(circuit: CircuitState, now: float) -> bytes:
+    """How ``circuit`` is stored, changed at ``now``."""
+    return msgspec.json.encode(
+        _StoredCircuit(
+            state=circuit.state,
+            consecutive_failures=circuit.consecutive_failures,
+            opened_at=circuit.opened_at,
+            probe_started_at=circuit.probe_started_at,
+            updated_at=float(now),
+        )
+    )
 
 
 def _window_field(charge: Charge) -> bytes:

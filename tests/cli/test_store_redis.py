@@ -149,9 +149,9 @@ def test_after_redis_restarts_the_same_store_works_again(tmp_path: Path) -> None
 def test_redis_going_down_during_a_reservation_is_unavailable_and_records_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str
 ) -> None:
-    """The server stops after the WATCH and before the state is read, or after it was read and
-    before the reservation is written: the store says it is unavailable (not some other error),
-    and after a restart the reservation is not there."""
+    """The server stops before the state is read, or after it was read and before the
+    reservation is written: the store says it is unavailable (not some other error), and after a
+    restart the reservation is not there."""
     server = RedisServer(tmp_path)
     server.start()
     read, decide = redis_store_module._QUOTA_HELD.run, redis_store_module.refuse
@@ -166,7 +166,7 @@ def test_redis_going_down_during_a_reservation_is_unavailable_and_records_nothin
 
     try:
         with RedisStore.open(server.url()) as store:
-            assert store.cap_usage(NOW) == []  # connected, so the WATCH goes through
+            assert store.cap_usage(NOW) == []  # connected before the server stops
             if moment == "before the read":
                 monkeypatch.setattr(redis_store_module._QUOTA_HELD, "run", stop_then_read)
             else:
