@@ -32,6 +32,14 @@ machine is most of the time a call takes):
 - A reservation needs a read and a commit, except that the sums this store's last settlement
   of the same windows left (the settling script returns them) are tried first, as a guess the
   commit checks: while no other client charges those windows, a reservation is one round trip.
+  The read is the committing script sent with no guess (it writes nothing and returns the sums).
+- An attempt's provider slot and its reservation are taken by that same script
+  (``begin_attempt``): it reserves only when a slot is free and takes the slot only when it
+  reserves, so a slot never stays taken for a refused or retried reservation, nor a
+  reservation for a busy slot. The settling script gives the slot back (``end_attempt``). With
+  the breaker's success on a closed circuit left out by ``rmcli.session.StoreCircuits``, a
+  routed call costs four round trips: admission, ``begin_attempt``, ``end_attempt``, and
+  recording the attempt.
 - Bookkeeping without a decision (cache lookups with their counts, history ids, settling,
   pruning, slots, attempts) runs as one Lua script or one MULTI/EXEC per call.
 
@@ -86,10 +94,12 @@ import rmcli.store as _store
 from rmcli.store import (
     HISTORY_ID_MIN_PREFIX,
     PRUNE_AFTER_S,
+    AttemptClaim,
     CacheStats,
     ClosingStore,
     HistoryEntry,
     HistoryStats,
+    SlotBusy,
     StoreError,
     StoreUnavailable,
 )
@@ -275,51 +285,54 @@ local function held(leases, settled, now, prefix, own, fields)
 end
 """
 
-# Read-only. KEYS: leases, settled. ARGV: now, the reservation key prefix, the id being reserved,
-# then the charged window fields. Returns the sums (above) of those fields.
-_QUOTA_HELD: Final = _Script(
-    _HELD_LUA
-    + """
-local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
-return held(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], fields)
-"""
-)
-
-# Commits a reservation that fits, if the sums it was decided on still hold (compare-and-set).
-# KEYS: leases, settled, windows, ends, this reservation. ARGV: now, the reservation key prefix,
-# the reservation id, its lease end, then per charge: field, the sum it was decided on, amount,
-# window as JSON, resets_at. Returns 1 when written; else writes nothing and returns the sums now.
+# Commits a reservation that fits, if the sums it was decided on still hold (compare-and-set), and,
+# when a slot key is given, only if one of its slots is free for the holder (taking it too).
+# KEYS: leases, settled, windows, ends, this reservation[, the slot]. ARGV: now, the reservation
+# key prefix, the reservation id (the slot's holder), its lease end, the slot's limit and lease
+# end ('' without a slot), then per charge: field, the sum it was decided on ('' for none: a read),
+# amount, window as JSON, resets_at. Returns 1 when written; 0, writing nothing but the slot's
+# expired holders reclaimed, when every slot is held; else writes nothing and returns the sums now.
 _QUOTA_RESERVE: Final = _Script(
     _HELD_LUA
     + """
-local fields = {}
-for i = 5, #ARGV, 5 do fields[#fields + 1] = ARGV[i] end
-local sums = held(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], fields)
-for i = 1, #fields do
-  if sums[i] ~= ARGV[i * 5 + 1] then return sums end
+local now, prefix, id = ARGV[1], ARGV[2], ARGV[3]
+local slot = KEYS[6]
+if slot then
+  redis.call('ZREMRANGEBYSCORE', slot, '-inf', now)
+  if not redis.call('ZSCORE', slot, id) and redis.call('ZCARD', slot) >= tonumber(ARGV[5]) then
+    return 0
+  end
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
-  redis.call('DEL', ARGV[2] .. id)
-  redis.call('ZREM', KEYS[1], id)
+local fields = {}
+for i = 7, #ARGV, 5 do fields[#fields + 1] = ARGV[i] end
+local sums = held(KEYS[1], KEYS[2], now, prefix, id, fields)
+for i = 1, #fields do
+  if sums[i] ~= ARGV[i * 5 + 3] then return sums end
+end
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  redis.call('DEL', prefix .. old)
+  redis.call('ZREM', KEYS[1], old)
 end
 redis.call('DEL', KEYS[5])
-for i = 5, #ARGV, 5 do
+for i = 7, #ARGV, 5 do
   redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 2])
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 3])
   redis.call('ZADD', KEYS[4], ARGV[i + 4], ARGV[i])
 end
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[4], id)
+if slot then redis.call('ZADD', slot, ARGV[6], id) end
 return 1
 """
 )
 
-# KEYS: leases, settled, windows, ends, this reservation. ARGV: reservation id, now, prune windows
-# that reset at or before this, the reservation key prefix, then per charge: field, amount,
-# window as JSON, resets_at. Returns the sums (above) of the charged fields it leaves.
+# KEYS: leases, settled, windows, ends, this reservation[, a slot it holds, given back]. ARGV:
+# reservation id (the slot's holder), now, prune windows that reset at or before this, the
+# reservation key prefix, then per charge: field, amount, window as JSON, resets_at. Returns the
+# sums (above) of the charged fields it leaves.
 _QUOTA_SETTLE: Final = _Script(
     _HELD_LUA
     + """
+if KEYS[6] then redis.call('ZREM', KEYS[6], ARGV[1]) end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[5])
 for i = 5, #ARGV, 4 do
@@ -836,64 +849,18 @@ class RedisStore(ClosingStore):
     def reserve(
         self, reservation_id: str, charges: Sequence[Charge], now: float, lease_s: float
     ) -> Refusal | None:
-        """Reserve ``charges`` under ``reservation_id`` (see ``Store.reserve``).
-
-        ``rmcore.quota.refuse`` decides on each charged window's sum of settled use and live
-        reservations, read by a script. A refusal writes nothing. A fit is committed by a script
-        that sums them again and writes (expired leases reclaimed, the reservation and its lease
-        added) only if every sum is what the decision saw; when another client reserved, settled
-        or released meanwhile, it writes nothing and returns the new sums, and the decision is
-        taken again on them. So processes reserving at once against one cap are admitted
-        exactly as far as it holds.
-
-        When this store's last settlement of the same windows left sums that fit, the first
-        commit is tried on them without reading: one round trip instead of two while no other
-        client is charging these windows, the same two as reading first when one is (the commit
-        then returns the sums). A refusal is only ever given on sums just read.
+        """Reserve ``charges`` under ``reservation_id`` (see ``Store.reserve``), as
+        ``begin_attempt`` reserves a claim without a slot: usually one round trip.
 
         Raises ``ValueError`` (storing nothing) for a lease that is not a positive number of
         seconds, an amount that is not finite, or a window charged twice."""
-        _store._check_charges(charges)
-        _store._check_lease(lease_s)
+        claim = AttemptClaim(holder=reservation_id, lease_s=lease_s, charges=tuple(charges))
         if not charges:
             return None
-        keys = [
-            *(self._key(f"quota:{name}") for name in ("leases", "settled", "windows", "ends")),
-            self._reservation_key(reservation_id),
-        ]
-        fields = [_window_field(charge) for charge in charges]
-        head: list[str | bytes | int | float] = [
-            repr(float(now)),
-            self._key("quota:reservation:"),
-            reservation_id,
-        ]
-        written = [
-            (field, repr(float(charge.amount)), _window_json(charge), repr(float(charge.resets_at)))
-            for field, charge in zip(fields, charges, strict=True)
-        ]
-
-        def decide(sums: list[object]) -> Refusal | None:
-            used = {
-                (charge.cap_key, charge.window): _number(held)
-                for charge, held in zip(charges, sums, strict=True)
-            }
-            return refuse(charges, used)
-
-        def attempt(sums: list[object]) -> tuple[Refusal | None, list[object] | None]:
-            refusal = decide(sums)
-            if refusal is not None:
-                return refusal, None
-            args = [*head, repr(float(now + lease_s))]
-            for (field, amount, window, resets_at), held in zip(written, sums, strict=True):
-                args += [field, _bytes(held), amount, window, resets_at]
-            found = _QUOTA_RESERVE.run(self._client, keys, args)
-            return None, None if found == 1 else _list(found, len(fields))
-
-        with self._reachable():
-            sums = self._recent_sums.pop(tuple(fields), None)
-            if sums is None or decide(sums) is not None:
-                sums = _list(_QUOTA_HELD.run(self._client, keys[:2], [*head, *fields]), len(fields))
-            return self._until_unchanged(sums, attempt)
+        answer = self._begin(claim, now)
+        if isinstance(answer, SlotBusy):
+            raise AssertionError("unreachable: no slot was asked for")
+        return answer
 
     def settle(self, reservation_id: str, charges: Sequence[Charge], now: float) -> None:
         """Drop the reservation and add the real amounts of ``charges`` to their windows' settled
@@ -901,34 +868,11 @@ class RedisStore(ClosingStore):
         and the windows that ended ``PRUNE_AFTER_S`` before it. Raises ``ValueError`` (storing
         nothing) for an amount that is not finite or a window charged twice."""
         _store._check_charges(charges)
-        keys = [
-            self._key("quota:leases"),
-            self._key("quota:settled"),
-            self._key("quota:windows"),
-            self._key("quota:ends"),
-            self._reservation_key(reservation_id),
-        ]
-        args: list[str | bytes | int | float] = [
-            reservation_id,
-            repr(float(now)),
-            repr(float(now - PRUNE_AFTER_S)),
-            self._key("quota:reservation:"),
-        ]
-        fields = [_window_field(charge) for charge in charges]
-        for field, charge in zip(fields, charges, strict=True):
-            args += [field, repr(float(charge.amount)), _window_json(charge), repr(float(charge.resets_at))]
-        with self._reachable():
-            sums = _list(_QUOTA_SETTLE.run(self._client, keys, args), len(fields))
-        if len(self._recent_sums) >= _RECENT_SUMS_KEPT:
-            self._recent_sums.clear()
-        self._recent_sums[tuple(fields)] = sums
+        self._settle(reservation_id, charges, now, None)
 
     def release(self, reservation_id: str) -> None:
         """Drop the reservation and its lease (one MULTI/EXEC); nothing is settled."""
-        with self._reachable(), self._client.pipeline() as pipe:
-            pipe.zrem(self._key("quota:leases"), reservation_id)
-            pipe.delete(self._reservation_key(reservation_id))
-            pipe.execute()
+        self._release(reservation_id, None)
 
     def cap_usage(self, now: float) -> list[CapUsage]:
         """The cap windows current at ``now``, by cap key and window, read by one script:
@@ -973,6 +917,41 @@ class RedisStore(ClosingStore):
         """Give back ``holder``'s slot of ``name``; nothing when it holds none."""
         with self._reachable():
             self._client.zrem(self._slot_key(name), holder)
+
+    # --- an attempt's slot and reservation at once --------------------------------------------------
+
+    def begin_attempt(self, claim: AttemptClaim, now: float) -> Refusal | SlotBusy | None:
+        """Take ``claim``'s slot and reserve its charges (see ``Store.begin_attempt``).
+
+        One script takes the slot and commits the reservation, or, when no slot is free, does
+        neither; its compare-and-set works as ``reserve``'s, so with the sums this store's last
+        settlement of the same windows left it is one round trip while no other client charges
+        them, and otherwise two (the first returns the sums, or that no slot is free). When the
+        sums changed under it, it writes nothing, slot included: of the answers it may end with,
+        only None leaves anything held. A claim without charges is one ``acquire_slot``."""
+        if claim.empty:
+            return None
+        if claim.slot is None or claim.charges:
+            return self._begin(claim, now)
+        slot = claim.slot
+        taken = self.acquire_slot(slot.name, slot.limit, claim.holder, now, slot.lease_s)
+        return None if taken else SlotBusy()
+
+    def end_attempt(self, claim: AttemptClaim, used: Sequence[Charge] | None, now: float) -> None:
+        """Settle ``claim``'s reservation with ``used`` (one script, as ``settle``) or release it
+        when ``used`` is None (one MULTI/EXEC, as ``release``), giving its slot back in the same
+        step (see ``Store.end_attempt``). Raises ``ValueError`` (storing nothing) for an amount of
+        ``used`` that is not finite or a window charged twice."""
+        if used is not None:
+            _store._check_charges(used)
+        slot = None if claim.slot is None else self._slot_key(claim.slot.name)
+        if not claim.charges and not used:
+            if claim.slot is not None:
+                self.release_slot(claim.slot.name, claim.holder)
+        elif used is None:
+            self._release(claim.holder, slot)
+        else:
+            self._settle(claim.holder, used, now, slot)
 
     # --- the store itself ----------------------------------------------------------------------
 
@@ -1047,6 +1026,109 @@ class RedisStore(ClosingStore):
             f"the shared state ({self.url}) kept changing under {_OPTIMISTIC_TRIES} tries to update it; "
             "run again.",
         )
+
+    def _begin(self, claim: AttemptClaim, now: float) -> Refusal | SlotBusy | None:
+        """Reserve ``claim``'s charges (at least one) and take its slot, if it names one, by
+        ``_QUOTA_RESERVE`` (see ``reserve`` and ``begin_attempt``).
+
+        ``rmcore.quota.refuse`` decides on each charged window's sum of settled use and live
+        reservations. A refusal writes nothing. A fit is committed by the script, which sums
+        them again and writes (expired leases reclaimed, the reservation and its lease added,
+        the slot taken) only if every sum is what the decision saw and a slot is free; when
+        another client reserved, settled or released meanwhile, it writes nothing and returns
+        the new sums, and the decision is taken again on them. So processes reserving at once
+        against one cap are admitted exactly as far as it holds.
+
+        The sums this store's last settlement of the same windows left are the first guess,
+        when they fit: the first commit is tried on them without reading. Otherwise the script
+        is first sent with no guess, which writes nothing and returns the sums (or that no slot
+        is free). A refusal is only ever given on sums just read."""
+        slot = claim.slot
+        keys = [
+            *(self._key(f"quota:{name}") for name in ("leases", "settled", "windows", "ends")),
+            self._reservation_key(claim.holder),
+            *([] if slot is None else [self._slot_key(slot.name)]),
+        ]
+        head: list[str | bytes | int | float] = [
+            repr(float(now)),
+            self._key("quota:reservation:"),
+            claim.holder,
+            repr(float(now + claim.lease_s)),
+            "" if slot is None else slot.limit,
+            "" if slot is None else repr(float(now + slot.lease_s)),
+        ]
+        fields = [_window_field(charge) for charge in claim.charges]
+        written = [
+            (field, repr(float(charge.amount)), _window_json(charge), repr(float(charge.resets_at)))
+            for field, charge in zip(fields, claim.charges, strict=True)
+        ]
+
+        def decide(sums: Sequence[object]) -> Refusal | None:
+            used = {
+                (charge.cap_key, charge.window): _number(held)
+                for charge, held in zip(claim.charges, sums, strict=True)
+            }
+            return refuse(claim.charges, used)
+
+        def commit(sums: Sequence[object]) -> object:
+            args = list(head)
+            for (field, amount, window, resets_at), held in zip(written, sums, strict=True):
+                args += [field, _bytes(held), amount, window, resets_at]
+            return _QUOTA_RESERVE.run(self._client, keys, args)
+
+        def attempt(sums: list[object]) -> tuple[Refusal | SlotBusy | None, list[object] | None]:
+            refusal = decide(sums)
+            if refusal is not None:
+                return refusal, None
+            found = commit(sums)
+            if found == 0:
+                return SlotBusy(), None
+            return None, None if found == 1 else _list(found, len(fields))
+
+        with self._reachable():
+            guess = self._recent_sums.pop(tuple(fields), None)
+            if guess is None or decide(guess) is not None:
+                found = commit([b""] * len(fields))  # no sum is '': a read that writes nothing
+                if found == 0:
+                    return SlotBusy()
+                guess = _list(found, len(fields))
+            return self._until_unchanged(guess, attempt)
+
+    def _settle(self, reservation_id: str, charges: Sequence[Charge], now: float, slot: str | None) -> None:
+        """``settle``, also giving back ``reservation_id``'s slot of the slot key ``slot`` (when
+        one is given) in the same script; remembers the sums it leaves (see ``_begin``)."""
+        keys = [
+            self._key("quota:leases"),
+            self._key("quota:settled"),
+            self._key("quota:windows"),
+            self._key("quota:ends"),
+            self._reservation_key(reservation_id),
+            *([] if slot is None else [slot]),
+        ]
+        args: list[str | bytes | int | float] = [
+            reservation_id,
+            repr(float(now)),
+            repr(float(now - PRUNE_AFTER_S)),
+            self._key("quota:reservation:"),
+        ]
+        fields = [_window_field(charge) for charge in charges]
+        for field, charge in zip(fields, charges, strict=True):
+            args += [field, repr(float(charge.amount)), _window_json(charge), repr(float(charge.resets_at))]
+        with self._reachable():
+            sums = _list(_QUOTA_SETTLE.run(self._client, keys, args), len(fields))
+        if len(self._recent_sums) >= _RECENT_SUMS_KEPT:
+            self._recent_sums.clear()
+        self._recent_sums[tuple(fields)] = sums
+
+    def _release(self, reservation_id: str, slot: str | None) -> None:
+        """``release``, also giving back ``reservation_id``'s slot of the slot key ``slot`` (when
+        one is given) in the same MULTI/EXEC."""
+        with self._reachable(), self._client.pipeline() as pipe:
+            pipe.zrem(self._key("quota:leases"), reservation_id)
+            pipe.delete(self._reservation_key(reservation_id))
+            if slot is not None:
+                pipe.zrem(slot, reservation_id)
+            pipe.execute()
 
     def _reason(self, exc: RedisError) -> str:
         if isinstance(exc, RedisTimeoutError):

@@ -6,11 +6,14 @@ waits for the next event or for the engine's next wake-up, whichever comes first
 
 With a ``QuotaBook`` (the state store), each attempt first takes its provider's slot (its
 ``max_concurrency``, counted across every process sharing the state, behind this process's own
-limiter), then reserves its worst case against the plan's caps; when either cannot be had it
-sends nothing and the engine is told ``AttemptRefused``. When the attempt ends its reservation is
-settled with what it really used (the prompt's estimate when it was cut off), whatever happened.
-A shared state that cannot be reached refuses paid attempts, or, when the policy says
-``on_state_unavailable = "fail_open"``, counts them in this host's own state instead.
+limiter) and reserves its worst case against the plan's caps, both in one call to the store
+(``begin_attempt``: one round trip to a shared state); while every slot is busy it asks again
+after short pauses, out of the attempt's timeout. When the slot or the reservation cannot be had
+it sends nothing and the engine is told ``AttemptRefused``. When the attempt ends, one call
+(``end_attempt``) settles its reservation with what it really used (the prompt's estimate when
+it was cut off) and gives its slot back, whatever happened. A shared state that cannot be
+reached refuses paid attempts, or, when the policy says ``on_state_unavailable = "fail_open"``,
+counts them in this host's own state instead.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -34,7 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from rmcli.health import HEALTH_TIMEOUT_S, check_health
 from rmcli.output import err
-from rmcli.store import StoreError, StoreUnavailable
+from rmcli.store import AttemptClaim, Slot, SlotBusy, StoreError, StoreUnavailable
 from rmcli.transport import AttemptEvent, TextSink, perform_attempt
 from rmcore.attempts import AttemptRecord
 from rmcore.budget import Ledger
@@ -142,26 +145,17 @@ class QuotaBook(Protocol):
     """Where budgets, quotas and concurrency slots are kept (the state store), shared by every
     process using it. Every method but ``fallback`` may raise ``StoreUnavailable``."""
 
-    def reserve(
-        self, reservation_id: str, charges: Sequence[Charge], now: float, lease_s: float
-    ) -> Refusal | None:
-        """Reserve ``charges`` atomically (``Store.reserve``): None, or why not."""
+    def begin_attempt(self, claim: AttemptClaim, now: float) -> Refusal | SlotBusy | None:
+        """Take the claim's slot and reserve its charges at once (``Store.begin_attempt``)."""
         ...
 
-    def settle(self, reservation_id: str, charges: Sequence[Charge], now: float) -> None:
-        """Replace a reservation with the real use (``Store.settle``)."""
-        ...
-
-    def release(self, reservation_id: str) -> None:
-        """Drop a reservation whose request was never sent (``Store.release``)."""
+    def end_attempt(self, claim: AttemptClaim, used: Sequence[Charge] | None, now: float) -> None:
+        """Settle (or, ``used`` None, release) the claim's reservation and give its slot back at
+        once (``Store.end_attempt``)."""
         ...
 
     def acquire_slot(self, name: str, limit: int, holder: str, now: float, lease_s: float) -> bool:
-        """Take one of ``limit`` slots of ``name`` (``Store.acquire_slot``)."""
-        ...
-
-    def release_slot(self, name: str, holder: str) -> None:
-        """Give a slot back (``Store.release_slot``)."""
+        """Take, or renew, one of ``limit`` slots of ``name`` (``Store.acquire_slot``)."""
         ...
 
     def fallback(self) -> tuple[QuotaBook, bool]:
@@ -449,8 +443,9 @@ class _Run:
 
 
 class _Guarded:
-    """One attempt under the shared state's limits: take the provider's slot, reserve the
-    attempt's worst case, send, then settle and give the slot back, whatever happens."""
+    """One attempt under the shared state's limits: take the provider's slot and reserve the
+    attempt's worst case (one call to the store), send, then settle and give the slot back (one
+    call), whatever happens."""
 
     def __init__(
         self,
@@ -469,9 +464,7 @@ class _Guarded:
         self.announce = announce
         self.provider = action.provider
         self.holder = uuid.uuid4().hex
-        self.charges = self._charges()
-        self.slot_book: QuotaBook | None = None
-        self.reserved_in: QuotaBook | None = None
+        self.held: _Held | None = None
         self.waited = False
         self.sent = False
 
@@ -482,134 +475,115 @@ class _Guarded:
         started = self.clock()
         event: AttemptEvent | None = None
         try:
-            refused = await self._take_slot(started)
-            if refused is None:
-                refused = self._reserve()
+            refused = await self._begin(started)
             if refused is not None:
                 return refused
             sent = self.action
             if self.waited:
                 left = sent.timeout_s - (self.clock() - started)
                 sent = msgspec.structs.replace(sent, timeout_s=max(left, 0.0))
-            # Given up while it waited: release what it reserved, nothing was sent.
+            # Given up while it waited: release what it holds, nothing was sent.
             await anyio.lowlevel.checkpoint_if_cancelled()
             self.sent = True
-            if self.slot_book is None:
+            held = self.held
+            if held is None or held.claim.slot is None:
                 event = await send(sent)
                 return event
             async with anyio.create_task_group() as renewing:
-                renewing.start_soon(self._keep_slot, self.slot_book)
+                renewing.start_soon(self._keep_slot, held.book, held.claim.slot)
                 answered = await send(sent)
                 renewing.cancel_scope.cancel()
             event = answered
             return event
         finally:
             with anyio.CancelScope(shield=True):
-                self._settle(event)
-                self._give_slot_back()
+                self._end(event)
 
-    # --- the provider's slot, across processes ---------------------------------------------------
+    # --- before: the provider's slot and the caps' reservation, in one call -----------------------
 
-    async def _take_slot(self, started: float) -> AttemptRefused | None:
+    def _claim(self) -> AttemptClaim:
+        """The slot and the worst case to hold, the charges in the cap windows of now."""
         limit = self.provider.max_concurrency
-        if limit is None:
-            return None
-        name = self._slot_name()
+        return AttemptClaim(
+            holder=self.holder,
+            lease_s=self.action.timeout_s + LEASE_MARGIN_S,
+            slot=None if limit is None else Slot(name=self._slot_name(), limit=limit, lease_s=SLOT_LEASE_S),
+            charges=attempt_charges(self.plan.caps, self.provider, self.request, time.time())
+            if self.plan.caps
+            else (),
+        )
+
+    async def _begin(self, started: float) -> AttemptRefused | None:
+        """Take the slot and reserve, asking again after a pause while every slot is busy (for
+        at most the attempt's timeout); refused when the caps or the state say no."""
         book = self.book
         for pause in _pauses():
+            claim = self._claim()  # after any wait: in the windows of now
             try:
-                taken = book.acquire_slot(name, limit, self.holder, time.time(), SLOT_LEASE_S)
+                answer = book.begin_attempt(claim, time.time())
             except StoreUnavailable as exc:
-                if self.charges and not self._fails_open():
+                if claim.charges and not self._fails_open():
                     return self._refused(ErrorKind.BUDGET, _fail_closed_message(exc))
                 book = self._fall_back(exc)
                 continue
-            if taken:
-                self.slot_book = book
+            if answer is None:
+                self.held = _Held(book, claim)
                 return None
+            if isinstance(answer, Refusal):
+                kind = ErrorKind.BUDGET if answer.resource is Resource.USD else ErrorKind.QUOTA
+                return self._refused(kind, answer.message)
             if self.clock() - started + pause >= self.action.timeout_s:
                 return self._refused(
                     ErrorKind.QUOTA,
-                    f"all {limit} request slots of {self.provider.name} (its max_concurrency) stayed "
-                    f"busy across every process sharing the state for {self.action.timeout_s:.3g} s",
+                    f"all {self.provider.max_concurrency} request slots of {self.provider.name} (its "
+                    "max_concurrency) stayed busy across every process sharing the state for "
+                    f"{self.action.timeout_s:.3g} s",
                 )
             self.waited = True
             await anyio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _keep_slot(self, book: QuotaBook) -> None:
+    async def _keep_slot(self, book: QuotaBook, slot: Slot) -> None:
         """Renew the slot's lease while the request runs (asking again for a slot one holds
         renews it); a renewal the store cannot take is left to the next one."""
-        limit = self.provider.max_concurrency or 1
         while True:
             await anyio.sleep(SLOT_RENEW_S)
             with contextlib.suppress(StoreError):
-                book.acquire_slot(self._slot_name(), limit, self.holder, time.time(), SLOT_LEASE_S)
-
-    def _give_slot_back(self) -> None:
-        if self.slot_book is None:
-            return
-        book, self.slot_book = self.slot_book, None
-        with contextlib.suppress(StoreError):  # unreachable or failing: the slot's lease ends it
-            book.release_slot(self._slot_name(), self.holder)
+                book.acquire_slot(slot.name, slot.limit, self.holder, time.time(), SLOT_LEASE_S)
 
     def _slot_name(self) -> str:
         return f"provider:{self.provider.name}"
 
-    # --- the caps: reserve, then settle --------------------------------------------------------
+    # --- after: settle and give the slot back, in one call -----------------------------------------
 
-    def _charges(self) -> tuple[Charge, ...]:
-        if not self.plan.caps:
-            return ()
-        return attempt_charges(self.plan.caps, self.provider, self.request, time.time())
-
-    def _reserve(self) -> AttemptRefused | None:
-        self.charges = self._charges()  # in the window of now, after any wait for a slot
-        if not self.charges:
-            return None
-        lease_s = self.action.timeout_s + LEASE_MARGIN_S
-        book = self.book if self.slot_book is None else self.slot_book
-        try:
-            refusal = book.reserve(self.holder, self.charges, time.time(), lease_s)
-        except StoreUnavailable as exc:
-            if not self._fails_open():
-                return self._refused(ErrorKind.BUDGET, _fail_closed_message(exc))
-            book = self._fall_back(exc)
-            refusal = book.reserve(self.holder, self.charges, time.time(), lease_s)
-        if refusal is not None:
-            kind = ErrorKind.BUDGET if refusal.resource is Resource.USD else ErrorKind.QUOTA
-            return self._refused(kind, refusal.message)
-        self.reserved_in = book
-        return None
-
-    def _settle(self, event: Event | None) -> None:
+    def _end(self, event: Event | None) -> None:
         """Settle the reservation with what the attempt used: its answer's usage, a failure's
         (none when unknown), or, when it was cut off with no event (cancelled: a lost race, the
-        deadline), the prompt's estimate, since the prompt may have been billed. Given up before
-        it was sent, it is released instead."""
-        if self.reserved_in is None:
+        deadline), the prompt's estimate, since the prompt may have been billed; and give the
+        slot back. Given up before it was sent, the reservation is released instead."""
+        held, self.held = self.held, None
+        if held is None:
             return
-        book, self.reserved_in = self.reserved_in, None
-        if not self.sent:
-            with contextlib.suppress(StoreError):  # unreachable: its lease ends it
-                book.release(self.holder)
-            return
+        used = self._used(event, held.claim.charges) if self.sent else None
+        try:
+            held.book.end_attempt(held.claim, used, time.time())
+        except StoreUnavailable as exc:
+            # The shared state went away while the request ran: the spend is kept on this host,
+            # and the shared reservation and slot end with their leases.
+            if used:
+                with contextlib.suppress(StoreError):
+                    self._fall_back(exc).end_attempt(held.claim, used, time.time())
+        except StoreError:
+            pass  # the leases end them; the run's own accounts stand
+
+    def _used(self, event: Event | None, charges: Sequence[Charge]) -> tuple[Charge, ...]:
         if isinstance(event, AttemptSucceeded):
             usage = event.completion.usage
         elif isinstance(event, AttemptFailed):
             usage = event.usage or Usage()
         else:
             usage = Usage(input_tokens=estimate_prompt_tokens(self.request), estimated=True)
-        settled = attempt_settlement(self.charges, usage, self.provider)
-        try:
-            book.settle(self.holder, settled, time.time())
-        except StoreUnavailable as exc:
-            # The shared state went away while the request ran: the spend is kept on this host,
-            # and the shared reservation ends with its lease.
-            with contextlib.suppress(StoreError):
-                self._fall_back(exc).settle(self.holder, settled, time.time())
-        except StoreError:
-            pass  # the reservation's lease ends it; the run's own accounts stand
+        return attempt_settlement(charges, usage, self.provider)
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -627,6 +601,14 @@ class _Guarded:
 
     def _refused(self, kind: ErrorKind, message: str) -> AttemptRefused:
         return AttemptRefused(attempt_id=self.action.attempt_id, at=self.clock(), kind=kind, message=message)
+
+
+class _Held(NamedTuple):
+    """What an attempt holds while it runs, and in which book (the shared state's, or this
+    host's when it fell back)."""
+
+    book: QuotaBook
+    claim: AttemptClaim
 
 
 def _fail_closed_message(exc: StoreUnavailable) -> str:

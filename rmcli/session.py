@@ -15,7 +15,8 @@ from rmcli.environment import state_home
 from rmcli.output import err
 from rmcli.shared_state import SharedState
 from rmcli.state import open_state
-from rmcli.store import SqliteStore, Store, StoreError
+from rmcli.store import AttemptClaim, SlotBusy, SqliteStore, Store, StoreError
+from rmcore.breaker import CircuitState
 from rmcore.quota import Charge, Refusal
 
 __all__ = ["StoreCircuits", "StoreQuotas", "http_client", "open_store"]
@@ -87,20 +88,39 @@ def http_client() -> httpx.AsyncClient:
 
 class StoreCircuits:
     """The runner's ``CircuitBook`` over the state store: breakers shared by every ``rmgr``
-    process using the same state (folder or Redis), dated by the wall clock."""
+    process using the same state (folder or Redis), dated by the wall clock.
+
+    A success on a provider whose circuit this book's latest admission found closed with no
+    failures is not sent to the store: there it would change nothing, yet cost a round trip to
+    a shared state on every routed call. The success is taken to have happened at that
+    admission, while its request was on its way, so a failure another process recorded since
+    stays counted and a circuit another process opened since stays open: the conservative
+    side. Every admission replaces what is remembered of its provider, and any outcome but a
+    success is recorded as it comes and forgets it. The engine asks a provider's circuit before
+    a run's first request to it, so a success is only ever left out on an admission made after
+    its own run asked, whether this book serves one run or many (an analysis's perspectives)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._clean: set[str] = set()
 
     def admit(self, provider: str, cooldown_s: float, probe_timeout_s: float) -> tuple[str, float | None]:
         """Ask ``provider``'s breaker, atomically across processes."""
         now = time.time()
         admission = self.store.admit_circuits([provider], now, cooldown_s, probe_timeout_s)[provider]
+        if admission.decision == "allowed" and admission.state == CircuitState(provider=provider):
+            self._clean.add(provider)
+        else:
+            self._clean.discard(provider)
         retry_in = None if admission.retry_at is None else max(admission.retry_at - now, 0.0)
         return admission.decision, retry_in
 
     def record(self, provider: str, outcome: str, failure_threshold: int) -> None:
-        """Tell ``provider``'s breaker how an attempt ended."""
+        """Tell ``provider``'s breaker how an attempt ended (nothing to tell for a success on a
+        circuit admitted clean)."""
+        if outcome == "ok" and provider in self._clean:
+            return
+        self._clean.discard(provider)
         self.store.record_circuit(provider, outcome, time.time(), failure_threshold)
 
 
@@ -115,29 +135,19 @@ class StoreQuotas:
         self._fallback: StoreQuotas | None = None
         self._announced = False
 
-    def reserve(
-        self, reservation_id: str, charges: Sequence[Charge], now: float, lease_s: float
-    ) -> Refusal | None:
-        """``Store.reserve``."""
-        refusal = self.store.reserve(reservation_id, charges, now, lease_s)
+    def begin_attempt(self, claim: AttemptClaim, now: float) -> Refusal | SlotBusy | None:
+        """``Store.begin_attempt``."""
+        answer = self.store.begin_attempt(claim, now)
         self._announced = False
-        return refusal
+        return answer
 
-    def settle(self, reservation_id: str, charges: Sequence[Charge], now: float) -> None:
-        """``Store.settle``."""
-        self.store.settle(reservation_id, charges, now)
-
-    def release(self, reservation_id: str) -> None:
-        """``Store.release``."""
-        self.store.release(reservation_id)
+    def end_attempt(self, claim: AttemptClaim, used: Sequence[Charge] | None, now: float) -> None:
+        """``Store.end_attempt``."""
+        self.store.end_attempt(claim, used, now)
 
     def acquire_slot(self, name: str, limit: int, holder: str, now: float, lease_s: float) -> bool:
         """``Store.acquire_slot``."""
         return self.store.acquire_slot(name, limit, holder, now, lease_s)
-
-    def release_slot(self, name: str, holder: str) -> None:
-        """``Store.release_slot``."""
-        self.store.release_slot(name, holder)
 
     def fallback(self) -> tuple[StoreQuotas, bool]:
         """This host's own state (the SQLite database in the state folder) to count in while

@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from rmcli.store import (
+    AttemptClaim,
     CacheStats,
     ClosingStore,
     HistoryEntry,
     HistoryStats,
+    SlotBusy,
     SqliteStore,
     Store,
     StoreUnavailable,
@@ -211,6 +213,20 @@ class SharedState(ClosingStore):
     def release_slot(self, name: str, holder: str) -> None:
         """Give back a slot of the fleet's semaphore ``name`` (``Store.release_slot``)."""
         self._shared(lambda store: store.release_slot(name, holder))
+
+    def begin_attempt(self, claim: AttemptClaim, now: float) -> Refusal | SlotBusy | None:
+        """Take a slot of the fleet's and reserve against its caps at once
+        (``Store.begin_attempt``); an empty claim is None without asking the shared state."""
+        if claim.empty:
+            return None
+        return self._shared(lambda store: store.begin_attempt(claim, now))
+
+    def end_attempt(self, claim: AttemptClaim, used: Sequence[Charge] | None, now: float) -> None:
+        """Settle or release a reservation of the fleet's caps and give back its slot at once
+        (``Store.end_attempt``); nothing to give back asks nothing of the shared state."""
+        if claim.empty and not used:
+            return
+        self._shared(lambda store: store.end_attempt(claim, used, now))
 
     def close(self) -> None:
         """Close the shared store and this host's, when it was opened."""

@@ -54,9 +54,12 @@ __all__ = [
     "HISTORY_ID_MIN_PREFIX",
     "PRUNE_AFTER_S",
     "SCHEMA_VERSION",
+    "AttemptClaim",
     "CacheStats",
     "HistoryEntry",
     "HistoryStats",
+    "Slot",
+    "SlotBusy",
     "SqliteStore",
     "Store",
     "StoreError",
@@ -287,6 +290,48 @@ class HistoryStats(Base, frozen=True):
     last_ms: int | None
 
 
+class Slot(Base, frozen=True):
+    """One of the ``limit`` slots of the counting semaphore ``name`` (a provider's
+    ``max_concurrency`` across processes), held for ``lease_s`` seconds unless renewed."""
+
+    name: str
+    limit: int
+    lease_s: float
+
+    def __post_init__(self) -> None:
+        """Refuse a ``limit`` below 1 or a lease that is not a positive number of seconds
+        (``ValueError``)."""
+        _check_slot(self.limit, self.lease_s)
+
+
+class AttemptClaim(Base, frozen=True):
+    """What one attempt holds while it runs, under ``holder`` (also its reservation's id): a
+    ``slot`` (none when None) and a reservation of ``charges`` (its worst case; none when empty)
+    whose lease ends ``lease_s`` after it is made. ``Store.begin_attempt`` takes both at once,
+    ``Store.end_attempt`` gives both back at once: one step each, where separate calls would
+    cost a round trip each to a store on the network."""
+
+    holder: str
+    lease_s: float
+    slot: Slot | None = None
+    charges: tuple[Charge, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Refuse what no store can hold (``ValueError``): an amount that is not finite, a cap
+        window charged twice, a lease that is not a positive number of seconds."""
+        _check_charges(self.charges)
+        _check_lease(self.lease_s)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to take: no slot and no charges."""
+        return self.slot is None and not self.charges
+
+
+class SlotBusy(Base, frozen=True):
+    """``Store.begin_attempt``'s answer when every slot was held: nothing was taken or reserved."""
+
+
 class Store(Protocol):
     """What the shell needs from the state store: ``SqliteStore`` on one machine, ``RedisStore``
     (``rmcli.redis_store``) for a fleet. A store on a network raises ``StoreUnavailable`` from any
@@ -425,6 +470,19 @@ class Store(Protocol):
 
     def release_slot(self, name: str, holder: str) -> None:
         """Give back ``holder``'s slot of ``name`` (nothing when it holds none)."""
+        ...
+
+    def begin_attempt(self, claim: AttemptClaim, now: float) -> Refusal | SlotBusy | None:
+        """Take ``claim``'s slot (as ``acquire_slot``) and, only when it was taken (or the claim
+        names none), reserve its charges (as ``reserve``, refused only as ``rmcore.quota.refuse``
+        says), atomically, at ``now`` (epoch seconds). None: both are held. ``SlotBusy``: every
+        slot was held, and nothing was reserved. A ``Refusal``: nothing was reserved, and the
+        slot just taken is given back. An empty claim is None without touching the store."""
+        ...
+
+    def end_attempt(self, claim: AttemptClaim, used: Sequence[Charge] | None, now: float) -> None:
+        """Settle ``claim``'s reservation with ``used`` (the real use, as ``settle``), or release
+        it when ``used`` is None (the request was never sent), and give its slot back, atomically."""
         ...
 
     def close(self) -> None:
@@ -986,25 +1044,11 @@ class SqliteStore(ClosingStore):
         _check_lease(lease_s)
         if not charges:
             return None
-        rows = [(reservation_id, c.cap_key, c.window, float(c.amount), now + lease_s) for c in charges]
-        windows = [_window_row(charge, 0.0) for charge in charges]
         outcome: list[Refusal | None] = []
 
         def decide(conn: sqlite3.Connection) -> None:
             outcome.clear()
-            conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
-            used = {
-                (c.cap_key, c.window): float(
-                    conn.execute(_WINDOW_HELD, (c.cap_key, c.window, reservation_id)).fetchone()[0]
-                )
-                for c in charges
-            }
-            refusal = refuse(charges, used)
-            if refusal is None:
-                conn.execute("DELETE FROM reservations WHERE reservation_id = ?", (reservation_id,))
-                conn.executemany(_INSERT_RESERVATION, rows)
-                conn.executemany(_CHARGE_WINDOW, windows)
-            outcome.append(refusal)
+            outcome.append(_reserve(conn, reservation_id, charges, now, lease_s))
 
         self._write(decide)
         return outcome[0]
@@ -1015,22 +1059,11 @@ class SqliteStore(ClosingStore):
         ``now`` and the windows that ended ``PRUNE_AFTER_S`` before it. Raises ``ValueError``
         (storing nothing) for an amount that is not finite or a cap window charged twice."""
         _check_charges(charges)
-        windows = [_window_row(charge, float(charge.amount)) for charge in charges]
-
-        def apply(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "DELETE FROM reservations WHERE reservation_id = ? OR expires_at <= ?", (reservation_id, now)
-            )
-            conn.executemany(_CHARGE_WINDOW, windows)
-            conn.execute("DELETE FROM cap_windows WHERE resets_at <= ?", (now - PRUNE_AFTER_S,))
-
-        self._write(apply)
+        self._write(lambda conn: _settle(conn, reservation_id, charges, now))
 
     def release(self, reservation_id: str) -> None:
         """Drop the reservation (nothing when it is gone already); nothing is settled."""
-        self._write(
-            lambda conn: conn.execute("DELETE FROM reservations WHERE reservation_id = ?", (reservation_id,))
-        )
+        self._write(lambda conn: _release(conn, reservation_id))
 
     def cap_usage(self, now: float) -> list[CapUsage]:
         """The cap windows current at ``now``, by cap key and window, read in one statement:
@@ -1048,28 +1081,59 @@ class SqliteStore(ClosingStore):
 
         def take(conn: sqlite3.Connection) -> None:
             taken.clear()
-            conn.execute("DELETE FROM slots WHERE name = ? AND expires_at <= ?", (name, now))
-            mine = conn.execute(
-                "SELECT 1 FROM slots WHERE name = ? AND holder = ?", (name, holder)
-            ).fetchone()
-            held = int(conn.execute("SELECT count(*) FROM slots WHERE name = ?", (name,)).fetchone()[0])
-            if mine is not None or held < limit:
-                conn.execute(
-                    "INSERT OR REPLACE INTO slots (name, holder, expires_at) VALUES (?, ?, ?)",
-                    (name, holder, now + lease_s),
-                )
-                taken.append(True)
-            else:
-                taken.append(False)
+            taken.append(_take_slot(conn, Slot(name=name, limit=limit, lease_s=lease_s), holder, now))
 
         self._write(take)
         return taken[0]
 
     def release_slot(self, name: str, holder: str) -> None:
         """Give back ``holder``'s slot of ``name``; nothing when it holds none."""
-        self._write(
-            lambda conn: conn.execute("DELETE FROM slots WHERE name = ? AND holder = ?", (name, holder))
-        )
+        self._write(lambda conn: _release_slot(conn, name, holder))
+
+    def begin_attempt(self, claim: AttemptClaim, now: float) -> Refusal | SlotBusy | None:
+        """Take ``claim``'s slot and reserve its charges (see ``Store.begin_attempt``) in one
+        ``BEGIN IMMEDIATE`` transaction, so that processes beginning attempts at once never
+        hold more slots than the limit nor reserve past a cap. A refusal deletes the slot the
+        transaction took (the holder is new: it held none before)."""
+        if claim.empty:
+            return None
+        outcome: list[Refusal | SlotBusy | None] = []
+
+        def begin(conn: sqlite3.Connection) -> None:
+            outcome.clear()
+            slot = claim.slot
+            if slot is not None and not _take_slot(conn, slot, claim.holder, now):
+                outcome.append(SlotBusy())
+                return
+            refusal = (
+                _reserve(conn, claim.holder, claim.charges, now, claim.lease_s) if claim.charges else None
+            )
+            if refusal is not None and slot is not None:
+                _release_slot(conn, slot.name, claim.holder)
+            outcome.append(refusal)
+
+        self._write(begin)
+        return outcome[0]
+
+    def end_attempt(self, claim: AttemptClaim, used: Sequence[Charge] | None, now: float) -> None:
+        """Settle (or, when ``used`` is None, release) ``claim``'s reservation and give its slot
+        back (see ``Store.end_attempt``) in one ``BEGIN IMMEDIATE`` transaction. Raises
+        ``ValueError`` (storing nothing) for an amount of ``used`` that is not finite or a cap
+        window charged twice."""
+        if used is not None:
+            _check_charges(used)
+        if claim.empty and not used:
+            return
+
+        def end(conn: sqlite3.Connection) -> None:
+            if used is not None and (claim.charges or used):
+                _settle(conn, claim.holder, used, now)
+            elif used is None and claim.charges:
+                _release(conn, claim.holder)
+            if claim.slot is not None:
+                _release_slot(conn, claim.slot.name, claim.holder)
+
+        self._write(end)
 
     def close(self) -> None:
         """Close the connection (the last one out folds the WAL back into the file)."""
@@ -1232,6 +1296,60 @@ def _write_circuit(conn: sqlite3.Connection, circuit: CircuitState, now: float) 
             now,
         ),
     )
+
+
+def _reserve(
+    conn: sqlite3.Connection, reservation_id: str, charges: Sequence[Charge], now: float, lease_s: float
+) -> Refusal | None:
+    """Inside a write transaction: reclaim the expired leases, and record the reservation when
+    ``rmcore.quota.refuse`` lets it (replacing one of the same id); else record nothing."""
+    conn.execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
+    used = {
+        (c.cap_key, c.window): float(
+            conn.execute(_WINDOW_HELD, (c.cap_key, c.window, reservation_id)).fetchone()[0]
+        )
+        for c in charges
+    }
+    refusal = refuse(charges, used)
+    if refusal is None:
+        conn.execute("DELETE FROM reservations WHERE reservation_id = ?", (reservation_id,))
+        conn.executemany(
+            _INSERT_RESERVATION,
+            [(reservation_id, c.cap_key, c.window, float(c.amount), now + lease_s) for c in charges],
+        )
+        conn.executemany(_CHARGE_WINDOW, [_window_row(charge, 0.0) for charge in charges])
+    return refusal
+
+
+def _settle(conn: sqlite3.Connection, reservation_id: str, charges: Sequence[Charge], now: float) -> None:
+    """Inside a write transaction: ``Store.settle``, with the clean-ups it does."""
+    conn.execute(
+        "DELETE FROM reservations WHERE reservation_id = ? OR expires_at <= ?", (reservation_id, now)
+    )
+    conn.executemany(_CHARGE_WINDOW, [_window_row(charge, float(charge.amount)) for charge in charges])
+    conn.execute("DELETE FROM cap_windows WHERE resets_at <= ?", (now - PRUNE_AFTER_S,))
+
+
+def _release(conn: sqlite3.Connection, reservation_id: str) -> None:
+    conn.execute("DELETE FROM reservations WHERE reservation_id = ?", (reservation_id,))
+
+
+def _take_slot(conn: sqlite3.Connection, slot: Slot, holder: str, now: float) -> bool:
+    """Inside a write transaction: ``Store.acquire_slot``."""
+    conn.execute("DELETE FROM slots WHERE name = ? AND expires_at <= ?", (slot.name, now))
+    mine = conn.execute("SELECT 1 FROM slots WHERE name = ? AND holder = ?", (slot.name, holder)).fetchone()
+    held = int(conn.execute("SELECT count(*) FROM slots WHERE name = ?", (slot.name,)).fetchone()[0])
+    if mine is None and held >= slot.limit:
+        return False
+    conn.execute(
+        "INSERT OR REPLACE INTO slots (name, holder, expires_at) VALUES (?, ?, ?)",
+        (slot.name, holder, now + slot.lease_s),
+    )
+    return True
+
+
+def _release_slot(conn: sqlite3.Connection, name: str, holder: str) -> None:
+    conn.execute("DELETE FROM slots WHERE name = ? AND holder = ?", (name, holder))
 
 
 def _window_row(charge: Charge, settled: float) -> tuple[str, str, str, float, float, float]:

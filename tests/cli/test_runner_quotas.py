@@ -21,7 +21,7 @@ from rmcli.runner import Observer, ProviderLimits, QuotaBook, route
 from rmcli.sandbox import Sandbox
 from rmcli.session import StoreQuotas
 from rmcli.shared_state import SharedState
-from rmcli.store import SqliteStore, Store, StoreUnavailable
+from rmcli.store import AttemptClaim, SlotBusy, SqliteStore, Store, StoreUnavailable
 from rmcore.engine import RunOutcome
 from rmcore.errors import ErrorKind
 from rmcore.plan import BreakerRules, RetryRules, RunLimits, RunPlan, TargetPlan
@@ -174,6 +174,18 @@ async def test_a_full_budget_sends_nothing_records_no_breaker_outcome_and_moves_
     assert [a.provider for a in outcome.attempts] == ["anthropic-direct"]
 
 
+async def test_a_refused_reservation_leaves_the_providers_slot_free(box: Sandbox, store: Store) -> None:
+    """The slot and the reservation are asked for in one call: when the cap refuses, the slot
+    that call took is not kept from other processes."""
+    caps = [cap("provider:glm-direct", Resource.USD, 0.5)]
+    outcome = await routed(
+        box, plan(target(box, "glm-direct", max_concurrency=1), caps=caps), StoreQuotas(store)
+    )
+    assert [s.kind for s in outcome.skipped] == [ErrorKind.BUDGET]
+    assert store.acquire_slot("provider:glm-direct", 1, "another process", time.time(), 5.0)
+    assert store.cap_usage(time.time()) == []
+
+
 async def test_a_used_up_request_quota_skips_the_provider_as_quota(box: Sandbox, store: Store) -> None:
     """A quota of one request per hour: the first run is answered, the second skipped as
     ``quota`` saying which quota and when its window resets, with nothing sent."""
@@ -315,29 +327,21 @@ async def test_fail_open_counts_on_this_host_and_warns_once(box: Sandbox, tmp_pa
 
 
 class Vanishing:
-    """A ``QuotaBook`` over ``store`` whose state goes away once a reservation is made: settling
+    """A ``QuotaBook`` over ``store`` whose state goes away once an attempt has begun: ending it
     fails as unreachable. Its fallback is ``local``."""
 
     def __init__(self, store: Store, local: Store) -> None:
         self.store = store
         self.local = StoreQuotas(local)
 
-    def reserve(
-        self, reservation_id: str, charges: Sequence[Charge], now: float, lease_s: float
-    ) -> Refusal | None:
-        return self.store.reserve(reservation_id, charges, now, lease_s)
+    def begin_attempt(self, claim: AttemptClaim, now: float) -> Refusal | SlotBusy | None:
+        return self.store.begin_attempt(claim, now)
 
-    def settle(self, reservation_id: str, charges: Sequence[Charge], now: float) -> None:
+    def end_attempt(self, claim: AttemptClaim, used: Sequence[Charge] | None, now: float) -> None:
         raise StoreUnavailable("redis://127.0.0.1:1/0", "Connection refused")
-
-    def release(self, reservation_id: str) -> None:
-        self.store.release(reservation_id)
 
     def acquire_slot(self, name: str, limit: int, holder: str, now: float, lease_s: float) -> bool:
         return self.store.acquire_slot(name, limit, holder, now, lease_s)
-
-    def release_slot(self, name: str, holder: str) -> None:
-        self.store.release_slot(name, holder)
 
     def fallback(self) -> tuple[QuotaBook, bool]:
         return self.local, True

@@ -14,7 +14,7 @@ from rmcli.redis_store import RedisStore
 from rmcli.session import open_store
 from rmcli.shared_state import RETRY_AFTER_S, SharedState
 from rmcli.state import STATE_VARIABLE
-from rmcli.store import SqliteStore, Store, StoreError, StoreUnavailable
+from rmcli.store import AttemptClaim, Slot, SqliteStore, Store, StoreError, StoreUnavailable
 from rmcore.attempts import AttemptRecord
 from rmcore.completion import Usage
 from tests.cli.helpers import closed_port
@@ -30,6 +30,8 @@ ATTEMPT = AttemptRecord(
     usage=Usage(input_tokens=3, output_tokens=5),
     cost_usd=0.001,
 )
+
+CLAIM = AttemptClaim(holder="me", lease_s=30.0, slot=Slot(name="provider:x", limit=1, lease_s=5.0))
 
 
 class Clock:
@@ -96,12 +98,25 @@ def test_caps_slots_and_what_commands_show_are_never_served_from_this_host(
         lambda: state.attempts_since(0),
         lambda: state.circuits(),
         lambda: state.acquire_slot("provider:x", 1, "me", 0.0, 5.0),
+        lambda: state.begin_attempt(CLAIM, 0.0),
+        lambda: state.end_attempt(CLAIM, None, 0.0),
         lambda: state.history_list(None),
         lambda: state.cache_stats(0, 1000),
     ):
         with pytest.raises(StoreUnavailable):
             call()
     assert lines == [] and not (tmp_path / "home").exists()
+
+
+def test_an_attempt_that_holds_nothing_asks_nothing_of_the_shared_state(
+    down: tuple[SharedState, list[str], Clock, Counting],
+) -> None:
+    state, _, _, shared = down
+    nothing = AttemptClaim(holder="me", lease_s=30.0)
+    assert state.begin_attempt(nothing, 0.0) is None
+    state.end_attempt(nothing, None, 0.0)
+    state.end_attempt(nothing, (), 0.0)
+    assert shared.calls == 0
 
 
 def test_an_unreachable_state_is_not_asked_again_for_a_moment(

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import rmcli.store as store_module
+from rmcli.session import StoreCircuits
 from rmcli.store import SCHEMA_VERSION, SqliteStore, Store, StoreError
 from rmcore.attempts import AttemptRecord
 from rmcore.breaker import Admission, CircuitState
@@ -163,6 +165,83 @@ def test_sqlite_store_satisfies_the_protocol(sqlite_store: SqliteStore) -> None:
     as_protocol.record_circuit("p", "auth", 1.0, 1)
     assert admit_one(as_protocol, "p", 2.0).decision == "refused"
     assert [c.state for c in as_protocol.circuits()] == ["open"]
+
+
+# --- the runner's book: StoreCircuits ------------------------------------------------------------
+
+
+class Calls:
+    """Wraps a store and notes the name of every method asked of it."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.names: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        self.names.append(name)
+        return getattr(self.inner, name)
+
+
+def book(store: Store) -> tuple[StoreCircuits, list[str]]:
+    """A ``StoreCircuits`` over ``store``, and the names of the store methods it calls."""
+    calls = Calls(store)
+    return StoreCircuits(calls), calls.names  # type: ignore[arg-type]
+
+
+def test_a_success_on_a_circuit_admitted_clean_is_not_sent(store: Store) -> None:
+    """It would change nothing: a closed circuit with no failures stays so."""
+    circuits, calls = book(store)
+    assert circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S) == ("allowed", None)
+    circuits.record("p", "ok", 3)
+    circuits.record("p", "ok", 3)
+    assert calls == ["admit_circuits"]
+    assert store.circuits() == []
+
+
+def test_after_any_other_outcome_a_success_is_recorded_again(store: Store) -> None:
+    circuits, calls = book(store)
+    circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S)
+    circuits.record("p", "timeout", 3)
+    assert store.circuits() == [CircuitState(provider="p", consecutive_failures=1)]
+    circuits.record("p", "ok", 3)
+    assert store.circuits() == [CircuitState(provider="p")]
+    circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S)
+    circuits.record("p", "bad_request", 3)  # no verdict on the provider, but told all the same
+    circuits.record("p", "ok", 3)
+    assert calls == ["admit_circuits", "record_circuit", "record_circuit"] * 2
+
+
+def test_a_success_on_a_circuit_admitted_with_failures_resets_them(store: Store) -> None:
+    store.record_circuit("p", "timeout", time.time(), 3)
+    circuits, calls = book(store)
+    assert circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S) == ("allowed", None)
+    circuits.record("p", "ok", 3)
+    assert calls == ["admit_circuits", "record_circuit"]
+    assert store.circuits() == [CircuitState(provider="p")]
+
+
+def test_a_probe_that_succeeds_closes_the_circuit(store: Store) -> None:
+    open_circuit(store, "p", at=time.time() - COOLDOWN_S - 1)
+    circuits, _ = book(store)
+    assert circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S) == ("probe", None)
+    circuits.record("p", "ok", 3)
+    assert store.circuits() == [CircuitState(provider="p")]
+
+
+def test_a_failure_another_process_recorded_since_the_admission_stays_counted(
+    store_backend: Backend,
+) -> None:
+    """The success left out counts as having happened at the admission, before the other
+    process's failure: the conservative side (the failure is not wiped by it)."""
+    with store_backend.open() as mine, store_backend.open() as other:
+        circuits = StoreCircuits(mine)
+        circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S)
+        other.record_circuit("p", "timeout", time.time(), 3)
+        circuits.record("p", "ok", 3)
+        assert other.circuits() == [CircuitState(provider="p", consecutive_failures=1)]
+        assert circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S) == ("allowed", None)
+        circuits.record("p", "ok", 3)  # admitted with a failure: this success is recorded
+        assert other.circuits() == [CircuitState(provider="p")]
 
 
 # --- persistence and migration -----------------------------------------------------------------

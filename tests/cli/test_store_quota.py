@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 import rmcli.store as store_module
-from rmcli.store import PRUNE_AFTER_S, SCHEMA_VERSION, SqliteStore, Store
+from rmcli.store import PRUNE_AFTER_S, SCHEMA_VERSION, AttemptClaim, Slot, SlotBusy, SqliteStore, Store
 from rmcore.attempts import AttemptRecord
 from rmcore.quota import CapUsage, Charge, Period, Resource, refuse, window_of
 from tests.cli.state_backends import WAIT_FOR_GO, Backend, run_workers
@@ -245,6 +245,99 @@ def test_a_slot_limit_below_one_is_refused(store: Store) -> None:
         store.acquire_slot("gw", 0, "a", NOW, LEASE_S)
 
 
+# --- an attempt's slot and reservation at once --------------------------------------------------
+
+
+def claim(holder: str, *charges: Charge, limit: int | None = 1) -> AttemptClaim:
+    """An attempt of ``holder``: one of ``limit`` slots of "gw" (none when None) and ``charges``."""
+    slot = None if limit is None else Slot(name="gw", limit=limit, lease_s=5.0)
+    return AttemptClaim(holder=holder, lease_s=LEASE_S, slot=slot, charges=charges)
+
+
+def test_begin_attempt_holds_the_slot_and_the_reservation(store: Store) -> None:
+    assert store.begin_attempt(claim("a", charge(limit=2)), NOW) is None
+    assert usage(store) == (0.0, 1.0)
+    assert not store.acquire_slot("gw", 1, "other", NOW, 5.0)
+
+
+def test_a_busy_slot_reserves_nothing(store: Store) -> None:
+    assert store.acquire_slot("gw", 1, "holder", NOW, 5.0)
+    assert store.begin_attempt(claim("a", charge(), charge(USD, amount=0.5)), NOW) == SlotBusy()
+    assert store.cap_usage(NOW) == []
+    store.release_slot("gw", "holder")
+    assert store.begin_attempt(claim("a", charge(), charge(USD, amount=0.5)), NOW) is None
+
+
+def test_a_refused_reservation_gives_the_slot_back(store: Store) -> None:
+    """The cap is full: the refusal is ``refuse``'s, nothing is reserved, and the slot the call
+    took is free again."""
+    assert store.reserve("full", [charge(limit=1)], NOW, LEASE_S) is None
+    refusal = store.begin_attempt(claim("a", charge(limit=1)), NOW)
+    assert refusal == refuse([charge(limit=1)], {(REQUESTS, charge().window): 1.0})
+    assert usage(store) == (0.0, 1.0)
+    assert store.acquire_slot("gw", 1, "other", NOW, 5.0)
+
+
+def test_end_attempt_settles_and_gives_the_slot_back(store: Store) -> None:
+    held = claim("a", charge(USD, amount=0.5, limit=1.0), charge(limit=2))
+    assert store.begin_attempt(held, NOW) is None
+    store.end_attempt(held, [charge(USD, amount=0.1, limit=1.0), charge(limit=2)], NOW + 1)
+    assert usage(store, USD) == (0.1, 0.0)
+    assert usage(store) == (1.0, 0.0)
+    assert store.acquire_slot("gw", 1, "other", NOW + 1, 5.0)
+
+
+def test_end_attempt_of_an_unsent_request_releases_and_gives_the_slot_back(store: Store) -> None:
+    held = claim("a", charge(limit=2))
+    assert store.begin_attempt(held, NOW) is None
+    store.end_attempt(held, None, NOW + 1)
+    assert usage(store) == (0.0, 0.0)
+    assert store.acquire_slot("gw", 1, "other", NOW + 1, 5.0)
+
+
+def test_a_claim_of_a_slot_alone_or_of_charges_alone(store: Store) -> None:
+    slot_only = claim("a")
+    assert store.begin_attempt(slot_only, NOW) is None
+    assert store.begin_attempt(claim("b"), NOW) == SlotBusy()
+    store.end_attempt(slot_only, (), NOW)
+    assert store.begin_attempt(claim("b"), NOW) is None
+    charges_only = claim("c", charge(limit=1), limit=None)
+    assert store.begin_attempt(charges_only, NOW) is None
+    assert store.begin_attempt(claim("d", charge(limit=1), limit=None), NOW) is not None
+    store.end_attempt(charges_only, [charge(limit=1)], NOW)
+    assert usage(store) == (1.0, 0.0)
+    assert store.begin_attempt(claim("e", limit=None), NOW) is None  # nothing to take
+    store.end_attempt(claim("e", limit=None), None, NOW)
+
+
+def test_an_expired_slot_is_reclaimed_by_begin_attempt(store: Store) -> None:
+    assert store.acquire_slot("gw", 1, "crashed", NOW, 5.0)
+    assert store.begin_attempt(claim("a", charge()), NOW + 4.9) == SlotBusy()
+    assert store.begin_attempt(claim("a", charge()), NOW + 5) is None
+
+
+def test_a_claim_no_store_can_hold_cannot_be_made() -> None:
+    with pytest.raises(ValueError, match="lease"):
+        AttemptClaim(holder="a", lease_s=0.0)
+    with pytest.raises(ValueError, match="at least 1"):
+        Slot(name="gw", limit=0, lease_s=5.0)
+    with pytest.raises(ValueError, match="lease"):
+        Slot(name="gw", limit=1, lease_s=float("inf"))
+    with pytest.raises(ValueError, match="finite"):
+        claim("a", charge(amount=float("nan")))
+    with pytest.raises(ValueError, match="once"):
+        claim("a", charge(), charge())
+
+
+def test_end_attempt_refuses_amounts_no_store_can_add_up(store: Store) -> None:
+    held = claim("a", charge())
+    assert store.begin_attempt(held, NOW) is None
+    with pytest.raises(ValueError, match="finite"):
+        store.end_attempt(held, [charge(amount=float("inf"))], NOW)
+    assert usage(store) == (0.0, 1.0)
+    assert not store.acquire_slot("gw", 1, "other", NOW, 5.0), "nothing was given back either"
+
+
 # --- processes at once ---------------------------------------------------------------------------
 
 # Each worker slows the decision down, so that without one transaction (or WATCH) around read,
@@ -338,6 +431,82 @@ def test_eight_processes_never_hold_more_slots_than_the_limit(store_backend: Bac
         holding += change
         most = max(most, holding)
     assert most == 3
+
+
+ATTEMPTER = (
+    WAIT_FOR_GO
+    + """
+import json
+import msgspec
+import rmcli.redis_store, rmcli.store
+from rmcli.state import open_state
+from rmcli.store import AttemptClaim, Slot, SlotBusy
+from rmcore.quota import Charge
+
+def slowly(decide):
+    def slow(*args, **kwargs):
+        time.sleep(0.02)
+        return decide(*args, **kwargs)
+    return slow
+
+for module in (rmcli.store, rmcli.redis_store):
+    module.refuse = slowly(module.refuse)
+spec, home, worker = sys.argv[2], Path(sys.argv[3]), sys.argv[4]
+charges = tuple(msgspec.json.decode(sys.argv[5], type=list[Charge]))
+slot = Slot(name="gw", limit=3, lease_s=30.0)
+results = []
+with open_state({"RECURSIVEMANAGER_STATE": spec}, home) as store:
+    wait_for_go()
+    for i in range(2):
+        claim = AttemptClaim(holder=f"{worker}-{i}", lease_s=30.0, slot=slot, charges=charges)
+        busy, give_up = 0, time.monotonic() + 20
+        while isinstance(answer := store.begin_attempt(claim, 1_764_000_000.0), SlotBusy):
+            if time.monotonic() > give_up:
+                sys.exit("no slot in 20 s")
+            busy += 1
+            time.sleep(0.01)
+        if answer is not None:
+            results.append({"refused": answer.cap_key, "busy": busy})
+            continue
+        entered = time.monotonic()
+        time.sleep(0.2)
+        left = time.monotonic()
+        store.end_attempt(claim, charges, 1_764_000_000.0)
+        results.append({"span": [entered, left], "busy": busy})
+print(json.dumps(results))
+"""
+)
+
+
+def test_eight_processes_beginning_attempts_at_once_keep_the_cap_and_the_slots(
+    store_backend: Backend, tmp_path: Path
+) -> None:
+    """Eight OS processes each begin two attempts at the same moment, against 3 slots and a cap
+    of 5 requests (with a $1.00 cap that 0.15 a request would let 6 through): exactly 5 are
+    admitted, the 11 others refused by the requests cap, never more than 3 hold a slot at once,
+    and at the end everything is settled and every slot free."""
+    charges = [charge(limit=5), charge(USD, amount=0.15, limit=1.0)]
+    encoded = msgspec.json.encode(charges).decode()
+    outputs = run_workers(
+        ATTEMPTER,
+        [[store_backend.spec, str(store_backend.home), f"w{n}", encoded] for n in range(8)],
+        tmp_path / "go",
+    )
+    results = [result for out in outputs for result in json.loads(out)]
+    spans = [tuple(r["span"]) for r in results if "span" in r]
+    assert len(spans) == 5
+    assert sorted(r["refused"] for r in results if "refused" in r) == [REQUESTS] * 11
+    events = sorted([(entered, 1) for entered, _ in spans] + [(left, -1) for _, left in spans])
+    holding, most = 0, 0
+    for _, change in events:
+        holding += change
+        most = max(most, holding)
+    assert most <= 3
+    assert sum(r["busy"] for r in results) > 0, "the slot limit was reached"
+    with store_backend.open() as store:
+        assert usage(store) == (5.0, 0.0)
+        assert usage(store, USD) == (pytest.approx(0.75), 0.0)
+        assert all(store.acquire_slot("gw", 3, f"after {n}", NOW, 5.0) for n in range(3))
 
 
 # --- the SQLite schema ---------------------------------------------------------------------------

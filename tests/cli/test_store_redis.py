@@ -16,8 +16,9 @@ import redis
 
 import rmcli.redis_store as redis_store_module
 from rmcli.redis_store import DEFAULT_PREFIX, RedisStore, _window_field, redacted_url
+from rmcli.session import StoreCircuits, StoreQuotas
 from rmcli.state import STATE_VARIABLE, open_state, state_url
-from rmcli.store import SqliteStore, Store, StoreError, StoreUnavailable
+from rmcli.store import AttemptClaim, Slot, SlotBusy, SqliteStore, Store, StoreError, StoreUnavailable
 from rmcore.attempts import AttemptRecord
 from rmcore.breaker import Admission, CircuitState
 from rmcore.quota import Charge, Refusal, Resource, refuse
@@ -32,6 +33,7 @@ CHARGE = Charge(
     amount=1.0,
     limit=10.0,
 )
+CLAIM = AttemptClaim(holder="h", lease_s=30.0, slot=Slot(name="gw", limit=2, lease_s=5.0), charges=(CHARGE,))
 
 
 @pytest.fixture
@@ -70,6 +72,8 @@ def every_call(store: Store) -> dict[str, Callable[[], object]]:
         "cap_usage": lambda: store.cap_usage(NOW),
         "acquire_slot": lambda: store.acquire_slot("gw", 2, "h", NOW, 30.0),
         "release_slot": lambda: store.release_slot("gw", "h"),
+        "begin_attempt": lambda: store.begin_attempt(CLAIM, NOW),
+        "end_attempt": lambda: store.end_attempt(CLAIM, [CHARGE], NOW),
     }
 
 
@@ -154,7 +158,7 @@ def test_redis_going_down_during_a_reservation_is_unavailable_and_records_nothin
     restart the reservation is not there."""
     server = RedisServer(tmp_path)
     server.start()
-    read, decide = redis_store_module._QUOTA_HELD.run, redis_store_module.refuse
+    read, decide = redis_store_module._QUOTA_RESERVE.run, redis_store_module.refuse
 
     def stop_then_read(*args: Any) -> object:
         server.stop()
@@ -168,7 +172,7 @@ def test_redis_going_down_during_a_reservation_is_unavailable_and_records_nothin
         with RedisStore.open(server.url()) as store:
             assert store.cap_usage(NOW) == []  # connected before the server stops
             if moment == "before the read":
-                monkeypatch.setattr(redis_store_module._QUOTA_HELD, "run", stop_then_read)
+                monkeypatch.setattr(redis_store_module._QUOTA_RESERVE, "run", stop_then_read)
             else:
                 monkeypatch.setattr(redis_store_module, "refuse", stop_then_decide)
             started = time.monotonic()
@@ -342,25 +346,31 @@ def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def routed_call(store: RedisStore, holder: str, charges: list[Charge]) -> dict[str, Callable[[], object]]:
-    """What the runner asks of the store for one routed call, in its order."""
+    """What the runner asks of the state for one routed call, in its order, through the books it
+    uses (``StoreCircuits``, ``StoreQuotas``) and the attempt recorder."""
+    circuits, quotas = StoreCircuits(store), StoreQuotas(store)
+    claim = AttemptClaim(
+        holder=holder,
+        lease_s=30.0,
+        slot=Slot(name="provider:p", limit=8, lease_s=5.0),
+        charges=tuple(charges),
+    )
     return {
-        "admit_circuits": lambda: store.admit_circuits(["p"], NOW, 30.0, 60.0),
-        "acquire_slot": lambda: store.acquire_slot("provider:p", 8, holder, NOW, 30.0),
-        "reserve": lambda: store.reserve(holder, charges, NOW, 30.0),
-        "settle": lambda: store.settle(holder, charges, NOW),
-        "release_slot": lambda: store.release_slot("provider:p", holder),
-        "record_circuit": lambda: store.record_circuit("p", "ok", NOW, 3),
+        "admit_circuits": lambda: circuits.admit("p", 30.0, 60.0),
+        "begin_attempt": lambda: quotas.begin_attempt(claim, NOW),
+        "end_attempt": lambda: quotas.end_attempt(claim, charges, NOW),
+        "record_circuit": lambda: circuits.record("p", "ok", 3),
         "record_attempts": lambda: store.record_attempts(
             "r", "ask", [AttemptRecord(provider="p", model="m", outcome="ok", started_at_ms=1)]
         ),
     }
 
 
-def test_each_call_of_a_routed_call_is_one_round_trip(
-    redis_store: RedisStore, round_trips: list[int]
-) -> None:
+def test_a_routed_call_is_four_round_trips(redis_store: RedisStore, round_trips: list[int]) -> None:
     """On a closed circuit, with the windows last settled by this store and no other client
-    charging them: one round trip per call (no WATCH, no separate read before a write)."""
+    charging them: the admission, taking the slot with the reservation, settling it with the
+    slot given back, and recording the attempt are one round trip each (no WATCH, no separate
+    read before a write); the success on the circuit admitted clean is none."""
     budget = msgspec.structs.replace(CHARGE, cap_key="policy:p:usd:day", resource=Resource.USD, amount=0.25)
     charges = [CHARGE, budget]
     for call in routed_call(redis_store, "warm", charges).values():
@@ -370,8 +380,59 @@ def test_each_call_of_a_routed_call_is_one_round_trip(
         before = round_trips[0]
         call()
         counts[name] = round_trips[0] - before
-    assert counts == dict.fromkeys(counts, 1)
+    assert counts == {
+        "admit_circuits": 1,
+        "begin_attempt": 1,
+        "end_attempt": 1,
+        "record_circuit": 0,
+        "record_attempts": 1,
+    }
     assert [(u.used, u.reserved) for u in redis_store.cap_usage(NOW - 1)] == [(0.5, 0.0), (2.0, 0.0)]
+    assert redis_store.acquire_slot("provider:p", 1, "another", NOW, 5.0), "the slots were given back"
+
+
+def test_a_stale_guess_costs_a_second_trip_and_a_refusal_on_it_holds_nothing(
+    redis_store: RedisStore, redis_server: RedisServer, round_trips: list[int]
+) -> None:
+    """The sums this store's last settlement left are a guess: when another store charged the
+    windows since, the first trip writes nothing (slot included) and the decision is taken on
+    the sums it returned, a second trip when they fit. When they do not, the refusal leaves no
+    slot and no reservation behind."""
+    two = msgspec.structs.replace(CHARGE, limit=2.0)
+    slot = Slot(name="gw", limit=1, lease_s=5.0)
+    with RedisStore.open(redis_server.url()) as other:
+        redis_store.settle("a", [two], NOW)  # leaves 1 of 2 as the guess
+        assert other.reserve("b", [two], NOW, 30.0) is None  # now full
+        before = round_trips[0]
+        refusal = redis_store.begin_attempt(
+            AttemptClaim(holder="c", lease_s=30.0, slot=slot, charges=(two,)), NOW
+        )
+        assert refusal == refuse([two], {(two.cap_key, two.window): 2.0})
+        assert round_trips[0] - before == 1
+        assert other.acquire_slot("gw", 1, "someone", NOW, 5.0), "no slot stayed taken"
+        other.release_slot("gw", "someone")
+        other.release("b")
+        before = round_trips[0]
+        assert (
+            redis_store.begin_attempt(AttemptClaim(holder="d", lease_s=30.0, slot=slot, charges=(two,)), NOW)
+            is None
+        )
+        assert round_trips[0] - before == 2  # no guess left: the sums read, then the commit
+        assert not other.acquire_slot("gw", 1, "someone", NOW, 5.0)
+    assert [(u.used, u.reserved) for u in redis_store.cap_usage(NOW - 1)] == [(1.0, 1.0)]
+
+
+def test_a_busy_slot_is_one_round_trip_that_reserves_nothing(
+    redis_store: RedisStore, round_trips: list[int]
+) -> None:
+    slot = Slot(name="gw", limit=1, lease_s=5.0)
+    assert redis_store.acquire_slot("gw", 1, "holder", NOW, 5.0)
+    redis_store.settle("a", [CHARGE], NOW)  # a guess that fits
+    before = round_trips[0]
+    claim = AttemptClaim(holder="b", lease_s=30.0, slot=slot, charges=(CHARGE,))
+    assert redis_store.begin_attempt(claim, NOW) == SlotBusy()
+    assert round_trips[0] - before == 1
+    assert [(u.used, u.reserved) for u in redis_store.cap_usage(NOW - 1)] == [(1.0, 0.0)]
 
 
 def test_a_probe_raced_for_between_the_read_and_the_write_goes_to_one_store(
