@@ -340,11 +340,9 @@ def test_end_attempt_refuses_amounts_no_store_can_add_up(store: Store) -> None:
 
 # --- processes at once ---------------------------------------------------------------------------
 
-# Each worker slows the decision down, so that without one transaction (or WATCH) around read,
-# decide and write, the eight would all read the cap before any of them wrote a reservation.
-RESERVER = (
-    WAIT_FOR_GO
-    + """
+# Each worker slows the decision down, so that without one transaction (or compare-and-set)
+# around read, decide and write, the eight would all read the cap before any wrote a reservation.
+SLOW_DECISIONS = """
 import json
 import msgspec
 import rmcli.redis_store, rmcli.store
@@ -359,6 +357,12 @@ def slowly(decide):
 
 for module in (rmcli.store, rmcli.redis_store):
     module.refuse = slowly(module.refuse)
+"""
+
+RESERVER = (
+    WAIT_FOR_GO
+    + SLOW_DECISIONS
+    + """
 spec, home, worker = sys.argv[2], Path(sys.argv[3]), sys.argv[4]
 charges = msgspec.json.decode(sys.argv[5], type=list[Charge])
 answers = []
@@ -435,22 +439,9 @@ def test_eight_processes_never_hold_more_slots_than_the_limit(store_backend: Bac
 
 ATTEMPTER = (
     WAIT_FOR_GO
+    + SLOW_DECISIONS
     + """
-import json
-import msgspec
-import rmcli.redis_store, rmcli.store
-from rmcli.state import open_state
 from rmcli.store import AttemptClaim, Slot, SlotBusy
-from rmcore.quota import Charge
-
-def slowly(decide):
-    def slow(*args, **kwargs):
-        time.sleep(0.02)
-        return decide(*args, **kwargs)
-    return slow
-
-for module in (rmcli.store, rmcli.redis_store):
-    module.refuse = slowly(module.refuse)
 spec, home, worker = sys.argv[2], Path(sys.argv[3]), sys.argv[4]
 charges = tuple(msgspec.json.decode(sys.argv[5], type=list[Charge]))
 slot = Slot(name="gw", limit=3, lease_s=30.0)
