@@ -1,8 +1,10 @@
 """Drive the engine over real HTTP: perform its actions, feed it what happened, record every attempt.
 
-Attempts and health checks run as tasks of one anyio task group, so races and hedges really run
-at once; a cancelled attempt's task is cancelled at once, which closes its connection. The loop
-waits for the next event or for the engine's next wake-up, whichever comes first.
+Attempts that may overlap (races, hedges) and health checks run as tasks of one anyio task
+group, so they really run at once; a cancelled attempt's task is cancelled at once, which closes
+its connection. An attempt that runs alone, the usual case, is awaited in the run's own task and
+no task group is made (``_Run``). The loop waits for the next event or for the engine's next
+wake-up, whichever comes first.
 
 With a ``QuotaBook`` (the state store), each attempt first takes its provider's slot (its
 ``max_concurrency``, counted across every process sharing the state, behind this process's own
