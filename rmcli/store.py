@@ -659,7 +659,9 @@ class SqliteStore(ClosingStore):
             )
             for record in attempts
         ]
-        if rows:
+        if len(rows) == 1:  # one statement is a transaction of its own: the usual, cheaper case
+            self._with_retries(lambda conn: conn.execute(_INSERT_ATTEMPT, rows[0]))
+        elif rows:
             self._write(lambda conn: conn.executemany(_INSERT_ATTEMPT, rows))
 
     def attempts_since(self, since_ms: int, providers: Collection[str] | None = None) -> list[AttemptRow]:
