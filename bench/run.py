@@ -40,9 +40,9 @@ def plan(quick: bool, runs: int | None) -> dict[str, Callable[[], list[Row]]]:
     n = runs or (2 if quick else 5)
     return {
         "startup": lambda: startup.bench(runs=max(n, 3) * (1 if quick else 2), litellm_runs=min(n, 3)),
-        # One at a time, always 1,000 calls: fewer would charge a new state store's first writes
-        # (its WAL file growing: 0.32 ms over bare at 300 calls, 0.27 ms at 1,000 and 3,000) to
-        # every call.
+        # One at a time, always 1,000 calls: the figure is the routing's steady cost, and fewer
+        # calls read higher (0.32 ms over bare at 300 calls, 0.27 ms at 1,000 and at 3,000, on
+        # 2026-11-26; 20 more warm-up calls did not change the 300-call figure).
         "throughput": lambda: throughput.bench(
             runs=n, calls=500 if quick else 2000, concurrency=32, sequential_calls=1000
         ),
