@@ -104,7 +104,7 @@ from rmcli.store import (
     StoreUnavailable,
 )
 from rmcore.attempts import AttemptRecord
-from rmcore.breaker import Admission, CircuitState, admit, is_breaking, record
+from rmcore.breaker import Admission, CircuitState, admit, is_breaking, record, release_probe
 from rmcore.quota import CapUsage, Charge, Refusal, Resource, refuse
 from rmcore.usage import AttemptRow
 
@@ -601,11 +601,26 @@ class RedisStore(ClosingStore):
         Raises ``ValueError`` (and stores nothing) when ``outcome`` is neither ``"ok"`` nor an
         error kind."""
         is_breaking(outcome)  # an unknown outcome raises here, before anything is read
+        return self._change_circuit(
+            provider, lambda current: record(current, outcome, now, failure_threshold=failure_threshold), now
+        )
+
+    def release_probe(self, provider: str, probe_started_at: float, now: float) -> CircuitState:
+        """``rmcore.breaker.release_probe`` on ``provider``'s stored circuit, written as
+        ``record_circuit`` writes an outcome; returns the new state."""
+        return self._change_circuit(provider, lambda current: release_probe(current, probe_started_at), now)
+
+    def _change_circuit(
+        self, provider: str, change: Callable[[CircuitState], CircuitState], now: float
+    ) -> CircuitState:
+        """Apply ``change`` to ``provider``'s circuit as read in one command; a change is written
+        by a script only if the circuit still holds what was read, else taken again on what it
+        holds now. The new state."""
 
         def attempt(stored: list[object]) -> tuple[CircuitState, list[object] | None]:
             (raw,) = stored
             current = CircuitState(provider=provider) if raw is None else self._circuit(provider, raw)
-            new = record(current, outcome, now, failure_threshold=failure_threshold)
+            new = change(current)
             if new == current:
                 return new, None
             return new, self._set_circuits([provider], stored, {provider: new}, now)

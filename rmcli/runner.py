@@ -76,6 +76,7 @@ __all__ = [
     "LEASE_MARGIN_S",
     "SLOT_LEASE_S",
     "SLOT_RENEW_S",
+    "CircuitAnswer",
     "CircuitBook",
     "Observer",
     "ProviderLimits",
@@ -166,16 +167,30 @@ class QuotaBook(Protocol):
         ...
 
 
+class CircuitAnswer(NamedTuple):
+    """A breaker's answer: the ``decision`` (``allowed``, ``probe``, ``refused``); when refused,
+    ``retry_in_s``, the seconds until the circuit will be probed; for a probe, ``probe``, which
+    ``CircuitBook.release_probe`` needs to hand it back should it never be sent."""
+
+    decision: str
+    retry_in_s: float | None = None
+    probe: float | None = None
+
+
 class CircuitBook(Protocol):
     """Where circuit breakers live (the state store): shared by every process using it."""
 
-    def admit(self, provider: str, cooldown_s: float, probe_timeout_s: float) -> tuple[str, float | None]:
-        """The decision (``allowed``, ``probe``, ``refused``) and, when refused, seconds until
-        the circuit will be probed."""
+    def admit(self, provider: str, cooldown_s: float, probe_timeout_s: float) -> CircuitAnswer:
+        """May a request go to ``provider`` now?"""
         ...
 
     def record(self, provider: str, outcome: str, failure_threshold: int) -> None:
         """How an attempt on ``provider`` ended."""
+        ...
+
+    def release_probe(self, provider: str, probe: float) -> None:
+        """The probe ``admit`` gave (``CircuitAnswer.probe``) was never sent: hand it back, so
+        that the next asker probes instead of every asker waiting for it to time out."""
         ...
 
 
@@ -272,6 +287,8 @@ class _Run:
         self.tasks = 0  # attempts and health checks running as tasks of the task group
         self.group: TaskGroup | None = None
         self.send: MemoryObjectSendStream[Event] | None = None
+        self.probes: dict[str, float] = {}  # probes this run was given and has not yet sent
+        self.providers: dict[int, str] = {}  # the provider of each attempt started
 
     async def run(self) -> RunOutcome:
         """Route the request to its end."""
@@ -343,6 +360,7 @@ class _Run:
             raise _NeedsTasks
         self.watch.attempt_started(action)
         scope = self.scopes[action.attempt_id] = anyio.CancelScope()
+        self.providers[action.attempt_id] = action.provider.name
         if action.provider.max_concurrency is not None:
             # It may wait for a slot: until it is let go, a cancellation sends nothing, and the
             # engine records no attempt for it.
@@ -389,6 +407,7 @@ class _Run:
             await anyio.lowlevel.checkpoint_if_cancelled()
             # Fed at once, not queued: from here on the request leaves the process.
             self.engine.handle(AttemptHeld(attempt_id=action.attempt_id, at=self.clock(), held=False))
+        self.probes.pop(action.provider.name, None)  # a probe on its way is the breaker's to judge
         return await perform_attempt(self.client, action, self.request, key, self.clock, sink)
 
     async def attempt(self, action: StartAttempt, scope: anyio.CancelScope) -> Event | None:
@@ -410,6 +429,7 @@ class _Run:
                 )
                 event = msgspec.structs.replace(event, error=error)
             return event
+        self.release_probe(action.provider.name)  # cancelled: if it was never sent, hand it back
         return None
 
     async def attempt_task(self, action: StartAttempt, scope: anyio.CancelScope) -> None:
@@ -430,18 +450,32 @@ class _Run:
     def observe(self, event: Event) -> None:
         if isinstance(event, AttemptSucceeded | AttemptFailed | AttemptRefused):
             self.scopes.pop(event.attempt_id, None)
+        if isinstance(event, AttemptRefused):  # nothing was sent
+            self.release_probe(self.providers.get(event.attempt_id, ""))
         self.actions.extend(self.engine.handle(event))
         # Before any action: the breakers must know how the attempt ended before the engine's
         # next AdmitCircuit is answered.
         self.flush_records()
 
     def admit(self, spec: ProviderSpec) -> CircuitAnswered:
-        decision, retry_in = (
+        answer = (
             self.circuits.admit(spec.name, self.plan.breaker.cooldown_s, self.probe_timeout_s)
             if self.circuits is not None
-            else ("allowed", None)
+            else CircuitAnswer("allowed")
         )
-        return CircuitAnswered(provider=spec.name, at=self.clock(), decision=decision, retry_in_s=retry_in)
+        if answer.probe is not None:
+            self.probes[spec.name] = answer.probe
+        return CircuitAnswered(
+            provider=spec.name, at=self.clock(), decision=answer.decision, retry_in_s=answer.retry_in_s
+        )
+
+    def release_probe(self, provider: str) -> None:
+        """Hand back the probe this run was given for ``provider`` if it has not been sent; a
+        store that cannot take it back lets it time out instead."""
+        probe = self.probes.pop(provider, None)
+        if probe is not None and self.circuits is not None:
+            with contextlib.suppress(StoreError):
+                self.circuits.release_probe(provider, probe)
 
 
 class _Guarded:

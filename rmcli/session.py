@@ -13,6 +13,7 @@ import httpx
 from rmcli.config import ConfigError
 from rmcli.environment import state_home
 from rmcli.output import err
+from rmcli.runner import CircuitAnswer
 from rmcli.shared_state import SharedState
 from rmcli.state import open_state
 from rmcli.store import AttemptClaim, SlotBusy, SqliteStore, Store, StoreError
@@ -104,7 +105,7 @@ class StoreCircuits:
         self.store = store
         self._clean: set[str] = set()
 
-    def admit(self, provider: str, cooldown_s: float, probe_timeout_s: float) -> tuple[str, float | None]:
+    def admit(self, provider: str, cooldown_s: float, probe_timeout_s: float) -> CircuitAnswer:
         """Ask ``provider``'s breaker, atomically across processes."""
         now = time.time()
         admission = self.store.admit_circuits([provider], now, cooldown_s, probe_timeout_s)[provider]
@@ -113,7 +114,12 @@ class StoreCircuits:
         else:
             self._clean.discard(provider)
         retry_in = None if admission.retry_at is None else max(admission.retry_at - now, 0.0)
-        return admission.decision, retry_in
+        probe = admission.state.probe_started_at if admission.decision == "probe" else None
+        return CircuitAnswer(admission.decision, retry_in, probe)
+
+    def release_probe(self, provider: str, probe: float) -> None:
+        """Hand back a probe that was never sent (``Store.release_probe``)."""
+        self.store.release_probe(provider, probe, time.time())
 
     def record(self, provider: str, outcome: str, failure_threshold: int) -> None:
         """Tell ``provider``'s breaker how an attempt ended (nothing to tell for a success on a

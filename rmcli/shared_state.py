@@ -100,6 +100,10 @@ class SharedState(ClosingStore):
         """Apply an outcome to a circuit; to this host's own while the shared state is unreachable."""
         return self._or_local(lambda store: store.record_circuit(provider, outcome, now, failure_threshold))
 
+    def release_probe(self, provider: str, probe_started_at: float, now: float) -> CircuitState:
+        """``Store.release_probe``; on this host's state while the shared one is unreachable."""
+        return self._or_local(lambda store: store.release_probe(provider, probe_started_at, now))
+
     def cache_get(self, key: str, now_ms: int, ttl_ms: int) -> bytes | None:
         """A cached answer; from this host's cache while the shared state is unreachable."""
         return self._or_local(lambda store: store.cache_get(key, now_ms, ttl_ms))

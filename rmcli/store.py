@@ -44,7 +44,7 @@ import msgspec
 
 from rmcore.attempts import AttemptRecord
 from rmcore.base import Base
-from rmcore.breaker import Admission, CircuitState, admit, is_breaking, record
+from rmcore.breaker import Admission, CircuitState, admit, is_breaking, record, release_probe
 from rmcore.quota import CapUsage, Charge, Refusal, refuse
 from rmcore.usage import AttemptRow
 
@@ -357,6 +357,11 @@ class Store(Protocol):
     def record_circuit(self, provider: str, outcome: str, now: float, failure_threshold: int) -> CircuitState:
         """Apply the outcome (``"ok"`` or an error kind) of a request to ``provider`` that ended
         at ``now`` to its circuit, atomically, and return the circuit's new state."""
+        ...
+
+    def release_probe(self, provider: str, probe_started_at: float, now: float) -> CircuitState:
+        """Hand back the half-open probe admitted at ``probe_started_at`` that was never sent
+        (``rmcore.breaker.release_probe``), atomically; the circuit's new state."""
         ...
 
     def circuits(self) -> list[CircuitState]:
@@ -752,16 +757,30 @@ class SqliteStore(ClosingStore):
         closed circuit, takes one read). Returns the new state. Raises ``ValueError`` (and
         stores nothing) when ``outcome`` is neither ``"ok"`` nor an error kind."""
         is_breaking(outcome)  # an unknown outcome raises here, before the lock is taken
+        return self._change_circuit(
+            provider, lambda current: record(current, outcome, now, failure_threshold=failure_threshold), now
+        )
+
+    def release_probe(self, provider: str, probe_started_at: float, now: float) -> CircuitState:
+        """``rmcore.breaker.release_probe`` on ``provider``'s stored circuit, as ``record_circuit``
+        applies an outcome; returns the new state."""
+        return self._change_circuit(provider, lambda current: release_probe(current, probe_started_at), now)
+
+    def _change_circuit(
+        self, provider: str, change: Callable[[CircuitState], CircuitState], now: float
+    ) -> CircuitState:
+        """Apply ``change`` to ``provider``'s stored circuit in one ``BEGIN IMMEDIATE``
+        transaction (one read when it changes nothing); the new state."""
         seen = self._with_retries(lambda conn: self._circuits_now(conn, [provider]))
         current = seen.get(provider, CircuitState(provider=provider))
-        if record(current, outcome, now, failure_threshold=failure_threshold) == current:
+        if change(current) == current:
             return current
         updated: list[CircuitState] = []
 
         def apply(conn: sqlite3.Connection) -> None:
             updated.clear()
             current = self._read_circuits(conn, [provider]).get(provider, CircuitState(provider=provider))
-            new = record(current, outcome, now, failure_threshold=failure_threshold)
+            new = change(current)
             if new != current:
                 _write_circuit(conn, new, now)
                 self._circuits_version = None

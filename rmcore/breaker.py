@@ -25,6 +25,10 @@ Choices, stated once:
   a verdict) is given up after ``probe_timeout_s``; then the next caller becomes the probe.
 - A breaking failure recorded while the circuit is already open (a request admitted before it
   opened, ending late) raises the count but does not restart the cooldown.
+- A probe that is never sent (its attempt was refused by a quota or budget, or given up while it
+  waited for a slot) is handed back with ``release_probe``: the circuit is open again with its
+  cooldown already run, so the next caller becomes the probe at once instead of every caller
+  waiting out the probe timeout.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ __all__ = [
     "admit",
     "is_breaking",
     "record",
+    "release_probe",
 ]
 
 CircuitPhase = Literal["closed", "open", "half_open"]
@@ -179,6 +184,19 @@ def record(state: CircuitState, outcome: str, now: float, *, failure_threshold: 
             opened_at=now,
         )
     return msgspec.structs.replace(state, consecutive_failures=failures)
+
+
+def release_probe(state: CircuitState, probe_started_at: float) -> CircuitState:
+    """The circuit after the probe admitted at ``probe_started_at`` was never sent: open again,
+    as it was before that admission (its count and ``opened_at`` kept, so its cooldown is over).
+
+    Only that probe is handed back: when the circuit is not half-open with that very probe (its
+    verdict came, or it timed out and another caller took a newer probe), ``state`` is returned
+    unchanged, so that a late release can never let a second probe in.
+    """
+    if state.state != "half_open" or state.probe_started_at != probe_started_at:
+        return state
+    return msgspec.structs.replace(state, state="open", probe_started_at=None)
 
 
 def _probe(state: CircuitState, now: float) -> Admission:

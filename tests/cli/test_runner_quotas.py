@@ -17,9 +17,9 @@ import pytest
 from rmcli import runner
 from rmcli.notices import SKIP_KINDS
 from rmcli.redis_store import RedisStore
-from rmcli.runner import Observer, ProviderLimits, QuotaBook, route
+from rmcli.runner import CircuitAnswer, Observer, ProviderLimits, QuotaBook, route
 from rmcli.sandbox import Sandbox
-from rmcli.session import StoreQuotas
+from rmcli.session import StoreCircuits, StoreQuotas
 from rmcli.shared_state import SharedState
 from rmcli.store import AttemptClaim, SlotBusy, SqliteStore, Store, StoreUnavailable
 from rmcore.engine import RunOutcome
@@ -28,7 +28,7 @@ from rmcore.plan import BreakerRules, RetryRules, RunLimits, RunPlan, TargetPlan
 from rmcore.policy.schema import Strategy
 from rmcore.pricing import estimate_prompt_tokens
 from rmcore.providers import ProviderSpec, builtin_providers
-from rmcore.quota import Cap, CapUsage, Charge, Period, Refusal, Resource
+from rmcore.quota import Cap, CapUsage, Charge, Period, Refusal, Resource, charges_for
 from rmcore.requests import ChatRequest
 from tests.cli.helpers import closed_port
 from tests.cli.state_backends import Backend
@@ -123,11 +123,14 @@ class Breakers:
     def __init__(self) -> None:
         self.recorded: list[tuple[str, str]] = []
 
-    def admit(self, provider: str, cooldown_s: float, probe_timeout_s: float) -> tuple[str, float | None]:
-        return "allowed", None
+    def admit(self, provider: str, cooldown_s: float, probe_timeout_s: float) -> CircuitAnswer:
+        return CircuitAnswer("allowed")
 
     def record(self, provider: str, outcome: str, failure_threshold: int) -> None:
         self.recorded.append((provider, outcome))
+
+    def release_probe(self, provider: str, probe: float) -> None:
+        raise AssertionError("no probe was given")
 
 
 class Warnings(Observer):
@@ -184,6 +187,28 @@ async def test_a_refused_reservation_leaves_the_providers_slot_free(box: Sandbox
     assert [s.kind for s in outcome.skipped] == [ErrorKind.BUDGET]
     assert store.acquire_slot("provider:glm-direct", 1, "another process", time.time(), 5.0)
     assert store.cap_usage(time.time()) == []
+
+
+async def test_a_probe_refused_by_a_quota_is_handed_back_for_the_next_run(box: Sandbox, store: Store) -> None:
+    """glm-direct's circuit is open and cooled down: the run is given the half-open probe, but
+    the provider's request quota is used up, so nothing is sent. The probe is handed back at
+    once: the circuit is open again, and the next run that may send is the probe, instead of
+    every run being refused until the probe timeout (30 s here)."""
+    now = time.time()
+    for n in range(3):
+        store.record_circuit("glm-direct", "server_error", now - 120 + n, 3)
+    caps = [cap("provider:glm-direct", Resource.REQUESTS, 1)]
+    one_request = charges_for(caps, "glm-direct", 0.0, 0, now)
+    used_up = AttemptClaim(holder="someone", lease_s=60.0, charges=one_request)
+    assert store.begin_attempt(used_up, now) is None
+    run_plan = plan(target(box, "glm-direct"), caps=caps, breaker=BreakerRules(enabled=True))
+    refused = await routed(box, run_plan, StoreQuotas(store), circuits=StoreCircuits(store))
+    assert [s.kind for s in refused.skipped] == [ErrorKind.QUOTA]
+    assert box.requests("glm-direct") == []
+    [circuit] = store.circuits()
+    assert circuit.state == "open"
+    admitted = StoreCircuits(store).admit("glm-direct", 30.0, 30.0)
+    assert admitted.decision == "probe"
 
 
 async def test_a_used_up_request_quota_skips_the_provider_as_quota(box: Sandbox, store: Store) -> None:

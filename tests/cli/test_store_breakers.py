@@ -90,6 +90,28 @@ def test_open_refuses_then_one_probe_then_refuses(store: Store) -> None:
     assert admit_one(store, "p", 161.9).decision == "refused"
 
 
+def test_a_probe_never_sent_is_handed_back_and_the_next_asker_probes(store: Store) -> None:
+    opened = open_circuit(store, "p", at=100.0)
+    probe = admit_one(store, "p", 200.0)
+    assert probe.decision == "probe"
+    assert store.release_probe("p", 200.0, 200.1) == opened
+    assert store.circuits() == [opened]
+    again = admit_one(store, "p", 200.2)
+    assert again.decision == "probe"
+    assert again.state.probe_started_at == 200.2
+
+
+def test_a_late_release_never_lets_a_second_probe_in(store: Store) -> None:
+    """The probe admitted at 200 timed out and another asker holds the one of 260: handing back
+    the first changes nothing, and the one of 260 still keeps everyone else out."""
+    open_circuit(store, "p", at=100.0)
+    assert admit_one(store, "p", 200.0).decision == "probe"
+    newer = admit_one(store, "p", 200.0 + PROBE_TIMEOUT_S)
+    assert newer.decision == "probe"
+    assert store.release_probe("p", 200.0, 261.0) == newer.state
+    assert admit_one(store, "p", 262.0).decision == "refused"
+
+
 def test_each_provider_is_decided_on_its_own(store: Store) -> None:
     open_circuit(store, "down", at=100.0)
     open_circuit(store, "cooled", at=50.0)
@@ -191,7 +213,7 @@ def book(store: Store) -> tuple[StoreCircuits, list[str]]:
 def test_a_success_on_a_circuit_admitted_clean_is_not_sent(store: Store) -> None:
     """It would change nothing: a closed circuit with no failures stays so."""
     circuits, calls = book(store)
-    assert circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S) == ("allowed", None)
+    assert circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S).decision == "allowed"
     circuits.record("p", "ok", 3)
     circuits.record("p", "ok", 3)
     assert calls == ["admit_circuits"]
@@ -214,7 +236,7 @@ def test_after_any_other_outcome_a_success_is_recorded_again(store: Store) -> No
 def test_a_success_on_a_circuit_admitted_with_failures_resets_them(store: Store) -> None:
     store.record_circuit("p", "timeout", time.time(), 3)
     circuits, calls = book(store)
-    assert circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S) == ("allowed", None)
+    assert circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S).decision == "allowed"
     circuits.record("p", "ok", 3)
     assert calls == ["admit_circuits", "record_circuit"]
     assert store.circuits() == [CircuitState(provider="p")]
@@ -223,7 +245,7 @@ def test_a_success_on_a_circuit_admitted_with_failures_resets_them(store: Store)
 def test_a_probe_that_succeeds_closes_the_circuit(store: Store) -> None:
     open_circuit(store, "p", at=time.time() - COOLDOWN_S - 1)
     circuits, _ = book(store)
-    assert circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S) == ("probe", None)
+    assert circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S).decision == "probe"
     circuits.record("p", "ok", 3)
     assert store.circuits() == [CircuitState(provider="p")]
 
@@ -239,7 +261,7 @@ def test_a_failure_another_process_recorded_since_the_admission_stays_counted(
         other.record_circuit("p", "timeout", time.time(), 3)
         circuits.record("p", "ok", 3)
         assert other.circuits() == [CircuitState(provider="p", consecutive_failures=1)]
-        assert circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S) == ("allowed", None)
+        assert circuits.admit("p", COOLDOWN_S, PROBE_TIMEOUT_S).decision == "allowed"
         circuits.record("p", "ok", 3)  # admitted with a failure: this success is recorded
         assert other.circuits() == [CircuitState(provider="p")]
 

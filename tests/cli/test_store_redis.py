@@ -52,6 +52,7 @@ def every_call(store: Store) -> dict[str, Callable[[], object]]:
         "attempts_since": lambda: store.attempts_since(0),
         "admit_circuits": lambda: store.admit_circuits(["p"], NOW, 30.0, 60.0),
         "record_circuit": lambda: store.record_circuit("p", "timeout", NOW, 3),
+        "release_probe": lambda: store.release_probe("p", NOW, NOW),
         "circuits": store.circuits,
         "cache_get": lambda: store.cache_get("k", 0, 1000),
         "cache_put": lambda: store.cache_put("k", "security", b"x", 0),

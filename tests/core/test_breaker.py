@@ -14,6 +14,7 @@ from rmcore.breaker import (
     admit,
     is_breaking,
     record,
+    release_probe,
 )
 from rmcore.errors import ErrorKind
 
@@ -152,6 +153,29 @@ def test_a_probe_without_a_verdict_keeps_the_slot_until_it_times_out() -> None:
     assert retaken.state.probe_started_at == 260.0
 
 
+def test_a_probe_never_sent_is_handed_back_and_the_next_caller_probes_at_once() -> None:
+    probe = admit_at(opened(at=100.0), 200.0)
+    released = release_probe(probe.state, 200.0)
+    assert released == opened(at=100.0)
+    taken = admit_at(released, 200.5)
+    assert taken.decision == "probe"
+    assert taken.state.probe_started_at == 200.5
+
+
+def test_only_the_probe_released_is_handed_back() -> None:
+    """A release that comes late (its probe timed out and another caller holds a newer one, or
+    a verdict already came) changes nothing: it never lets a second probe in."""
+    first = admit_at(opened(), 200.0)
+    second = admit_at(first.state, 260.0)
+    assert second.decision == "probe"
+    assert release_probe(second.state, 200.0) == second.state
+    assert admit_at(release_probe(second.state, 200.0), 261.0).decision == "refused"
+    closed = record(first.state, "ok", 201.0, failure_threshold=3)
+    assert release_probe(closed, 200.0) == closed
+    reopened = fail(first.state, 201.0)
+    assert release_probe(reopened, 200.0) == reopened
+
+
 def test_a_late_failure_does_not_restart_the_cooldown() -> None:
     state = fail(opened(at=100.0), 120.0)
     assert state == opened(at=100.0, failures=4)
@@ -181,7 +205,7 @@ steps = st.one_of(
     st.floats(min_value=0.0, max_value=40.0, allow_nan=False),
 )
 operations = st.lists(
-    st.tuples(st.sampled_from(["admit", "record"]), st.sampled_from(OUTCOMES), steps),
+    st.tuples(st.sampled_from(["admit", "record", "release"]), st.sampled_from(OUTCOMES), steps),
     max_size=60,
 )
 
@@ -200,7 +224,8 @@ def test_invariants_over_any_sequence(
     cooldown ends and admits a probe after it; at most one probe is admitted until an outcome is
     recorded or the probe times out, and a timed-out probe is replaced; the count is the number
     of breaking failures since the last success, and reaching the threshold always leaves the
-    circuit open; a failed probe reopens it; a success always closes it."""
+    circuit open; a failed probe reopens it; a success always closes it; a probe handed back
+    reopens the circuit as it was, and the next admission probes again."""
     state = CircuitState(provider="p")
     now = 0.0
     probe_since: float | None = None
@@ -236,6 +261,16 @@ def test_invariants_over_any_sequence(
             else:
                 assert probe_since is None
             state = admission.state
+        elif op == "release":
+            # The last probe admitted (if any) was never sent; a release of one that has already
+            # had its verdict changes nothing.
+            before = state
+            state = release_probe(state, now if probe_since is None else probe_since)
+            if probe_since is not None:
+                assert state.state == "open" and state.opened_at == before.opened_at
+                probe_since = None
+            else:
+                assert state == before
         else:
             before = state
             state = record(state, outcome, now, failure_threshold=threshold)
