@@ -28,6 +28,7 @@ keys, dates, counts and filters them, and never looks inside.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 import os
@@ -583,12 +584,12 @@ _CAP_USAGE: Final = """
 """
 
 
-class ClosingStore:
+class ClosingStore(abc.ABC):
     """What every store shares: used in a ``with`` block, it is closed at the end."""
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Release the store's connections."""
-        raise NotImplementedError
 
     def __enter__(self) -> Self:
         return self
