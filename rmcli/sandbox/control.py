@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from rmcli.sandbox.formats import encode_json
-from rmcli.sandbox.http11 import HttpError, Request, json_response
+from rmcli.sandbox.request import HttpError, Request
 
 if TYPE_CHECKING:
     from rmcli.sandbox.server import Sandbox
@@ -21,8 +21,8 @@ __all__ = ["control_answer", "control_unreadable", "describe"]
 
 
 def control_unreadable(error: HttpError) -> bytes:
-    """The answer to a request the control API could not read."""
-    return json_response(error.status, encode_json({"error": error.message}), keep_alive=False)
+    """The JSON body answering a request the control API could not read."""
+    return encode_json({"error": error.message})
 
 
 def describe(sandbox: Sandbox, name: str) -> dict[str, object]:

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import abc
 import enum
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from rmcli.sandbox.replies import split_deltas
 
@@ -40,8 +41,9 @@ __all__ = [
 
 
 def encode_json(value: object) -> bytes:
-    """Compact JSON, as the providers send it."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON, as the providers send it (msgspec: the same bytes as ``json.dumps`` with
+    compact separators and ``ensure_ascii=False``, several times faster)."""
+    return msgspec.json.encode(value)
 
 
 class Route(enum.Enum):

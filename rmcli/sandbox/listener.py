@@ -15,15 +15,17 @@ import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 
-from rmcli.sandbox.http11 import HttpError, Request, read_request
+from rmcli.sandbox.connection import HttpConnection
+from rmcli.sandbox.request import HttpError, Request
 
 __all__ = ["Handler", "Listener", "Unreadable"]
 
-Handler = Callable[[Request, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
-"""Answers one request; returns whether the connection may serve another."""
+Handler = Callable[[Request, HttpConnection], Awaitable[None]]
+"""Answers one request on its connection; the connection serves another only if the answer was
+ended and neither side asked to close (``HttpConnection.next_cycle``)."""
 
 Unreadable = Callable[[HttpError], bytes]
-"""The complete response (head and body) to a request that could not be read."""
+"""The JSON body of the answer to a request that could not be read."""
 
 _BACKLOG = 128
 _ACCEPT_RETRY_S = 0.05
@@ -139,17 +141,20 @@ class Listener:
             task.add_done_callback(self._tasks.discard)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = HttpConnection(reader, writer)
         try:
             while True:
                 try:
-                    request = await read_request(reader, writer)
+                    request = await connection.next_request()
                 except HttpError as error:
-                    writer.write(self._unreadable(error))
-                    await writer.drain()
+                    await connection.refuse(error, self._unreadable(error))
                     break
-                if request is None or not await self._handler(request, reader, writer):
+                if request is None:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError):
+                await self._handler(request, connection)
+                if not connection.next_cycle():
+                    break
+        except ConnectionError:
             pass
         except asyncio.CancelledError:
             writer.transport.abort()

@@ -9,7 +9,6 @@ on a separate port, always up, lets other processes change modes and read the re
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import enum
 import itertools
@@ -22,6 +21,9 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+import msgspec
+
+from rmcli.sandbox.connection import HttpConnection
 from rmcli.sandbox.control import control_answer, control_unreadable
 from rmcli.sandbox.formats import (
     Answer,
@@ -32,20 +34,10 @@ from rmcli.sandbox.formats import (
     builtin_formats,
     encode_json,
 )
-from rmcli.sandbox.http11 import (
-    LAST_CHUNK,
-    HttpError,
-    Request,
-    chunk,
-    client_left_within,
-    json_response,
-    reset_connection,
-    response_head,
-    wait_until_client_leaves,
-)
 from rmcli.sandbox.listener import Handler, Listener
 from rmcli.sandbox.modes import OK, Mode, ModeKind, format_seconds, parse_mode
 from rmcli.sandbox.replies import ReplyFunction, count_words, cut_to_words, default_reply, request_text
+from rmcli.sandbox.request import HttpError, Request
 from rmcore.providers import BUILTIN_NAMES
 
 __all__ = [
@@ -71,6 +63,7 @@ ENV_VARS: Mapping[str, tuple[str, str]] = {
 """Each provider's URL and key variables, as the product reads them."""
 
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
+_JSON_TYPE = ("content-type", "application/json")
 _GARBAGE = b"<!doctype html><title>rmgr sandbox</title>garbage: this body is not JSON {"
 _DEFAULT_STREAM_DELAY_S = 0.005
 
@@ -178,8 +171,7 @@ class _Exchange:
     mode: Mode
     request_id: str
     read_at: float
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    http: HttpConnection
 
 
 def _check_names(kind: str, names: Mapping[str, object] | None) -> None:
@@ -194,12 +186,21 @@ def _redacted(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: ("<redacted>" if k in _CREDENTIAL_HEADERS else v) for k, v in headers.items()}
 
 
+def _decode_json(raw: bytes) -> Any:
+    """What ``json.loads`` reads from ``raw``, decoded by msgspec where it can (several times
+    faster); what only Python's json accepts (``NaN``, ``1e400``, a lone surrogate) still reads."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return json.loads(raw)
+
+
 def _parse_body(raw: bytes) -> tuple[Any, bool]:
     """The JSON of a request body, and whether it is a JSON object (as every chat request must be)."""
     if not raw:
         return None, False
     try:
-        value = json.loads(raw)
+        value = _decode_json(raw)
     except ValueError:
         return None, False
     return value, isinstance(value, dict)
@@ -391,17 +392,14 @@ class Sandbox:
     # -- the providers ---------------------------------------------------------------------------
 
     def _unreadable(self, fmt: WireFormat) -> Callable[[HttpError], bytes]:
-        def respond(error: HttpError) -> bytes:
-            body = encode_json(fmt.error_body(error.status, error.message, "0"))
-            return json_response(error.status, body, keep_alive=False)
+        def body(error: HttpError) -> bytes:
+            return encode_json(fmt.error_body(error.status, error.message, "0"))
 
-        return respond
+        return body
 
     def _handler(self, name: str) -> Handler:
-        async def handle(
-            request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-        ) -> bool:
-            return await self._provider_exchange(self._providers[name], request, reader, writer)
+        async def handle(request: Request, http: HttpConnection) -> None:
+            await self._provider_exchange(self._providers[name], request, http)
 
         return handle
 
@@ -430,13 +428,10 @@ class Sandbox:
         payload: bytes,
         outcome: Outcome,
         extra: tuple[tuple[str, str], ...] = (),
-    ) -> bool:
+    ) -> None:
         self._record(ex, outcome, status)
-        keep = ex.request.keep_alive
-        extra = ((ex.provider.format.request_id_header, ex.request_id), *extra)
-        ex.writer.write(json_response(status, payload, keep, extra))
-        await ex.writer.drain()
-        return keep
+        headers = (_JSON_TYPE, (ex.provider.format.request_id_header, ex.request_id), *extra)
+        await ex.http.respond(status, headers, payload)
 
     async def _send_error(
         self,
@@ -445,80 +440,83 @@ class Sandbox:
         outcome: Outcome,
         message: str | None = None,
         extra: tuple[tuple[str, str], ...] = (),
-    ) -> bool:
+    ) -> None:
         body = ex.provider.format.error_body(status, message, ex.request_id)
-        return await self._send_json(ex, status, encode_json(body), outcome, extra)
+        await self._send_json(ex, status, encode_json(body), outcome, extra)
 
-    async def _provider_exchange(
-        self,
-        provider: _Provider,
-        request: Request,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> bool:
+    async def _provider_exchange(self, provider: _Provider, request: Request, http: HttpConnection) -> None:
         fmt = provider.format
         body, is_object = _parse_body(request.body)
         stream = is_object and isinstance(fmt, StreamingFormat) and fmt.wants_stream(body)
         mode = provider.mode
-        ex = _Exchange(
-            provider, request, body, stream, mode, f"{next(self._ids):06d}", time.time(), reader, writer
-        )
+        ex = _Exchange(provider, request, body, stream, mode, f"{next(self._ids):06d}", time.time(), http)
         kind = mode.kind
 
         if kind in (ModeKind.DOWN, ModeKind.RESET):
             self._record(ex, Outcome.DOWN if kind is ModeKind.DOWN else Outcome.RESET, None)
-            reset_connection(writer)
-            return False
+            http.reset()
+            return
         if kind is ModeKind.HANG:
             self._record(ex, Outcome.HANG, None)
-            await wait_until_client_leaves(reader)
-            return False
+            await http.wait_until_client_leaves()
+            return
         if kind is ModeKind.SLOW:
-            if await client_left_within(reader, mode.seconds or 0.0):
+            if await http.client_left_within(mode.seconds or 0.0):
                 self._record(ex, Outcome.CLIENT_LEFT, None)
-                return False
+                return
         elif kind is ModeKind.STATUS:
-            return await self._send_error(ex, mode.status or 500, Outcome.STATUS)
+            await self._send_error(ex, mode.status or 500, Outcome.STATUS)
+            return
         elif kind is ModeKind.RATELIMIT:
             retry = (("retry-after", format_seconds(mode.seconds or 0.0)),)
-            return await self._send_error(ex, 429, Outcome.RATELIMIT, extra=retry)
+            await self._send_error(ex, 429, Outcome.RATELIMIT, extra=retry)
+            return
 
         route = fmt.route(request.method, request.path)
         if route == 404:
             message = f"Invalid URL ({request.method} {request.path})"
-            return await self._send_error(ex, 404, Outcome.NOT_FOUND, message)
+            await self._send_error(ex, 404, Outcome.NOT_FOUND, message)
+            return
         if route == 405:
             message = f"Method {request.method} is not allowed on {request.path}"
-            return await self._send_error(ex, 405, Outcome.METHOD_NOT_ALLOWED, message)
+            await self._send_error(ex, 405, Outcome.METHOD_NOT_ALLOWED, message)
+            return
         problem = fmt.auth_problem(request.headers, provider.key)
         if problem is not None:
-            return await self._send_error(ex, 401, Outcome.UNAUTHORIZED, problem)
+            await self._send_error(ex, 401, Outcome.UNAUTHORIZED, problem)
+            return
         problem = fmt.header_problem(request.headers)
         if problem is not None:
-            return await self._send_error(ex, 400, Outcome.BAD_REQUEST, problem)
+            await self._send_error(ex, 400, Outcome.BAD_REQUEST, problem)
+            return
         if route is Route.HEALTH:
             state = ServerState(in_flight=provider.in_flight, served=provider.received)
-            return await self._send_json(ex, 200, encode_json(fmt.health_body(state)), Outcome.OK)
+            await self._send_json(ex, 200, encode_json(fmt.health_body(state)), Outcome.OK)
+            return
 
         if not is_object:
-            return await self._send_error(ex, 400, Outcome.BAD_REQUEST, "The body is not a JSON object.")
+            await self._send_error(ex, 400, Outcome.BAD_REQUEST, "The body is not a JSON object.")
+            return
         problem = fmt.body_problem(body)
         if problem is not None:
-            return await self._send_error(ex, 400, Outcome.BAD_REQUEST, problem)
+            await self._send_error(ex, 400, Outcome.BAD_REQUEST, problem)
+            return
         try:
-            answer = self._answer(provider, body, ex.request_id)
+            answer = self._answer(provider, body, request.body, ex.request_id)
         except Exception as error:
             message = f"sandbox reply function failed: {type(error).__name__}"
-            return await self._send_error(ex, 500, Outcome.REPLY_FAILED, message)
+            await self._send_error(ex, 500, Outcome.REPLY_FAILED, message)
+            return
         provider.in_flight += 1
         try:
-            return await self._send_answer(ex, answer)
+            await self._send_answer(ex, answer)
         finally:
             provider.in_flight -= 1
 
-    def _answer(self, provider: _Provider, body: dict[str, Any], request_id: str) -> Answer:
+    def _answer(self, provider: _Provider, body: dict[str, Any], raw: bytes, request_id: str) -> Answer:
         fmt = provider.format
-        text = self._reply(provider.name, copy.deepcopy(body))
+        # The reply function gets a copy of its own (decoding again is cheaper than a deep copy).
+        text = self._reply(provider.name, _decode_json(raw))
         cap = fmt.max_tokens(body)
         cut_short = cap is not None and count_words(text) > cap
         if cap is not None and cut_short:
@@ -533,34 +531,39 @@ class Sandbox:
             created=int(time.time()),
         )
 
-    async def _send_answer(self, ex: _Exchange, answer: Answer) -> bool:
+    async def _send_answer(self, ex: _Exchange, answer: Answer) -> None:
         kind = ex.mode.kind
         fmt = ex.provider.format
         if kind is ModeKind.GARBAGE:
-            return await self._send_json(ex, 200, _GARBAGE, Outcome.GARBAGE)
-        if kind in (ModeKind.HUGE, ModeKind.ENDLESS):
+            await self._send_json(ex, 200, _GARBAGE, Outcome.GARBAGE)
+        elif kind in (ModeKind.HUGE, ModeKind.ENDLESS):
             await self._send_runaway(ex, answer)
-            return False
-        if ex.stream and isinstance(fmt, StreamingFormat):
-            return await self._send_stream(ex, fmt, fmt.stream_events(answer, ex.body))
-        payload = encode_json(fmt.answer_body(answer, ex.body))
-        if kind is ModeKind.TRUNCATE:
-            await self._send_partial(ex, payload, payload[: len(payload) // 2], Outcome.TRUNCATE)
-            return False
-        if kind is ModeKind.STALL:
-            await self._send_partial(ex, payload, payload[: max(1, len(payload) // 4)], Outcome.STALL)
-            await wait_until_client_leaves(ex.reader)
-            return False
-        return await self._send_json(ex, 200, payload, Outcome.OK)
+        elif ex.stream and isinstance(fmt, StreamingFormat):
+            await self._send_stream(ex, fmt, fmt.stream_events(answer, ex.body))
+        else:
+            payload = encode_json(fmt.answer_body(answer, ex.body))
+            if kind is ModeKind.TRUNCATE:
+                await self._send_partial(ex, payload, payload[: len(payload) // 2], Outcome.TRUNCATE)
+            elif kind is ModeKind.STALL:
+                await self._send_partial(ex, payload, payload[: max(1, len(payload) // 4)], Outcome.STALL)
+                await ex.http.wait_until_client_leaves()
+            else:
+                await self._send_json(ex, 200, payload, Outcome.OK)
 
     async def _send_partial(self, ex: _Exchange, payload: bytes, part: bytes, outcome: Outcome) -> None:
-        """The head of a complete answer (its full Content-Length), but only ``part`` of its body."""
+        """The head of a complete answer (its full Content-Length), but only ``part`` of its body:
+        the answer is never ended, so the connection closes (or stalls) short of its length."""
         self._record(ex, outcome, 200)
-        extra = ((ex.provider.format.request_id_header, ex.request_id),)
-        ex.writer.write(json_response(200, part, False, extra, content_length=len(payload)))
-        await ex.writer.drain()
+        headers = [
+            _JSON_TYPE,
+            ("content-length", str(len(payload))),
+            ("connection", "close"),
+            (ex.provider.format.request_id_header, ex.request_id),
+        ]
+        await ex.http.start(200, headers)
+        await ex.http.send(part)
 
-    async def _send_stream(self, ex: _Exchange, fmt: StreamingFormat, events: list[bytes]) -> bool:
+    async def _send_stream(self, ex: _Exchange, fmt: StreamingFormat, events: list[bytes]) -> None:
         """A chunked event stream, one chunk per event, each flushed on its own.
 
         ``truncate`` stops after half the events, without the terminating event or the last
@@ -568,20 +571,15 @@ class Sandbox:
         """
         kind = ex.mode.kind
         outcome = {ModeKind.TRUNCATE: Outcome.TRUNCATE, ModeKind.STALL: Outcome.STALL}.get(kind, Outcome.OK)
-        keep = ex.request.keep_alive and outcome is Outcome.OK
         self._record(ex, outcome, 200)
-        head = response_head(
-            200,
-            [
-                ("content-type", fmt.stream_content_type),
-                ("cache-control", "no-cache"),
-                ("transfer-encoding", "chunked"),
-                ("connection", "keep-alive" if keep else "close"),
-                (fmt.request_id_header, ex.request_id),
-            ],
-        )
-        ex.writer.write(head)
-        await ex.writer.drain()
+        headers = [
+            ("content-type", fmt.stream_content_type),
+            ("cache-control", "no-cache"),
+            (fmt.request_id_header, ex.request_id),
+        ]
+        if outcome is not Outcome.OK:
+            headers.append(("connection", "close"))
+        await ex.http.start(200, headers)
         if outcome is Outcome.TRUNCATE:
             events = events[: len(events) // 2]
         elif outcome is Outcome.STALL:
@@ -589,15 +587,11 @@ class Sandbox:
         for index, event in enumerate(events):
             if index:
                 await asyncio.sleep(self._stream_delay_s)
-            ex.writer.write(chunk(event))
-            await ex.writer.drain()
+            await ex.http.send(event)
         if outcome is Outcome.STALL:
-            await wait_until_client_leaves(ex.reader)
-        if outcome is not Outcome.OK:
-            return False
-        ex.writer.write(LAST_CHUNK)
-        await ex.writer.drain()
-        return keep
+            await ex.http.wait_until_client_leaves()
+        elif outcome is Outcome.OK:
+            await ex.http.end()
 
     async def _send_runaway(self, ex: _Exchange, answer: Answer) -> None:
         """A ``huge`` or ``endless`` reply, made piece by piece as the client reads it, so that the
@@ -611,61 +605,50 @@ class Sandbox:
         self._record(ex, Outcome.HUGE if huge else Outcome.ENDLESS, 200)
         headers = [(fmt.request_id_header, ex.request_id), ("connection", "close")]
         if ex.stream and isinstance(fmt, StreamingFormat):
-            head = [("content-type", fmt.stream_content_type), ("cache-control", "no-cache")]
-            ex.writer.write(response_head(200, [*head, ("transfer-encoding", "chunked"), *headers]))
-            ex.writer.write(chunk(b"".join(fmt.stream_opening(answer, ex.body))))
+            stream_type = ("content-type", fmt.stream_content_type)
+            await ex.http.start(200, [stream_type, ("cache-control", "no-cache"), *headers])
+            await ex.http.send(b"".join(fmt.stream_opening(answer, ex.body)))
             event = fmt.stream_text(answer, ex.body, _FILL_PIECE)
             # Whole events only: the stream stays well-formed to its end.
             total = -(-self._huge_bytes // len(event)) * len(event) if huge else None
-            await self._pour(ex, event, total, pause, framed=True)
-            ex.writer.write(chunk(b"".join(fmt.stream_closing(answer, ex.body))) + LAST_CHUNK)
-            await ex.writer.drain()
+            await self._pour(ex, event, total, pause)
+            await ex.http.end(b"".join(fmt.stream_closing(answer, ex.body)))
             return
         # A whole JSON answer whose text is the fill: everything around the text is sent as the
         # format writes it, only the text itself is never built.
         envelope = encode_json(fmt.answer_body(dataclasses.replace(answer, text=_FILL_MARK), ex.body))
         prefix, _, suffix = envelope.partition(_FILL_MARK.encode())
-        json_type = ("content-type", "application/json")
         if huge:
             fill = max(0, self._huge_bytes - len(prefix) - len(suffix))
             length = str(len(prefix) + fill + len(suffix))
-            ex.writer.write(response_head(200, [json_type, ("content-length", length), *headers]))
-            ex.writer.write(prefix)
-            await self._pour(ex, _FILL_UNIT, fill, 0.0, framed=False)
-            ex.writer.write(suffix)
-            await ex.writer.drain()
+            await ex.http.start(200, [_JSON_TYPE, ("content-length", length), *headers])
+            await ex.http.send(prefix)
+            await self._pour(ex, _FILL_UNIT, fill, 0.0)
+            await ex.http.end(suffix)
             return
-        ex.writer.write(response_head(200, [json_type, ("transfer-encoding", "chunked"), *headers]))
-        ex.writer.write(chunk(prefix))
-        await self._pour(ex, _FILL_UNIT, None, pause, framed=True)
+        await ex.http.start(200, [_JSON_TYPE, *headers])  # no length: chunked, never ended
+        await ex.http.send(prefix)
+        await self._pour(ex, _FILL_UNIT, None, pause)
 
-    async def _pour(self, ex: _Exchange, unit: bytes, total: int | None, pause: float, framed: bool) -> None:
+    async def _pour(self, ex: _Exchange, unit: bytes, total: int | None, pause: float) -> None:
         """Send ``unit`` again and again: ``total`` bytes of it (the last unit cut to fit, unless
-        ``total`` is a multiple of it) or forever; one unit
-        every ``pause`` seconds, or as fast as the client reads. ``framed``: as chunks of a
-        chunked body."""
+        ``total`` is a multiple of it) or forever; one unit every ``pause`` seconds, or as fast as
+        the client reads. A chunked body gets one chunk per send."""
         if pause > 0:
             while True:
                 await asyncio.sleep(pause)
-                ex.writer.write(chunk(unit) if framed else unit)
-                await ex.writer.drain()
+                await ex.http.send(unit)
         block = unit * max(1, len(_FILL_BLOCK) // len(unit))
         for piece in _pieces(block, total):
-            ex.writer.write(chunk(piece) if framed else piece)
-            await ex.writer.drain()
+            await ex.http.send(piece)
             # drain() returns at once while the client keeps up: let other connections run too.
             await asyncio.sleep(0)
 
     # -- the control API -------------------------------------------------------------------------
 
-    async def _control_exchange(
-        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
+    async def _control_exchange(self, request: Request, http: HttpConnection) -> None:
         status, payload = control_answer(self, request)
-        keep = request.keep_alive
-        writer.write(json_response(status, encode_json(payload), keep))
-        await writer.drain()
-        return keep
+        await http.respond(status, [_JSON_TYPE], encode_json(payload))
 
 
 def _pieces(block: bytes, total: int | None) -> Iterator[bytes]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -796,3 +798,271 @@ async def test_a_fixed_port_in_use_is_reported_with_the_provider_name() -> None:
         with pytest.raises(OSError, match=f"sandbox glm-direct: cannot bind 127.0.0.1:{port}"):
             async with Sandbox(ports={"glm-direct": port}):
                 pass
+
+
+# -- the wire, byte by byte ------------------------------------------------------------------------
+# What each fault looks like on the socket, read without an HTTP client library in between, and
+# what the server does with requests that no well-behaved client library would send.
+
+
+def raw_request(
+    sandbox: Sandbox,
+    name: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    method: str = "POST",
+    path: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """A request as bytes, with the provider's key; ``connection: close`` unless ``headers`` say otherwise."""
+    content = json.dumps(payload).encode() if payload is not None else b""
+    fields = {
+        "host": "127.0.0.1",
+        **auth(sandbox, name),
+        "content-type": "application/json",
+        "content-length": str(len(content)),
+        "connection": "close",
+        **(headers or {}),
+    }
+    target = path or urlsplit(sandbox.url(name)).path
+    head = f"{method} {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+    return (head + "\r\n").encode() + content
+
+
+async def read_to_end(port: int, data: bytes, within_s: float = 5.0) -> bytes:
+    """Send ``data`` on a new connection and read until the server ends it in order (FIN)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        return await asyncio.wait_for(reader.read(), within_s)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def split_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers (names lower-cased) and raw body of one response."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines)
+    return int(status_line.split(" ")[1]), {k.lower(): v for k, v in fields.items()}, body
+
+
+def dechunk(body: bytes) -> tuple[list[bytes], bool]:
+    """The chunks of a chunked body, and whether it ended with the zero-length last chunk.
+    Fails if the body stops inside a chunk: a cut stream must stop between chunks."""
+    chunks: list[bytes] = []
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            assert body == b"\r\n", "nothing may follow the last chunk"
+            return chunks, True
+        assert len(body) >= size + 2 and body[size : size + 2] == b"\r\n", "a chunk was cut"
+        chunks.append(body[:size])
+        body = body[size + 2 :]
+    return chunks, False
+
+
+async def test_ok_stream_on_the_wire_is_chunked_one_event_a_chunk_and_ends_with_the_last_chunk() -> None:
+    """The reference for the faults below: a whole stream is one chunk per event and ends with the
+    zero-length last chunk, and the server honours the client's ``connection: close``."""
+    async with Sandbox() as sandbox:
+        raw = await read_to_end(
+            sandbox.port("openai-direct"),
+            raw_request(sandbox, "openai-direct", chat_body("openai-direct", True)),
+        )
+        status, headers, body = split_response(raw)
+        assert (status, headers["transfer-encoding"], headers["connection"]) == (200, "chunked", "close")
+        chunks, ended = dechunk(body)
+        assert ended
+        assert chunks[-1] == b"data: [DONE]\n\n"
+        assert all(c.startswith(b"data: ") and c.endswith(b"\n\n") for c in chunks)
+
+
+async def test_reset_resets_the_connection_before_any_byte_of_the_answer() -> None:
+    """``reset`` reads the whole request, then ends the connection with a TCP reset, not an orderly
+    close: the client's read fails with ECONNRESET and not one byte of a status line arrives."""
+    async with Sandbox({"anthropic-direct": "reset"}) as sandbox:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sandbox.port("anthropic-direct"))
+        writer.write(raw_request(sandbox, "anthropic-direct", chat_body("anthropic-direct")))
+        received = b""
+        with pytest.raises(ConnectionResetError):
+            while piece := await asyncio.wait_for(reader.read(65536), 5.0):
+                received += piece
+        assert received == b""
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        assert [r.outcome for r in sandbox.requests("anthropic-direct")] == [Outcome.RESET]
+
+
+@pytest.mark.parametrize("name", ["openai-direct", "anthropic-direct"])
+async def test_truncate_closes_a_chunked_stream_between_chunks_without_the_last_chunk(name: str) -> None:
+    """A truncated stream is whole chunks, half of the events, then an orderly close (FIN, so the
+    read ends without an error) with no zero-length last chunk and no terminating event: what a
+    provider that dies mid-answer looks like to an HTTP parser."""
+    async with Sandbox() as sandbox:
+        request = raw_request(sandbox, name, chat_body(name, True))
+        whole, _ = dechunk(split_response(await read_to_end(sandbox.port(name), request))[2])
+        sandbox.set_mode(name, "truncate")
+        raw = await read_to_end(sandbox.port(name), request)
+        status, headers, body = split_response(raw)
+        assert (status, headers["transfer-encoding"], headers["connection"]) == (200, "chunked", "close")
+        chunks, ended = dechunk(body)
+        assert not ended and not body.endswith(b"0\r\n\r\n")
+        assert 3 <= len(chunks) < len(whole)
+        assert b"[DONE]" not in body and b"message_stop" not in body
+
+
+async def test_truncate_closes_a_plain_answer_short_of_its_content_length() -> None:
+    """A truncated plain answer announces the Content-Length of the whole answer, sends about half
+    of it, and closes in order: the body ends early instead of being a shorter whole."""
+    async with Sandbox({"glm-direct": "truncate"}) as sandbox:
+        raw = await read_to_end(
+            sandbox.port("glm-direct"), raw_request(sandbox, "glm-direct", chat_body("glm-direct"))
+        )
+        status, headers, body = split_response(raw)
+        assert status == 200 and headers["connection"] == "close" and "transfer-encoding" not in headers
+        assert 0 < len(body) < int(headers["content-length"]) <= 2 * len(body) + 1
+        with pytest.raises(ValueError):
+            json.loads(body)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_stall_sends_a_head_and_a_start_then_nothing_on_an_open_connection(stream: bool) -> None:
+    """``stall`` sends the head and the first event (one chunk) or the first quarter of a plain
+    body, then nothing at all: the connection stays open and a further read only times out."""
+    async with Sandbox({"openai-direct": "stall"}) as sandbox:
+        reader, writer = await asyncio.open_connection("127.0.0.1", sandbox.port("openai-direct"))
+        writer.write(raw_request(sandbox, "openai-direct", chat_body("openai-direct", stream)))
+        received = b""
+        with pytest.raises(TimeoutError):
+            while True:
+                piece = await asyncio.wait_for(reader.read(65536), 0.3)
+                assert piece, "the server closed a stalled connection"
+                received += piece
+        writer.close()
+        await writer.wait_closed()
+        status, headers, body = split_response(received)
+        assert status == 200
+        if stream:
+            chunks, ended = dechunk(body)
+            assert len(chunks) == 1 and not ended
+            assert json.loads(chunks[0].removeprefix(b"data: "))["choices"][0]["delta"]["role"] == "assistant"
+        else:
+            assert 0 < len(body) <= int(headers["content-length"]) // 4
+
+
+async def test_garbage_on_the_wire_is_a_whole_well_framed_answer_that_is_not_json() -> None:
+    """``garbage`` breaks the content, not the framing: a complete answer of exactly its
+    Content-Length, announced as JSON, on a connection that can serve another request."""
+    async with Sandbox({"anthropic-direct": "garbage"}) as sandbox:
+        request = raw_request(sandbox, "anthropic-direct", chat_body("anthropic-direct"))
+        raw = await read_to_end(
+            sandbox.port("anthropic-direct"), request.replace(b"close", b"keep-alive", 1) + request
+        )
+        assert raw.count(b"HTTP/1.1 200 OK\r\n") == 2
+        _, headers, rest = split_response(raw)
+        body = rest[: int(headers["content-length"])]
+        assert headers["content-type"] == "application/json" and body.startswith(b"<!doctype html>")
+        with pytest.raises(ValueError):
+            json.loads(body)
+
+
+async def test_two_requests_in_one_write_are_answered_in_order_on_one_connection() -> None:
+    """Pipelined requests (the second sent before the first is answered) are read one at a time
+    and answered in order on the same connection, which closes after the one that asked."""
+    async with Sandbox() as sandbox:
+        first = raw_request(
+            sandbox, "glm-direct", chat_body("glm-direct"), headers={"connection": "keep-alive"}
+        )
+        second = raw_request(sandbox, "glm-direct", path=health_path(sandbox, "glm-direct"), method="GET")
+        raw = await read_to_end(sandbox.port("glm-direct"), first + second)
+        status, headers, rest = split_response(raw)
+        length = int(headers["content-length"])
+        assert status == 200 and json.loads(rest[:length])["object"] == "chat.completion"
+        status, headers, body = split_response(rest[length:])
+        assert status == 200 and headers["connection"] == "close"
+        assert json.loads(body)["object"] == "list"
+        assert sandbox.connections("glm-direct") == 1
+
+
+async def test_a_head_request_gets_headers_without_a_body_and_the_connection_goes_on() -> None:
+    """A HEAD request is answered with the status and headers it would get, and no body (which
+    would corrupt the connection); the same connection then serves the next request."""
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        headers = auth(sandbox, "openai-direct")
+        head = await client.head(sandbox.url("openai-direct"), headers=headers)
+        assert head.status_code == 405 and head.content == b""
+        assert int(head.headers["content-length"]) > 0
+        assert (await post(client, sandbox, "openai-direct")).status_code == 200
+        assert sandbox.connections("openai-direct") == 1
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent() -> None:
+    """A client that sends ``Expect: 100-continue`` (curl does, for larger bodies) and waits is
+    told ``100 Continue``, sends its body, and gets the answer."""
+    async with Sandbox() as sandbox:
+        request = raw_request(
+            sandbox, "glm-direct", chat_body("glm-direct"), headers={"expect": "100-continue"}
+        )
+        head, _, body = request.partition(b"\r\n\r\n")
+        reader, writer = await asyncio.open_connection("127.0.0.1", sandbox.port("glm-direct"))
+        writer.write(head + b"\r\n\r\n")
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+        writer.write(body)
+        answer = await asyncio.wait_for(reader.read(), 5.0)
+        writer.close()
+        await writer.wait_closed()
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        status, _, rest = split_response(answer)
+        assert status == 200 and json.loads(rest)["model"] == "glm-direct-model"
+
+
+async def test_a_head_over_64_kib_gets_431_and_a_body_announced_over_32_mib_gets_413() -> None:
+    """Requests past the size limits are refused in the provider's error shape, then the
+    connection closes: a header block over 64 KiB with 431, a Content-Length over 32 MiB with 413
+    at once, without waiting for a body that would never be read."""
+    async with Sandbox() as sandbox:
+        port = sandbox.port("anthropic-direct")
+        padded = raw_request(sandbox, "anthropic-direct", {}, headers={"x-padding": "a" * 70_000})
+        status, _, body = split_response(await read_to_end(port, padded))
+        assert status == 431 and json.loads(body)["type"] == "error"
+        announced = raw_request(
+            sandbox, "anthropic-direct", headers={"content-length": str(33 * 1024 * 1024)}
+        )
+        status, headers, body = split_response(await read_to_end(port, announced))
+        assert status == 413 and headers["connection"] == "close"
+        assert json.loads(body)["type"] == "error"
+        assert sandbox.requests("anthropic-direct") == []
+
+
+async def test_a_chunked_body_over_the_limit_gets_413(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunked body, whose length is not announced, is refused with 413 as soon as what has
+    arrived passes the limit (lowered here to 1 KiB)."""
+    monkeypatch.setattr("rmcli.sandbox.connection.MAX_BODY_BYTES", 1024)
+    async with Sandbox() as sandbox:
+        head = raw_request(sandbox, "glm-direct", headers={"transfer-encoding": "chunked"})
+        head = head.replace(b"content-length: 0\r\n", b"")
+        piece = b"x" * 800
+        chunked = head + (b"%x\r\n%s\r\n" % (len(piece), piece)) * 2 + b"0\r\n\r\n"
+        status, headers, body = split_response(await read_to_end(sandbox.port("glm-direct"), chunked))
+        assert status == 413 and headers["connection"] == "close"
+        assert json.loads(body)["error"]["message"]
+
+
+async def test_a_client_that_leaves_mid_request_is_let_go_quietly() -> None:
+    """A client that closes the connection in the middle of its request body gets no answer and
+    leaves no log entry; the provider goes on serving others."""
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        request = raw_request(sandbox, "openai-direct", chat_body("openai-direct"))
+        reader, writer = await asyncio.open_connection("127.0.0.1", sandbox.port("openai-direct"))
+        writer.write(request[:-10])
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 5.0) == b""
+        writer.close()
+        await writer.wait_closed()
+        assert (await post(client, sandbox, "openai-direct")).status_code == 200
+        assert [r.outcome for r in sandbox.requests("openai-direct")] == [Outcome.OK]
