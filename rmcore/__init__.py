@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from rmcore.budget import Ledger
     from rmcore.completion import Completion, Usage
     from rmcore.confidence import ParsedAnswer, overall_confidence, parse_answer
-    from rmcore.engine import (
+    from rmcore.engine import Engine
+    from rmcore.errors import ErrorKind, ProviderError
+    from rmcore.events import (
         Action,
         AdmitCircuit,
         AttemptFailed,
@@ -34,7 +36,6 @@ if TYPE_CHECKING:
         CancelAttempt,
         CheckHealth,
         CircuitAnswered,
-        Engine,
         Event,
         FailedOver,
         Finish,
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
         TargetSkipped,
         TimePassed,
     )
-    from rmcore.errors import ErrorKind, ProviderError
     from rmcore.health import HealthReport, build_health_request, read_health_reply
     from rmcore.perspectives import (
         PERSPECTIVES,
@@ -97,28 +97,28 @@ if TYPE_CHECKING:
     from rmcore.wire import StreamParser, build_request, classify_failure, parse_response, stream_parser
 
 _LAZY = {
-    "Action": "rmcore.engine",
-    "AdmitCircuit": "rmcore.engine",
-    "AttemptFailed": "rmcore.engine",
-    "AttemptHeld": "rmcore.engine",
+    "Action": "rmcore.events",
+    "AdmitCircuit": "rmcore.events",
+    "AttemptFailed": "rmcore.events",
+    "AttemptHeld": "rmcore.events",
     "AttemptRecord": "rmcore.attempts",
-    "AttemptRefused": "rmcore.engine",
-    "AttemptSucceeded": "rmcore.engine",
-    "Backoff": "rmcore.engine",
-    "CancelAttempt": "rmcore.engine",
+    "AttemptRefused": "rmcore.events",
+    "AttemptSucceeded": "rmcore.events",
+    "Backoff": "rmcore.events",
+    "CancelAttempt": "rmcore.events",
     "Cap": "rmcore.quota",
     "CapUsage": "rmcore.quota",
     "Charge": "rmcore.quota",
     "ChatRequest": "rmcore.requests",
-    "CheckHealth": "rmcore.engine",
-    "CircuitAnswered": "rmcore.engine",
+    "CheckHealth": "rmcore.events",
+    "CircuitAnswered": "rmcore.events",
     "Completion": "rmcore.completion",
     "Engine": "rmcore.engine",
     "ErrorKind": "rmcore.errors",
-    "Event": "rmcore.engine",
-    "FailedOver": "rmcore.engine",
-    "Finish": "rmcore.engine",
-    "HealthObserved": "rmcore.engine",
+    "Event": "rmcore.events",
+    "FailedOver": "rmcore.events",
+    "Finish": "rmcore.events",
+    "HealthObserved": "rmcore.events",
     "HealthReport": "rmcore.health",
     "HttpRequest": "rmcore.requests",
     "Ledger": "rmcore.budget",
@@ -129,22 +129,22 @@ _LAZY = {
     "PerspectiveResult": "rmcore.report",
     "Policy": "rmcore.policy",
     "PolicyIssue": "rmcore.policy",
-    "ProviderAnswer": "rmcore.engine",
+    "ProviderAnswer": "rmcore.events",
     "ProviderError": "rmcore.errors",
     "ProviderKind": "rmcore.providers",
     "ProviderSpec": "rmcore.providers",
     "Refusal": "rmcore.quota",
     "Resource": "rmcore.quota",
-    "RunOutcome": "rmcore.engine",
+    "RunOutcome": "rmcore.events",
     "RunPlan": "rmcore.plan",
     "SimProvider": "rmcore.simulate",
     "SimReply": "rmcore.simulate",
     "Simulation": "rmcore.simulate",
-    "StartAttempt": "rmcore.engine",
+    "StartAttempt": "rmcore.events",
     "Status": "rmcore.report",
     "StreamParser": "rmcore.wire",
-    "TargetSkipped": "rmcore.engine",
-    "TimePassed": "rmcore.engine",
+    "TargetSkipped": "rmcore.events",
+    "TimePassed": "rmcore.events",
     "Usage": "rmcore.completion",
     "analysis_json": "rmcore.report",
     "analysis_status": "rmcore.report",

@@ -11,7 +11,8 @@ probe" hold between processes.
 
 Choices, stated once:
 
-- Only failures that say the *provider* is broken count (``BREAKING_KINDS``). ``auth`` is one of
+- Only failures that say the *provider* is broken count (the ``breaking`` column of
+  :data:`rmcore.conduct.CONDUCT`, re-exported here as ``BREAKING_KINDS``). ``auth`` is one of
   them: a missing or wrong key fails every request to that provider, and opening its circuit
   saves a round trip per run until the key is fixed (after which the first probe closes it).
   ``unhealthy`` (the health check before use failed) is one too. Failures that are about the
@@ -38,7 +39,7 @@ from typing import Literal
 import msgspec
 
 from rmcore.base import Base
-from rmcore.errors import ErrorKind
+from rmcore.conduct import BREAKING_KINDS, conduct_of
 
 __all__ = [
     "BREAKING_KINDS",
@@ -57,23 +58,6 @@ CircuitPhase = Literal["closed", "open", "half_open"]
 
 Decision = Literal["allowed", "probe", "refused"]
 """What ``admit`` said: send the request, send it as the one probe, or pass the target over."""
-
-BREAKING_KINDS: frozenset[ErrorKind] = frozenset(
-    {
-        ErrorKind.CONNECTION,
-        ErrorKind.TIMEOUT,
-        ErrorKind.FIRST_TOKEN_TIMEOUT,
-        ErrorKind.STREAM_STALLED,
-        ErrorKind.STREAM_TRUNCATED,
-        ErrorKind.SERVER_ERROR,
-        ErrorKind.OVERLOADED,
-        ErrorKind.RATE_LIMITED,
-        ErrorKind.MALFORMED_RESPONSE,
-        ErrorKind.AUTH,
-        ErrorKind.UNHEALTHY,
-    }
-)
-"""Error kinds that say the provider, not the request or the run, is broken."""
 
 _OK = "ok"
 
@@ -129,9 +113,8 @@ def is_breaking(outcome: str) -> bool:
 
     Raises ``ValueError`` for a string that is neither, so that a typo cannot pass silently.
     """
-    if outcome == _OK:
-        return False
-    return ErrorKind(outcome) in BREAKING_KINDS
+    row = conduct_of(outcome)
+    return row is not None and row.breaking
 
 
 def admit(state: CircuitState, now: float, *, cooldown_s: float, probe_timeout_s: float) -> Admission:

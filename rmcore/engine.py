@@ -11,14 +11,18 @@ generator seeded by the caller, and when it needs to be woken it says so through
 
 A route is a tree. Its leaves are providers (``_TargetRun``: retries, backoff, budget, breaker
 and health checks for one provider); its inner nodes are strategies that only decide which child
-runs when:
+runs when. What each strategy is (one child at a time or all at once, in what order, whether
+every answer is kept) and what each error kind calls for (retry, fail over, stop, count against
+the breaker) are facts of :mod:`rmcore.conduct`'s tables; this module is the mechanism:
 
-- ``sequential``, ``cheapest``, ``weighted``: one child at a time, in the route's order, in order
-  of worst-case cost, or in a weighted random order; the next child when one fails for good;
-- ``fastest``: every child at once; the first answer wins and the others are cancelled;
-- ``hedged``: the first child; the next also starts when the running ones have not answered
-  within ``hedge_after_s`` (or at once when one fails); the first answer wins;
-- ``compare``: every child at once; every answer is kept.
+- ``Concurrency.ONE`` (``_Ordered``: sequential, cheapest, weighted): one child at a time, in the
+  strategy's ``Order`` (as written, by worst-case cost, or a weighted random draw); the next
+  child when one fails for good;
+- ``Concurrency.ALL`` (``_Race``: fastest, compare): every child at once; the first answer wins
+  and the others are cancelled, unless the strategy keeps every answer (compare);
+- ``Concurrency.HEDGED`` (``_Hedged``): the first child; the next also starts when the running
+  ones have not answered within ``hedge_after_s`` (or at once when one fails); the first answer
+  wins.
 
 Rules that hold for the whole run, whatever the strategy (DESIGN §4):
 
@@ -48,9 +52,9 @@ from collections.abc import Callable
 
 from rmcore.attempts import AttemptRecord
 from rmcore.backoff import backoff_s
-from rmcore.breaker import is_breaking
 from rmcore.budget import Ledger
 from rmcore.completion import Usage
+from rmcore.conduct import CONDUCT, STRATEGIES, Concurrency, Order
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.events import (
     Action,
@@ -75,11 +79,11 @@ from rmcore.events import (
     TimePassed,
 )
 from rmcore.plan import RoutePlan, RunPlan, TargetPlan, leaves
-from rmcore.policy.schema import Strategy
 from rmcore.pricing import cost_usd, estimate_prompt_tokens, worst_case_usd
 from rmcore.requests import ChatRequest
 
-# The engine's vocabulary lives in rmcore.events; those names are re-exported here too.
+# The engine's vocabulary lives in rmcore.events: import it from there. The names are still
+# re-exported here for the shell, until it imports them from rmcore.events too.
 __all__ = [
     "Action",
     "AdmitCircuit",
@@ -317,7 +321,7 @@ class _Composite(_Node):
         self.finish_children(now, child)
 
     def keeps_all_answers(self) -> bool:
-        return False
+        return STRATEGIES[self.route.strategy].keeps_every_answer
 
     def starts_next_on_failure(self) -> bool:
         return False
@@ -351,35 +355,36 @@ class _Composite(_Node):
 
 
 class _Ordered(_Composite):
-    """sequential, cheapest, weighted: one child at a time, in an order fixed at the start."""
+    """``Concurrency.ONE`` (sequential, cheapest, weighted): one child at a time, in the
+    strategy's order, fixed at the start."""
 
     def begin(self, now: float) -> None:
-        strategy = self.route.strategy
-        if strategy is Strategy.CHEAPEST:
-            self.children.sort(key=lambda c: c.worst_case())
-        elif strategy is Strategy.WEIGHTED:
-            rng = self.engine.rng
-            weights = [t.weight for t in self.route.targets]
-            keyed = [(rng.random() ** (1.0 / w), i) for i, w in enumerate(weights)]
-            order = [i for _, i in sorted(keyed, reverse=True)]
-            self.children = [self.children[i] for i in order]
+        match STRATEGIES[self.route.strategy].order:
+            case Order.COST:
+                self.children.sort(key=lambda c: c.worst_case())
+            case Order.WEIGHT:
+                rng = self.engine.rng
+                weights = [t.weight for t in self.route.targets]
+                keyed = [(rng.random() ** (1.0 / w), i) for i, w in enumerate(weights)]
+                order = [i for _, i in sorted(keyed, reverse=True)]
+                self.children = [self.children[i] for i in order]
+            case Order.WRITTEN:
+                pass
         self.children[0].start(now)
 
 
 class _Race(_Composite):
-    """fastest and compare: every child at once."""
+    """``Concurrency.ALL`` (fastest, compare): every child at once."""
 
     def begin(self, now: float) -> None:
         for child in self.children:
             if not self.done and child.status is _Status.IDLE:
                 child.start(now)
 
-    def keeps_all_answers(self) -> bool:
-        return self.route.strategy is Strategy.COMPARE
-
 
 class _Hedged(_Composite):
-    """hedged: the first child; the next one too when the running ones are slow or fail."""
+    """``Concurrency.HEDGED``: the first child; the next one too when the running ones are slow
+    or fail."""
 
     def begin(self, now: float) -> None:
         self.children[0].start(now)
@@ -409,14 +414,12 @@ class _Hedged(_Composite):
             self.arm(now)
 
 
-_COMPOSITES: dict[Strategy, Callable[[Engine, _Composite | None, RoutePlan], _Composite]] = {
-    Strategy.SEQUENTIAL: _Ordered,
-    Strategy.CHEAPEST: _Ordered,
-    Strategy.WEIGHTED: _Ordered,
-    Strategy.FASTEST: _Race,
-    Strategy.COMPARE: _Race,
-    Strategy.HEDGED: _Hedged,
+_COMPOSITES: dict[Concurrency, Callable[[Engine, _Composite | None, RoutePlan], _Composite]] = {
+    Concurrency.ONE: _Ordered,
+    Concurrency.ALL: _Race,
+    Concurrency.HEDGED: _Hedged,
 }
+"""The node class that runs each concurrency of :data:`rmcore.conduct.STRATEGIES`."""
 
 
 # --- the engine ---------------------------------------------------------------------------------
@@ -455,6 +458,7 @@ class Engine:
         self._running: dict[int, tuple[_TargetRun, float, float]] = {}
         self._held: set[int] = set()
         self._attempts: list[AttemptRecord] = []
+        self._attempt_ids: list[int] = []
         self._skipped: list[SkippedTarget] = []
         self.answers: list[ProviderAnswer] = []
         self._out: list[Action] = []
@@ -480,6 +484,12 @@ class Engine:
     def attempts(self) -> tuple[AttemptRecord, ...]:
         """Every attempt that has ended (or was cancelled) so far, in order."""
         return tuple(self._attempts)
+
+    @property
+    def attempt_ids(self) -> tuple[int, ...]:
+        """The ``attempt_id`` of each of ``attempts``, in the same order: what the shell needs to
+        match a record with the request it sent."""
+        return tuple(self._attempt_ids)
 
     @property
     def spent_usd(self) -> float:
@@ -518,11 +528,14 @@ class Engine:
                 self._attempt_ended(event)
             case AttemptRefused():
                 self._attempt_refused(event)
-            case AttemptHeld(attempt_id=attempt_id, held=held):
+            case AttemptHeld(attempt_id=attempt_id, held=held, at=at):
                 if held and attempt_id in self._running:
                     self._held.add(attempt_id)
-                else:
+                elif attempt_id in self._held:
                     self._held.discard(attempt_id)
+                    # Latency counts from the moment the request leaves, not from a wait in line.
+                    node, _, worst = self._running[attempt_id]
+                    self._running[attempt_id] = (node, at, worst)
             case TimePassed(at=at):
                 self._time_passed(at)
             case HealthObserved():
@@ -540,7 +553,7 @@ class Engine:
     def build(self, parent: _Composite | None, target: TargetPlan | RoutePlan) -> _Node:
         if isinstance(target, TargetPlan):
             return _TargetRun(self, parent, target)
-        return _COMPOSITES[target.strategy](self, parent, target)
+        return _COMPOSITES[STRATEGIES[target.strategy].concurrency](self, parent, target)
 
     def emit(self, action: Action) -> None:
         self._out.append(action)
@@ -704,7 +717,7 @@ class Engine:
                 e.status,
                 e.message,
             )
-            if is_breaking(e.kind.value):
+            if CONDUCT[e.kind].breaking:
                 # The circuit may have opened: another target of this provider asks its breaker
                 # again rather than trust the answer given before this failure.
                 self._circuits.pop(node.name, None)
@@ -760,6 +773,7 @@ class Engine:
         message: str | None,
         model: str | None = None,
     ) -> None:
+        self._attempt_ids.append(attempt_id)
         self._attempts.append(
             AttemptRecord(
                 provider=target.provider.name,
@@ -828,15 +842,12 @@ class Engine:
         return out
 
 
-_ONE_AT_A_TIME = frozenset({Strategy.SEQUENTIAL, Strategy.CHEAPEST, Strategy.WEIGHTED})
-
-
 def _runs_alone(node: _Node) -> bool:
     """True when no other attempt can run beside ``node``'s: every route above it runs one
     target at a time (so its text may be streamed to the user as it arrives)."""
     parent = node.parent
     while parent is not None:
-        if parent.route.strategy not in _ONE_AT_A_TIME:
+        if not STRATEGIES[parent.route.strategy].one_at_a_time:
             return False
         parent = parent.parent
     return True

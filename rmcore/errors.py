@@ -2,14 +2,20 @@
 
 Every failed attempt, skipped target and failed run is described by one ``ErrorKind``. The kinds
 are the contract of DESIGN §4: they appear as ``outcome`` in JSON results and in a policy's
-``retry.on``.
+``retry.on``. What the core does about each kind (retry, fail over, stop, break the circuit) is
+not here but in :mod:`rmcore.conduct`'s table.
 """
 
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
 
 from rmcore.base import Base
+
+if TYPE_CHECKING:
+    ATTEMPT_KINDS: frozenset[ErrorKind]
+    """Kinds a request that was actually sent can end in: ``rmcore.conduct.SENT_KINDS``."""
 
 __all__ = ["ATTEMPT_KINDS", "ErrorKind", "ProviderError"]
 
@@ -58,15 +64,6 @@ class ErrorKind(enum.StrEnum):
     """Lost a race or a hedge, or the run was cancelled."""
 
 
-ATTEMPT_KINDS: frozenset[ErrorKind] = frozenset(ErrorKind) - {
-    ErrorKind.BUDGET,
-    ErrorKind.QUOTA,
-    ErrorKind.CIRCUIT_OPEN,
-    ErrorKind.UNHEALTHY,
-}
-"""Kinds a request that was actually sent can end in (the rest describe targets skipped unsent)."""
-
-
 class ProviderError(Base, frozen=True):
     """One failure, as a value: what kind, a message fit for a person, and what the reply said.
 
@@ -79,3 +76,13 @@ class ProviderError(Base, frozen=True):
     message: str
     status: int | None = None
     retry_after_s: float | None = None
+
+
+def __getattr__(name: str) -> frozenset[ErrorKind]:
+    """``ATTEMPT_KINDS``, kept for the shell: the fact lives in :mod:`rmcore.conduct` (which
+    imports this module, hence the lazy look-up)."""
+    if name == "ATTEMPT_KINDS":
+        from rmcore.conduct import SENT_KINDS
+
+        return SENT_KINDS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

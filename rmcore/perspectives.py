@@ -20,11 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from functools import partial
 
+from returns.pipeline import flow
+from returns.pointfree import bind
 from returns.result import Failure, Result, Success
 
 from rmcore.base import Base
 from rmcore.policy.schema import PerspectiveDef
+from rmcore.problems import Problem, ProblemKind, collect
 from rmcore.requests import ChatRequest
 
 __all__ = [
@@ -281,31 +285,49 @@ def _from_def(id_: str, definition: PerspectiveDef) -> Perspective:
 
 def select_perspectives(
     ids: Sequence[str], custom: Mapping[str, PerspectiveDef]
-) -> Result[list[Perspective], str]:
+) -> Result[list[Perspective], Problem]:
     """The perspectives named by ``ids``, in the order given.
 
     ``custom`` holds a policy's ``[perspectives.NAME]`` tables: they add perspectives, and one named
     like a built-in replaces it. Surrounding spaces and empty entries (``"a,,b"``, a trailing comma)
-    are ignored and a repeated id is asked once. An unknown id, or no id at all, is a ``Failure``
-    whose message lists the known ids.
+    are ignored and a repeated id is asked once. An unknown id (``unknown_perspective``), or no id
+    at all (``no_perspective``), is a ``Failure`` whose message lists the known ids.
     """
     known = list(BUILTIN) + [name for name in custom if name not in BUILTIN]
-    chosen: list[Perspective] = []
-    seen: set[str] = set()
-    for raw in ids:
-        id_ = raw.strip()
-        if not id_ or id_ in seen:
-            continue
-        seen.add(id_)
-        if id_ in custom:
-            chosen.append(_from_def(id_, custom[id_]))
-        elif id_ in BUILTIN:
-            chosen.append(BUILTIN[id_])
-        else:
-            return Failure(f"unknown perspective {id_!r}; known perspectives: {', '.join(known)}")
-    if not chosen:
-        return Failure(f"no perspective selected; known perspectives: {', '.join(known)}")
-    return Success(chosen)
+    wanted = dict.fromkeys(id_ for raw in ids if (id_ := raw.strip()))
+    return flow(
+        collect(_perspective(id_, custom, known) for id_ in wanted),
+        bind(partial(_some, known)),
+    )
+
+
+def _perspective(
+    id_: str, custom: Mapping[str, PerspectiveDef], known: Sequence[str]
+) -> Result[Perspective, Problem]:
+    """The perspective ``id_``: the policy's own, else a built-in, else an unknown id."""
+    if id_ in custom:
+        return Success(_from_def(id_, custom[id_]))
+    if id_ in BUILTIN:
+        return Success(BUILTIN[id_])
+    return Failure(
+        Problem(
+            kind=ProblemKind.UNKNOWN_PERSPECTIVE,
+            message=f"unknown perspective {id_!r}; known perspectives: {', '.join(known)}",
+            subject=id_,
+        )
+    )
+
+
+def _some(known: Sequence[str], chosen: tuple[Perspective, ...]) -> Result[list[Perspective], Problem]:
+    """``chosen``, unless it is empty."""
+    if chosen:
+        return Success(list(chosen))
+    return Failure(
+        Problem(
+            kind=ProblemKind.NO_PERSPECTIVE,
+            message=f"no perspective selected; known perspectives: {', '.join(known)}",
+        )
+    )
 
 
 def user_prompt(p: Perspective, question: str) -> str:

@@ -4,6 +4,9 @@ The policy file is what people write; the plan is what the engine needs: a tree 
 leaves are providers with their effective limits (inherited settings already applied), the retry
 rules, the breaker rules and the run's limits. Keeping the two apart lets the engine and its
 simulator be tested without any policy file.
+
+A plan built by hand (in tests, or by an embedding program) starts from the policy's defaults:
+every default below is read from the schema's, never written twice.
 """
 
 from __future__ import annotations
@@ -14,7 +17,21 @@ from returns.result import Failure, Result, Success
 
 from rmcore.base import Base
 from rmcore.errors import ErrorKind
-from rmcore.policy.schema import Policy, Strategy, Target, TargetTable
+from rmcore.policy.schema import (
+    DEFAULT_HEDGE_AFTER_S,
+    DEFAULT_STRATEGY,
+    DEFAULT_WEIGHT,
+    Breaker,
+    Budget,
+    HedgeAfter,
+    Limits,
+    Policy,
+    Retry,
+    Strategy,
+    Target,
+    TargetTable,
+)
+from rmcore.problems import Problem, ProblemKind, collect
 from rmcore.providers import ProviderSpec
 from rmcore.quota import Cap, policy_caps
 
@@ -30,24 +47,28 @@ __all__ = [
 ]
 
 
+_LIMITS, _RETRY, _BREAKER = Limits(), Retry(), Breaker()
+"""The schema's defaults, read once."""
+
+
 class TargetPlan(Base, frozen=True):
     """One provider of a route, with the limits that apply to its attempts."""
 
     provider: ProviderSpec
-    attempt_timeout_s: float = 30.0
-    first_token_timeout_s: float = 15.0
-    idle_timeout_s: float = 20.0
-    max_attempts: int = 2
-    weight: float = 1.0
+    attempt_timeout_s: float = _LIMITS.attempt_timeout_s
+    first_token_timeout_s: float = _LIMITS.first_token_timeout_s
+    idle_timeout_s: float = _LIMITS.idle_timeout_s
+    max_attempts: int = _RETRY.max_attempts
+    weight: float = DEFAULT_WEIGHT
 
 
 class RoutePlan(Base, frozen=True):
     """A nested route: its strategy and its targets (providers or routes of their own)."""
 
-    strategy: Strategy = Strategy.SEQUENTIAL
+    strategy: Strategy = DEFAULT_STRATEGY
     targets: tuple[TargetPlan | RoutePlan, ...] = ()
-    hedge_after_s: float = 2.0
-    weight: float = 1.0
+    hedge_after_s: float = DEFAULT_HEDGE_AFTER_S
+    weight: float = DEFAULT_WEIGHT
 
 
 class RetryRules(Base, frozen=True):
@@ -58,12 +79,10 @@ class RetryRules(Base, frozen=True):
     hammered however many targets and attempts the policy allows.
     """
 
-    on: frozenset[ErrorKind] = frozenset(
-        {ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.CONNECTION}
-    )
-    stop_on: frozenset[ErrorKind] = frozenset({ErrorKind.CONTENT_FILTER})
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 8.0
+    on: frozenset[ErrorKind] = frozenset(_RETRY.on)
+    stop_on: frozenset[ErrorKind] = frozenset(_RETRY.stop_on)
+    backoff_initial_s: float = _RETRY.backoff_initial_s
+    backoff_max_s: float = _RETRY.backoff_max_s
     budget_ratio: float = 0.2
     budget_floor: int = 3
 
@@ -72,15 +91,15 @@ class BreakerRules(Base, frozen=True):
     """Circuit breakers: on or off, and their thresholds (``[breaker]``)."""
 
     enabled: bool = False
-    failure_threshold: int = 3
-    cooldown_s: float = 30.0
+    failure_threshold: int = _BREAKER.failure_threshold
+    cooldown_s: float = _BREAKER.cooldown_s
 
 
 class RunLimits(Base, frozen=True):
     """Limits of a whole run, fail-overs included."""
 
-    deadline_s: float = 120.0
-    max_usd: float = 1.0
+    deadline_s: float = _LIMITS.deadline_s
+    max_usd: float = _LIMITS.max_usd
 
 
 class RunPlan(Base, frozen=True):
@@ -94,14 +113,14 @@ class RunPlan(Base, frozen=True):
     """
 
     targets: tuple[TargetPlan | RoutePlan, ...]
-    strategy: Strategy = Strategy.SEQUENTIAL
-    hedge_after_s: float = 2.0
+    strategy: Strategy = DEFAULT_STRATEGY
+    hedge_after_s: float = DEFAULT_HEDGE_AFTER_S
     limits: RunLimits = RunLimits()
     retry: RetryRules = RetryRules()
     breaker: BreakerRules = BreakerRules()
     check_before_use: bool = False
     caps: tuple[Cap, ...] = ()
-    on_state_unavailable: str = "fail_closed"
+    on_state_unavailable: str = Budget().on_state_unavailable
 
     @property
     def route(self) -> RoutePlan:
@@ -124,81 +143,102 @@ def build_plan(
     *,
     observed_p95_s: Mapping[str, float] | None = None,
     breakers: bool = True,
-) -> Result[RunPlan, str]:
+) -> Result[RunPlan, Problem]:
     """The plan that runs ``policy`` with ``providers`` (the resolved built-ins and the policy's own).
 
     Each target's limits are its own, else the enclosing route's, else ``[limits]`` / ``[retry]``.
     ``hedge_after_s = "p95"`` becomes the first target's observed 95th-percentile latency from
-    ``observed_p95_s`` (seconds by provider name), or 2 s when nothing was observed yet.
-    ``breakers`` turns the circuit breakers on (the shell does when it has a state store).
-    The plan's ``caps`` are the policy's ``[budget]`` caps and its route's provider quotas
-    (:func:`rmcore.quota.policy_caps`).
+    ``observed_p95_s`` (seconds by provider name), or the schema's default when nothing was
+    observed yet. ``breakers`` turns the circuit breakers on (the shell does when it has a state
+    store). The plan's ``caps`` are the policy's ``[budget]`` caps and its route's provider quotas
+    (:func:`rmcore.quota.policy_caps`). A target naming a provider that ``providers`` lacks is a
+    ``Failure`` (``unknown_provider``).
     """
-    limits = policy.limits
-    p95 = observed_p95_s or {}
+    planner = _Planner(policy, providers, observed_p95_s or {})
+    return planner.targets(policy.route.targets, TargetTable()).map(
+        lambda targets: planner.plan(targets, breakers=breakers)
+    )
 
-    def resolve(
-        items: tuple[Target, ...], inherited: TargetTable
-    ) -> tuple[TargetPlan | RoutePlan, ...] | str:
-        built: list[TargetPlan | RoutePlan] = []
-        for item in items:
-            table = TargetTable(provider=item) if isinstance(item, str) else item
-            merged = TargetTable(
-                provider=table.provider,
-                attempt_timeout_s=table.attempt_timeout_s or inherited.attempt_timeout_s,
-                first_token_timeout_s=table.first_token_timeout_s or inherited.first_token_timeout_s,
-                idle_timeout_s=table.idle_timeout_s or inherited.idle_timeout_s,
-                max_attempts=table.max_attempts or inherited.max_attempts,
-                hedge_after_s=table.hedge_after_s or inherited.hedge_after_s,
-            )
-            weight = table.weight or 1.0
-            if table.targets is not None:
-                inner = resolve(table.targets, merged)
-                if isinstance(inner, str):
-                    return inner
-                built.append(
-                    RoutePlan(
-                        strategy=table.strategy or Strategy.SEQUENTIAL,
-                        targets=inner,
-                        hedge_after_s=hedge(merged.hedge_after_s, inner),
-                        weight=weight,
-                    )
-                )
-                continue
-            assert table.provider is not None
-            spec = providers.get(table.provider)
-            if spec is None:
-                return f"unknown provider {table.provider!r}"
-            built.append(
-                TargetPlan(
-                    provider=spec,
-                    attempt_timeout_s=merged.attempt_timeout_s or limits.attempt_timeout_s,
-                    first_token_timeout_s=merged.first_token_timeout_s or limits.first_token_timeout_s,
-                    idle_timeout_s=merged.idle_timeout_s or limits.idle_timeout_s,
-                    max_attempts=merged.max_attempts or policy.retry.max_attempts,
+
+class _Planner:
+    """Turns a policy's route into plans, target by target: each step a ``Result``, so the first
+    unknown provider, however deep in nested routes, is the plan's failure."""
+
+    def __init__(
+        self, policy: Policy, providers: Mapping[str, ProviderSpec], observed_p95_s: Mapping[str, float]
+    ) -> None:
+        self.policy = policy
+        self.providers = providers
+        self.observed_p95_s = observed_p95_s
+
+    def targets(
+        self, items: tuple[Target, ...], inherited: TargetTable
+    ) -> Result[tuple[TargetPlan | RoutePlan, ...], Problem]:
+        """Every target of ``items`` planned, in order, or the first that cannot be."""
+        return collect(self.target(item, inherited) for item in items)
+
+    def target(self, item: Target, inherited: TargetTable) -> Result[TargetPlan | RoutePlan, Problem]:
+        """One target: a provider with its limits, or a nested route with its own targets."""
+        table = TargetTable(provider=item) if isinstance(item, str) else item
+        merged = TargetTable(
+            provider=table.provider,
+            attempt_timeout_s=table.attempt_timeout_s or inherited.attempt_timeout_s,
+            first_token_timeout_s=table.first_token_timeout_s or inherited.first_token_timeout_s,
+            idle_timeout_s=table.idle_timeout_s or inherited.idle_timeout_s,
+            max_attempts=table.max_attempts or inherited.max_attempts,
+            hedge_after_s=table.hedge_after_s or inherited.hedge_after_s,
+        )
+        weight = table.weight or DEFAULT_WEIGHT
+        if table.targets is not None:
+            return self.targets(table.targets, merged).map(
+                lambda inner: RoutePlan(
+                    strategy=table.strategy or DEFAULT_STRATEGY,
+                    targets=inner,
+                    hedge_after_s=self.hedge(merged.hedge_after_s, inner),
                     weight=weight,
                 )
             )
-        return tuple(built)
+        assert table.provider is not None  # decode checks a table has a provider or targets
+        limits, retry = self.policy.limits, self.policy.retry
+        return self.provider(table.provider).map(
+            lambda spec: TargetPlan(
+                provider=spec,
+                attempt_timeout_s=merged.attempt_timeout_s or limits.attempt_timeout_s,
+                first_token_timeout_s=merged.first_token_timeout_s or limits.first_token_timeout_s,
+                idle_timeout_s=merged.idle_timeout_s or limits.idle_timeout_s,
+                max_attempts=merged.max_attempts or retry.max_attempts,
+                weight=weight,
+            )
+        )
 
-    def hedge(value: float | str | None, targets: tuple[TargetPlan | RoutePlan, ...]) -> float:
+    def provider(self, name: str) -> Result[ProviderSpec, Problem]:
+        """The provider called ``name``, or an ``unknown_provider`` problem."""
+        spec = self.providers.get(name)
+        if spec is None:
+            return Failure(
+                Problem(kind=ProblemKind.UNKNOWN_PROVIDER, message=f"unknown provider {name!r}", subject=name)
+            )
+        return Success(spec)
+
+    def hedge(self, value: HedgeAfter | None, targets: tuple[TargetPlan | RoutePlan, ...]) -> float:
+        """Seconds before a hedge: as written, inherited, or the first target's observed p95."""
         if value is None:
-            value = policy.route.hedge_after_s
+            value = self.policy.route.hedge_after_s
         if value == "p95":
             first = next(leaves(RoutePlan(targets=targets)), None)
-            return p95.get(first.provider.name, 2.0) if first else 2.0
+            seen = self.observed_p95_s.get(first.provider.name) if first else None
+            return DEFAULT_HEDGE_AFTER_S if seen is None else seen
         assert isinstance(value, float | int)
         return float(value)
 
-    targets = resolve(policy.route.targets, TargetTable())
-    if isinstance(targets, str):
-        return Failure(targets)
-    retry = policy.retry
-    return Success(
-        RunPlan(
+    def plan(self, targets: tuple[TargetPlan | RoutePlan, ...], *, breakers: bool) -> RunPlan:
+        """The run plan over ``targets``, with the policy's run-wide rules."""
+        policy = self.policy
+        limits, retry = policy.limits, policy.retry
+        return RunPlan(
             targets=targets,
             strategy=policy.route.strategy,
-            hedge_after_s=hedge(policy.route.hedge_after_s, targets),
+            hedge_after_s=self.hedge(policy.route.hedge_after_s, targets),
             limits=RunLimits(deadline_s=limits.deadline_s, max_usd=limits.max_usd),
             retry=RetryRules(
                 on=frozenset(retry.on),
@@ -212,7 +252,6 @@ def build_plan(
                 cooldown_s=policy.breaker.cooldown_s,
             ),
             check_before_use=policy.health.check_before_use,
-            caps=policy_caps(policy, providers),
+            caps=policy_caps(policy, self.providers),
             on_state_unavailable=policy.budget.on_state_unavailable,
         )
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rmcore.attempts import AttemptRecord
-from rmcore.engine import RunOutcome
+from rmcore.events import RunOutcome
 
 __all__ = ["ask_json", "attempt_json"]
 

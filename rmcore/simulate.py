@@ -17,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from rmcore.base import Base
 from rmcore.breaker import CircuitState, admit, record
 from rmcore.completion import Completion, Usage
-from rmcore.engine import (
+from rmcore.engine import Engine
+from rmcore.errors import ErrorKind, ProviderError
+from rmcore.events import (
     Action,
     AdmitCircuit,
     AttemptFailed,
@@ -27,7 +29,6 @@ from rmcore.engine import (
     CancelAttempt,
     CheckHealth,
     CircuitAnswered,
-    Engine,
     Event,
     FailedOver,
     Finish,
@@ -37,7 +38,6 @@ from rmcore.engine import (
     TargetSkipped,
     TimePassed,
 )
-from rmcore.errors import ErrorKind, ProviderError
 from rmcore.plan import RunPlan, leaves
 from rmcore.pricing import estimate_prompt_tokens
 from rmcore.requests import ChatRequest

@@ -6,11 +6,15 @@ turns them into one ``ProviderUsage`` per provider, and ``to_json_rows`` into th
 
 Choices, stated once:
 
-- *requests* counts every recorded attempt, whatever its outcome; *failures* counts the attempts
-  whose outcome is not ``"ok"``.
-- Latency percentiles are taken over **all** attempts, failed ones included: a timeout that made
-  the caller wait 30 s is part of the latency the caller saw, and leaving it out would make a
-  failing provider look fast.
+- *requests* counts every recorded attempt, whatever its outcome; *cancelled* counts the attempts
+  abandoned by us (a lost race or hedge, an interrupted run): the provider received them, but they
+  are no verdict on it; *failures* counts the attempts whose outcome is neither ``"ok"`` nor
+  ``"cancelled"``.
+- Latency percentiles are taken over the attempts that ended by themselves, failed ones
+  included: a timeout that made the caller wait 30 s is part of the latency the caller saw, and
+  leaving it out would make a failing provider look fast. A cancelled attempt ended when we gave
+  up on it, which says nothing of the provider's speed; when every attempt was cancelled the
+  percentiles are unknown (None).
 - Percentiles use linear interpolation between closest ranks (Hyndman & Fan type 7, the default
   of NumPy and of ``statistics.quantiles(method="inclusive")``), so p50 of an even count is the
   mean of the two middle values.
@@ -23,6 +27,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
 from rmcore.base import Base
+
+_CANCELLED = "cancelled"
 
 __all__ = ["AttemptRow", "ProviderUsage", "observed_p95_s", "percentile", "summarize", "to_json_rows"]
 
@@ -57,11 +63,12 @@ class ProviderUsage(Base, frozen=True):
     requests: int
     failures: int
     failure_rate: float
-    p50_ms: float
-    p95_ms: float
+    p50_ms: float | None
+    p95_ms: float | None
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    cancelled: int = 0
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -97,30 +104,31 @@ def summarize(rows: Iterable[AttemptRow]) -> list[ProviderUsage]:
 
 
 def _provider_usage(provider: str, rows: Sequence[AttemptRow]) -> ProviderUsage:
-    latencies = [row.latency_ms for row in rows]
-    failures = sum(1 for row in rows if row.outcome != "ok")
-    p50, p95 = percentile(latencies, 0.50), percentile(latencies, 0.95)
-    assert p50 is not None and p95 is not None, "a provider in the summary has at least one row"
+    latencies = [row.latency_ms for row in rows if row.outcome != _CANCELLED]
+    cancelled = sum(1 for row in rows if row.outcome == _CANCELLED)
+    failures = sum(1 for row in rows if row.outcome not in ("ok", _CANCELLED))
     return ProviderUsage(
         provider=provider,
         requests=len(rows),
         failures=failures,
         failure_rate=failures / len(rows),
-        p50_ms=p50,
-        p95_ms=p95,
+        p50_ms=percentile(latencies, 0.50),
+        p95_ms=percentile(latencies, 0.95),
+        cancelled=cancelled,
         input_tokens=sum(row.input_tokens for row in rows),
         output_tokens=sum(row.output_tokens for row in rows),
         cost_usd=math.fsum(row.cost_usd for row in rows),
     )
 
 
-def to_json_rows(usages: Sequence[ProviderUsage]) -> list[dict[str, str | int | float]]:
+def to_json_rows(usages: Sequence[ProviderUsage]) -> list[dict[str, str | int | float | None]]:
     """The rows of ``rmgr usage --json``, with the camelCase field names of DESIGN §3."""
     return [
         {
             "provider": usage.provider,
             "requests": usage.requests,
             "failures": usage.failures,
+            "cancelled": usage.cancelled,
             "failureRate": usage.failure_rate,
             "p50Ms": usage.p50_ms,
             "p95Ms": usage.p95_ms,

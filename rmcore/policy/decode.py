@@ -7,8 +7,12 @@ Three stages, each reported as ``FILE:LINE: $.path: message``:
    its message is rewritten in TOML's terms, given the full path (msgspec leaves out dict keys and
    the name of an unknown field) and, for typos, a "did you mean" suggestion.
 3. Meaning (only once stage 2 succeeded, all issues together): version, known provider names,
-   complete new providers, URLs, variable names, quotas, target tables, retry kinds,
-   perspectives, budget caps.
+   complete new providers, URLs, variable names, quotas, target tables, retry kinds (those
+   :data:`rmcore.conduct.CONFIGURABLE_KINDS` allows), perspectives, budget caps.
+
+The stages are joined as a ``returns`` pipeline: each is a ``Result``, and the first failure
+(its issues) is the answer. ``PolicyIssue`` is defined in :mod:`rmcore.problems` with the
+core's other failures, and re-exported here.
 
 Lines are found by scanning the text (:mod:`rmcore.policy.locate`).
 """
@@ -20,23 +24,26 @@ import math
 import re
 import tomllib
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import msgspec.inspect as mi
+from returns.pipeline import flow
+from returns.pointfree import bind, map_
 from returns.result import Failure, Result, Success
 
-from rmcore.base import Base
+from rmcore.conduct import CONDUCT
 from rmcore.policy.locate import PathKey, format_path, line_index
 from rmcore.policy.schema import (
     BUILTIN_PERSPECTIVES,
     DEFAULT_PRIMARY,
-    NON_ATTEMPT_KINDS,
     Policy,
     ProviderOverride,
     Target,
 )
+from rmcore.problems import PolicyIssue
 from rmcore.providers import ProviderKind, builtin_providers, check_url
 
 __all__ = ["PolicyIssue", "decode_policy"]
@@ -63,20 +70,6 @@ _MISSING: Any = object()
 _HIDDEN: Any = object()
 
 
-class PolicyIssue(Base, frozen=True):
-    """One reason a policy file is not valid: where (file, line, path) and why."""
-
-    file: str
-    line: int | None
-    path: str
-    """``$`` for the whole document, else e.g. ``$.limits.deadline_s`` or ``$.route.targets[1]``."""
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.message}" if self.path == "$" else f"{where}: {self.path}: {self.message}"
-
-
 def decode_policy(
     text: str,
     source: str,
@@ -89,28 +82,63 @@ def decode_policy(
 
     ``known_providers`` are the built-in provider names; the policy's ``[providers]`` may add
     more. ``default_targets`` is the route used when the file writes no ``route.targets`` (the
-    shell passes ``AI_PROVIDER`` and ``AI_FALLBACK_PROVIDER``)."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        return Failure((_syntax_issue(error, text, source),))
-    data = _with_default_targets(raw, default_targets)
-    try:
-        policy = msgspec.convert(data, Policy)
-    except msgspec.ValidationError as error:
-        path, message = _explain_validation(data, str(error))
-        return Failure((_issue(text, source, path, message),))
-    route = raw.get("route")
-    written = isinstance(route, dict) and "targets" in route
-    problems = list(_check(policy, data, known_providers, route_written=written))
-    if problems:
-        index = line_index(text)
-        found = [_issue(text, source, path, message, index) for path, message in problems]
+    shell passes ``AI_PROVIDER`` and ``AI_FALLBACK_PROVIDER``). The three stages run in turn,
+    each a ``Result``; the first that fails is the answer."""
+    reader = _Reader(text=text, source=source, known=known_providers, default_targets=default_targets)
+    return flow(reader.syntax(), bind(reader.types), bind(reader.meaning), map_(reader.named))
+
+
+class _Typed(NamedTuple):
+    """What stage 2 hands to stage 3: the TOML as written, with the default targets filled in,
+    and as a ``Policy``."""
+
+    raw: dict[str, Any]
+    data: dict[str, Any]
+    policy: Policy
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Reader:
+    """The stages of :func:`decode_policy`, over one text."""
+
+    text: str
+    source: str
+    known: Collection[str]
+    default_targets: Sequence[str]
+
+    def syntax(self) -> Result[dict[str, Any], tuple[PolicyIssue, ...]]:
+        """Stage 1: the TOML document."""
+        try:
+            return Success(tomllib.loads(self.text))
+        except tomllib.TOMLDecodeError as error:
+            return Failure((_syntax_issue(error, self.text, self.source),))
+
+    def types(self, raw: dict[str, Any]) -> Result[_Typed, tuple[PolicyIssue, ...]]:
+        """Stage 2: the document converted into the schema (msgspec stops at the first error)."""
+        data = _with_default_targets(raw, self.default_targets)
+        try:
+            return Success(_Typed(raw=raw, data=data, policy=msgspec.convert(data, Policy)))
+        except msgspec.ValidationError as error:
+            path, message = _explain_validation(data, str(error))
+            return Failure((_issue(self.text, self.source, path, message),))
+
+    def meaning(self, typed: _Typed) -> Result[Policy, tuple[PolicyIssue, ...]]:
+        """Stage 3: every rule across fields, all issues together, in document order."""
+        route = typed.raw.get("route")
+        written = isinstance(route, dict) and "targets" in route
+        problems = list(_check(typed.policy, typed.data, self.known, route_written=written))
+        if not problems:
+            return Success(typed.policy)
+        index = line_index(self.text)
+        found = [_issue(self.text, self.source, path, message, index) for path, message in problems]
         found.sort(key=lambda issue: issue.line or 0)  # document order; stable for equal lines
         return Failure(tuple(found))
-    if not policy.name:
-        policy = msgspec.structs.replace(policy, name=PurePath(source).stem or source)
-    return Success(policy)
+
+    def named(self, policy: Policy) -> Policy:
+        """The policy, named after its file's stem when it gives no name."""
+        if policy.name:
+            return policy
+        return msgspec.structs.replace(policy, name=PurePath(self.source).stem or self.source)
 
 
 # -- stage 1: syntax -----------------------------------------------------------------------------
@@ -400,7 +428,7 @@ def _check_retry(policy: Policy) -> Iterator[tuple[PathKey, str]]:
     retry = policy.retry
     for key, kinds in (("on", retry.on), ("stop_on", retry.stop_on)):
         for index, kind in enumerate(kinds):
-            if kind in NON_ATTEMPT_KINDS:
+            if not CONDUCT[kind].configurable:
                 yield ("retry", key, index), (
                     f"`{kind.value}` is not how an attempt ends (it describes the run or a skipped"
                     f" target), so it cannot be in retry.{key}"

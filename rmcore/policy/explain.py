@@ -1,14 +1,18 @@
 """A policy in plain words (``rmgr policy explain``): what will be tried, in what order, for how
-long and for how much, so that a person can check the file says what they meant."""
+long and for how much, so that a person can check the file says what they meant.
+
+The words for each strategy are :mod:`rmcore.conduct`'s; every number is the policy's own (its
+defaults filled in by the schema)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rmcore.conduct import STRATEGIES, Order
 from rmcore.errors import ErrorKind
 from rmcore.policy.resolve import route_providers
-from rmcore.policy.schema import HedgeAfter, Policy, Strategy, Target
+from rmcore.policy.schema import DEFAULT_STRATEGY, DEFAULT_WEIGHT, HedgeAfter, Policy, Strategy, Target
 from rmcore.providers import ProviderSpec
 from rmcore.quota import DEFAULT_QUOTA_WINDOW_S, window_words
 
@@ -89,11 +93,11 @@ class _RouteWriter:
             number = f"{prefix}{position}."
             settings = inherited.below(target)
             weight = ""
-            if strategy is Strategy.WEIGHTED:
+            if STRATEGIES[strategy].order is Order.WEIGHT:
                 share = 100 * weights[position - 1] / sum(weights)
                 weight = f" [weight {weights[position - 1]:g}, {share:.0f}% to go first]"
             if not isinstance(target, str) and target.targets is not None:
-                nested = target.strategy or Strategy.SEQUENTIAL
+                nested = target.strategy or DEFAULT_STRATEGY
                 hedge = hedge_after_s if target.hedge_after_s is None else target.hedge_after_s
                 how = _strategy(nested, hedge)
                 self.lines.append(f"{indent}{number} a nested route ({nested.value}){weight}: {how}:")
@@ -111,7 +115,7 @@ class _RouteWriter:
 
 def _weight(target: Target) -> float:
     if isinstance(target, str) or target.weight is None:
-        return 1.0
+        return DEFAULT_WEIGHT
     return target.weight
 
 
@@ -142,32 +146,9 @@ def _attempts(settings: _Settings, top: _Settings) -> str:
 
 
 def _strategy(strategy: Strategy, hedge_after_s: HedgeAfter) -> str:
-    match strategy:
-        case Strategy.SEQUENTIAL:
-            return "the targets in order; the next one only when the previous one has failed for good"
-        case Strategy.FASTEST:
-            return (
-                "all targets at once; the first complete answer wins and the others are cancelled"
-                " (what they cost until then still counts)"
-            )
-        case Strategy.HEDGED:
-            wait = "its observed p95 latency" if hedge_after_s == "p95" else _s(float(hedge_after_s))
-            return (
-                f"one target at a time, but when the running one has not answered after {wait} the next"
-                " one starts too; the first complete answer wins and the others are cancelled"
-            )
-        case Strategy.CHEAPEST:
-            return (
-                "cheapest first: the targets ordered by what the request could cost at worst at their"
-                " prices, then tried in that order, the next only when the previous one has failed for good"
-            )
-        case Strategy.WEIGHTED:
-            return (
-                "the targets in a random order drawn by weight (twice the weight, twice as likely to go"
-                " first); the next one only when the previous one has failed for good"
-            )
-        case Strategy.COMPARE:
-            return "every target, each answer kept side by side; one failing does not stop the others"
+    """The strategy in words (:data:`rmcore.conduct.STRATEGIES`), its hedging delay filled in."""
+    wait = "its observed p95 latency" if hedge_after_s == "p95" else _s(float(hedge_after_s))
+    return STRATEGIES[strategy].words.format(wait=wait)
 
 
 def _paragraphs(policy: Policy, providers: Mapping[str, ProviderSpec]) -> list[str]:

@@ -5,24 +5,32 @@ values) live here as ``msgspec.Meta`` annotations, so that decoding rejects them
 path. Rules that span several fields or need outside knowledge (known provider names, URL shape,
 retry kinds that make sense) live in :mod:`rmcore.policy.decode`.
 
+Every default of a policy key lives here and nowhere else: the plan, explain and decode read
+them from here. The defaults that are conduct (``retry.on``, ``retry.stop_on``) are taken from
+:mod:`rmcore.conduct`'s table, and ``Strategy`` is defined there with its traits (re-exported
+here).
+
 Sequences are tuples, so a decoded policy is immutable all the way down (dicts excepted: msgspec
 decodes tables into plain dicts; treat them as read-only).
 """
 
 from __future__ import annotations
 
-import enum
 from typing import Annotated, Literal, TypeAlias
 
 import msgspec
 
 from rmcore.base import Base
+from rmcore.conduct import CONFIGURABLE_KINDS, DEFAULT_RETRY_ON, DEFAULT_STOP_ON, Strategy
 from rmcore.errors import ErrorKind
 from rmcore.providers import ProviderKind
 
 __all__ = [
     "BUILTIN_PERSPECTIVES",
+    "DEFAULT_HEDGE_AFTER_S",
     "DEFAULT_PRIMARY",
+    "DEFAULT_STRATEGY",
+    "DEFAULT_WEIGHT",
     "NON_ATTEMPT_KINDS",
     "Analysis",
     "Breaker",
@@ -68,35 +76,19 @@ BUILTIN_PERSPECTIVES: tuple[str, ...] = (
 DEFAULT_PRIMARY = "aiceo-gateway"
 """The seed's default primary provider (``AI_PROVIDER``'s default)."""
 
-NON_ATTEMPT_KINDS: frozenset[ErrorKind] = frozenset(
-    {
-        ErrorKind.BUDGET,
-        ErrorKind.QUOTA,
-        ErrorKind.CIRCUIT_OPEN,
-        ErrorKind.UNHEALTHY,
-        ErrorKind.DEADLINE,
-        ErrorKind.CANCELLED,
-    }
-)
+NON_ATTEMPT_KINDS: frozenset[ErrorKind] = frozenset(ErrorKind) - CONFIGURABLE_KINDS
 """Kinds that describe the run or a skipped target rather than how an attempt ended: retrying on
-them (or stopping on them) is meaningless, so ``retry.on`` and ``retry.stop_on`` reject them."""
+them (or stopping on them) is meaningless, so ``retry.on`` and ``retry.stop_on`` reject them
+(:data:`rmcore.conduct.CONFIGURABLE_KINDS` are the others)."""
 
+DEFAULT_STRATEGY = Strategy.SEQUENTIAL
+"""The strategy of a route (top or nested) that names none."""
 
-class Strategy(enum.StrEnum):
-    """How a route chooses among its targets."""
+DEFAULT_HEDGE_AFTER_S = 2.0
+"""``hedge_after_s`` when the policy gives none, and when ``"p95"`` has nothing observed yet."""
 
-    SEQUENTIAL = "sequential"
-    """In order; the next target only when the previous one failed for good."""
-    FASTEST = "fastest"
-    """All at once; the first answer wins, the rest are cancelled."""
-    HEDGED = "hedged"
-    """In order, but the next target also starts when the running one is slow (``hedge_after_s``)."""
-    CHEAPEST = "cheapest"
-    """In order of the request's worst-case cost at each target's prices, cheapest first."""
-    WEIGHTED = "weighted"
-    """A random order drawn in proportion to the targets' weights (the seed is an argument)."""
-    COMPARE = "compare"
-    """Every target, every answer kept, side by side."""
+DEFAULT_WEIGHT = 1.0
+"""A target's ``weight`` when it gives none."""
 
 
 class ProviderOverride(Base, frozen=True):
@@ -135,7 +127,8 @@ class TargetTable(Base, frozen=True):
     nested route (its own ``strategy`` and ``hedge_after_s``), to any depth; overrides given on a
     nested route apply to every target inside it that does not set its own. ``None`` means
     "inherit": from the enclosing nested route, else from ``[limits]`` / ``[retry]``; an unset
-    ``weight`` is 1; a nested route without ``strategy`` is sequential, and without
+    ``weight`` is ``DEFAULT_WEIGHT`` (1); a nested route without ``strategy`` is
+    ``DEFAULT_STRATEGY`` (sequential), and without
     ``hedge_after_s`` takes its enclosing route's.
     """
 
@@ -157,9 +150,9 @@ Target: TypeAlias = str | TargetTable
 class Route(Base, frozen=True):
     """``[route]``: the strategy and its targets (the top of a possibly nested route)."""
 
-    strategy: Strategy = Strategy.SEQUENTIAL
+    strategy: Strategy = DEFAULT_STRATEGY
     targets: Annotated[tuple[Target, ...], msgspec.Meta(min_length=1)] = (DEFAULT_PRIMARY,)
-    hedge_after_s: HedgeAfter = 2.0
+    hedge_after_s: HedgeAfter = DEFAULT_HEDGE_AFTER_S
 
 
 class Limits(Base, frozen=True):
@@ -185,10 +178,12 @@ class Retry(Base, frozen=True):
     backoff_initial_s: NonNegativeFloat = 0.5
     backoff_max_s: NonNegativeFloat = 8.0
     """Cap of the full-jitter back-off; a Retry-After from the provider sets the minimum wait."""
-    on: tuple[ErrorKind, ...] = (ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR, ErrorKind.CONNECTION)
-    """Kinds retried on the same target; every other attempt kind fails over to the next target."""
-    stop_on: tuple[ErrorKind, ...] = (ErrorKind.CONTENT_FILTER,)
-    """Kinds that end the whole run at once, reporting the provider's reason."""
+    on: tuple[ErrorKind, ...] = DEFAULT_RETRY_ON
+    """Kinds retried on the same target; every other attempt kind fails over to the next target.
+    The default is the ``retried`` column of :data:`rmcore.conduct.CONDUCT`."""
+    stop_on: tuple[ErrorKind, ...] = DEFAULT_STOP_ON
+    """Kinds that end the whole run at once, reporting the provider's reason (by default, the
+    kinds whose conduct is ``Then.STOP``)."""
 
 
 class Breaker(Base, frozen=True):

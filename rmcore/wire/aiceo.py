@@ -11,18 +11,20 @@ failure as free text in ``error``; its kind is read from that text (see ``classi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import msgspec
+from returns.pipeline import flow
+from returns.pointfree import bind
 from returns.result import Failure, Result, Success
 
 from rmcore.completion import Completion
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest, HttpRequest
-from rmcore.wire.classify import classify_failure, is_error_body
-from rmcore.wire.decode import decode_any, decode_as
 from rmcore.wire.messages import ChatMessage, chat_messages
+from rmcore.wire.reply import Reply, accepted, classified, decoded
 from rmcore.wire.stream import WholeBodyParser
 from rmcore.wire.usage import TokenCount, usage_from
 
@@ -92,19 +94,24 @@ def _malformed(status: int, what: str) -> ProviderError:
 def parse_response(
     provider: ProviderSpec, status: int, headers: Mapping[str, str], body: bytes, now: float
 ) -> Result[Completion, ProviderError]:
-    """The completion in the gateway's reply, or why there is none."""
-    if not 200 <= status < 300:
-        return Failure(classify_failure(ProviderKind.AICEO, status, headers, body, now))
-    reply = decode_as(body, _Envelope)
-    if reply is None:
-        if is_error_body(decode_any(body)):
-            return Failure(classify_failure(ProviderKind.AICEO, status, headers, body, now))
-        return Failure(_malformed(status, "unexpected JSON shape or invalid JSON"))
-    if not reply.success:
-        return Failure(classify_failure(ProviderKind.AICEO, status, headers, body, now))
-    if reply.response is None:
-        return Failure(_malformed(status, "success without a response"))
-    answer = reply.response
+    """The completion in the gateway's reply, or why there is none: the steps of
+    :mod:`rmcore.wire.reply`, then the envelope's answer."""
+    reply = Reply(kind=ProviderKind.AICEO, status=status, headers=headers, body=body, now=now)
+    return flow(
+        reply,
+        accepted,
+        bind(decoded(_Envelope, partial(_malformed, what="unexpected JSON shape or invalid JSON"))),
+        bind(partial(_answer, provider, reply)),
+    )
+
+
+def _answer(provider: ProviderSpec, reply: Reply, envelope: _Envelope) -> Result[Completion, ProviderError]:
+    """The envelope's answer; a ``success: false`` envelope is classified by its error text."""
+    if not envelope.success:
+        return Failure(classified(reply))
+    if envelope.response is None:
+        return Failure(_malformed(reply.status, "success without a response"))
+    answer = envelope.response
     usage = answer.usage or _Usage()
     return Success(
         Completion(

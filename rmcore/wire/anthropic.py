@@ -15,24 +15,22 @@ policy asks of clients.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import msgspec
-from returns.result import Failure, Result, Success
+from returns.pipeline import flow
+from returns.pointfree import bind
+from returns.result import Result
 
 from rmcore.completion import Completion
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest, HttpRequest
-from rmcore.wire.classify import (
-    CONTENT_FILTER_REASONS,
-    classify_failure,
-    content_filter_error,
-    is_error_body,
-    stream_error,
-)
+from rmcore.wire.classify import is_error_body, stream_error
 from rmcore.wire.decode import decode_any, decode_as
 from rmcore.wire.messages import ChatMessage
+from rmcore.wire.reply import Reply, accepted, decoded, not_withheld
 from rmcore.wire.sse import SseEvent
 from rmcore.wire.stream import EventStreamParser
 from rmcore.wire.usage import TokenCount, usage_from
@@ -111,29 +109,33 @@ def build_request(provider: ProviderSpec, request: ChatRequest, api_key: str | N
 def parse_response(
     provider: ProviderSpec, status: int, headers: Mapping[str, str], body: bytes, now: float
 ) -> Result[Completion, ProviderError]:
-    """The completion in a whole (non-streamed) reply, or why there is none."""
-    if not 200 <= status < 300:
-        return Failure(classify_failure(ProviderKind.ANTHROPIC, status, headers, body, now))
-    reply = decode_as(body, _Response)
-    if reply is None:
-        if is_error_body(decode_any(body)):
-            return Failure(classify_failure(ProviderKind.ANTHROPIC, status, headers, body, now))
-        return Failure(
-            ProviderError(
-                kind=ErrorKind.MALFORMED_RESPONSE,
-                message=f"HTTP {status}: not an Anthropic message (unexpected JSON shape or invalid JSON)",
-                status=status,
-            )
-        )
-    if reply.stop_reason is not None and reply.stop_reason.lower() in CONTENT_FILTER_REASONS:
-        return Failure(content_filter_error(reply.stop_reason, status))
+    """The completion in a whole (non-streamed) reply, or why there is none: the steps of
+    :mod:`rmcore.wire.reply`, then the message's text blocks."""
+    return flow(
+        Reply(kind=ProviderKind.ANTHROPIC, status=status, headers=headers, body=body, now=now),
+        accepted,
+        bind(decoded(_Response, _malformed)),
+        bind(partial(_answer, provider, status)),
+    )
+
+
+def _malformed(status: int) -> ProviderError:
+    return ProviderError(
+        kind=ErrorKind.MALFORMED_RESPONSE,
+        message=f"HTTP {status}: not an Anthropic message (unexpected JSON shape or invalid JSON)",
+        status=status,
+    )
+
+
+def _answer(provider: ProviderSpec, status: int, reply: _Response) -> Result[Completion, ProviderError]:
+    """The message's text, unless the provider withheld it (its stop reason)."""
     content = "".join(b.text for b in reply.content if b.type == "text" and b.text)
     usage = reply.usage or _Usage()
-    return Success(
-        Completion(
-            content=content,
+    return not_withheld(content, reply.stop_reason, refused=False, status=status).map(
+        lambda text: Completion(
+            content=text,
             model=reply.model or provider.model,
-            usage=usage_from(usage.input_tokens, usage.output_tokens, content),
+            usage=usage_from(usage.input_tokens, usage.output_tokens, text),
             finish_reason=reply.stop_reason,
         )
     )

@@ -13,24 +13,22 @@ completion_tokens}}``; streamed, ``data:`` chunks with ``choices[0].delta.conten
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import msgspec
-from returns.result import Failure, Result, Success
+from returns.pipeline import flow
+from returns.pointfree import bind
+from returns.result import Failure, Result
 
 from rmcore.completion import Completion
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest, HttpRequest
-from rmcore.wire.classify import (
-    CONTENT_FILTER_REASONS,
-    classify_failure,
-    content_filter_error,
-    is_error_body,
-    stream_error,
-)
+from rmcore.wire.classify import is_error_body, stream_error
 from rmcore.wire.decode import decode_any, decode_as
 from rmcore.wire.messages import ChatMessage, chat_messages
+from rmcore.wire.reply import Reply, accepted, decoded, not_withheld
 from rmcore.wire.sse import SseEvent
 from rmcore.wire.stream import EventStreamParser
 from rmcore.wire.usage import TokenCount, usage_from
@@ -122,30 +120,31 @@ def _malformed(status: int, what: str) -> ProviderError:
 def parse_response(
     provider: ProviderSpec, status: int, headers: Mapping[str, str], body: bytes, now: float
 ) -> Result[Completion, ProviderError]:
-    """The completion in a whole (non-streamed) reply, or why there is none."""
-    if not 200 <= status < 300:
-        return Failure(classify_failure(ProviderKind.OPENAI, status, headers, body, now))
-    reply = decode_as(body, _Response)
-    if reply is None:
-        if is_error_body(decode_any(body)):
-            return Failure(classify_failure(ProviderKind.OPENAI, status, headers, body, now))
-        return Failure(_malformed(status, "unexpected JSON shape or invalid JSON"))
+    """The completion in a whole (non-streamed) reply, or why there is none: the steps of
+    :mod:`rmcore.wire.reply`, then the first choice's answer."""
+    return flow(
+        Reply(kind=ProviderKind.OPENAI, status=status, headers=headers, body=body, now=now),
+        accepted,
+        bind(decoded(_Response, partial(_malformed, what="unexpected JSON shape or invalid JSON"))),
+        bind(partial(_answer, provider, status)),
+    )
+
+
+def _answer(provider: ProviderSpec, status: int, reply: _Response) -> Result[Completion, ProviderError]:
+    """The first choice's answer, unless there is none or the provider withheld it."""
     if not reply.choices:
         return Failure(_malformed(status, "no choices"))
     choice = reply.choices[0]
-    reason = choice.finish_reason
-    if reason is not None and reason.lower() in CONTENT_FILTER_REASONS:
-        return Failure(content_filter_error(reason, status))
-    content = choice.message.content or ""
-    if not content and choice.message.refusal:
-        return Failure(content_filter_error("refusal", status))
     usage = reply.usage or _Usage()
-    return Success(
-        Completion(
+    message = choice.message
+    return not_withheld(
+        message.content or "", choice.finish_reason, refused=bool(message.refusal), status=status
+    ).map(
+        lambda content: Completion(
             content=content,
             model=reply.model or provider.model,
             usage=usage_from(usage.prompt_tokens, usage.completion_tokens, content),
-            finish_reason=reason,
+            finish_reason=choice.finish_reason,
         )
     )
 

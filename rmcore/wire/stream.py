@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
+from returns.pipeline import flow, is_successful
+from returns.pointfree import bind, map_
 from returns.result import Failure, Result, Success
 
 from rmcore.completion import Completion
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.providers import ProviderSpec
 from rmcore.requests import ChatRequest
-from rmcore.wire.classify import CONTENT_FILTER_REASONS, content_filter_error
+from rmcore.wire.reply import not_withheld
 from rmcore.wire.sse import SseDecoder, SseEvent
 from rmcore.wire.usage import usage_from
 
@@ -96,7 +99,17 @@ class EventStreamParser(abc.ABC):
         return deltas
 
     def finish(self) -> Result[Completion, ProviderError]:
-        """Success only when the terminating event arrived and the answer was not withheld."""
+        """Success only when the terminating event arrived and the answer was not withheld: the
+        stream's text, through the same :func:`~rmcore.wire.reply.not_withheld` step as a whole
+        reply, made a ``Completion``."""
+        return flow(
+            self._text(),
+            bind(partial(not_withheld, finish_reason=self._finish_reason, refused=bool(self._refusal))),
+            map_(self._completion),
+        )
+
+    def _text(self) -> Result[str, ProviderError]:
+        """The text received, once the stream ended well: not after an error, not cut short."""
         if self._error is not None:
             return Failure(self._error)
         if not self._done:
@@ -109,18 +122,14 @@ class EventStreamParser(abc.ABC):
                     status=200,
                 )
             )
-        if self._finish_reason is not None and self._finish_reason.lower() in CONTENT_FILTER_REASONS:
-            return Failure(content_filter_error(self._finish_reason))
-        content = "".join(self._parts)
-        if self._refusal and not content:
-            return Failure(content_filter_error("refusal"))
-        return Success(
-            Completion(
-                content=content,
-                model=self._model or self._provider.model,
-                usage=usage_from(self._input_tokens, self._output_tokens, content, self._request),
-                finish_reason=self._finish_reason,
-            )
+        return Success("".join(self._parts))
+
+    def _completion(self, content: str) -> Completion:
+        return Completion(
+            content=content,
+            model=self._model or self._provider.model,
+            usage=usage_from(self._input_tokens, self._output_tokens, content, self._request),
+            finish_reason=self._finish_reason,
         )
 
     def _stopped(self) -> bool:
@@ -167,5 +176,5 @@ class WholeBodyParser:
     def finish(self) -> Result[Completion, ProviderError]:
         """The whole body, parsed."""
         result = self._parse(bytes(self._body))
-        self._done = isinstance(result, Success)
+        self._done = is_successful(result)
         return result

@@ -38,6 +38,7 @@ def opened(at: float = 100.0, failures: int = 3) -> CircuitState:
 
 
 def test_breaking_kinds_are_exactly_the_provider_failures() -> None:
+    """The kinds that count against a circuit are exactly those that say the provider is broken."""
     assert {kind.value for kind in BREAKING_KINDS} == {
         "connection",
         "timeout",
@@ -58,10 +59,13 @@ def test_breaking_kinds_are_exactly_the_provider_failures() -> None:
     ["bad_request", "context_length", "content_filter", "cancelled", "budget", "deadline", "circuit_open"],
 )
 def test_request_and_run_failures_do_not_count(kind: str) -> None:
+    """Failures of the request or of the run (bad request, context length, content filter, cancelled,
+    budget, deadline, open circuit) do not count."""
     assert not is_breaking(kind)
 
 
 def test_ok_is_not_breaking_and_unknown_outcomes_are_refused() -> None:
+    """``ok`` is not a failure, and an outcome that is no kind is refused rather than guessed."""
     assert not is_breaking("ok")
     with pytest.raises(ValueError):
         is_breaking("server-error")
@@ -73,6 +77,7 @@ def test_ok_is_not_breaking_and_unknown_outcomes_are_refused() -> None:
 
 
 def test_a_new_circuit_is_closed_and_allows() -> None:
+    """A provider never seen has a closed circuit that lets requests through."""
     state = CircuitState(provider="p")
     admission = admit_at(state, 0.0)
     assert admission == Admission(decision="allowed", state=state)
@@ -80,6 +85,7 @@ def test_a_new_circuit_is_closed_and_allows() -> None:
 
 
 def test_threshold_consecutive_breaking_failures_open_the_circuit() -> None:
+    """``failure_threshold`` breaking failures in a row open the circuit at the last one's moment."""
     state = CircuitState(provider="p")
     state = fail(state, 1.0, "connection")
     state = fail(state, 2.0, "timeout")
@@ -89,6 +95,7 @@ def test_threshold_consecutive_breaking_failures_open_the_circuit() -> None:
 
 
 def test_a_success_resets_the_count() -> None:
+    """A success resets the count of consecutive failures."""
     state = fail(fail(CircuitState(provider="p"), 1.0), 2.0)
     state = record(state, "ok", 3.0, failure_threshold=3)
     assert state == CircuitState(provider="p")
@@ -96,6 +103,7 @@ def test_a_success_resets_the_count() -> None:
 
 
 def test_non_breaking_failures_leave_the_count_unchanged() -> None:
+    """Failures that do not count neither add to nor reset the count."""
     state = fail(fail(CircuitState(provider="p"), 1.0), 2.0)
     for kind in ("bad_request", "context_length", "content_filter", "cancelled", "deadline"):
         assert record(state, kind, 3.0, failure_threshold=3) == state
@@ -103,6 +111,7 @@ def test_non_breaking_failures_leave_the_count_unchanged() -> None:
 
 
 def test_a_threshold_below_one_is_refused() -> None:
+    """A failure threshold below 1 is refused."""
     with pytest.raises(ValueError, match="at least 1"):
         record(CircuitState(provider="p"), "timeout", 0.0, failure_threshold=0)
 
@@ -111,6 +120,7 @@ def test_a_threshold_below_one_is_refused() -> None:
 
 
 def test_an_open_circuit_refuses_until_the_cooldown_has_passed() -> None:
+    """An open circuit refuses every request until its cooldown has passed, saying when that is."""
     state = opened(at=100.0)
     for now in (100.0, 110.0, 129.999):
         admission = admit_at(state, now)
@@ -119,6 +129,8 @@ def test_an_open_circuit_refuses_until_the_cooldown_has_passed() -> None:
 
 
 def test_after_the_cooldown_the_first_caller_is_the_probe_and_the_next_is_refused() -> None:
+    """Once cooled down, the first caller becomes the one half-open probe; the others are refused until it
+    times out."""
     probe = admit_at(opened(at=100.0), 130.0)
     assert probe.decision == "probe"
     assert probe.admitted
@@ -130,11 +142,13 @@ def test_after_the_cooldown_the_first_caller_is_the_probe_and_the_next_is_refuse
 
 
 def test_a_successful_probe_closes_the_circuit() -> None:
+    """A probe that succeeds closes the circuit."""
     probe = admit_at(opened(), 200.0)
     assert record(probe.state, "ok", 201.0, failure_threshold=3) == CircuitState(provider="p")
 
 
 def test_a_failed_probe_reopens_the_circuit_for_a_new_cooldown() -> None:
+    """A probe that fails opens the circuit again for a whole new cooldown, whatever the threshold."""
     probe = admit_at(opened(at=100.0), 200.0)
     reopened = fail(probe.state, 205.0, "overloaded", threshold=10)
     assert reopened == CircuitState(provider="p", state="open", consecutive_failures=4, opened_at=205.0)
@@ -154,6 +168,7 @@ def test_a_probe_without_a_verdict_keeps_the_slot_until_it_times_out() -> None:
 
 
 def test_a_probe_never_sent_is_handed_back_and_the_next_caller_probes_at_once() -> None:
+    """A probe given up before it was sent is handed back: the next caller probes at once."""
     probe = admit_at(opened(at=100.0), 200.0)
     released = release_probe(probe.state, 200.0)
     assert released == opened(at=100.0)
@@ -177,12 +192,15 @@ def test_only_the_probe_released_is_handed_back() -> None:
 
 
 def test_a_late_failure_does_not_restart_the_cooldown() -> None:
+    """A failure recorded while the circuit is already open counts but does not restart the cooldown."""
     state = fail(opened(at=100.0), 120.0)
     assert state == opened(at=100.0, failures=4)
     assert admit_at(state, 130.0).decision == "probe"
 
 
 def test_inconsistent_states_are_refused() -> None:
+    """States that cannot happen (open without a moment, a probe while open, negative counts, unknown
+    phases) are refused."""
     with pytest.raises(ValueError):
         CircuitState(provider="p", state="open")
     with pytest.raises(ValueError):

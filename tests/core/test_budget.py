@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from rmcore.budget import Ledger
 from rmcore.completion import Completion, Usage
-from rmcore.engine import AttemptSucceeded, Engine, Finish, StartAttempt
+from rmcore.engine import Engine
+from rmcore.events import AttemptSucceeded, Finish, StartAttempt
 from rmcore.plan import RunLimits, RunPlan, TargetPlan
 from rmcore.pricing import worst_case_usd
 from rmcore.providers import ProviderKind, ProviderSpec
@@ -36,6 +37,7 @@ def test_a_running_attempt_of_one_engine_holds_budget_from_another() -> None:
 
 
 def test_settling_releases_the_reservation_and_spends_the_real_cost() -> None:
+    """When an attempt ends its worst case is released and its real cost spent."""
     ledger = Ledger(max_usd=1.0)
     engine = Engine(PLAN, REQUEST, seed=0, ledger=ledger)
     [start] = engine.start(0.0)

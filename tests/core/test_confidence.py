@@ -77,11 +77,13 @@ def test_the_last_statement_on_the_scale_wins() -> None:
 
 @given(st.integers(min_value=0, max_value=100))
 def test_any_percentage_is_divided_by_100(percent: int) -> None:
+    """Any percentage from 0% to 100% is read as that fraction."""
     assert parse_confidence_text(f"Confidence: {percent}%") == pytest.approx(percent / 100)
 
 
 @given(st.floats(min_value=0.0, max_value=1.0))
 def test_any_two_decimal_value_round_trips(value: float) -> None:
+    """Any confidence written with two decimals, even in bold, reads back as itself."""
     assert parse_confidence_text(f"**Confidence:** {value:.2f}") == pytest.approx(round(value, 2))
 
 
@@ -89,6 +91,7 @@ def test_any_two_decimal_value_round_trips(value: float) -> None:
 
 
 def test_bare_json_object() -> None:
+    """An answer that is a bare JSON object is read field by field, its confidence from the JSON."""
     parsed = parse_answer(
         '{"findings": "Tokens never expire.", "recommendation": "Proceed only with rotation.",'
         ' "confidence": 0.8, "reasoning": "Standard controls."}'
@@ -127,18 +130,22 @@ def test_json_embedded_in_prose_without_fences_and_with_raw_newlines() -> None:
 
 
 def test_json_findings_as_a_list_become_bullets() -> None:
+    """Findings given as a JSON list become a bulleted analysis."""
     parsed = parse_answer('{"findings": ["one", "two"], "confidence": 0.5}')
     assert parsed.analysis == "- one\n- two"
 
 
 @pytest.mark.parametrize("value", ["85", "1.5", "true", '"high"', "null", "-0.1"])
 def test_json_confidence_off_the_scale_is_none(value: str) -> None:
+    """A JSON confidence that is not a number from 0 to 1 is no confidence, though the answer stays
+    structured."""
     parsed = parse_answer(f'{{"findings": "x", "confidence": {value}}}')
     assert parsed.confidence is None
     assert parsed.structured
 
 
 def test_json_without_confidence_falls_back_to_the_text() -> None:
+    """JSON without a confidence takes the one written in the text around it."""
     parsed = parse_answer('```json\n{"findings": "x", "recommendation": "No."}\n```\nConfidence: 0.35')
     assert parsed.confidence == pytest.approx(0.35)
     assert parsed.confidence_from == "text"
@@ -171,12 +178,14 @@ def test_labelled_text_sections() -> None:
 
 
 def test_heading_sections() -> None:
+    """Markdown headings delimit the recommendation and the confidence."""
     parsed = parse_answer("## Recommendation\n\nProceed now.\n## Confidence\n0.9")
     assert parsed.recommendation == "Proceed now."
     assert parsed.confidence == pytest.approx(0.9)
 
 
 def test_a_plain_answer_is_kept_whole() -> None:
+    """An answer without structure is the analysis, trimmed, with no confidence invented."""
     parsed = parse_answer("  It depends on the budget.  ")
     assert parsed == ParsedAnswer(analysis="It depends on the budget.")
 
@@ -189,6 +198,7 @@ confidences = st.lists(unit, min_size=1, max_size=12)
 
 @given(st.lists(st.one_of(unit, st.none()), max_size=12))
 def test_overall_stays_in_the_unit_interval(values: list[float | None]) -> None:
+    """The overall confidence of any known confidences lies between 0 and 1; of none, it is ``None``."""
     result = overall_confidence(values)
     if all(v is None for v in values):
         assert result is None
@@ -199,6 +209,7 @@ def test_overall_stays_in_the_unit_interval(values: list[float | None]) -> None:
 
 @given(unit, st.integers(min_value=1, max_value=12))
 def test_overall_of_equal_confidences_is_that_confidence(c: float, n: int) -> None:
+    """When every perspective has the same confidence, the overall is that confidence."""
     result = overall_confidence([c] * n)
     assert result is not None
     assert math.isclose(result, c, rel_tol=1e-12, abs_tol=1e-12)
@@ -206,6 +217,7 @@ def test_overall_of_equal_confidences_is_that_confidence(c: float, n: int) -> No
 
 @given(confidences, st.data())
 def test_overall_never_rises_when_one_confidence_falls(values: list[float], data: st.DataObject) -> None:
+    """Lowering one perspective's confidence never raises the overall."""
     index = data.draw(st.integers(min_value=0, max_value=len(values) - 1))
     lowered = data.draw(st.floats(min_value=0.0, max_value=values[index]))
     before = overall_confidence(values)
@@ -216,10 +228,12 @@ def test_overall_never_rises_when_one_confidence_falls(values: list[float], data
 
 @given(st.lists(st.one_of(unit, st.none()), max_size=12))
 def test_none_values_are_ignored(values: list[float | None]) -> None:
+    """Perspectives without a confidence do not weigh on the overall."""
     assert overall_confidence(values) == overall_confidence([v for v in values if v is not None])
 
 
 def test_empty_is_none() -> None:
+    """No confidence at all gives no overall confidence."""
     assert overall_confidence([]) is None
     assert overall_confidence([None, None]) is None
 
@@ -246,6 +260,8 @@ def test_the_reference_rule_breaks_monotonicity_and_ours_does_not() -> None:
 
 @given(st.text(alphabet=st.sampled_from(list('{}[]":,.%/ \n*#-0123456789abconfidencexyz')), max_size=200))
 def test_parse_answer_never_raises_and_stays_on_the_scale(text: str) -> None:
+    """Any text parses without raising, its confidence on the scale and its source given exactly when it
+    has one."""
     parsed = parse_answer(text)
     assert parsed.confidence is None or 0.0 <= parsed.confidence <= 1.0
     assert (parsed.confidence is None) == (parsed.confidence_from is None)

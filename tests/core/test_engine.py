@@ -5,35 +5,24 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmcore.engine import (
+from rmcore.engine import Engine
+from rmcore.errors import ATTEMPT_KINDS, ErrorKind
+from rmcore.events import (
     AttemptFailed,
     AttemptSucceeded,
     Backoff,
     CheckHealth,
-    Engine,
     FailedOver,
     Finish,
     StartAttempt,
     TimePassed,
 )
-from rmcore.errors import ATTEMPT_KINDS, ErrorKind, ProviderError
 from rmcore.plan import RetryRules, RunLimits, RunPlan, TargetPlan
-from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest
 from rmcore.simulate import SimProvider, SimReply, simulate
+from tests.core.helpers import failure, spec
 
 REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", max_tokens=100)
-
-
-def spec(name: str, price: float = 1.0) -> ProviderSpec:
-    return ProviderSpec(
-        name=name,
-        kind=ProviderKind.OPENAI,
-        url=f"http://127.0.0.1:9/{name}",
-        model=f"{name}-model",
-        input_usd_per_mtok=price,
-        output_usd_per_mtok=price,
-    )
 
 
 def plan(*names: str, max_attempts: int = 2, **limits: float) -> RunPlan:
@@ -41,10 +30,6 @@ def plan(*names: str, max_attempts: int = 2, **limits: float) -> RunPlan:
         targets=tuple(TargetPlan(provider=spec(n), max_attempts=max_attempts) for n in names),
         limits=RunLimits(**limits),
     )
-
-
-def failure(kind: ErrorKind, retry_after_s: float | None = None) -> ProviderError:
-    return ProviderError(kind=kind, message=kind.value, retry_after_s=retry_after_s)
 
 
 def test_connection_refused_fails_over_after_retries_and_marks_fallback() -> None:
@@ -109,6 +94,7 @@ def test_silent_provider_is_abandoned_after_one_attempt_timeout() -> None:
 
 
 def test_content_filter_stops_the_run_with_the_providers_reason() -> None:
+    """A content filter stops the whole run: the next provider is not asked."""
     sim = simulate(
         plan("a", "b"), REQUEST, {"a": SimProvider(replies=(SimReply(kind=ErrorKind.CONTENT_FILTER),))}
     )
@@ -131,12 +117,15 @@ def test_budget_skips_targets_whose_worst_case_does_not_fit() -> None:
 
 
 def test_no_target_fits_the_budget_fails_with_budget() -> None:
+    """When no target's worst case fits the budget nothing is sent and the run fails with ``budget``."""
     p = RunPlan(targets=(TargetPlan(provider=spec("dear", price=1_000.0)),), limits=RunLimits(max_usd=0.0001))
     sim = simulate(p, REQUEST, {})
     assert sim.calls == {} and sim.outcome.error is not None and sim.outcome.error.kind is ErrorKind.BUDGET
 
 
 def test_health_check_before_use_skips_unhealthy_targets() -> None:
+    """With health checks on, an unhealthy provider is skipped unsent, and the skip is announced when it
+    happens."""
     p = RunPlan(
         targets=(TargetPlan(provider=spec("a")), TargetPlan(provider=spec("b"))), check_before_use=True
     )
@@ -149,6 +138,8 @@ def test_health_check_before_use_skips_unhealthy_targets() -> None:
 
 
 def test_attempt_timeout_is_capped_by_the_deadline() -> None:
+    """An attempt's timeout never reaches past the run's deadline, and ending on it is a ``deadline``
+    failure."""
     engine = Engine(
         RunPlan(
             targets=(TargetPlan(provider=spec("a"), attempt_timeout_s=30),), limits=RunLimits(deadline_s=5)
@@ -165,6 +156,7 @@ def test_attempt_timeout_is_capped_by_the_deadline() -> None:
 
 
 def test_success_records_real_usage_and_cost() -> None:
+    """A success records its latency, wall-clock start, and the cost of its real usage."""
     engine = Engine(plan("a"), REQUEST, seed=0, epoch_s=1_700_000_000.0)
     [_start] = engine.start(100.0)
     from rmcore.completion import Completion, Usage

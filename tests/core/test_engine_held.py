@@ -8,35 +8,24 @@ import pytest
 
 from rmcore.budget import Ledger
 from rmcore.completion import Completion, Usage
-from rmcore.engine import (
+from rmcore.engine import Engine
+from rmcore.errors import ErrorKind
+from rmcore.events import (
     Action,
     AttemptHeld,
     AttemptSucceeded,
     CancelAttempt,
-    Engine,
     Finish,
     RunOutcome,
     StartAttempt,
     TimePassed,
 )
-from rmcore.errors import ErrorKind
 from rmcore.plan import RunLimits, RunPlan, TargetPlan
 from rmcore.policy.schema import Strategy
-from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest
+from tests.core.helpers import spec
 
 REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", max_tokens=100)
-
-
-def spec(name: str) -> ProviderSpec:
-    return ProviderSpec(
-        name=name,
-        kind=ProviderKind.OPENAI,
-        url=f"http://127.0.0.1:9/{name}",
-        model=f"{name}-model",
-        input_usd_per_mtok=1.0,
-        output_usd_per_mtok=1.0,
-    )
 
 
 def race(ledger: Ledger | None = None, deadline_s: float = 30.0) -> tuple[Engine, StartAttempt, StartAttempt]:

@@ -10,15 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rmcore.budget import Ledger
-from rmcore.completion import Completion, Usage
-from rmcore.engine import (
+from rmcore.engine import Engine
+from rmcore.errors import ErrorKind, ProviderError
+from rmcore.events import (
     Action,
     AttemptFailed,
     AttemptRefused,
-    AttemptSucceeded,
     Backoff,
     CancelAttempt,
-    Engine,
     Event,
     FailedOver,
     Finish,
@@ -27,41 +26,20 @@ from rmcore.engine import (
     TargetSkipped,
     TimePassed,
 )
-from rmcore.errors import ErrorKind, ProviderError
 from rmcore.plan import RetryRules, RoutePlan, RunLimits, RunPlan, TargetPlan
 from rmcore.policy.schema import Strategy
 from rmcore.pricing import worst_case_usd
-from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest
 from rmcore.simulate import SimStep, describe
+from tests.core.helpers import answer, spec
 
 REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", max_tokens=100)
 QUOTA_FULL = "the 5-hour request quota provider:a:requests:18000s (2400 of 2400 requests used) is full"
 BUDGET_FULL = "the daily budget policy:p:usd:day ($5.00 of $5.00 used) cannot take this request"
 
 
-def spec(name: str, price: float = 1.0) -> ProviderSpec:
-    return ProviderSpec(
-        name=name,
-        kind=ProviderKind.OPENAI,
-        url=f"http://127.0.0.1:9/{name}",
-        model=f"{name}-model",
-        input_usd_per_mtok=price,
-        output_usd_per_mtok=price,
-    )
-
-
 def target(name: str, max_attempts: int = 2) -> TargetPlan:
     return TargetPlan(provider=spec(name), max_attempts=max_attempts)
-
-
-def answer(start: StartAttempt, at: float) -> AttemptSucceeded:
-    usage = Usage(input_tokens=10, output_tokens=20)
-    return AttemptSucceeded(
-        attempt_id=start.attempt_id,
-        at=at,
-        completion=Completion(content=f"from {start.provider.name}", model=start.provider.model, usage=usage),
-    )
 
 
 def refused(start: StartAttempt, at: float, kind: ErrorKind = ErrorKind.QUOTA) -> AttemptRefused:
@@ -78,6 +56,8 @@ def only(actions: list[Action], kind: type[Action]) -> list[Action]:
 
 
 def test_a_refused_attempt_skips_its_target_unrecorded_and_the_route_moves_on() -> None:
+    """An attempt refused by a cap is not recorded, releases its reservation, and the route fails over to
+    the next target."""
     ledger = Ledger(1.0)
     engine = Engine(RunPlan(targets=(target("a"), target("b"))), REQUEST, seed=0, ledger=ledger)
     [first] = engine.start(0.0)
@@ -111,6 +91,7 @@ def test_a_refused_attempt_skips_its_target_unrecorded_and_the_route_moves_on() 
 
 
 def test_when_every_target_is_refused_the_run_fails_with_the_refusals() -> None:
+    """When every target is refused the run fails at no cost, its message quoting every refusal."""
     engine = Engine(RunPlan(targets=(target("a"), target("b"))), REQUEST, seed=0)
     [first] = engine.start(0.0)
     assert isinstance(first, StartAttempt)
@@ -179,6 +160,7 @@ def test_a_refused_first_attempt_earns_no_retry_budget() -> None:
 
 
 def test_a_refusal_in_a_race_leaves_the_other_runner_running() -> None:
+    """In a race, a refused runner drops out without cancelling the others."""
     plan = RunPlan(targets=(target("a"), target("b")), strategy=Strategy.FASTEST)
     engine = Engine(plan, REQUEST, seed=0)
     first, second = engine.start(0.0)
@@ -191,6 +173,7 @@ def test_a_refusal_in_a_race_leaves_the_other_runner_running() -> None:
 
 
 def test_refusals_of_unknown_or_ended_attempts_are_ignored() -> None:
+    """A refusal of an attempt that is unknown or already over changes nothing."""
     engine = Engine(RunPlan(targets=(target("a"), target("b"))), REQUEST, seed=0)
     [first] = engine.start(0.0)
     assert isinstance(first, StartAttempt)
@@ -201,6 +184,7 @@ def test_refusals_of_unknown_or_ended_attempts_are_ignored() -> None:
 
 
 def test_a_refusal_at_the_deadline_ends_the_run_with_the_deadline() -> None:
+    """A refusal arriving at the deadline ends the run with ``deadline``, nothing recorded."""
     engine = Engine(
         RunPlan(targets=(target("a"), target("b")), limits=RunLimits(deadline_s=1.0)), REQUEST, seed=0
     )
@@ -212,6 +196,7 @@ def test_a_refusal_at_the_deadline_ends_the_run_with_the_deadline() -> None:
 
 
 def test_the_trace_says_a_refused_attempt_was_not_sent() -> None:
+    """The trace says a refused attempt was not sent, and why."""
     step = SimStep(
         at=0.0, event=AttemptRefused(attempt_id=1, at=0.0, kind=ErrorKind.QUOTA, message=QUOTA_FULL)
     )
@@ -320,6 +305,8 @@ def test_a_refused_attempt_is_never_recorded_and_the_run_still_terminates(
     refusals: list[ErrorKind | None],
     replies: list[tuple[float, ErrorKind | None]],
 ) -> None:
+    """Whatever is refused, exactly the sent attempts are recorded, each refusal skips its target once, no
+    reservation outlives the run and the budget holds."""
     outcome, starts, refused_ids, engine = drive(plan, seed, refusals, replies)
     assert len(outcome.attempts) == len(starts) - len(refused_ids), "exactly the sent attempts are recorded"
     by_id = {s.attempt_id: s for s in starts}

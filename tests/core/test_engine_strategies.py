@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from rmcore.breaker import CircuitState, admit, record
 from rmcore.completion import Usage
-from rmcore.engine import (
+from rmcore.errors import ErrorKind
+from rmcore.events import (
     AdmitCircuit,
     AttemptFailed,
     AttemptSucceeded,
@@ -30,13 +31,13 @@ from rmcore.engine import (
     StartAttempt,
     TargetSkipped,
 )
-from rmcore.errors import ErrorKind
 from rmcore.plan import BreakerRules, RetryRules, RoutePlan, RunLimits, RunPlan, TargetPlan, leaves
 from rmcore.policy.schema import NON_ATTEMPT_KINDS, Strategy
 from rmcore.pricing import cost_usd, estimate_prompt_tokens, worst_case_usd
-from rmcore.providers import ProviderKind, ProviderSpec
+from rmcore.providers import ProviderSpec
 from rmcore.requests import ChatRequest
 from rmcore.simulate import SimProvider, SimReply, Simulation, simulate
+from tests.core.helpers import spec, target
 
 T = TypeVar("T")
 
@@ -50,21 +51,6 @@ REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", max_tokens=100)
 # those a random policy may list in ``retry.on``.
 FAIL_KINDS = sorted(k for k in ErrorKind if k not in NON_ATTEMPT_KINDS)
 RETRY_ON_CHOICES = sorted(k for k in FAIL_KINDS if k is not ErrorKind.CONTENT_FILTER)
-
-
-def spec(name: str, price: float = 1.0) -> ProviderSpec:
-    return ProviderSpec(
-        name=name,
-        kind=ProviderKind.OPENAI,
-        url=f"http://127.0.0.1:9/{name}",
-        model=f"{name}-model",
-        input_usd_per_mtok=price,
-        output_usd_per_mtok=price,
-    )
-
-
-def target(name: str, price: float = 1.0, *, max_attempts: int = 2, weight: float = 1.0) -> TargetPlan:
-    return TargetPlan(provider=spec(name, price), max_attempts=max_attempts, weight=weight)
 
 
 def answers_after(latency_s: float | None) -> SimProvider:

@@ -116,6 +116,7 @@ RMCLI_API = {
     ("package", "frozen"), [("rmcore", RMCORE), ("rmcli.api", RMCLI_API), ("rmcli", {"__version__"})]
 )
 def test_every_public_name_imports_and_none_disappears(package: str, frozen: set[str]) -> None:
+    """Every name in ``__all__`` imports, and none is added or lost without the frozen list changing."""
     module = importlib.import_module(package)
     exported = set(module.__all__)
     assert frozen - exported == set(), f"{package} lost public names"
@@ -126,6 +127,7 @@ def test_every_public_name_imports_and_none_disappears(package: str, frozen: set
 
 
 def test_importing_rmcli_loads_neither_httpx_nor_anyio() -> None:
+    """``import rmcli`` stays light: neither httpx nor anyio is loaded."""
     program = "import sys, rmcli; print(','.join(m for m in ('httpx', 'anyio') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rmcore.completion import Usage
-from rmcore.policy import decode_policy, resolve_providers
+from rmcore.policy import resolve_providers
 from rmcore.pricing import cost_usd, estimate_prompt_tokens, worst_case_usd
-from rmcore.providers import BUILTIN_NAMES, ProviderKind, ProviderSpec, builtin_providers
+from rmcore.providers import ProviderKind, ProviderSpec, builtin_providers
 from rmcore.quota import (
     DEFAULT_QUOTA_WINDOW_S,
     Cap,
@@ -29,6 +29,7 @@ from rmcore.quota import (
     window_of,
 )
 from rmcore.requests import ChatRequest
+from tests.core.helpers import policy_of
 
 UTC = dt.UTC
 DAY_S = 86_400.0
@@ -54,6 +55,8 @@ def midnight(day: dt.date) -> float:
 @settings(max_examples=300)
 @given(MOMENTS)
 def test_a_day_window_is_the_utc_calendar_day_holding_the_moment(now_s: float) -> None:
+    """A daily window is the UTC calendar day holding the moment, named by its date, resetting at the next
+    midnight."""
     name, resets_at = window_of(Period.DAY, None, now_s)
     start = midnight(dt.date.fromisoformat(name))
     assert start <= now_s < resets_at
@@ -64,6 +67,7 @@ def test_a_day_window_is_the_utc_calendar_day_holding_the_moment(now_s: float) -
 @settings(max_examples=300)
 @given(MOMENTS)
 def test_a_month_window_is_the_utc_calendar_month_holding_the_moment(now_s: float) -> None:
+    """A monthly window is the UTC calendar month holding the moment, resetting on the first of the next."""
     name, resets_at = window_of(Period.MONTH, None, now_s)
     year, month = map(int, name.split("-"))
     start = at(year, month, 1)
@@ -76,6 +80,7 @@ def test_a_month_window_is_the_utc_calendar_month_holding_the_moment(now_s: floa
 @settings(max_examples=300)
 @given(MOMENTS, st.one_of(st.integers(1, 10_000_000).map(float), st.floats(1.0, 1e6)))
 def test_a_fixed_window_starts_at_a_multiple_of_its_length(now_s: float, window_s: float) -> None:
+    """A fixed window starts at a multiple of its length since the epoch and is named by its start."""
     name, resets_at = window_of(Period.WINDOW, window_s, now_s)
     start = resets_at - window_s
     assert start <= now_s < resets_at
@@ -85,6 +90,8 @@ def test_a_fixed_window_starts_at_a_multiple_of_its_length(now_s: float, window_
 
 @given(st.integers(0, 40_000), st.integers(1, 100_000))
 def test_a_moment_on_a_fixed_boundary_belongs_to_the_window_starting_there(k: int, size: int) -> None:
+    """A moment exactly on a boundary belongs to the window that starts there, the moment before to the
+    previous one."""
     boundary = float(k * size)
     assert window_of(Period.WINDOW, size, boundary) == (str(k * size), boundary + size)
     before = math.nextafter(boundary, -math.inf)
@@ -111,12 +118,14 @@ def test_a_moment_on_a_fixed_boundary_belongs_to_the_window_starting_there(k: in
     ],
 )
 def test_calendar_windows_by_example(now_s: float, period: Period, expected: tuple[str, float]) -> None:
+    """Windows at month and year ends, leap days (2100 is no leap year) and the epoch, by example."""
     window_s = 18_000.0 if period is Period.WINDOW else None
     assert window_of(period, window_s, now_s) == expected
 
 
 @pytest.mark.parametrize("window_s", [None, 0.0, -5.0])
 def test_a_fixed_window_needs_a_positive_length(window_s: float | None) -> None:
+    """A fixed window without a positive length is refused."""
     with pytest.raises(ValueError, match="window_s"):
         window_of(Period.WINDOW, window_s, 100.0)
 
@@ -156,6 +165,8 @@ def caps(draw: st.DrawFn) -> list[Cap]:
 def test_charges_for_picks_exactly_the_caps_in_scope(
     all_caps: list[Cap], provider: str, worst_usd: float, worst_tokens: int, now_s: float
 ) -> None:
+    """A request is charged against the policy's caps and its own provider's, in order, each for a non-zero
+    amount in its window."""
     charges = charges_for(all_caps, provider, worst_usd, worst_tokens, now_s)
     amount = {Resource.USD: worst_usd, Resource.REQUESTS: 1.0, Resource.TOKENS: float(worst_tokens)}
     in_scope = [
@@ -171,6 +182,7 @@ def test_charges_for_picks_exactly_the_caps_in_scope(
 
 
 def test_a_free_request_charges_no_dollar_cap_but_still_counts_as_a_request() -> None:
+    """A free request charges no dollar cap but still counts against a request quota."""
     dollars = Cap(
         key="policy:p:usd:day", scope="policy:p", resource=Resource.USD, limit=5.0, period=Period.DAY
     )
@@ -187,6 +199,7 @@ def test_a_free_request_charges_no_dollar_cap_but_still_counts_as_a_request() ->
 
 
 def test_settled_amounts_replace_the_worst_case_with_the_real_use() -> None:
+    """Settling replaces each worst case by the real cost or tokens, a request staying one request."""
     charges = [
         Charge(cap_key="d", resource=Resource.USD, window="2026-11-25", resets_at=1.0, amount=0.5, limit=5),
         Charge(cap_key="r", resource=Resource.REQUESTS, window="0", resets_at=1.0, amount=1, limit=5),
@@ -200,6 +213,7 @@ def test_settled_amounts_replace_the_worst_case_with_the_real_use() -> None:
 
 
 def test_an_attempt_charges_the_same_worst_case_the_engine_holds() -> None:
+    """An attempt's charges are the worst case the engine reserves, and settle to its real usage."""
     provider = ProviderSpec(
         name="a",
         kind=ProviderKind.OPENAI,
@@ -232,6 +246,8 @@ def test_an_attempt_charges_the_same_worst_case_the_engine_holds() -> None:
 
 
 def test_the_refusal_says_which_cap_how_full_and_when_it_resets() -> None:
+    """A refusal names the cap, how much of it is used, the request's worst case and when it resets;
+    exactly full still fits."""
     now = at(2026, 11, 25, 15)
     cap = Cap(
         key="policy:cost-first:usd:day",
@@ -254,6 +270,7 @@ def test_the_refusal_says_which_cap_how_full_and_when_it_resets() -> None:
 
 
 def test_quota_refusals_name_the_window_in_words() -> None:
+    """Quota and monthly refusals name their window in words (5-hour, 1-hour, monthly) and its reset."""
     now = at(2026, 11, 25, 15)
     quota = Cap(
         key="provider:aiceo-gateway:requests:18000s",
@@ -312,6 +329,7 @@ used_maps = st.dictionaries(
 def test_refuse_admits_only_what_fits_and_names_the_first_cap_that_does_not(
     charges: list[Charge], used: dict[tuple[str, str], float]
 ) -> None:
+    """``refuse`` admits a request only when every charge fits, else names the first that does not."""
     refusal = refuse(charges, used)
     fits = [
         c.amount == 0 or used.get((c.cap_key, c.window), 0.0) + c.amount <= c.limit + 1e-9 for c in charges
@@ -379,11 +397,12 @@ def test_a_store_that_asks_refuse_never_goes_past_a_limit(
 
 
 def caps_of(text: str) -> tuple[Cap, ...]:
-    policy = decode_policy(text, "budgeted.toml", BUILTIN_NAMES).unwrap()
+    policy = policy_of(text, "budgeted.toml")
     return policy_caps(policy, resolve_providers(policy, builtin_providers({})))
 
 
 def test_policy_caps_come_from_the_budget_table_and_the_route_s_quotas() -> None:
+    """A policy's caps are its budgets, then the quotas of the providers its route names."""
     found = caps_of(
         """
 version = 1
@@ -429,6 +448,7 @@ tokens_per_window = 50000
 
 
 def test_a_quota_of_zero_removes_the_gateway_s_built_in_quota() -> None:
+    """A quota of 0 removes the gateway's own; a new window length makes a new key."""
     text = 'version = 1\n[route]\ntargets = ["aiceo-gateway"]\n'
     assert [c.key for c in caps_of(text)] == ["provider:aiceo-gateway:requests:18000s"]
     assert caps_of(text + "[providers.aiceo-gateway]\nrequests_per_window = 0\n") == ()
@@ -441,4 +461,5 @@ def test_a_quota_of_zero_removes_the_gateway_s_built_in_quota() -> None:
 
 
 def test_providers_outside_the_route_bring_no_quota() -> None:
+    """Quotas of providers the route does not name are no caps of the policy."""
     assert caps_of('version = 1\n[route]\ntargets = ["glm-direct"]\n') == ()

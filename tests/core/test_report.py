@@ -60,6 +60,7 @@ def failure(pid: str) -> PerspectiveResult:
 
 
 def test_answered_result_flags_a_missing_confidence() -> None:
+    """An unstructured answer without a confidence is flagged for both, and keeps its usage and cost."""
     r = answered_result(
         BUILTIN["ux"],
         "It reads well.",
@@ -77,6 +78,7 @@ def test_answered_result_flags_a_missing_confidence() -> None:
 
 
 def test_a_json_answer_with_confidence_has_no_flags() -> None:
+    """A JSON answer with a confidence carries no flag."""
     r = answer("security", 0.8)
     assert r.flags == ()
     assert r.confidence == pytest.approx(0.8)
@@ -84,6 +86,7 @@ def test_a_json_answer_with_confidence_has_no_flags() -> None:
 
 
 def test_failed_result_keeps_its_error_and_cost() -> None:
+    """A failed perspective keeps its error and what its attempts cost."""
     r = failure("marketing")
     assert not r.answered
     assert (r.error_kind, r.error_message, r.cost_usd, r.input_tokens) == (
@@ -98,18 +101,21 @@ def test_failed_result_keeps_its_error_and_cost() -> None:
 
 
 def test_all_answered_is_ok_even_without_a_confidence() -> None:
+    """When every perspective answered the analysis is ``ok``, exit 0, confidences or not."""
     results = [answer("security", 0.8), answer("ux", None)]
     assert analysis_status(results, 1) == "ok"
     assert exit_code("ok") == 0
 
 
 def test_some_failed_is_partial_with_exit_3() -> None:
+    """Some failures with enough answers is ``partial``, exit 3."""
     results = [answer("security", 0.8), failure("marketing")]
     assert analysis_status(results, 1) == "partial"
     assert exit_code("partial") == 3
 
 
 def test_fewer_than_min_answered_is_failed_with_exit_1() -> None:
+    """Fewer answers than ``min_perspectives`` is ``failed``, exit 1."""
     results = [answer("security", 0.8), failure("marketing"), failure("growth")]
     assert analysis_status(results, 2) == "failed"
     assert analysis_status(results, 1) == "partial"
@@ -119,6 +125,7 @@ def test_fewer_than_min_answered_is_failed_with_exit_1() -> None:
 
 
 def test_min_above_the_number_asked_fails_even_when_all_answered() -> None:
+    """A minimum above the number of perspectives asked fails even when all answered."""
     assert analysis_status([answer("security", 0.8)], 2) == "failed"
 
 
@@ -143,10 +150,13 @@ def test_min_above_the_number_asked_fails_even_when_all_answered() -> None:
     ],
 )
 def test_stance_reads_the_opening_words(recommendation: str | None, expected: str | None) -> None:
+    """A recommendation's opening words decide for, against, or no clear verdict."""
     assert stance(recommendation) == expected
 
 
 def test_summary_lines_agreement_and_disagreement() -> None:
+    """The summary lists each perspective, then agreement, the confidence range and who disagrees or is far
+    less confident."""
     results = [
         answer("security", 0.8, "Proceed only with SSO."),
         answer("architecture", 0.75, "Proceed."),
@@ -172,6 +182,7 @@ def test_summary_lines_agreement_and_disagreement() -> None:
 
 
 def test_summary_of_a_split_and_of_close_confidences() -> None:
+    """Split verdicts are a disagreement; close confidences are not called far apart."""
     text = summarize([answer("security", 0.7, "Proceed."), answer("growth", 0.72, "Do not.")])
     assert "Disagreement: verdicts are split: Security says go ahead; Growth says do not." in text
     assert "Agreement" not in text
@@ -179,12 +190,14 @@ def test_summary_of_a_split_and_of_close_confidences() -> None:
 
 
 def test_summary_of_unanimous_verdicts_has_no_disagreement() -> None:
+    """Unanimous verdicts give agreement and no disagreement."""
     text = summarize([answer(pid, 0.8, "Proceed.") for pid in ("security", "ux", "growth")])
     assert "Agreement: 3 of 3 perspectives with a clear verdict say go ahead" in text
     assert "Disagreement" not in text
 
 
 def test_one_line() -> None:
+    """``one_line`` gives the first sentence without markdown or list markers, cut with an ellipsis."""
     assert one_line("\n## **Findings:** The API is slow. It times out.\nMore") == "The API is slow."
     assert one_line("- 1. point one") == "point one"
     assert one_line("x" * 200, 10) == "x" * 9 + "…"
@@ -232,6 +245,8 @@ def attempts() -> list[AttemptRecord]:
 
 
 def test_analysis_json_has_exactly_the_design_shape() -> None:
+    """The analysis JSON has exactly the keys of the design, with usage totals, attempts and per-
+    perspective metadata."""
     results = [answer("security", 0.8), answer("ux", 0.6, cached=True), failure("marketing")]
     doc = analysis_json(
         "Adopt SSO?",
@@ -287,6 +302,7 @@ def test_analysis_json_has_exactly_the_design_shape() -> None:
 
 
 def test_overall_is_null_when_no_confidence_is_known() -> None:
+    """Without any known confidence the overall confidence is null."""
     doc = analysis_json(
         "q", [answer("ux", None), failure("growth")], [], execution_ms=1.0, timestamp="t", status="partial"
     )
@@ -298,6 +314,8 @@ def test_overall_is_null_when_no_confidence_is_known() -> None:
 
 
 def test_markdown_table_and_sections() -> None:
+    """The markdown report has a status line, a table with escaped pipes, a section per perspective and the
+    summary."""
     results = [
         answered_result(
             BUILTIN["security"],

@@ -68,21 +68,25 @@ rows = st.builds(
 def test_percentile_interpolates_linearly_between_closest_ranks(
     values: list[float], q: float, expected: float
 ) -> None:
+    """Percentiles interpolate linearly between the closest ranks, whatever the order of the values."""
     assert percentile(values, q) == pytest.approx(expected)
 
 
 def test_percentile_of_nothing_is_none() -> None:
+    """No values have no percentile."""
     assert percentile([], 0.5) is None
 
 
 @pytest.mark.parametrize("q", [-0.01, 1.01, 50.0, math.nan])
 def test_percentile_rejects_q_outside_zero_to_one(q: float) -> None:
+    """A quantile outside [0, 1], or NaN, is refused."""
     with pytest.raises(ValueError, match="between 0 and 1"):
         percentile([1.0], q)
 
 
 @given(st.lists(latencies, min_size=1), quantiles)
 def test_percentile_lies_between_minimum_and_maximum(values: list[float], q: float) -> None:
+    """Any percentile lies between the smallest and largest value."""
     result = percentile(values, q)
     assert result is not None
     assert min(values) <= result <= max(values)
@@ -90,6 +94,7 @@ def test_percentile_lies_between_minimum_and_maximum(values: list[float], q: flo
 
 @given(st.lists(latencies, min_size=1), quantiles, quantiles)
 def test_percentile_never_decreases_with_q(values: list[float], q1: float, q2: float) -> None:
+    """A higher quantile never gives a lower value."""
     low, high = sorted((q1, q2))
     low_value, high_value = percentile(values, low), percentile(values, high)
     assert low_value is not None and high_value is not None
@@ -98,6 +103,7 @@ def test_percentile_never_decreases_with_q(values: list[float], q1: float, q2: f
 
 @given(st.lists(latencies, min_size=1))
 def test_percentile_ends_are_minimum_and_maximum(values: list[float]) -> None:
+    """The 0th and 100th percentiles are the minimum and the maximum."""
     assert percentile(values, 0.0) == min(values)
     assert percentile(values, 1.0) == max(values)
 
@@ -106,6 +112,8 @@ def test_percentile_ends_are_minimum_and_maximum(values: list[float]) -> None:
 
 
 def test_summary_counts_failures_and_sorts_by_provider() -> None:
+    """The summary counts requests and failures, latency percentiles, tokens and cost per provider, sorted
+    by name."""
     summary = summarize(
         [
             row("openai-direct", latency_ms=300.0),
@@ -152,11 +160,13 @@ def test_failed_attempts_count_in_latency() -> None:
 
 
 def test_summary_of_nothing_is_empty() -> None:
+    """No attempts summarise to no rows."""
     assert summarize([]) == []
 
 
 @given(st.lists(rows))
 def test_summary_totals_equal_sums_of_rows(attempts: list[AttemptRow]) -> None:
+    """The summary's totals are the sums over the attempts, one row per provider."""
     summary = summarize(attempts)
     assert [usage.provider for usage in summary] == sorted({a.provider for a in attempts})
     assert sum(usage.requests for usage in summary) == len(attempts)
@@ -170,6 +180,7 @@ def test_summary_totals_equal_sums_of_rows(attempts: list[AttemptRow]) -> None:
 
 @given(st.lists(rows, min_size=1))
 def test_summary_rates_and_percentiles_are_sane(attempts: list[AttemptRow]) -> None:
+    """Failure rates are failures over requests, and p50 ≤ p95 within each provider's latencies."""
     for usage in summarize(attempts):
         mine = [a.latency_ms for a in attempts if a.provider == usage.provider]
         assert 0.0 <= usage.failure_rate <= 1.0
@@ -182,6 +193,7 @@ def test_summary_rates_and_percentiles_are_sane(attempts: list[AttemptRow]) -> N
 
 
 def test_json_rows_use_the_contract_field_names() -> None:
+    """Rows are written with the contract's camelCase names and survive JSON."""
     [json_row] = to_json_rows(summarize([row("glm-direct", outcome="timeout", latency_ms=50.0)]))
     assert json_row == {
         "provider": "glm-direct",
@@ -199,6 +211,7 @@ def test_json_rows_use_the_contract_field_names() -> None:
 
 
 def test_json_rows_keep_the_order() -> None:
+    """JSON rows keep the summary's order."""
     summary = summarize([row("b"), row("a"), row("c")])
     assert [json_row["provider"] for json_row in to_json_rows(summary)] == ["a", "b", "c"]
 

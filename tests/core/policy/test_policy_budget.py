@@ -3,18 +3,14 @@ provider resolution, the plan's caps, writing back to TOML, and the explanation 
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from returns.result import Failure, Success
+from returns.result import Success
 
 from rmcore.plan import build_plan
 from rmcore.policy import (
     Budget,
-    Policy,
-    PolicyIssue,
     ProviderBudget,
     decode_policy,
     encode_policy,
@@ -23,6 +19,8 @@ from rmcore.policy import (
 )
 from rmcore.providers import BUILTIN_NAMES, builtin_providers
 from rmcore.quota import Period, Resource
+from tests.core.helpers import policy_issues as issues
+from tests.core.helpers import policy_of as decode
 
 FULL = """\
 version = 1
@@ -47,18 +45,8 @@ max_concurrency = 8
 """
 
 
-def decode(text: str) -> Policy:
-    policy: Policy = decode_policy(textwrap.dedent(text), "policy.toml", BUILTIN_NAMES).unwrap()
-    return policy
-
-
-def issues(text: str) -> list[PolicyIssue]:
-    result = decode_policy(textwrap.dedent(text), "policy.toml", BUILTIN_NAMES)
-    assert isinstance(result, Failure), result
-    return list(result.failure())
-
-
 def test_every_budget_and_quota_key_decodes() -> None:
+    """Every key of ``[budget]``, ``[budget.providers.NAME]`` and a provider's quota decodes to its value."""
     policy = decode(FULL)
     assert policy.budget == Budget(
         daily_usd=5.0,
@@ -75,6 +63,7 @@ def test_every_budget_and_quota_key_decodes() -> None:
 
 
 def test_without_a_budget_table_nothing_is_capped_and_the_state_fails_closed() -> None:
+    """A policy without ``[budget]`` sets no cap over time and fails closed when the state is down."""
     budget = decode("version = 1\n").budget
     assert budget == Budget() and budget.daily_usd is None and budget.monthly_usd is None
     assert budget.on_state_unavailable == "fail_closed" and budget.providers == {}
@@ -130,11 +119,14 @@ def test_without_a_budget_table_nothing_is_capped_and_the_state_fails_closed() -
     ],
 )
 def test_wrong_budget_and_quota_values_are_located(text: str, line: int, path: str, message: str) -> None:
+    """A wrong budget or quota value is one issue, at its line and path, saying what was expected."""
     [issue] = issues("version = 1\n" + text)
     assert (issue.line, issue.path, issue.message) == (line, path, message)
 
 
 def test_a_budget_for_an_unknown_provider_names_its_path_and_a_suggestion() -> None:
+    """A budget for a provider that does not exist is located at its table, with the closest name
+    suggested."""
     [issue] = issues(
         """\
         version = 1
@@ -153,6 +145,7 @@ def test_a_budget_for_an_unknown_provider_names_its_path_and_a_suggestion() -> N
 
 
 def test_a_budget_for_a_provider_the_policy_adds_is_accepted() -> None:
+    """A provider defined in the policy's own ``[providers]`` can be given a budget."""
     policy = decode(
         """\
         version = 1
@@ -168,12 +161,15 @@ def test_a_budget_for_a_provider_the_policy_adds_is_accepted() -> None:
 
 
 def test_a_provider_budget_without_a_cap_is_an_error() -> None:
+    """An empty ``[budget.providers.NAME]`` table is an error: it caps nothing."""
     [issue] = issues("version = 1\n[budget.providers.glm-direct]\n")
     assert (issue.line, issue.path) == (2, "$.budget.providers.glm-direct")
     assert "sets no cap" in issue.message
 
 
 def test_a_quota_window_without_a_quota_is_an_error_but_not_for_the_gateway() -> None:
+    """A quota window without a quota is an error, except for the gateway whose quota is built in (unless the
+    policy removes it)."""
     [issue] = issues("version = 1\n[providers.glm-direct]\nquota_window_s = 60\n")
     assert (issue.line, issue.path) == (3, "$.providers.glm-direct.quota_window_s")
     assert "set `requests_per_window` or `tokens_per_window`" in issue.message
@@ -186,6 +182,8 @@ def test_a_quota_window_without_a_quota_is_an_error_but_not_for_the_gateway() ->
 
 
 def test_quotas_resolve_onto_the_providers() -> None:
+    """Quotas of the policy replace the built-in ones on the resolved providers; 0 removes a quota; a new
+    provider keeps its own."""
     builtins = builtin_providers({})
     assert (builtins["aiceo-gateway"].requests_per_window, builtins["aiceo-gateway"].quota_window_s) == (
         2400,
@@ -215,6 +213,8 @@ def test_quotas_resolve_onto_the_providers() -> None:
 
 
 def test_the_plan_carries_the_caps_and_what_to_do_when_the_state_is_down() -> None:
+    """The plan holds every cap of the policy, budgets first then quotas, and its rule for an unreachable
+    state."""
     policy = decode(FULL)
     plan = build_plan(policy, resolve_providers(policy, builtin_providers({}))).unwrap()
     assert plan.on_state_unavailable == "fail_open"
@@ -232,6 +232,7 @@ def test_the_plan_carries_the_caps_and_what_to_do_when_the_state_is_down() -> No
 
 
 def test_budget_and_quotas_round_trip_through_toml() -> None:
+    """A policy with budgets and quotas encodes to TOML that decodes to the same policy."""
     policy = decode(FULL)
     again = decode_policy(encode_policy(policy), "again.toml", BUILTIN_NAMES)
     assert again == Success(policy)
@@ -258,6 +259,7 @@ def test_any_budget_round_trips(
     requests: int | None,
     window_s: float | None,
 ) -> None:
+    """Any combination of budget caps, state rule and gateway quota survives encoding and decoding."""
     budget_lines = [f"on_state_unavailable = {mode!r}".replace("'", '"')]
     budget_lines += [f"daily_usd = {daily!r}"] if daily is not None else []
     budget_lines += [f"monthly_usd = {monthly!r}"] if monthly is not None else []
@@ -280,6 +282,7 @@ def explained(text: str) -> str:
 
 
 def test_explain_says_the_caps_quotas_and_the_state_rule_in_words() -> None:
+    """``explain`` states each cap, each quota and what happens when the state is down, in sentences."""
     text = explained(FULL)
     assert (
         "Caps over time: at most $5.00 per UTC day and $100.00 per UTC calendar month for everything"
@@ -294,11 +297,13 @@ def test_explain_says_the_caps_quotas_and_the_state_rule_in_words() -> None:
 
 
 def test_explain_of_a_policy_without_caps_says_so() -> None:
+    """Without caps, ``explain`` says that only the run's own budget limits spending."""
     text = explained('version = 1\n[route]\ntargets = ["glm-direct"]\n')
     assert "Caps over time: none; only the run's own budget limits spending." in text
 
 
 def test_explain_mentions_the_gateways_own_quota_and_failing_closed() -> None:
+    """Routing to the gateway, ``explain`` mentions its built-in quota and that runs fail closed."""
     text = explained('version = 1\n[route]\ntargets = ["aiceo-gateway"]\n')
     assert (
         "Caps over time: no dollar caps. Quotas: aiceo-gateway takes at most 2400 requests per 5-hour" in text

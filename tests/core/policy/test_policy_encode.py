@@ -15,12 +15,14 @@ POLICIES = sorted((Path(__file__).resolve().parents[3] / "policies").glob("*.tom
 
 @pytest.mark.parametrize("path", POLICIES, ids=[p.stem for p in POLICIES])
 def test_every_shipped_policy_round_trips(path: Path) -> None:
+    """Each shipped policy encodes to TOML that decodes back to the same policy."""
     policy = decode_policy(path.read_text(), str(path), BUILTIN_NAMES).unwrap()
     again = decode_policy(encode_policy(policy), "again.toml", BUILTIN_NAMES)
     assert again == Success(policy)
 
 
 def test_an_unset_optional_key_is_left_out() -> None:
+    """Keys the policy leaves unset are not written; those it sets are."""
     text = 'version = 1\n[route]\ntargets = [{ provider = "glm-direct", max_attempts = 3 }]\n'
     encoded = encode_policy(decode_policy(text, "p.toml", BUILTIN_NAMES).unwrap())
     assert "max_attempts = 3" in encoded and "attempt_timeout_s" not in encoded.split("[limits]")[0]

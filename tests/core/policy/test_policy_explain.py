@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
-from rmcore.policy import Policy, Strategy, decode_policy, explain, resolve_providers
-from rmcore.providers import BUILTIN_NAMES, builtin_providers
+from rmcore.policy import Policy, Strategy, explain, resolve_providers
+from rmcore.providers import builtin_providers
+from tests.core.helpers import policy_of
 
 ENV = {
     "GLM_API_URL": "http://127.0.0.1:9001/v1/chat/completions",
@@ -16,11 +15,13 @@ ENV = {
 
 
 def explained(text: str, env: dict[str, str] = ENV) -> str:
-    policy = decode_policy(textwrap.dedent(text), "p.toml", BUILTIN_NAMES).unwrap()
+    policy = policy_of(text, "p.toml")
     return explain(policy, resolve_providers(policy, builtin_providers(env)))
 
 
 def test_sequential_route_limits_and_budget() -> None:
+    """A sequential policy is explained with its targets in order, their limits, retries, deadline, budget,
+    breaker and analysis settings."""
     text = explained(
         """\
         version = 1
@@ -51,6 +52,7 @@ def test_sequential_route_limits_and_budget() -> None:
 
 
 def test_per_target_overrides_are_shown() -> None:
+    """A target's own attempts and timeouts are shown on its line; the others show the defaults."""
     text = explained(
         """\
         version = 1
@@ -67,6 +69,7 @@ def test_per_target_overrides_are_shown() -> None:
 
 
 def test_nested_routes_are_indented_and_inherit_overrides() -> None:
+    """Nested routes are numbered and indented by depth, and show the limits they inherit."""
     text = explained(
         """\
         version = 1
@@ -103,6 +106,7 @@ def test_nested_routes_are_indented_and_inherit_overrides() -> None:
     ],
 )
 def test_each_strategy_in_one_sentence(strategy: Strategy, phrase: str) -> None:
+    """Each strategy is described by one sentence on the route's line."""
     text = explained(f'version = 1\n[route]\nstrategy = "{strategy.value}"\ntargets = ["glm-direct"]\n')
     route_line = next(line for line in text.splitlines() if line.startswith("Route ("))
     assert route_line.startswith(f"Route ({strategy.value}): ")
@@ -110,11 +114,13 @@ def test_each_strategy_in_one_sentence(strategy: Strategy, phrase: str) -> None:
 
 
 def test_hedged_on_p95() -> None:
+    """A hedge on ``p95`` is explained as waiting for the target's observed p95 latency."""
     text = explained('version = 1\n[route]\nstrategy = "hedged"\nhedge_after_s = "p95"\n')
     assert "after its observed p95 latency" in text
 
 
 def test_weighted_shares() -> None:
+    """Weighted targets show their weight and their chance to go first."""
     text = explained(
         'version = 1\n[route]\nstrategy = "weighted"\n'
         'targets = [{ provider = "glm-direct", weight = 3 }, "aiceo-gateway"]\n'
@@ -124,17 +130,20 @@ def test_weighted_shares() -> None:
 
 
 def test_unusable_providers_are_flagged_with_the_reason() -> None:
+    """A provider that cannot be called as configured is flagged with the reason."""
     text = explained('version = 1\n[route]\ntargets = ["openai-direct"]\n')
     assert "openai-direct: gpt-4-turbo, no URL" in text
     assert "! not usable as configured: OPENAI_API_URL is not set" in text
 
 
 def test_a_provider_missing_from_the_mapping_is_flagged() -> None:
+    """A route target with no configured provider is flagged rather than failing the explanation."""
     policy = Policy(version=1)
     assert "! no provider of that name is configured" in explain(policy, {})
 
 
 def test_free_local_provider_without_key() -> None:
+    """A local provider with no prices and no key is described as free and needing no key."""
     text = explained(
         """\
         version = 1
@@ -150,6 +159,7 @@ def test_free_local_provider_without_key() -> None:
 
 
 def test_health_check_on_and_no_retries() -> None:
+    """A health check before use and an empty ``retry.on`` are both said in words."""
     text = explained("version = 1\n[health]\ncheck_before_use = true\n[retry]\non = []\nstop_on = []\n")
     assert "Health check: before a target is used" in text
     assert "Retries: none; any failure moves on to the next target at once." in text

@@ -69,6 +69,8 @@ LAYOUTS = textwrap.dedent(
     ],
 )
 def test_locates_every_layout(path: str, line: int) -> None:
+    """Every path is found on the line that writes it, whatever the TOML layout (tables, dotted and quoted
+    keys, inline tables, arrays over several lines)."""
     assert locate(LAYOUTS, path) == line
 
 
@@ -79,6 +81,8 @@ def test_the_layouts_are_valid_toml() -> None:
 
 
 def test_falls_back_to_the_deepest_written_prefix() -> None:
+    """A path not written is located at its deepest written prefix; one with no written prefix, or not a
+    path, has no line."""
     assert locate(LAYOUTS, "$.route.targets[1].weight") == 9
     assert locate(LAYOUTS, "$.route.targets[7]") == 7
     assert locate(LAYOUTS, "$.breaker.cooldown_s") is None
@@ -87,6 +91,8 @@ def test_falls_back_to_the_deepest_written_prefix() -> None:
 
 
 def test_arrays_of_tables_and_tables_below_them() -> None:
+    """Entries of ``[[arrays of tables]]``, nested ones included, are counted to find the right entry's
+    line."""
     text = textwrap.dedent(
         """\
         [[route.targets]]
@@ -112,6 +118,7 @@ def test_arrays_of_tables_and_tables_below_them() -> None:
 
 
 def test_dotted_keys_inside_a_table_and_an_inline_table() -> None:
+    """Dotted keys, in a table or inside an inline table, are located on their line."""
     text = 'version = 1\n[providers]\nlocal.url = "http://127.0.0.1"\nx = { a.b = 1, "c d".e = 2 }\n'
     assert locate(text, "$.providers.local.url") == 3
     assert locate(text, "$.providers.x.a.b") == 4
@@ -119,12 +126,14 @@ def test_dotted_keys_inside_a_table_and_an_inline_table() -> None:
 
 
 def test_escaped_quotes_in_strings_do_not_end_them() -> None:
+    """An escaped quote or a bracket inside a string does not confuse the scan of an array."""
     text = 'a = "say \\"[\\" here"\nb = [\n  "\\\\",\n  2,\n]\n'
     assert tomllib.loads(text)["b"] == ["\\", 2]
     assert locate(text, "$.b[1]") == 4
 
 
 def test_windows_line_endings() -> None:
+    """CRLF line endings count lines like LF."""
     text = "version = 1\r\n[limits]\r\ndeadline_s = 3\r\n"
     assert locate(text, "$.limits.deadline_s") == 3
 
@@ -146,10 +155,12 @@ def test_first_occurrence_wins() -> None:
     ],
 )
 def test_format_and_parse_paths_round_trip(segments: tuple[str | int, ...]) -> None:
+    """A path written with ``format_path`` parses back to the same segments, quoting keys that need it."""
     assert parse_path(format_path(segments)) == segments
 
 
 def test_path_notation() -> None:
+    """Paths read ``$.key.key[index]``, keys quoted when not bare; malformed paths do not parse."""
     assert format_path(("providers", "local-llama", "url")) == "$.providers.local-llama.url"
     assert format_path(("providers", "a b")) == '$.providers."a b"'
     assert format_path(("route", "targets", 1)) == "$.route.targets[1]"
@@ -160,6 +171,7 @@ def test_path_notation() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(min_size=1, max_size=5) | st.integers(0, 99), max_size=5))
 def test_any_path_round_trips(segments: list[str | int]) -> None:
+    """Any segments, of any text and index, survive formatting and parsing."""
     assert parse_path(format_path(segments)) == tuple(segments)
 
 
@@ -221,5 +233,6 @@ def test_every_leaf_is_located_on_a_line_that_writes_it(document: dict[str, Any]
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=300), st.lists(st.text(max_size=4) | st.integers(0, 5), max_size=4))
 def test_scanning_never_raises(text: str, segments: list[str | int]) -> None:
+    """Locating any path in any text returns a line of the text or ``None``, never raises."""
     line = locate(text, format_path(segments))
     assert line is None or 1 <= line <= text.count("\n") + 1

@@ -57,12 +57,15 @@ def test_defaults_are_fresh_per_policy() -> None:
 
 
 def test_policy_is_frozen() -> None:
+    """A decoded policy cannot be changed."""
     policy = Policy(version=1)
     with pytest.raises(AttributeError):
         policy.name = "changed"  # type: ignore[misc]
 
 
 def test_default_policy_is_primary_then_fallback() -> None:
+    """The default policy routes the primary then the fallback in sequence, every other setting at its
+    default."""
     policy = default_policy("aiceo-gateway", "glm-direct")
     assert policy.version == 1
     assert policy.route == Route(strategy=Strategy.SEQUENTIAL, targets=("aiceo-gateway", "glm-direct"))
@@ -76,6 +79,7 @@ def test_default_policy_without_a_distinct_fallback_has_one_target(fallback: str
 
 
 def test_nested_target_tables_decode_to_any_depth() -> None:
+    """Target tables nest inside each other to any depth."""
     data = {
         "version": 1,
         "route": {"targets": [{"targets": [{"targets": [{"targets": ["glm-direct"]}]}]}]},
@@ -89,6 +93,8 @@ def test_nested_target_tables_decode_to_any_depth() -> None:
 
 
 def test_non_attempt_kinds_are_the_run_level_kinds() -> None:
+    """The kinds that cannot end an attempt are budget, quota, circuit_open, unhealthy, deadline and
+    cancelled."""
     assert {k.value for k in NON_ATTEMPT_KINDS} == {
         "budget",
         "quota",

@@ -47,6 +47,8 @@ def reply(**overrides: object) -> bytes:
 
 
 def test_request_headers_and_body_are_never_streamed() -> None:
+    """A gateway request carries its key in ``X-API-Key`` and the seed's envelope, and never asks to
+    stream."""
     http = build_request(PROVIDER, REQUEST, "gw-key")
     assert (http.method, http.url) == ("POST", PROVIDER.url)
     assert http.headers == (
@@ -62,6 +64,7 @@ def test_request_headers_and_body_are_never_streamed() -> None:
 
 
 def test_request_without_key_system_or_temperature() -> None:
+    """Without a key, system text or temperature, none of them is sent; the source id defaults to ``ask``."""
     http = build_request(PROVIDER, ChatRequest(prompt="Q"), None)
     assert all(name != "X-API-Key" for name, _ in http.headers)
     body = json.loads(http.body)
@@ -72,6 +75,7 @@ def test_request_without_key_system_or_temperature() -> None:
 
 
 def test_reply() -> None:
+    """A successful reply gives its content, model and token counts."""
     assert parse_response(PROVIDER, 200, {}, reply(), NOW) == Success(
         Completion(
             content="Looks fine. Confidence: 0.8",
@@ -82,6 +86,7 @@ def test_reply() -> None:
 
 
 def test_reply_without_usage_or_model() -> None:
+    """A reply without usage or model names the configured model and estimates the output tokens."""
     body = reply(response={"content": "abcd"}, metadata=None)
     assert parse_response(PROVIDER, 200, {}, body, NOW) == Success(
         Completion(content="abcd", model="glm-4.7", usage=Usage(output_tokens=1, estimated=True))
@@ -98,6 +103,7 @@ def test_reply_without_usage_or_model() -> None:
     ],
 )
 def test_unsuccessful_replies_are_classified_from_their_text(error: str, kind: ErrorKind) -> None:
+    """``success: false`` with status 200 is classified from the error text, keeping its Retry-After."""
     failure = parse_response(
         PROVIDER, 200, {"retry-after": "60"}, reply(success=False, response=None, error=error), NOW
     ).failure()
@@ -115,6 +121,7 @@ def test_unsuccessful_replies_are_classified_from_their_text(error: str, kind: E
     ],
 )
 def test_error_statuses_are_classified(status: int, kind: ErrorKind) -> None:
+    """Error statuses are classified by status, the message quoting the gateway's error."""
     body = json.dumps({"success": False, "error": "no"}).encode()
     failure = parse_response(PROVIDER, status, {}, body, NOW).failure()
     assert (failure.kind, failure.message) == (kind, f"HTTP {status}: no")
@@ -132,10 +139,13 @@ def test_error_statuses_are_classified(status: int, kind: ErrorKind) -> None:
     ],
 )
 def test_wrong_shapes_are_malformed(body: bytes) -> None:
+    """A body that is not the gateway's envelope is ``malformed_response``."""
     assert parse_response(PROVIDER, 200, {}, body, NOW).failure().kind is ErrorKind.MALFORMED_RESPONSE
 
 
 def test_its_stream_parser_parses_the_body_whole_at_the_end() -> None:
+    """The gateway's parser shows no text while the body arrives and parses it whole at the end, as
+    ``parse_response`` does."""
     body = reply()
     parser = stream_parser(PROVIDER, REQUEST)
     assert [parser.feed(body[i : i + 7]) for i in range(0, len(body), 7)] == [[]] * len(
@@ -148,6 +158,7 @@ def test_its_stream_parser_parses_the_body_whole_at_the_end() -> None:
 
 
 def test_its_stream_parser_never_succeeds_on_a_cut_body() -> None:
+    """A gateway body cut anywhere is malformed, never an answer."""
     body = reply()
     for end in range(len(body)):
         parser = stream_parser(PROVIDER, REQUEST)

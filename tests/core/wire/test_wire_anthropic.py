@@ -14,6 +14,7 @@ from rmcore.errors import ErrorKind, ProviderError
 from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest
 from rmcore.wire import build_request, parse_response, stream_parser
+from tests.core.helpers import split
 
 PROVIDER = ProviderSpec(
     name="claude", kind=ProviderKind.ANTHROPIC, url="http://127.0.0.1:8001/v1/messages", model="claude-test"
@@ -105,6 +106,8 @@ def run_stream(*chunks: bytes) -> tuple[list[str], Result[Completion, ProviderEr
 
 
 def test_streaming_request_headers_and_body() -> None:
+    """A streamed request sends the key, the API version and the Messages body with a top-level system
+    text."""
     http = build_request(PROVIDER, REQUEST, "sk-ant-test")
     assert (http.method, http.url) == ("POST", PROVIDER.url)
     assert http.headers == (
@@ -120,6 +123,7 @@ def test_streaming_request_headers_and_body() -> None:
 
 
 def test_whole_request_without_key_system_or_temperature() -> None:
+    """Without a key, system text or temperature none is sent; ``max_tokens`` always is."""
     http = build_request(PROVIDER, ChatRequest(prompt="Q", stream=False), None)
     assert [name for name, _ in http.headers] == ["content-type", "anthropic-version", "accept"]
     assert json.loads(http.body) == {
@@ -152,6 +156,7 @@ def reply(**overrides: object) -> bytes:
 
 
 def test_whole_reply_joins_text_blocks() -> None:
+    """A whole reply's text blocks are joined; model, usage and stop reason are kept."""
     assert parse_response(PROVIDER, 200, {}, reply(), NOW) == Success(
         Completion(
             content="Hello world",
@@ -163,6 +168,7 @@ def test_whole_reply_joins_text_blocks() -> None:
 
 
 def test_missing_usage_is_estimated() -> None:
+    """A whole reply without usage estimates its output tokens and names the configured model."""
     body = json.dumps({"content": [{"type": "text", "text": "12345"}], "stop_reason": "max_tokens"}).encode()
     assert parse_response(PROVIDER, 200, {}, body, NOW) == Success(
         Completion(
@@ -175,6 +181,7 @@ def test_missing_usage_is_estimated() -> None:
 
 
 def test_refusal_is_a_content_filter_failure() -> None:
+    """A ``refusal`` stop reason is a ``content_filter`` failure."""
     error = parse_response(PROVIDER, 200, {}, reply(stop_reason="refusal"), NOW).failure()
     assert (error.kind, error.status) == (ErrorKind.CONTENT_FILTER, 200)
 
@@ -184,10 +191,12 @@ def test_refusal_is_a_content_filter_failure() -> None:
     [b"", b"{", b"[]", b'{"content": "text"}', b'{"type": "message"}', b'{"content": [{"text": "no type"}]}'],
 )
 def test_wrong_shapes_are_malformed(body: bytes) -> None:
+    """A body that is not a Messages reply is ``malformed_response``."""
     assert parse_response(PROVIDER, 200, {}, body, NOW).failure().kind is ErrorKind.MALFORMED_RESPONSE
 
 
 def test_error_statuses_are_classified() -> None:
+    """A 529 with an ``overloaded_error`` body is ``overloaded`` with its Retry-After and message."""
     body = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
     error = parse_response(PROVIDER, 529, {"retry-after": "2"}, body, NOW).failure()
     assert (error.kind, error.status, error.retry_after_s, error.message) == (
@@ -199,6 +208,7 @@ def test_error_statuses_are_classified() -> None:
 
 
 def test_an_error_body_with_status_200_is_classified() -> None:
+    """An error body sent with status 200 is classified by its type, not taken for an answer."""
     body = b'{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}'
     assert parse_response(PROVIDER, 200, {}, body, NOW).failure().kind is ErrorKind.RATE_LIMITED
 
@@ -207,12 +217,14 @@ def test_an_error_body_with_status_200_is_classified() -> None:
 
 
 def test_stream_yields_text_deltas_only() -> None:
+    """Only text deltas are shown: thinking blocks, pings and unknown events are not."""
     deltas, result = run_stream(STREAM)
     assert deltas == ["Héllo", ", 世界 🎉"]
     assert result == Success(EXPECTED)
 
 
 def test_done_only_at_message_stop() -> None:
+    """The stream is done at ``message_stop`` and not before; later text is ignored."""
     parser = stream_parser(PROVIDER, REQUEST)
     parser.feed(STREAM[: STREAM.index(b"event: message_stop")])
     before = parser.done
@@ -221,20 +233,17 @@ def test_done_only_at_message_stop() -> None:
     assert parser.feed(text_delta("late").encode()) == []
 
 
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({min(c, len(data)) for c in cuts})
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
-
-
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=15))
 def test_stream_parses_the_same_whatever_the_chunk_boundaries(cuts: list[int]) -> None:
+    """The stream gives the same deltas and completion however it is split into chunks."""
     deltas, result = run_stream(*split(STREAM, cuts))
     assert "".join(deltas) == EXPECTED.content
     assert result == Success(EXPECTED)
 
 
 def test_every_cut_before_message_stop_is_truncated_never_success() -> None:
+    """A stream cut at any byte before the end of ``message_stop`` is ``stream_truncated``."""
     for end in range(len(STREAM)):
         _, result = run_stream(STREAM[:end])
         assert isinstance(result, Failure), end
@@ -242,6 +251,7 @@ def test_every_cut_before_message_stop_is_truncated_never_success() -> None:
 
 
 def test_truncation_message_says_how_much_text_arrived() -> None:
+    """A truncated stream says it ended before ``message_stop`` and how many characters had arrived."""
     cut = STREAM.index(b"event: content_block_stop", STREAM.index(b"text_delta"))
     error = run_stream(STREAM[:cut])[1].failure()
     assert (
@@ -260,6 +270,7 @@ def test_truncation_message_says_how_much_text_arrived() -> None:
     ],
 )
 def test_an_error_event_stops_the_stream(error_type: str, kind: ErrorKind) -> None:
+    """An ``error`` event stops the stream with the kind its type says; nothing after it is shown."""
     stream = (
         MESSAGE_START
         + text_delta("part")
@@ -277,6 +288,7 @@ def test_an_error_event_stops_the_stream(error_type: str, kind: ErrorKind) -> No
 
 
 def test_non_json_data_is_malformed() -> None:
+    """An event whose data is not JSON makes the stream ``malformed_response``."""
     parser = stream_parser(PROVIDER, REQUEST)
     parser.feed((MESSAGE_START + "event: content_block_delta\ndata: {oops\n\n").encode())
     assert parser.error is not None
@@ -284,11 +296,13 @@ def test_non_json_data_is_malformed() -> None:
 
 
 def test_refusal_stop_reason_in_a_stream_is_a_failure() -> None:
+    """A streamed ``refusal`` stop reason is a ``content_filter`` failure, even with text."""
     stream = (MESSAGE_START + text_delta("I") + message_delta("refusal") + MESSAGE_STOP).encode()
     assert run_stream(stream)[1].failure().kind is ErrorKind.CONTENT_FILTER
 
 
 def test_missing_output_usage_is_estimated() -> None:
+    """A stream without an output count estimates it from the text and marks the usage estimated."""
     stream = (
         MESSAGE_START + text_delta("abcdefgh") + message_delta("end_turn", None) + MESSAGE_STOP
     ).encode()

@@ -57,6 +57,8 @@ def kind(provider: ProviderKind, status: int, payload: bytes = b"") -> ErrorKind
     ],
 )
 def test_status_decides_when_the_body_says_nothing_specific(status: int, expected: ErrorKind) -> None:
+    """When the body names no specific error, the status alone decides the kind (429 rate limited, 503 and
+    529 overloaded, other 5xx server error, ...)."""
     for provider in (OPENAI, ANTHROPIC):
         assert kind(provider, status) is expected
         assert kind(provider, status, b"<html>Bad Gateway</html>") is expected
@@ -96,6 +98,8 @@ def test_status_decides_when_the_body_says_nothing_specific(status: int, expecte
     ],
 )
 def test_openai_error_codes_win_over_the_status(status: int, payload: bytes, expected: ErrorKind) -> None:
+    """An OpenAI error code (context length, content policy, rate limit, quota) decides the kind, whatever
+    the status."""
     assert kind(OPENAI, status, payload) is expected
 
 
@@ -136,10 +140,12 @@ def test_openai_error_codes_win_over_the_status(status: int, payload: bytes, exp
     ],
 )
 def test_anthropic_error_types(status: int, type_: str, message: str, expected: ErrorKind) -> None:
+    """Anthropic's error types, with their messages where the type is generic, decide the kind."""
     assert kind(ANTHROPIC, status, anthropic_error(type_, message)) is expected
 
 
 def test_a_context_message_does_not_turn_a_rate_limit_or_server_error_into_context_length() -> None:
+    """Words about the context window make a 400 ``context_length`` but leave a 429 or a 500 as they are."""
     payload = openai_error("Request too large: exceeds the context window of tokens per minute")
     assert kind(OPENAI, 429, payload) is ErrorKind.RATE_LIMITED
     assert kind(OPENAI, 500, payload) is ErrorKind.SERVER_ERROR
@@ -147,6 +153,7 @@ def test_a_context_message_does_not_turn_a_rate_limit_or_server_error_into_conte
 
 
 def test_openai_compatible_flat_error_bodies_are_read() -> None:
+    """Flat error bodies of OpenAI-compatible servers (vLLM's, FastAPI's ``detail``) are read too."""
     vllm = body(
         {
             "object": "error",
@@ -163,6 +170,7 @@ def test_openai_compatible_flat_error_bodies_are_read() -> None:
 
 
 def test_glm_numeric_codes() -> None:
+    """GLM's numeric error codes map to content filter, context length and rate limit."""
     assert (
         kind(OPENAI, 400, body({"error": {"code": "1301", "message": "unsafe"}})) is ErrorKind.CONTENT_FILTER
     )
@@ -174,17 +182,21 @@ def test_glm_numeric_codes() -> None:
 
 
 def test_message_is_status_and_provider_text_on_one_line() -> None:
+    """The message is ``HTTP <status>: <provider's text>`` with the text's whitespace folded onto one line."""
     error = classify_failure(OPENAI, 429, {}, openai_error("Slow\n  down", None, "rate_limit_exceeded"), NOW)
     assert error == ProviderError(kind=ErrorKind.RATE_LIMITED, message="HTTP 429: Slow down", status=429)
 
 
 def test_message_falls_back_to_the_code_then_the_reason_phrase() -> None:
+    """Without a provider message the error code is quoted, else the status's reason phrase, else a fixed
+    text."""
     assert classify_failure(OPENAI, 400, {}, body({"error": {"code": "x_y"}}), NOW).message == "HTTP 400: x_y"
     assert classify_failure(OPENAI, 503, {}, b"", NOW).message == "HTTP 503: Service Unavailable"
     assert classify_failure(OPENAI, 599, {}, b"  ", NOW).message == "HTTP 599: no error message"
 
 
 def test_long_provider_messages_are_cut() -> None:
+    """A provider message longer than the limit is cut and ends with an ellipsis."""
     error = classify_failure(ANTHROPIC, 400, {}, anthropic_error("invalid_request_error", "x" * 5000), NOW)
     text = error.message.removeprefix("HTTP 400: ")
     assert len(text) == MESSAGE_LIMIT
@@ -192,6 +204,7 @@ def test_long_provider_messages_are_cut() -> None:
 
 
 def test_headers_never_reach_the_message() -> None:
+    """No header, credentials included, is ever quoted in the message."""
     headers = {"authorization": "Bearer sk-secret-123", "x-api-key": "sk-secret-123", "retry-after": "3"}
     error = classify_failure(OPENAI, 401, headers, b"", NOW)
     assert "sk-secret" not in error.message
@@ -200,6 +213,7 @@ def test_headers_never_reach_the_message() -> None:
 
 @pytest.mark.parametrize("status", [429, 503, 529, 500, 400])
 def test_retry_after_is_read_on_any_status(status: int) -> None:
+    """A Retry-After is kept whatever the status; without one there is none."""
     assert classify_failure(ANTHROPIC, status, {"retry-after": "7"}, b"", NOW).retry_after_s == 7.0
     assert classify_failure(ANTHROPIC, status, {}, b"", NOW).retry_after_s is None
 
@@ -218,6 +232,7 @@ def test_retry_after_is_read_on_any_status(status: int) -> None:
     ],
 )
 def test_aiceo_failure_text_decides_its_kind(text: str, expected: ErrorKind) -> None:
+    """The gateway's error text decides the kind of its failures, and refines a 500 but no other status."""
     payload = body({"success": False, "error": text, "metadata": {"requestId": "r1"}})
     error = classify_failure(AICEO, 200, {}, payload, NOW)
     assert error.kind is expected
@@ -229,6 +244,7 @@ def test_aiceo_failure_text_decides_its_kind(text: str, expected: ErrorKind) -> 
 
 
 def test_aiceo_429_is_rate_limited_with_its_retry_after() -> None:
+    """A gateway 429 is ``rate_limited`` with its Retry-After and the gateway's text."""
     error = classify_failure(AICEO, 429, {"retry-after": "120"}, body({"success": False, "error": "x"}), NOW)
     assert (error.kind, error.retry_after_s, error.message) == (ErrorKind.RATE_LIMITED, 120.0, "HTTP 429: x")
 
@@ -252,6 +268,8 @@ def test_aiceo_429_is_rate_limited_with_its_retry_after() -> None:
     ],
 )
 def test_in_stream_errors_are_classified_by_their_body(obj: object, expected: ErrorKind) -> None:
+    """Errors sent inside a stream are classified by their body, with status 200 and a ``stream error:``
+    message."""
     error = stream_error(obj)
     assert error.kind is expected
     assert error.status == 200
@@ -262,6 +280,7 @@ def test_in_stream_errors_are_classified_by_their_body(obj: object, expected: Er
 
 
 def test_retry_after_delta_seconds() -> None:
+    """Retry-After in seconds, decimals and spaces allowed; a negative delay is no wait."""
     assert parse_retry_after({"retry-after": "120"}, NOW) == 120.0
     assert parse_retry_after({"retry-after": " 1.5 "}, NOW) == 1.5
     assert parse_retry_after({"retry-after": "0"}, NOW) == 0.0
@@ -269,6 +288,7 @@ def test_retry_after_delta_seconds() -> None:
 
 
 def test_retry_after_http_date_is_relative_to_now() -> None:
+    """A Retry-After date is the time left until it, 0 once it has passed."""
     when = datetime.fromtimestamp(NOW + 30, tz=UTC)
     assert parse_retry_after({"retry-after": format_datetime(when, usegmt=True)}, NOW) == 30.0
     past = datetime.fromtimestamp(NOW - 30, tz=UTC)
@@ -287,10 +307,12 @@ def test_retry_after_http_date_is_relative_to_now() -> None:
     ],
 )
 def test_retry_after_accepts_the_three_http_date_forms(form: str) -> None:
+    """IMF-fixdate, RFC 850 and asctime dates are all read, month and day names in any case."""
     assert parse_retry_after({"retry-after": form}, 784111777.0 - 5) == 5.0
 
 
 def test_retry_after_ms_wins() -> None:
+    """``retry-after-ms`` wins over ``retry-after``; garbage milliseconds fall back to it."""
     assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}, NOW) == 1.5
     assert parse_retry_after({"retry-after-ms": "12.5"}, NOW) == 0.0125
     assert parse_retry_after({"retry-after-ms": "-3"}, NOW) == 0.0
@@ -316,11 +338,13 @@ def test_retry_after_ms_wins() -> None:
     ],
 )
 def test_retry_after_garbage_is_none(garbage: str) -> None:
+    """Values that are neither seconds nor a real HTTP-date give no wait rather than a wrong one."""
     assert parse_retry_after({"retry-after": garbage}, NOW) is None
     assert parse_retry_after({"retry-after-ms": garbage}, NOW) is None
 
 
 def test_no_retry_after_is_none() -> None:
+    """Without the headers there is no minimum wait."""
     assert parse_retry_after({}, NOW) is None
 
 
@@ -330,6 +354,7 @@ def test_no_retry_after_is_none() -> None:
     st.floats(min_value=0, max_value=4e9),
 )
 def test_retry_after_never_raises_and_is_never_negative(headers: dict[str, str], now: float) -> None:
+    """Any header values give a wait of zero or more, or none, never an exception."""
     value = parse_retry_after(headers, now)
     assert value is None or value >= 0.0
 
@@ -358,6 +383,7 @@ def test_retry_after_never_raises_and_is_never_negative(headers: dict[str, str],
 def test_classify_failure_never_raises(
     provider: ProviderKind, status: int, headers: dict[str, str], payload: bytes
 ) -> None:
+    """Any status, headers and body classify to a failure with that status and a bounded message."""
     error = classify_failure(provider, status, headers, payload, NOW)
     assert isinstance(error, ProviderError)
     assert error.status == status

@@ -98,6 +98,7 @@ def check_result(result: Result[Completion, ProviderError]) -> None:
 
 
 def test_build_request_dispatches_on_kind() -> None:
+    """``build_request`` builds each kind's own request format."""
     assert b'"stream_options"' in build_request(PROVIDERS[ProviderKind.OPENAI], REQUEST, "k").body
     anthropic_headers = dict(build_request(PROVIDERS[ProviderKind.ANTHROPIC], REQUEST, "k").headers)
     assert anthropic_headers["anthropic-version"] == anthropic.ANTHROPIC_VERSION
@@ -107,6 +108,7 @@ def test_build_request_dispatches_on_kind() -> None:
 
 
 def test_parse_response_dispatches_on_kind() -> None:
+    """``parse_response`` reads each kind's reply format, and a reply of another format is a failure."""
     openai_body = b'{"choices": [{"message": {"content": "o"}}]}'
     anthropic_body = b'{"content": [{"type": "text", "text": "a"}]}'
     aiceo_body = b'{"success": true, "response": {"content": "g"}}'
@@ -137,6 +139,8 @@ def test_parse_response_dispatches_on_kind() -> None:
 def test_parse_response_never_raises(
     kind: ProviderKind, status: int, headers: dict[str, str], body: bytes
 ) -> None:
+    """Any status, headers and body give a completion or a failure, never an exception; a non-2xx status is
+    always a failure."""
     result = parse_response(PROVIDERS[kind], status, headers, body, 1e9)
     check_result(result)
     if not 200 <= status < 300:
@@ -160,6 +164,7 @@ def drive(kind: ProviderKind, chunks: list[bytes]) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(list(ProviderKind)), st.lists(st.binary(max_size=80), max_size=8))
 def test_stream_parsers_never_raise_on_random_bytes(kind: ProviderKind, chunks: list[bytes]) -> None:
+    """Every kind's stream parser takes any bytes without raising."""
     drive(kind, chunks)
 
 
@@ -172,6 +177,7 @@ def test_stream_parsers_never_raise_on_random_bytes(kind: ProviderKind, chunks: 
 def test_stream_parsers_never_raise_on_random_events(
     kind: ProviderKind, events: list[tuple[str | None, object]], size: int
 ) -> None:
+    """Every kind's stream parser takes any well-formed events, of any names and data, without raising."""
     stream = "".join(
         (f"event: {name}\n" if name else "")
         + f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"

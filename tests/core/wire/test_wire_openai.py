@@ -15,6 +15,7 @@ from rmcore.pricing import estimate_prompt_tokens
 from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest
 from rmcore.wire import build_request, parse_response, stream_parser
+from tests.core.helpers import split
 
 PROVIDER = ProviderSpec(
     name="local", kind=ProviderKind.OPENAI, url="http://127.0.0.1:8000/v1/chat/completions", model="gpt-test"
@@ -71,6 +72,8 @@ def run_stream(
 
 
 def test_streaming_request_headers_and_body() -> None:
+    """A streamed request sends the bearer key and the chat body asking for usage in the stream;
+    temperature 0 is sent as 0."""
     http = build_request(PROVIDER, REQUEST, "sk-test")
     assert (http.method, http.url) == ("POST", PROVIDER.url)
     assert http.headers == (
@@ -87,6 +90,7 @@ def test_streaming_request_headers_and_body() -> None:
 
 
 def test_whole_request_without_key_system_or_temperature() -> None:
+    """Without a key, system text or temperature none is sent; ``max_tokens`` always is."""
     http = build_request(PROVIDER, ChatRequest(prompt="Q", stream=False), None)
     assert http.headers == (("Content-Type", "application/json"), ("Accept", "application/json"))
     assert json.loads(http.body) == {
@@ -97,11 +101,13 @@ def test_whole_request_without_key_system_or_temperature() -> None:
 
 
 def test_temperature_is_sent_as_given() -> None:
+    """A temperature is sent as the request gives it."""
     http = build_request(PROVIDER, ChatRequest(prompt="Q", temperature=0.7), "k")
     assert json.loads(http.body)["temperature"] == 0.7
 
 
 def test_the_key_appears_only_in_its_header() -> None:
+    """The key is only in the ``Authorization`` header, which redaction hides, never in the body."""
     http = build_request(PROVIDER, REQUEST, "sk-secret")
     assert b"sk-secret" not in http.body
     assert ("Authorization", "<redacted>") in http.redacted_headers()
@@ -131,6 +137,7 @@ def reply(**overrides: object) -> bytes:
 
 
 def test_whole_reply() -> None:
+    """A whole reply gives the first choice's content, the model, usage and finish reason."""
     assert parse_response(PROVIDER, 200, {}, reply(), NOW) == Success(
         Completion(
             content="Hi!",
@@ -142,6 +149,7 @@ def test_whole_reply() -> None:
 
 
 def test_missing_usage_and_model_are_estimated_and_defaulted() -> None:
+    """A reply without usage estimates its output tokens; without a model, the configured one is named."""
     body = json.dumps({"choices": [{"message": {"content": "x" * 41}, "finish_reason": "length"}]}).encode()
     result = parse_response(PROVIDER, 200, {}, body, NOW)
     assert result == Success(
@@ -156,6 +164,7 @@ def test_missing_usage_and_model_are_estimated_and_defaulted() -> None:
 
 @pytest.mark.parametrize("reason", ["content_filter", "sensitive"])
 def test_filtered_answers_are_content_filter_failures(reason: str) -> None:
+    """A ``content_filter`` or ``sensitive`` finish reason is a ``content_filter`` failure."""
     body = reply(choices=[{"index": 0, "message": {"content": ""}, "finish_reason": reason}])
     result = parse_response(PROVIDER, 200, {}, body, NOW)
     assert isinstance(result, Failure)
@@ -163,6 +172,7 @@ def test_filtered_answers_are_content_filter_failures(reason: str) -> None:
 
 
 def test_a_refusal_is_a_content_filter_failure() -> None:
+    """A refusal in place of content is a ``content_filter`` failure."""
     body = reply(
         choices=[{"index": 0, "message": {"content": None, "refusal": "I can't."}, "finish_reason": "stop"}]
     )
@@ -183,17 +193,21 @@ def test_a_refusal_is_a_content_filter_failure() -> None:
     ],
 )
 def test_wrong_shapes_are_malformed(body: bytes) -> None:
+    """Bodies that are not a chat completion, cut ones and negative counts included, are
+    ``malformed_response``."""
     error = parse_response(PROVIDER, 200, {}, body, NOW).failure()
     assert error.kind is ErrorKind.MALFORMED_RESPONSE
     assert error.status == 200
 
 
 def test_an_error_object_in_a_200_reply_is_classified() -> None:
+    """An error object sent with status 200 is classified by its code, not taken for an answer."""
     body = b'{"error": {"message": "maximum context length exceeded", "code": "context_length_exceeded"}}'
     assert parse_response(PROVIDER, 200, {}, body, NOW).failure().kind is ErrorKind.CONTEXT_LENGTH
 
 
 def test_error_statuses_are_classified_with_retry_after() -> None:
+    """A 429 is ``rate_limited`` with the provider's message and its ``retry-after-ms``."""
     body = b'{"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}'
     error = parse_response(PROVIDER, 429, {"retry-after-ms": "250"}, body, NOW).failure()
     assert (error.kind, error.status, error.retry_after_s) == (ErrorKind.RATE_LIMITED, 429, 0.25)
@@ -204,12 +218,14 @@ def test_error_statuses_are_classified_with_retry_after() -> None:
 
 
 def test_stream_yields_deltas_and_a_completion() -> None:
+    """A stream shows its text deltas and ends in the completion with the usage of its last chunk."""
     deltas, result = run_stream(STREAM)
     assert deltas == ["Héllo", ", 世界 🎉"]
     assert result == Success(EXPECTED)
 
 
 def test_done_only_at_the_done_marker() -> None:
+    """The stream is done at ``data: [DONE]`` and not before; later chunks are ignored."""
     parser = stream_parser(PROVIDER, REQUEST)
     parser.feed(STREAM[: STREAM.index(b"data: [DONE]")])
     before = parser.done
@@ -219,20 +235,18 @@ def test_done_only_at_the_done_marker() -> None:
     assert parser.finish() == Success(EXPECTED)
 
 
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({min(c, len(data)) for c in cuts})
-    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
-
-
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=len(STREAM)), max_size=15))
 def test_stream_parses_the_same_whatever_the_chunk_boundaries(cuts: list[int]) -> None:
+    """The stream gives the same deltas and completion however it is split into chunks."""
     deltas, result = run_stream(*split(STREAM, cuts))
     assert "".join(deltas) == EXPECTED.content
     assert result == Success(EXPECTED)
 
 
 def test_every_cut_before_the_done_marker_is_truncated_never_success() -> None:
+    """A stream cut at any byte before the end of ``[DONE]`` is ``stream_truncated``, counting the
+    characters shown."""
     for end in range(len(STREAM)):
         deltas, result = run_stream(STREAM[:end])
         assert isinstance(result, Failure), end
@@ -242,6 +256,7 @@ def test_every_cut_before_the_done_marker_is_truncated_never_success() -> None:
 
 
 def test_stream_without_usage_is_estimated_from_the_request_and_the_text() -> None:
+    """A stream without usage estimates input from the request and output from the text, marked estimated."""
     stream = (chunk({"content": "abcdefghi"}) + chunk({}, "stop") + "data: [DONE]\n\n").encode()
     _, result = run_stream(stream)
     assert result == Success(
@@ -255,6 +270,7 @@ def test_stream_without_usage_is_estimated_from_the_request_and_the_text() -> No
 
 
 def test_an_error_chunk_stops_the_stream() -> None:
+    """An error chunk stops the stream with its kind; neither text after it nor ``[DONE]`` is taken."""
     stream = (
         chunk({"content": "par"})
         + 'data: {"error": {"message": "The server is overloaded", "type": "server_error", "code": null}}\n\n'
@@ -269,6 +285,7 @@ def test_an_error_chunk_stops_the_stream() -> None:
 
 
 def test_an_error_chunk_with_a_code_is_classified_by_it() -> None:
+    """An error chunk's code decides its kind."""
     stream = b'data: {"error": {"message": "Rate limit", "code": "rate_limit_exceeded"}}\n\n'
     _, result = run_stream(stream)
     assert result.failure().kind is ErrorKind.RATE_LIMITED
@@ -276,6 +293,7 @@ def test_an_error_chunk_with_a_code_is_classified_by_it() -> None:
 
 @pytest.mark.parametrize("data", [b"data: {not json\n\n", b"data: [1, 2]\n\n", b'data: {"choices": 3}\n\n'])
 def test_non_chunk_data_is_malformed(data: bytes) -> None:
+    """Data that is not a chat completion chunk makes the stream ``malformed_response``."""
     parser = stream_parser(PROVIDER, REQUEST)
     parser.feed(chunk({"content": "a"}).encode() + data)
     assert parser.error is not None
@@ -284,11 +302,13 @@ def test_non_chunk_data_is_malformed(data: bytes) -> None:
 
 
 def test_content_filter_finish_in_a_stream_is_a_failure() -> None:
+    """A streamed ``content_filter`` finish is a ``content_filter`` failure, even after text."""
     stream = (chunk({"content": "I"}) + chunk({}, "content_filter") + "data: [DONE]\n\n").encode()
     assert run_stream(stream)[1].failure().kind is ErrorKind.CONTENT_FILTER
 
 
 def test_refusal_deltas_without_content_are_a_content_filter_failure() -> None:
+    """Refusal deltas without content show nothing and fail as ``content_filter``."""
     stream = (chunk({"refusal": "I can't help"}) + chunk({}, "stop") + "data: [DONE]\n\n").encode()
     deltas, result = run_stream(stream)
     assert deltas == []
@@ -296,4 +316,5 @@ def test_refusal_deltas_without_content_are_a_content_filter_failure() -> None:
 
 
 def test_crlf_streams_parse_like_lf_streams() -> None:
+    """A stream with CRLF line ends parses to the same completion."""
     assert run_stream(STREAM.replace(b"\n", b"\r\n"))[1] == Success(EXPECTED)

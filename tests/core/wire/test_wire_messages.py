@@ -1,0 +1,52 @@
+"""The ``[{role, content}]`` message list of the OpenAI and AICEO formats
+(``rmcore.wire.messages``)."""
+
+from __future__ import annotations
+
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rmcore.requests import ChatRequest
+from rmcore.wire.messages import ChatMessage, chat_messages
+
+
+def test_a_prompt_alone_is_one_user_message() -> None:
+    """Without a system text the list holds only the user's prompt."""
+    assert chat_messages(ChatRequest(prompt="Should we?")) == (
+        ChatMessage(role="user", content="Should we?"),
+    )
+
+
+def test_a_system_text_comes_first() -> None:
+    """A system text is sent as the first message, before the prompt."""
+    assert chat_messages(ChatRequest(prompt="Should we?", system="Be brief.")) == (
+        ChatMessage(role="system", content="Be brief."),
+        ChatMessage(role="user", content="Should we?"),
+    )
+
+
+def test_an_empty_system_text_is_not_sent() -> None:
+    """An empty system text is left out rather than sent as an empty message."""
+    assert chat_messages(ChatRequest(prompt="p", system="")) == (ChatMessage(role="user", content="p"),)
+
+
+def test_a_message_is_written_as_role_and_content() -> None:
+    """On the wire a message is exactly ``{"role": ..., "content": ...}``."""
+    encoded = msgspec.json.encode(chat_messages(ChatRequest(prompt="p", system="s")))
+    assert msgspec.json.decode(encoded) == [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "p"},
+    ]
+
+
+@given(st.text(), st.none() | st.text())
+def test_the_prompt_is_always_the_last_message_and_sent_verbatim(prompt: str, system: str | None) -> None:
+    """Whatever the texts, the user's prompt is last and unchanged; a system text, when sent, is
+    first and unchanged; there are no other messages."""
+    messages = chat_messages(ChatRequest(prompt=prompt, system=system))
+    assert messages[-1] == ChatMessage(role="user", content=prompt)
+    if system:
+        assert messages == (ChatMessage(role="system", content=system), messages[-1])
+    else:
+        assert len(messages) == 1
