@@ -12,7 +12,6 @@ import anyio
 
 from rmcli import api
 from rmcli.sandbox import Sandbox
-from rmcli.store import SqliteStore
 from rmcore.usage import summarize
 
 
@@ -22,13 +21,13 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as home:
             for i in range(3):
                 await api.ask(f"Question {i}: should we ship on Fridays?", env=env, state_home=Path(home))
-            with SqliteStore.open(Path(home)) as store:
-                usage = summarize(store.attempts_since(0))
+            async with api.records(env=env, state_home=Path(home)) as state:
+                usage = summarize(await state.attempts.since(0))
     print("Provider Usage Statistics:")
     for u in usage:
         print(
             f"  {u.provider:<16} requests={u.requests} failures={u.failures} "
-            f"p50={u.p50_ms:.0f}ms cost=${u.cost_usd:.6f}"
+            f"p50={u.p50_ms or 0:.0f}ms cost=${u.cost_usd:.6f}"
         )
 
 

@@ -10,21 +10,18 @@ perspectives that failed.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-import httpx
 import msgspec
 
 from rmcli.config import RouteSetup
-from rmcli.environment import api_key
-from rmcli.runner import Observer, ProviderLimits, route
-from rmcli.session import StoreCircuits, StoreQuotas
-from rmcli.store import Store
+from rmcli.hooks import Hooks, fan_out
+from rmcli.runner import Routing, route
 from rmcore.attempts import AttemptRecord
 from rmcore.budget import Ledger
 from rmcore.completion import Usage
@@ -40,7 +37,7 @@ from rmcore.report import (
     summarize,
 )
 
-__all__ = ["AnalysisRun", "Progress", "run_analysis"]
+__all__ = ["AnalysisRun", "run_analysis"]
 
 
 class _CachedAnswer(msgspec.Struct, frozen=True):
@@ -51,20 +48,6 @@ class _CachedAnswer(msgspec.Struct, frozen=True):
     text: str
     provider: str
     model: str
-
-
-class Progress:
-    """Hooks that show an analysis while it runs; every method is optional to override."""
-
-    def started(self, perspective: Perspective) -> None:
-        """A perspective's request is about to be routed."""
-
-    def finished(self, result: PerspectiveResult, done: int, total: int) -> None:
-        """A perspective ended (answered, from the cache, or failed)."""
-
-    def observer(self, perspective: Perspective) -> Observer | None:
-        """Hooks for the perspective's route (fail-overs, retries), or None."""
-        return None
 
 
 class AnalysisRun(msgspec.Struct, frozen=True):
@@ -96,68 +79,41 @@ async def run_analysis(
     question: str,
     perspectives: Sequence[Perspective],
     setup: RouteSetup,
+    routing: Routing,
     *,
-    env: dict[str, str],
-    store: Store,
-    client: httpx.AsyncClient,
     use_cache: bool = True,
     cache_ttl_ms: int = 3_600_000,
     max_tokens: int = 1024,
     temperature: float | None = None,
-    progress: Progress | None = None,
-    run_id: str | None = None,
-    command: str = "analyze",
     cache_scope: str | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> AnalysisRun:
     """Ask ``question`` from every perspective through ``setup``'s route; never raises for a
     provider's fault (a perspective that fails everywhere is a failed result).
 
-    ``cache_ttl_ms`` of 0 turns the cache off (nothing is read or written). Answers cached with a
-    ``cache_scope`` are reused only by runs with the same scope: ``rmgr compare`` gives each
-    provider its own, so that one provider's answer is never shown as another's."""
-    show = progress or Progress()
+    ``routing`` carries the client, the state (its cache is used when it has one), the hooks and
+    the run id every perspective's attempts are recorded under. ``cache_ttl_ms`` of 0 turns the
+    cache off. Answers cached with a ``cache_scope`` are reused only by runs with the same scope:
+    ``rmgr compare`` gives each provider its own, so that one provider's answer is never shown as
+    another's."""
+    hooks = routing.hooks
     policy = setup.policy
     plan = setup.plan
     started_at = clock()
     deadline = started_at + plan.limits.deadline_s
     ledger = Ledger(plan.limits.max_usd)
     limiter = anyio.CapacityLimiter(policy.analysis.max_concurrency)
-    provider_limits = ProviderLimits()
-    run = run_id or uuid.uuid4().hex
-    circuits = StoreCircuits(store)
-    quotas = StoreQuotas(store)
     results: dict[str, PerspectiveResult] = {}
     attempts: list[AttemptRecord] = []
     timestamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-    class _Recorder(Observer):
-        def __init__(self, inner: Observer | None) -> None:
-            self.inner = inner or Observer()
-
-        def attempt_started(self, action: Any) -> None:
-            self.inner.attempt_started(action)
-
-        def attempt_recorded(self, record: AttemptRecord) -> None:
-            attempts.append(record)
-            store.record_attempts(run, command, [record])
-            self.inner.attempt_recorded(record)
-
-        def failed_over(self, notice: Any) -> None:
-            self.inner.failed_over(notice)
-
-        def skipped(self, notice: Any) -> None:
-            self.inner.skipped(notice)
-
-        def backing_off(self, notice: Any, seconds: float) -> None:
-            self.inner.backing_off(notice, seconds)
-
-    caching = use_cache and cache_ttl_ms > 0
+    collect = Hooks(attempt_ended=attempts.append)
+    routed = dataclasses.replace(routing, hooks=fan_out(collect, hooks))
+    cache = routing.state.cache if routing.state is not None and use_cache and cache_ttl_ms > 0 else None
 
     async def ask(p: Perspective) -> None:
         key = cache_key(question, p) + (f"@{cache_scope}" if cache_scope else "")
-        if caching:
-            payload = store.cache_get(key, int(time.time() * 1000), cache_ttl_ms)
+        if cache is not None:
+            payload = await cache.get(key, int(time.time() * 1000), cache_ttl_ms)
             if payload is not None:
                 cached = msgspec.json.decode(payload, type=_CachedAnswer)
                 finish(
@@ -174,7 +130,8 @@ async def run_analysis(
                 )
                 return
         async with limiter:
-            show.started(p)
+            if hooks.perspective_started is not None:
+                hooks.perspective_started(p)
             left = deadline - clock()
             if left <= 0:
                 finish(failed_result(p, kind="deadline", message="the analysis's deadline was reached"))
@@ -183,18 +140,7 @@ async def run_analysis(
                 plan, limits=msgspec.structs.replace(plan.limits, deadline_s=left)
             )
             request = perspective_request(p, question, max_tokens=max_tokens, temperature=temperature)
-            outcome = await route(
-                perspective_plan,
-                request,
-                client=client,
-                keys=lambda spec: api_key(env, spec.key_env),
-                observer=_Recorder(show.observer(p)),
-                circuits=circuits,
-                clock=clock,
-                ledger=ledger,
-                limits=provider_limits,
-                quotas=quotas,
-            )
+            outcome = await route(perspective_plan, request, routed, clock=clock, ledger=ledger)
         if outcome.completion is not None and outcome.provider is not None:
             c = outcome.completion
             result = answered_result(
@@ -206,11 +152,11 @@ async def run_analysis(
                 cost_usd=outcome.cost_usd,
                 latency_ms=sum(a.latency_ms for a in outcome.attempts if a.outcome == "ok"),
             )
-            if caching:
+            if cache is not None:
                 payload = msgspec.json.encode(
                     _CachedAnswer(text=c.content, provider=outcome.provider, model=c.model)
                 )
-                store.cache_put(key, p.id, payload, int(time.time() * 1000))
+                await cache.put(key, p.id, payload, int(time.time() * 1000))
         else:
             error = outcome.error
             last = outcome.attempts[-1] if outcome.attempts else None
@@ -226,7 +172,8 @@ async def run_analysis(
 
     def finish(result: PerspectiveResult) -> None:
         results[result.id] = result
-        show.finished(result, len(results), len(perspectives))
+        if hooks.perspective_finished is not None:
+            hooks.perspective_finished(result, len(results), len(perspectives))
 
     async with anyio.create_task_group() as tg:
         for p in perspectives:

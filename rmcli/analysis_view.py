@@ -5,15 +5,12 @@ sequences)."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from rmcli.analysis import AnalysisRun, Progress
+from rmcli.analysis import AnalysisRun
+from rmcli.hooks import Hooks
 from rmcli.notices import announce_backoff, announce_failed_over, announce_skipped
 from rmcli.output import err, safe_text
-from rmcli.runner import Observer
-from rmcore.attempts import AttemptRecord
-from rmcore.engine import Backoff, FailedOver, TargetSkipped
-from rmcore.perspectives import Perspective
+from rmcore.events import Backoff, FailedOver, TargetSkipped
 from rmcore.report import PerspectiveResult, one_line
 
 __all__ = ["LiveProgress", "print_text", "providers_line"]
@@ -83,46 +80,40 @@ def print_text(run: AnalysisRun, first_provider: str) -> None:
             console.print(Text("(the answer stated no confidence: it is reported as unknown)"))
 
 
-class _Notices(Observer):
-    """Fail-overs of one analysis, each distinct one told once (eight perspectives would
-    otherwise repeat the same line eight times)."""
+class LiveProgress:
+    """Fail-over notices on stderr (each distinct one once: eight perspectives would otherwise
+    repeat the same line eight times), and on a terminal a line per perspective as it ends."""
 
-    def __init__(self, seen: set[tuple[str, str, str]]) -> None:
-        self.seen = seen
+    def __init__(self, *, live: bool | None = None) -> None:
+        self.live = sys.stderr.isatty() if live is None else live
+        self.seen: set[tuple[str, str, str]] = set()
+
+    def hooks(self) -> Hooks:
+        """The hooks that show this progress."""
+        return Hooks(
+            failed_over=self.failed_over,
+            skipped=self.skipped,
+            backing_off=self.backing_off,
+            perspective_finished=self.finished,
+        )
+
+    def _first(self, key: tuple[str, str, str]) -> bool:
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
 
     def failed_over(self, notice: FailedOver) -> None:
-        key = (notice.from_provider, notice.to_provider, notice.error.kind.value)
-        if key not in self.seen:
-            self.seen.add(key)
+        if self._first((notice.from_provider, notice.to_provider, notice.error.kind.value)):
             announce_failed_over(notice)
 
     def skipped(self, notice: TargetSkipped) -> None:
-        s = notice.skipped
-        key = (s.provider, "", s.kind.value)
-        if key not in self.seen:
-            self.seen.add(key)
+        if self._first((notice.skipped.provider, "", notice.skipped.kind.value)):
             announce_skipped(notice)
 
     def backing_off(self, notice: Backoff, seconds: float) -> None:
-        key = (notice.provider, "retry", notice.reason)
-        if key not in self.seen:
-            self.seen.add(key)
+        if self._first((notice.provider, "retry", notice.reason)):
             announce_backoff(notice, seconds)
-
-    def attempt_recorded(self, record: AttemptRecord) -> None:
-        """Attempts are shown in the report, not one by one."""
-
-
-class LiveProgress(Progress):
-    """Fail-over notices on stderr (each once), and on a terminal a line per perspective as it ends."""
-
-    def __init__(self, perspectives: Sequence[Perspective], *, live: bool | None = None) -> None:
-        self.live = sys.stderr.isatty() if live is None else live
-        self.width = max((len(p.title) for p in perspectives), default=10)
-        self.seen: set[tuple[str, str, str]] = set()
-
-    def observer(self, perspective: Perspective) -> Observer:
-        return _Notices(self.seen)
 
     def finished(self, result: PerspectiveResult, done: int, total: int) -> None:
         if not self.live:
@@ -132,4 +123,4 @@ class LiveProgress(Progress):
         else:
             source = "cache" if result.cached else result.provider
             what = f"✓ {_confidence(result.confidence)} ({source}, {result.latency_ms / 1000:.1f} s)"
-        err(f"[{done}/{total}] {result.perspective:<{self.width}}  {what}")
+        err(f"[{done}/{total}] {result.perspective:<16}  {what}")

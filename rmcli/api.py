@@ -1,20 +1,25 @@
-"""The embedding API: ``ask``, ``analyze``, ``compare``, ``health`` and ``create`` for programs
-that use recursive-manager as a library instead of through ``rmgr``, and ``Client`` for programs
-that route many calls (the policy decoded once, one state store, pooled connections).
+"""The front door: every run of recursive-manager goes through here, ``rmgr``'s commands included.
 
-Each function takes the same inputs as its command (a policy, providers, perspectives) and
-returns the struct the command prints: a ``RunOutcome``, an ``AnalysisRun``, ``HealthReport``s.
+``Client`` routes many calls under one policy (decoded and checked once, one state, pooled
+connections); ``ask``, ``analyze``, ``compare``, ``health`` and ``create`` do one thing each for
+programs that call once; ``records`` opens the state for what a person reads back (usage,
+history, the cache, the breakers). Each takes the same inputs as its command and returns the
+struct the command prints: a ``RunOutcome``, an ``AnalysisRun``, ``HealthReport``s.
+
 Bad input or configuration raises ``ConfigError``; a provider's fault never raises, it is in the
-result. ``env`` replaces the process environment (default: the process environment over ``.env``);
+result. ``hooks`` (``rmcli.hooks.Hooks``) tell the caller what happens while a run goes on.
+``env`` replaces the process environment (default: the process environment over ``.env``);
 ``transport`` is the httpx transport every request goes through (an ``httpx.MockTransport`` lets
 an embedder test without any network); ``state_home`` replaces ``$RECURSIVEMANAGER_HOME``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import ssl
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -23,17 +28,29 @@ from typing import Any, Self
 import anyio
 import httpx
 import msgspec
-from returns.result import Failure
+from returns.result import Failure, Success
 
 from rmcli.analysis import AnalysisRun, run_analysis
-from rmcli.config import ConfigError, RouteSetup, decode_policy_text, load_route, route_for, route_names
+from rmcli.config import (
+    ConfigError,
+    RouteSetup,
+    cache_ttl_ms,
+    check_text,
+    decode_policy_text,
+    load_policy,
+    load_route,
+    route_for,
+    route_names,
+)
 from rmcli.environment import api_key, key_problem, load_environment
+from rmcli.environment import state_home as _home
 from rmcli.health import HEALTH_TIMEOUT_S, check_many
-from rmcli.runner import Observer, ProviderLimits, route
-from rmcli.session import StoreCircuits, StoreQuotas, http_client, open_store
-from rmcli.store import Store
-from rmcore.attempts import AttemptRecord
-from rmcore.engine import RunOutcome
+from rmcli.hooks import Hooks, fan_out
+from rmcli.output import err
+from rmcli.runner import ProviderLimits, Routing, route
+from rmcli.state import DB_FILENAME, State, StoreError, open_state, state_url
+from rmcore.breaker import CircuitState
+from rmcore.events import RunOutcome
 from rmcore.health import HealthReport
 from rmcore.perspectives import Perspective, select_perspectives
 from rmcore.policy import Policy, resolve_providers
@@ -45,6 +62,7 @@ __all__ = [
     "AnalysisRun",
     "Client",
     "ConfigError",
+    "Hooks",
     "PolicyInput",
     "Provider",
     "analyze",
@@ -52,56 +70,83 @@ __all__ = [
     "compare",
     "create",
     "health",
+    "records",
+    "stored_circuits",
 ]
 
 PolicyInput = Path | str | Policy | None
 """A policy: a file's path, TOML text (a ``str`` holding a newline or ``=``), a decoded
 ``Policy``, or None for the default route (``AI_PROVIDER`` then ``AI_FALLBACK_PROVIDER``)."""
 
-
-def _environment(env: Mapping[str, str] | None, state_home: Path | None) -> dict[str, str]:
-    merged = load_environment() if env is None else dict(env)
-    if state_home is not None:
-        merged["RECURSIVEMANAGER_HOME"] = str(state_home)
-    return merged
-
-
-def _decode(policy: str | Policy, env: Mapping[str, str]) -> Policy:
-    return policy if isinstance(policy, Policy) else decode_policy_text(policy, "<policy text>", env)
-
-
-def _setup(policy: PolicyInput, env: dict[str, str], names: Sequence[str]) -> RouteSetup:
-    """The route for ``policy`` with the checks of ``rmgr``'s ``--policy`` (a path goes through
-    ``load_route`` itself; text and structs through the same checks)."""
-    if isinstance(policy, str) and "\n" not in policy and "=" not in policy:
-        policy = Path(policy)
-    if policy is None or isinstance(policy, Path):
-        return load_route(env, policy_path=policy, providers=names)
-    return route_for(_decode(policy, env), env, providers=names)
-
-
-def _new_client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
-    if transport is None:
-        return http_client()
-    return httpx.AsyncClient(timeout=None, follow_redirects=False, transport=transport)
-
-
-@asynccontextmanager
-async def _client(transport: httpx.AsyncBaseTransport | None) -> AsyncIterator[httpx.AsyncClient]:
-    async with _new_client(transport) as client:
-        yield client
-
+OBSERVED_LATENCY_REFRESH_S = 10.0
+"""How long a ``Client`` reuses the observed p95 latencies a ``hedge_after_s = "p95"`` route waits
+for, before it reads them from the state again."""
 
 POOL_SHARE = 4
 """How many calls at once a ``Client`` lets share one HTTP connection pool before it opens
 another. httpcore's pool (1.0) looks at every connection it holds, and for each idle one at
 every other, whenever a request starts or a reply ends, so its cost per request grows with the
 square of its size. At 32 calls at once a routed call took 2.5 ms of CPU in one pool of 32
-connections and 0.9 ms in eight pools of 4; the throughput went from about 310 to 860 calls/s
-(``bench/RESULTS.md``)."""
+connections and 0.9 ms in eight pools of 4 (``bench/RESULTS.md``)."""
 
 MAX_POOLS = 16
 """The most pools a ``Client`` opens; past ``POOL_SHARE * MAX_POOLS`` calls at once they grow."""
+
+
+def _environment(env: Mapping[str, str] | None, home: Path | None) -> dict[str, str]:
+    merged = load_environment() if env is None else dict(env)
+    if home is not None:
+        merged["RECURSIVEMANAGER_HOME"] = str(home)
+    return merged
+
+
+def _as_path(policy: PolicyInput) -> PolicyInput:
+    if isinstance(policy, str) and "\n" not in policy and "=" not in policy:
+        return Path(policy)
+    return policy
+
+
+def _setup(policy: PolicyInput, env: dict[str, str], names: Sequence[str]) -> RouteSetup:
+    """The route for ``policy`` with the checks of ``rmgr``'s ``--policy``."""
+    policy = _as_path(policy)
+    if policy is None or isinstance(policy, Path):
+        return load_route(env, policy_path=policy, providers=names)
+    if isinstance(policy, str):
+        policy = decode_policy_text(policy, "<policy text>", env)
+    return route_for(policy, env, providers=names)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: loading the CA bundle costs ~20 ms of CPU."""
+    return httpx.create_ssl_context()
+
+
+def _new_client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+    """A client with no client-side timeouts (the engine's limits are cancel scopes), no
+    redirects (an endpoint URL is used as given), certificates always verified, and the
+    ``--verbose`` trace attached when it is on."""
+    if transport is None:
+        client = httpx.AsyncClient(
+            verify=_tls_context(),
+            timeout=None,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=32),
+        )
+    else:
+        client = httpx.AsyncClient(timeout=None, follow_redirects=False, transport=transport)
+    from rmcli.trace import current
+
+    tracer = current()
+    return client if tracer is None else tracer.attach(client)
+
+
+def _traced(hooks: Hooks | None) -> Hooks:
+    """``hooks`` with the ``--verbose`` trace's in front of them when it is on."""
+    from rmcli.trace import current
+
+    tracer = current()
+    return fan_out(tracer.hooks() if tracer is not None else None, hooks)
 
 
 class _Pools:
@@ -137,23 +182,66 @@ class _Pools:
             await client.aclose()
 
 
+async def _open(env: Mapping[str, str], hooks: Hooks, *, check: bool) -> State:
+    """The state ``env`` chooses, as a ConfigError (exit 2) when it cannot be used. ``check``
+    verifies the database first: a damaged one is found before any request is paid for."""
+    warn = hooks.state_unavailable or (lambda message: err(f"WARNING: {message}"))
+    try:
+        return await open_state(env, _home(env), warn=warn, check=check)
+    except StoreError as exc:
+        raise ConfigError(exc.message) from None
+
+
+@asynccontextmanager
+async def records(
+    *, env: Mapping[str, str] | None = None, state_home: Path | None = None
+) -> AsyncIterator[State]:
+    """The state (``rmcli.state.State``: attempts, circuits, caps, cache, history) for reading
+    back what runs left and for clearing it, as ``rmgr usage``, ``history`` and ``cache`` do. A
+    state that cannot be used, or that fails while it is read, is a ``ConfigError``."""
+    environment = _environment(env, state_home)
+    state = await _open(environment, Hooks(), check=False)
+    try:
+        yield state
+    except StoreError as exc:
+        raise ConfigError(exc.message) from None
+    finally:
+        await state.aclose()
+
+
+async def stored_circuits(
+    *, env: Mapping[str, str] | None = None, state_home: Path | None = None
+) -> list[CircuitState] | None:
+    """Every provider's circuit breaker as the state keeps it (every process using the state sees
+    the same), or None when there is no state yet (reading one never creates it)."""
+    environment = _environment(env, state_home)
+    if state_url(environment) is None and not (_home(environment) / DB_FILENAME).is_file():
+        return None
+    async with records(env=environment) as state:
+        return await state.circuits.all()
+
+
 def _perspectives(setup: RouteSetup, chosen: Sequence[str] | None) -> list[Perspective]:
     ids = list(chosen) if chosen is not None else list(setup.policy.analysis.perspectives)
-    result = select_perspectives(ids, setup.policy.perspectives)
-    if isinstance(result, Failure):
-        raise ConfigError(f"perspectives: {result.failure()}")
-    perspectives: list[Perspective] = result.unwrap()
+    if chosen is not None and not [i for i in ids if i.strip()]:
+        raise ConfigError("perspectives: none given (leave the option out to use the policy's)")
+    match select_perspectives(ids, setup.policy.perspectives):
+        case Failure(problem):
+            raise ConfigError(f"perspectives: {problem}")
+        case Success(perspectives):
+            pass
     if setup.policy.analysis.min_perspectives > len(perspectives):
         raise ConfigError(
             f"{len(perspectives)} perspective(s) chosen but the policy's [analysis] min_perspectives is "
             f"{setup.policy.analysis.min_perspectives}"
         )
-    return perspectives
+    return list(perspectives)
 
 
-def _check_ask(prompt: str, max_tokens: int, temperature: float | None) -> None:
-    if not prompt.strip():
-        raise ConfigError("the prompt is empty")
+def _check_ask(prompt: str, system: str | None, max_tokens: int, temperature: float | None) -> None:
+    check_text("the prompt", prompt)
+    if system is not None:
+        check_text("the system text", system, empty_ok=True)
     if max_tokens < 1:
         raise ConfigError(f"max_tokens must be at least 1 (got {max_tokens})")
     if temperature is not None and not 0.0 <= temperature <= 2.0:
@@ -161,46 +249,23 @@ def _check_ask(prompt: str, max_tokens: int, temperature: float | None) -> None:
 
 
 def _check_analyze(question: str, agent_id: str) -> None:
-    if not question.strip():
-        raise ConfigError("the question is empty")
-    if not agent_id.strip():
-        raise ConfigError("agent_id must not be empty")
-
-
-def _cache_ttl_ms(env: dict[str, str]) -> int:
-    # Imported here: the command module brings cyclopts and rich, which the API never needs.
-    from rmcli.commands.analyze import cache_ttl_ms
-
-    return cache_ttl_ms(env)
-
-
-class _Recorder(Observer):
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.run_id = uuid.uuid4().hex
-
-    def attempt_recorded(self, record: AttemptRecord) -> None:
-        self.store.record_attempts(self.run_id, "ask", [record])
-
-
-OBSERVED_LATENCY_REFRESH_S = 10.0
-"""How long a ``Client`` reuses the observed p95 latencies a ``hedge_after_s = "p95"`` route waits
-for, before it reads them from the store again."""
+    check_text("the question", question)
+    check_text("agent_id", agent_id)
 
 
 class Client:
     """Routes many calls under one policy, for programs that call again and again.
 
-    The module functions do everything afresh on each call: decode the policy, check the route,
-    open the state store, open an HTTP client (and its TLS set-up) and a new connection. A
-    ``Client`` does the first two once, when it is made (so a bad policy or a missing key raises
-    ``ConfigError`` here), and opens the store and its connection pools on first use, keeping
-    them until ``aclose`` or the end of ``async with``. Calls may run at once from many tasks of
-    one event loop; each is its own run (its own budget and deadline), while the circuit breakers
-    and each provider's ``max_concurrency`` are shared by all of them.
+    The policy is decoded and its route checked when the client is made (so a bad policy or a
+    missing key raises ``ConfigError`` here); the state and the connection pools open on first
+    use and stay open until ``aclose`` or the end of ``async with``. Calls may run at once from
+    many tasks of one event loop; each is its own run (its own budget and deadline), while the
+    circuit breakers and each provider's ``max_concurrency`` are shared by all of them.
 
-    The arguments are those of ``ask``; ``record=False`` saves no attempt and uses no breaker in
-    ``ask`` (``analyze`` always opens the store: it holds the cache and the history).
+    ``record=False`` saves no attempt and uses no breaker in ``ask`` (``analyze`` always opens
+    the state: it holds the cache and the history). ``hooks`` apply to every call; a call's own
+    ``hooks`` are called after them. ``command`` names the attempts' origin in the state (default:
+    the method's name).
     """
 
     def __init__(
@@ -213,6 +278,8 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
         state_home: Path | None = None,
         record: bool = True,
+        hooks: Hooks | None = None,
+        command: str | None = None,
     ) -> None:
         self._env = _environment(env, state_home)
         self._setup = _setup(policy, self._env, route_names(self._env, provider, fallback))
@@ -220,15 +287,23 @@ class Client:
         self._observed: tuple[float, RouteSetup] | None = None
         self._transport = transport
         self._record = record
+        self._hooks = hooks
+        self._command = command
         self._limits = ProviderLimits()
+        self._clean: set[str] = set()
         self._exits = AsyncExitStack()
         self._pools: _Pools | None = None
-        self._store: Store | None = None
+        self._state: State | None = None
 
     @property
     def policy(self) -> Policy:
         """The decoded policy the client routes by (``provider`` / ``fallback`` applied)."""
         return self._setup.policy
+
+    @property
+    def setup(self) -> RouteSetup:
+        """The checked route: the policy, its providers and the plan the engine runs."""
+        return self._setup
 
     async def __aenter__(self) -> Self:
         return self
@@ -239,10 +314,10 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connections and the store; a later call opens them again."""
+        """Close the connections and the state; a later call opens them again."""
         exits, self._exits = self._exits, AsyncExitStack()
         self._pools = None
-        self._store = None
+        self._state = None
         await exits.aclose()
 
     def _client(self) -> AbstractContextManager[httpx.AsyncClient]:
@@ -251,24 +326,44 @@ class Client:
             self._exits.push_async_callback(self._pools.aclose)
         return self._pools.lease()
 
-    def _open_store(self) -> Store:
-        if self._store is None:
-            self._store = self._exits.enter_context(open_store(self._env))
-        return self._store
+    async def _open_state(self) -> State:
+        if self._state is None:
+            state = await _open(self._env, self._hooks or Hooks(), check=True)
+            self._exits.push_async_callback(state.aclose)
+            self._state = state
+        return self._state
 
     def _key(self, spec: ProviderSpec) -> str | None:
         return api_key(self._env, spec.key_env)
 
-    def _routed(self, store: Store) -> RouteSetup:
-        """The route, with ``"p95"`` hedges resolved from the store's latencies of the last day."""
-        if not self._observes_latency:
-            return self._setup
+    def _routing(
+        self, client: httpx.AsyncClient, state: State | None, hooks: Hooks | None, command: str
+    ) -> Routing:
+        return Routing(
+            client=client,
+            keys=self._key,
+            state=state,
+            hooks=_traced(fan_out(self._hooks, hooks)),
+            command=self._command or command,
+            limits=self._limits,
+            clean=self._clean,
+        )
+
+    async def _routed(self, state: State | None, setup: RouteSetup | None = None) -> RouteSetup:
+        """The route, with ``"p95"`` hedges resolved from the state's latencies of the last day
+        (every flow resolves them here, the same way)."""
+        setup = setup or self._setup
+        if state is None or not setup.uses_observed_latency():
+            return setup
         now = time.monotonic()
-        if self._observed is None or now - self._observed[0] >= OBSERVED_LATENCY_REFRESH_S:
-            day_ago_ms = int(time.time() * 1000) - 24 * 3600 * 1000
-            observed = observed_p95_s(store.attempts_since(day_ago_ms))
-            self._observed = (now, self._setup.with_observed_latency(observed))
-        return self._observed[1]
+        cached = self._observed
+        if setup is self._setup and cached is not None and now - cached[0] < OBSERVED_LATENCY_REFRESH_S:
+            return cached[1]
+        day_ago_ms = int(time.time() * 1000) - 24 * 3600 * 1000
+        resolved = setup.with_observed_latency(observed_p95_s(await state.attempts.since(day_ago_ms)))
+        if setup is self._setup:
+            self._observed = (now, resolved)
+        return resolved
 
     async def ask(
         self,
@@ -278,31 +373,19 @@ class Client:
         max_tokens: int = DEFAULT_MAX_TOKENS,
         temperature: float | None = None,
         stream: bool = True,
+        hooks: Hooks | None = None,
     ) -> RunOutcome:
-        """One completion routed by the policy, as ``ask`` (the function) routes it. ``stream``
-        asks providers that can to stream the answer, so that a first-token and an idle timeout
+        """One completion routed by the policy. ``stream`` asks providers that can to stream the
+        answer (``hooks.text`` gets it as it arrives), so that a first-token and an idle timeout
         apply; without it each reply is read whole."""
-        _check_ask(prompt, max_tokens, temperature)
+        _check_ask(prompt, system, max_tokens, temperature)
         request = ChatRequest(
             prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature, stream=stream
         )
-        if not self._record:
-            with self._client() as client:
-                return await route(
-                    self._setup.plan, request, client=client, keys=self._key, limits=self._limits
-                )
-        store = self._open_store()
+        state = await self._open_state() if self._record else None
+        setup = await self._routed(state)
         with self._client() as client:
-            return await route(
-                self._routed(store).plan,
-                request,
-                client=client,
-                keys=self._key,
-                observer=_Recorder(store),
-                circuits=StoreCircuits(store),
-                quotas=StoreQuotas(store),
-                limits=self._limits,
-            )
+            return await route(setup.plan, request, self._routing(client, state, hooks, "ask"))
 
     async def analyze(
         self,
@@ -312,25 +395,34 @@ class Client:
         agent_id: str = "default",
         persist_history: bool = True,
         use_cache: bool = True,
+        hooks: Hooks | None = None,
+        setup: RouteSetup | None = None,
+        cache_scope: str | None = None,
     ) -> AnalysisRun:
-        """The multi-perspective analysis, as ``analyze`` (the function) runs it."""
+        """The multi-perspective analysis; with ``persist_history`` it is saved in ``agent_id``'s
+        history. ``setup`` replaces the client's route for this call (``compare`` gives each
+        provider its own), ``cache_scope`` keeps its cached answers apart."""
         _check_analyze(question, agent_id)
-        ttl_ms = _cache_ttl_ms(self._env)
-        chosen = _perspectives(self._setup, perspectives)
-        store = self._open_store()
+        ttl_ms = cache_ttl_ms(self._env)
+        routed = setup or self._setup
+        chosen = _perspectives(routed, perspectives)
+        state = await self._open_state()
+        routed = await self._routed(state, routed)
         with self._client() as client:
+            routing = self._routing(client, state, hooks, "analyze")
+            if cache_scope:
+                routing = dataclasses.replace(routing, command="compare")
             result = await run_analysis(
                 question,
                 chosen,
-                self._setup,
-                env=self._env,
-                store=store,
-                client=client,
+                routed,
+                routing,
                 use_cache=use_cache,
                 cache_ttl_ms=ttl_ms,
+                cache_scope=cache_scope,
             )
         if persist_history:
-            store.history_add(
+            await state.history.add(
                 agent_id,
                 question,
                 result.status,
@@ -355,12 +447,13 @@ async def ask(
     state_home: Path | None = None,
     record: bool = True,
     stream: bool = True,
+    hooks: Hooks | None = None,
 ) -> RunOutcome:
     """One completion routed by the policy, as ``rmgr ask`` routes it: the outcome holds the
     answer (or the error) and every attempt. With ``record`` the attempts are saved in the state
-    store and its circuit breakers are used; without it no file is touched. To route many calls,
-    a ``Client`` does the set-up once instead of on every call."""
-    _check_ask(prompt, max_tokens, temperature)
+    and its circuit breakers are used; without it no file is touched. To route many calls, a
+    ``Client`` does the set-up once instead of on every call."""
+    _check_ask(prompt, system, max_tokens, temperature)
     async with Client(
         policy,
         provider=provider,
@@ -371,7 +464,7 @@ async def ask(
         record=record,
     ) as client:
         return await client.ask(
-            prompt, system=system, max_tokens=max_tokens, temperature=temperature, stream=stream
+            prompt, system=system, max_tokens=max_tokens, temperature=temperature, stream=stream, hooks=hooks
         )
 
 
@@ -388,6 +481,7 @@ async def analyze(
     env: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     state_home: Path | None = None,
+    hooks: Hooks | None = None,
 ) -> AnalysisRun:
     """The multi-perspective analysis of ``rmgr analyze``; with ``persist_history`` it is saved in
     ``agent_id``'s history (``rmgr history``). ``perspectives`` are ids (default: the policy's)."""
@@ -401,7 +495,15 @@ async def analyze(
             agent_id=agent_id,
             persist_history=persist_history,
             use_cache=use_cache,
+            hooks=hooks,
         )
+
+
+def configured_providers(env: Mapping[str, str] | None = None) -> list[str]:
+    """The built-in providers that have a usable URL and a key: ``compare``'s default."""
+    environment = _environment(env, None)
+    specs = builtin_providers(environment)
+    return [s.name for s in specs.values() if not s.problems and api_key(environment, s.key_env) is not None]
 
 
 async def compare(
@@ -414,53 +516,54 @@ async def compare(
     env: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     state_home: Path | None = None,
+    hooks: Hooks | None = None,
+    on_done: Callable[[str, AnalysisRun], None] | None = None,
 ) -> dict[str, AnalysisRun]:
     """The analysis on each of ``providers`` alone, at once, as ``rmgr compare`` runs it; the runs
-    by provider name, in the order given. Comparison runs are not saved in the history."""
-    if not question.strip():
-        raise ConfigError("the question is empty")
+    by provider name, in the order given. Comparison runs are not saved in the history.
+    ``on_done(name, run)`` is called as each provider's analysis ends."""
+    check_text("the question", question)
     names = list(dict.fromkeys(n.strip() for n in providers if n.strip()))
     if not names:
         raise ConfigError("compare needs at least one provider")
     environment = _environment(env, state_home)
-    ttl_ms = _cache_ttl_ms(environment)
     setups = {name: _setup(policy, environment, [name]) for name in names}
-    chosen = _perspectives(next(iter(setups.values())), perspectives)
+    first = next(iter(setups.values()))
+    chosen = [p.id for p in _perspectives(first, perspectives)]
     results: dict[str, AnalysisRun] = {}
-    with open_store(environment) as store:
-        async with _client(transport) as client:
+    async with Client(first.policy, env=environment, transport=transport, hooks=hooks) as client:
 
-            async def one(name: str, setup: RouteSetup) -> None:
-                results[name] = await run_analysis(
-                    question,
-                    chosen,
-                    setup,
-                    env=environment,
-                    store=store,
-                    client=client,
-                    use_cache=use_cache,
-                    cache_ttl_ms=ttl_ms,
-                    command="compare",
-                    cache_scope=f"compare:{name}",
-                )
+        async def one(name: str, setup: RouteSetup) -> None:
+            from rmcli.trace import trace_scope
 
-            async with anyio.create_task_group() as tg:
-                for name, setup in setups.items():
-                    tg.start_soon(one, name, setup)
+            trace_scope.set(name)
+            results[name] = await client.analyze(
+                question,
+                perspectives=chosen,
+                persist_history=False,
+                use_cache=use_cache,
+                setup=setup,
+                cache_scope=f"compare:{name}",
+            )
+            if on_done is not None:
+                on_done(name, results[name])
+
+        async with anyio.create_task_group() as tg:
+            for name, setup in setups.items():
+                tg.start_soon(one, name, setup)
     return {name: results[name] for name in names}
 
 
 def _specs(env: Mapping[str, str], policy: PolicyInput) -> dict[str, ProviderSpec]:
     specs = builtin_providers(dict(env))
+    policy = _as_path(policy)
     if policy is None:
         return specs
-    if isinstance(policy, str) and "\n" not in policy and "=" not in policy:
-        policy = Path(policy)
     if isinstance(policy, Path):
-        from rmcli.config import load_policy
-
         return resolve_providers(load_policy(policy, dict(env)), specs)
-    return resolve_providers(_decode(policy, env), specs)
+    if isinstance(policy, str):
+        policy = decode_policy_text(policy, "<policy text>", env)
+    return resolve_providers(policy, specs)
 
 
 async def health(
@@ -472,7 +575,8 @@ async def health(
     timeout_s: float = HEALTH_TIMEOUT_S,
 ) -> list[HealthReport]:
     """Check providers at once, as ``rmgr health`` does: one report each, in the order asked
-    (default: every configured provider, and those ``policy`` defines)."""
+    (default: every configured provider, and those ``policy`` defines). A provider whose key is
+    missing or unusable is reported unhealthy with the reason, and nothing is sent to it."""
     if not timeout_s > 0:
         raise ConfigError(f"timeout_s must be a positive number of seconds (got {timeout_s})")
     environment = _environment(env, None)
@@ -481,9 +585,15 @@ async def health(
     if unknown:
         raise ConfigError(f"unknown provider {unknown[0]!r}; known providers: {', '.join(sorted(specs))}")
     chosen = [specs[n] for n in dict.fromkeys(names)] if names else list(specs.values())
-    bad_keys = {s.name: p for s in chosen if (p := key_problem(environment, s.key_env))}
+    bad_keys: dict[str, str] = {}
+    for spec in chosen:
+        problem = key_problem(environment, spec.key_env)
+        if problem is None and spec.key_required and api_key(environment, spec.key_env) is None:
+            problem = f"{spec.key_env} is not set"
+        if problem is not None:
+            bad_keys[spec.name] = problem
     checked = [s for s in chosen if s.name not in bad_keys]
-    async with _client(transport) as client:
+    async with _new_client(transport) as client:
         reports = await check_many(client, checked, lambda s: api_key(environment, s.key_env), timeout_s)
     by_name = {r.provider: r for r in reports}
     for name, problem in bad_keys.items():

@@ -9,6 +9,7 @@ after the command's name.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -26,7 +27,8 @@ app = cyclopts.App(
         "Ask large language models for decisions you can trust: routed across providers by a "
         "declarative TOML policy (fail-over, retries, deadlines, budget), every attempt accounted.\n\n"
         "Exit codes: 0 success; 1 the run failed (every route exhausted, budget or deadline hit); "
-        "2 bad input or configuration."
+        "2 bad input or configuration; 3 partial (an analysis where some perspectives failed); "
+        "130 / 143 interrupted by Ctrl-C / SIGTERM (every request sent is still accounted)."
     ),
 )
 
@@ -115,19 +117,34 @@ app.command(
 )
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run ``rmgr`` and exit with its code; configuration errors are one clear line and exit 2."""
+    """Run ``rmgr`` and exit with its code: bad input or configuration is one clear line and exit
+    2; Ctrl-C and SIGTERM print ``interrupted`` and exit 130 and 143, after every request in
+    flight is settled in the state (``rmcli.interrupt``)."""
+    # Before any event loop runs (loading a policy, opening the state), SIGTERM stops the command
+    # the way Ctrl-C does; inside a run, ``rmcli.interrupt`` catches both and cancels cleanly.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         result = app.meta(sys.argv[1:] if argv is None else list(argv), result_action="return_value")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         sys.stderr.write("interrupted\n")
-        raise SystemExit(130) from None
+        signum = stop.args[0] if stop.args and isinstance(stop.args[0], int) else signal.SIGINT
+        raise SystemExit(128 + signum) from None
     except Exception as exc:
-        # Imported only now: it brings the policy schema, which `rmgr --help` never needs, and a
-        # ConfigError can only come from code that has imported it already.
-        from rmcli.config import ConfigError
+        # Imported only now: ``rmgr --help`` never needs them, and these errors can only come
+        # from code that has imported them already.
+        from rmcli.errors import ConfigError
+        from rmcli.interrupt import Interrupted
+        from rmcli.state.base import StoreError
 
-        if isinstance(exc, ConfigError):
+        if isinstance(exc, Interrupted):
+            sys.stderr.write("interrupted\n")
+            raise SystemExit(exc.code) from None
+        if isinstance(exc, ConfigError | StoreError):
             sys.stderr.write(f"error: {exc}\n")
             raise SystemExit(2) from None
         # A bug of ours: one line, never a traceback that may quote a header.

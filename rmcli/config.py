@@ -15,6 +15,7 @@ import msgspec
 from returns.result import Failure, Success
 
 from rmcli.environment import api_key, key_problem
+from rmcli.errors import ConfigError
 from rmcore.plan import RunPlan, build_plan
 from rmcore.policy import Policy, decode_policy, default_policy, resolve_providers, route_providers
 from rmcore.policy.schema import DEFAULT_PRIMARY, Route
@@ -22,9 +23,12 @@ from rmcore.policy.trust import key_leaks, plain_http
 from rmcore.providers import BUILTIN_NAMES, ProviderSpec, builtin_providers
 
 __all__ = [
+    "DEFAULT_CACHE_TTL_MS",
     "ConfigError",
     "Route",
     "RouteSetup",
+    "cache_ttl_ms",
+    "check_text",
     "decode_policy_text",
     "load_policy",
     "load_route",
@@ -34,8 +38,38 @@ __all__ = [
 ]
 
 
-class ConfigError(Exception):
-    """Bad input or configuration: the message says what and where; the exit code is 2."""
+DEFAULT_CACHE_TTL_MS = 3_600_000
+
+
+def check_text(what: str, text: str, *, empty_ok: bool = False) -> None:
+    """Refuse text no provider can be sent: empty (unless ``empty_ok``), or holding bytes that
+    are not UTF-8 (a terminal or a file in another encoding; Python keeps them as lone
+    surrogates). The message names ``what`` and where the first bad byte is."""
+    if not empty_ok and not text.strip():
+        raise ConfigError(f"{what} is empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start]
+        byte = f"byte 0x{ord(bad) - 0xDC00:02x}" if 0xDC80 <= ord(bad) <= 0xDCFF else f"{bad!r}"
+        raise ConfigError(
+            f"{what} is not valid UTF-8 text ({byte} at character {exc.start + 1}); "
+            "convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8) and try again"
+        ) from None
+
+
+def cache_ttl_ms(env: Mapping[str, str]) -> int:
+    """``ANALYSIS_CACHE_TTL_MS`` (default one hour); 0 turns the cache off."""
+    text = env.get("ANALYSIS_CACHE_TTL_MS", "").strip()
+    if not text:
+        return DEFAULT_CACHE_TTL_MS
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"ANALYSIS_CACHE_TTL_MS={text!r} is not a whole number of milliseconds") from None
+    if value < 0:
+        raise ConfigError(f"ANALYSIS_CACHE_TTL_MS={text!r} must be 0 (no cache) or more")
+    return value
 
 
 class RouteSetup:
@@ -90,11 +124,12 @@ def route_names(env: Mapping[str, str], provider: str | None, fallback: str | No
 
 def decode_policy_text(text: str, source: str, env: Mapping[str, str]) -> Policy:
     """The policy in ``text`` (read from ``source``), or a ConfigError listing every issue."""
-    result = decode_policy(text, source, BUILTIN_NAMES, default_targets=_default_targets(env))
-    if isinstance(result, Failure):
-        raise ConfigError("\n".join(str(issue) for issue in result.failure()))
-    policy: Policy = result.unwrap()
-    return policy
+    match decode_policy(text, source, BUILTIN_NAMES, default_targets=_default_targets(env)):
+        case Success(Policy() as policy):
+            return policy
+        case Failure(issues):
+            raise ConfigError("\n".join(str(issue) for issue in issues))
+    raise AssertionError("unreachable")
 
 
 def load_policy(path: Path | None, env: dict[str, str]) -> Policy:

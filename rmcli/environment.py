@@ -3,26 +3,63 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 
+from rmcli.errors import ConfigError
 from rmcli.output import add_secret
 
 __all__ = ["api_key", "key_problem", "load_environment", "state_home"]
 
 
+_OURS = re.compile(r"(AICEO_|GLM_|ANTHROPIC_|OPENAI_|AI_|RMGR_|RECURSIVEMANAGER_|ANALYSIS_)")
+"""The prefixes of the variables the shell reads (a policy's ``key_env`` ones are checked when
+their key is read)."""
+
+
 def load_environment(cwd: Path | None = None) -> dict[str, str]:
-    """The process environment over the ``.env`` file of ``cwd`` (the real environment wins)."""
+    """The process environment over the ``.env`` file of ``cwd`` (the real environment wins).
+
+    A ``.env`` line, or one of our variables, that is not UTF-8 is a ``ConfigError`` naming the
+    line or the variable (never its value): read on, it would crash deep in the HTTP stack."""
     merged: dict[str, str] = {}
     dotenv_path = (cwd or Path.cwd()) / ".env"
     if dotenv_path.is_file():
         from dotenv import dotenv_values
 
+        _check_dotenv(dotenv_path)
         merged.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    for name, value in os.environ.items():
+        if _OURS.match(name) and not _is_utf8(value):
+            raise ConfigError(f"the environment variable {name} is not valid UTF-8; set it again in UTF-8")
     merged.update(os.environ)
     return merged
 
 
-def state_home(env: dict[str, str]) -> Path:
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_dotenv(path: Path) -> None:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    for number, line in enumerate(raw.splitlines(), start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"{path} line {number} is not valid UTF-8; save the file as UTF-8 (values are not shown)"
+            ) from None
+
+
+def state_home(env: Mapping[str, str]) -> Path:
     """``$RECURSIVEMANAGER_HOME``, or ``~/.recursivemanager``."""
     configured = env.get("RECURSIVEMANAGER_HOME", "").strip()
     return Path(configured).expanduser() if configured else Path.home() / ".recursivemanager"

@@ -1,4 +1,4 @@
-"""Drive the engine over real HTTP: perform its actions, feed it what happened, record every attempt.
+"""Drive the engine over real HTTP: perform its actions, feed it what happened, account every attempt.
 
 Attempts that may overlap (races, hedges) and health checks run as tasks of one anyio task
 group, so they really run at once; a cancelled attempt's task is cancelled at once, which closes
@@ -6,16 +6,22 @@ its connection. An attempt that runs alone, the usual case, is awaited in the ru
 no task group is made (``_Run``). The loop waits for the next event or for the engine's next
 wake-up, whichever comes first.
 
-With a ``QuotaBook`` (the state store), each attempt first takes its provider's slot (its
-``max_concurrency``, counted across every process sharing the state, behind this process's own
-limiter) and reserves its worst case against the plan's caps, both in one call to the store
-(``begin_attempt``: one round trip to a shared state); while every slot is busy it asks again
-after short pauses, out of the attempt's timeout. When the slot or the reservation cannot be had
-it sends nothing and the engine is told ``AttemptRefused``. When the attempt ends, one call
-(``end_attempt``) settles its reservation with what it really used (the prompt's estimate when
-it was cut off) and gives its slot back, whatever happened. A shared state that cannot be
-reached refuses paid attempts, or, when the policy says ``on_state_unavailable = "fail_open"``,
-counts them in this host's own state instead.
+Every attempt is accounted, whatever ends the run. An attempt is recorded in the state the
+moment before its request leaves (``Attempts.sent``: as it would stand if nothing more were
+heard of it, ``cancelled`` with the prompt's estimated cost), and settled when it ends. A run
+cancelled from outside (Ctrl-C, SIGTERM, a caller that gives up) settles its attempts in flight
+as ``cancelled`` before it lets the cancellation through; a process killed outright leaves the
+first record, so the provider's bill and ``rmgr usage`` still agree.
+
+With a state, each attempt first takes its provider's slot (its ``max_concurrency``, counted
+across every process sharing the state, behind this process's own limiter) and reserves its
+worst case against the plan's caps, both in one call (``Caps.begin``); while every slot is busy
+it asks again after short pauses, out of the attempt's timeout. When the slot or the
+reservation cannot be had it sends nothing and the engine is told ``AttemptRefused``. When the
+attempt ends, one call (``Caps.end``) settles its reservation with what it really used and gives
+its slot back, whatever happened. A shared state that cannot be reached refuses paid attempts,
+or, when the policy says ``on_state_unavailable = "fail_open"``, counts them in this host's own
+state instead.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Final, NamedTuple, Protocol
+from typing import Final, NamedTuple
 
 import anyio
 import anyio.lowlevel
@@ -38,13 +45,17 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from rmcli.health import HEALTH_TIMEOUT_S, check_health
+from rmcli.hooks import Hooks
 from rmcli.output import err
-from rmcli.store import AttemptClaim, Slot, SlotBusy, StoreError, StoreUnavailable
-from rmcli.transport import AttemptEvent, TextSink, perform_attempt
+from rmcli.state import AttemptClaim, Caps, Slot, SlotBusy, State, StoreError, StoreUnavailable
+from rmcli.transport import AttemptEvent, perform_attempt
 from rmcore.attempts import AttemptRecord
+from rmcore.breaker import CircuitState
 from rmcore.budget import Ledger
 from rmcore.completion import Usage
-from rmcore.engine import (
+from rmcore.engine import Engine
+from rmcore.errors import ErrorKind
+from rmcore.events import (
     Action,
     AdmitCircuit,
     AttemptFailed,
@@ -55,7 +66,6 @@ from rmcore.engine import (
     CancelAttempt,
     CheckHealth,
     CircuitAnswered,
-    Engine,
     Event,
     FailedOver,
     Finish,
@@ -65,71 +75,37 @@ from rmcore.engine import (
     TargetSkipped,
     TimePassed,
 )
-from rmcore.errors import ErrorKind
 from rmcore.plan import RunPlan, leaves
-from rmcore.pricing import estimate_prompt_tokens
+from rmcore.pricing import cost_usd, estimate_prompt_tokens
 from rmcore.providers import ProviderSpec
 from rmcore.quota import Charge, Refusal, Resource, attempt_charges, attempt_settlement
 from rmcore.requests import ChatRequest
 
-__all__ = [
-    "LEASE_MARGIN_S",
-    "SLOT_LEASE_S",
-    "SLOT_RENEW_S",
-    "CircuitAnswer",
-    "CircuitBook",
-    "Observer",
-    "ProviderLimits",
-    "QuotaBook",
-    "route",
-]
+__all__ = ["LEASE_MARGIN_S", "SLOT_LEASE_S", "SLOT_RENEW_S", "ProviderLimits", "Routing", "route"]
 
 LEASE_MARGIN_S: Final = 30.0
-"""How long a reservation outlives its attempt's timeout before the store reclaims it (from a
-process that died holding it): room for settling late and for hosts' clocks that disagree by a
-few seconds."""
+"""How long a reservation outlives its attempt's timeout before the state reclaims it (from a
+process that died holding it): room for settling late and for hosts' clocks that disagree."""
 
 SLOT_LEASE_S: Final = 5.0
 """A provider slot's lease, renewed every ``SLOT_RENEW_S`` while its request runs: a process that
-dies holding slots (killed, its host lost) keeps them from the others for at most this long.
-Hosts' clocks must agree to well within it (NTP does)."""
+dies holding slots keeps them from the others for at most this long."""
 
 SLOT_RENEW_S: Final = 1.5
 """How often a slot held by a running request is renewed."""
 
+SETTLE_TIMEOUT_S: Final = 2.0
+"""The longest a cancelled run waits to settle its attempts in flight in the state."""
+
 _SLOT_POLL_S: Final = (0.005, 0.01, 0.02, 0.05)
 """The pauses between asks for a busy provider slot: short at first, then every 50 ms."""
 
-
-class Observer:
-    """Hooks the commands use to show progress; every method is optional to override."""
-
-    def attempt_started(self, action: StartAttempt) -> None:
-        """An attempt is about to be sent."""
-
-    def failed_over(self, notice: FailedOver) -> None:
-        """The run left one provider for the next."""
-
-    def attempt_recorded(self, record: AttemptRecord) -> None:
-        """An attempt ended (or was cancelled)."""
-
-    def backing_off(self, notice: Backoff, seconds: float) -> None:
-        """A provider failed and will be retried after ``seconds``."""
-
-    def skipped(self, notice: TargetSkipped) -> None:
-        """A target was passed over without a request (budget, quota, health, circuit)."""
-
-    def state_unavailable(self, message: str) -> None:
-        """The shared state cannot be reached and the policy fails open: the run goes on, its
-        caps counted in this host's own state. Unlike the other hooks this one is not silent by
-        default (a run that spends beyond the fleet's view must not go unannounced): it prints
-        ``WARNING: message`` on stderr."""
-        err(f"WARNING: {message}")
+_NO_HOOKS: Final = Hooks()
 
 
 class ProviderLimits:
     """One ``anyio.CapacityLimiter`` per provider with a ``max_concurrency``, shared by every
-    route of a process that uses the same instance (the perspectives of one analysis)."""
+    route of a process that uses the same instance."""
 
     def __init__(self) -> None:
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
@@ -144,81 +120,52 @@ class ProviderLimits:
         return limiter
 
 
-class QuotaBook(Protocol):
-    """Where budgets, quotas and concurrency slots are kept (the state store), shared by every
-    process using it. Every method but ``fallback`` may raise ``StoreUnavailable``."""
+@dataclass(eq=False)
+class Routing:
+    """What the routes of one caller share: the HTTP client, the keys, the state (None: nothing is
+    recorded and every breaker is closed), each provider's concurrency limit, the hooks, and the
+    ``run_id`` and ``command`` the attempts are recorded under.
 
-    def begin_attempt(self, claim: AttemptClaim, now: float) -> Refusal | SlotBusy | None:
-        """Take the claim's slot and reserve its charges at once (``Store.begin_attempt``)."""
-        ...
+    It also remembers which circuits its latest admission found closed with no failures: a
+    success on one of those is not written (it would change nothing, yet cost a write, or a round
+    trip to a shared state, on every call). The success is taken to have happened at that
+    admission, so a failure another process recorded since stays counted: the conservative side.
+    """
 
-    def end_attempt(self, claim: AttemptClaim, used: Sequence[Charge] | None, now: float) -> None:
-        """Settle (or, ``used`` None, release) the claim's reservation and give its slot back at
-        once (``Store.end_attempt``)."""
-        ...
+    client: httpx.AsyncClient
+    keys: Callable[[ProviderSpec], str | None]
+    state: State | None = None
+    hooks: Hooks = _NO_HOOKS
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    command: str = "ask"
+    limits: ProviderLimits = field(default_factory=ProviderLimits)
+    clean: set[str] = field(default_factory=set)
+    fell_back: bool = False
 
-    def acquire_slot(self, name: str, limit: int, holder: str, now: float, lease_s: float) -> bool:
-        """Take, or renew, one of ``limit`` slots of ``name`` (``Store.acquire_slot``)."""
-        ...
-
-    def fallback(self) -> tuple[QuotaBook, bool]:
-        """The book of this host's own state, for while this one cannot be reached, and whether
-        it is the first time it is asked for in this outage."""
-        ...
-
-
-class CircuitAnswer(NamedTuple):
-    """A breaker's answer: the ``decision`` (``allowed``, ``probe``, ``refused``); when refused,
-    ``retry_in_s``, the seconds until the circuit will be probed; for a probe, ``probe``, which
-    ``CircuitBook.release_probe`` needs to hand it back should it never be sent."""
-
-    decision: str
-    retry_in_s: float | None = None
-    probe: float | None = None
-
-
-class CircuitBook(Protocol):
-    """Where circuit breakers live (the state store): shared by every process using it."""
-
-    def admit(self, provider: str, cooldown_s: float, probe_timeout_s: float) -> CircuitAnswer:
-        """May a request go to ``provider`` now?"""
-        ...
-
-    def record(self, provider: str, outcome: str, failure_threshold: int) -> None:
-        """How an attempt on ``provider`` ended."""
-        ...
-
-    def release_probe(self, provider: str, probe: float) -> None:
-        """The probe ``admit`` gave (``CircuitAnswer.probe``) was never sent: hand it back, so
-        that the next asker probes instead of every asker waiting for it to time out."""
-        ...
+    def state_unavailable(self, message: str) -> None:
+        """Say once per outage that the shared state is down and the run counts on this host."""
+        if not self.fell_back:
+            self.fell_back = True
+            warn = self.hooks.state_unavailable
+            (warn or (lambda m: err(f"WARNING: {m}")))(message)
 
 
 async def route(
     plan: RunPlan,
     request: ChatRequest,
+    routing: Routing,
     *,
-    client: httpx.AsyncClient,
-    keys: Callable[[ProviderSpec], str | None],
-    observer: Observer | None = None,
-    on_text: TextSink | None = None,
-    circuits: CircuitBook | None = None,
     clock: Callable[[], float] = time.monotonic,
     seed: int | None = None,
     spent_usd: float = 0.0,
     ledger: Ledger | None = None,
-    limits: ProviderLimits | None = None,
-    quotas: QuotaBook | None = None,
 ) -> RunOutcome:
-    """Route ``request`` by ``plan`` and return how it ended. Never raises for a provider's fault.
+    """Route ``request`` by ``plan`` and return how it ended. Never raises for a provider's fault;
+    a cancellation from outside is let through once the attempts in flight are settled.
 
-    ``on_text`` receives the answer's text as it streams, for attempts that run alone (never
-    those of a race or a hedge). Without ``circuits`` every breaker is closed. ``ledger`` is a
-    budget shared with other routes running at the same time; ``limits`` caps how many requests
-    each provider gets at once across them (its ``max_concurrency``). ``quotas`` keeps the
-    plan's caps over time and each provider's ``max_concurrency`` across processes; without it
-    neither is enforced beyond this process.
-    """
+    ``routing.hooks.text`` receives the answer's text as it streams, for attempts that run alone
+    (never those of a race or a hedge). ``ledger`` is a budget shared with other routes running at
+    the same time (the perspectives of an analysis)."""
     engine = Engine(
         plan,
         request,
@@ -227,18 +174,7 @@ async def route(
         spent_usd=spent_usd,
         ledger=ledger,
     )
-    run = _Run(
-        engine,
-        client=client,
-        keys=keys,
-        watch=observer or Observer(),
-        on_text=on_text,
-        circuits=circuits,
-        clock=clock,
-        slots=limits if limits is not None else ProviderLimits(),
-        quotas=quotas,
-    )
-    return await run.run()
+    return await _Run(engine, routing, clock).run()
 
 
 class _NeedsTasks(Exception):
@@ -255,60 +191,49 @@ class _Run:
     hedge, a health check) opens the task group, and the run goes on inside it.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        client: httpx.AsyncClient,
-        keys: Callable[[ProviderSpec], str | None],
-        watch: Observer,
-        on_text: TextSink | None,
-        circuits: CircuitBook | None,
-        clock: Callable[[], float],
-        slots: ProviderLimits,
-        quotas: QuotaBook | None,
-    ) -> None:
+    def __init__(self, engine: Engine, routing: Routing, clock: Callable[[], float]) -> None:
         self.engine = engine
         self.plan = engine.plan
         self.request = engine.request
-        self.client = client
-        self.keys = keys
-        self.watch = watch
-        self.on_text = on_text
-        self.circuits = circuits if circuits is not None and self.plan.breaker.enabled else None
+        self.routing = routing
+        self.hooks = routing.hooks
+        self.state = routing.state
+        self.breakers = self.state is not None and self.plan.breaker.enabled
         self.clock = clock
-        self.slots = slots
-        self.quotas = quotas
         self.probe_timeout_s = max((t.attempt_timeout_s for t in leaves(self.plan)), default=30.0)
         self.actions: deque[Action] = deque()
         self.scopes: dict[int, anyio.CancelScope] = {}
         self.recorded = 0
-        self.announced = False
         self.tasks = 0  # attempts and health checks running as tasks of the task group
         self.group: TaskGroup | None = None
         self.send: MemoryObjectSendStream[Event] | None = None
         self.probes: dict[str, float] = {}  # probes this run was given and has not yet sent
         self.providers: dict[int, str] = {}  # the provider of each attempt started
+        self.in_flight: dict[int, tuple[str, AttemptRecord, float]] = {}  # sent, not yet settled
 
     async def run(self) -> RunOutcome:
         """Route the request to its end."""
         self.actions.extend(self.engine.start(self.clock()))
         try:
-            return await self.drive()
-        except _NeedsTasks:
-            pass
-        send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)
-        self.send = send
-        async with anyio.create_task_group() as self.group, send, receive:
-            return await self.drive(receive)
-        raise AssertionError("unreachable")  # pragma: no cover
+            try:
+                return await self.drive()
+            except _NeedsTasks:
+                pass
+            send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)
+            self.send = send
+            async with anyio.create_task_group() as self.group, send, receive:
+                return await self.drive(receive)
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if self.in_flight:
+                await self.settle_interrupted()
 
     async def drive(self, receive: MemoryObjectReceiveStream[Event] | None = None) -> RunOutcome:
         """Work through the engine's actions, waiting for events (from ``receive``, the task
         group's) or for the engine's next wake-up in between, until it finishes. Without a task
         group it raises ``_NeedsTasks`` at the first action that needs one, leaving that action
         first in line."""
-        engine, actions = self.engine, self.actions
+        engine, actions, hooks = self.engine, self.actions, self.hooks
         while True:
             while actions:
                 action = actions.popleft()
@@ -316,7 +241,7 @@ class _Run:
                     case Finish(outcome=outcome):
                         for scope in self.scopes.values():
                             scope.cancel()
-                        self.flush_records()
+                        await self.flush_records()
                         if self.group is not None and self.tasks:
                             self.group.cancel_scope.cancel()
                         return outcome
@@ -328,14 +253,17 @@ class _Run:
                     case CheckHealth(provider=spec):
                         self.spawn(action, partial(self.health, spec))
                     case AdmitCircuit(provider=spec):
-                        actions.extend(engine.handle(self.admit(spec)))
+                        actions.extend(engine.handle(await self.admit(spec)))
                     case FailedOver():
-                        self.watch.failed_over(action)
+                        if hooks.failed_over is not None:
+                            hooks.failed_over(action)
                     case TargetSkipped():
-                        self.watch.skipped(action)
+                        if hooks.skipped is not None:
+                            hooks.skipped(action)
                     case Backoff(until=until):
-                        self.watch.backing_off(action, max(until - self.clock(), 0.0))
-                self.flush_records()
+                        if hooks.backing_off is not None:
+                            hooks.backing_off(action, max(until - self.clock(), 0.0))
+                await self.flush_records()
             wake = engine.next_wakeup()
             event: Event | None = None
             with anyio.move_on_after(max((wake or math.inf) - self.clock(), 0.0)):
@@ -344,7 +272,7 @@ class _Run:
                 else:
                     event = await receive.receive()
             if event is not None:
-                self.observe(event)
+                await self.observe(event)
             elif wake is not None and self.clock() >= wake:
                 # Only once the moment has really come: a Retry-After is never cut short.
                 actions.extend(engine.handle(TimePassed(at=self.clock())))
@@ -358,19 +286,18 @@ class _Run:
         if not inline and self.group is None:
             self.actions.appendleft(action)
             raise _NeedsTasks
-        self.watch.attempt_started(action)
+        if self.hooks.attempt_started is not None:
+            self.hooks.attempt_started(action)
         scope = self.scopes[action.attempt_id] = anyio.CancelScope()
         self.providers[action.attempt_id] = action.provider.name
-        if action.provider.max_concurrency is not None:
-            # It may wait for a slot: until it is let go, a cancellation sends nothing, and the
-            # engine records no attempt for it.
-            engine.handle(AttemptHeld(attempt_id=action.attempt_id, at=self.clock()))
+        # Held until its request leaves: cancelled before that, it sent nothing and is no attempt.
+        engine.handle(AttemptHeld(attempt_id=action.attempt_id, at=self.clock()))
         if not inline:
             self.spawn(action, partial(self.attempt_task, action, scope))
             return
         ended = await self.attempt(action, scope)
         if ended is not None:
-            self.observe(ended)
+            await self.observe(ended)
 
     def spawn(self, action: Action, work: Callable[[], Awaitable[None]]) -> None:
         if self.group is None:
@@ -385,43 +312,97 @@ class _Run:
         finally:
             self.tasks -= 1
 
-    def flush_records(self) -> None:
-        attempts = self.engine.attempts
+    async def flush_records(self) -> None:
+        """Settle, in the state and the breakers, every attempt the engine recorded since last
+        time, then tell the hooks."""
+        engine = self.engine
+        attempts = engine.attempts
         if len(attempts) == self.recorded:
             return
-        for record in attempts[self.recorded :]:
-            if self.circuits is not None:
-                self.circuits.record(record.provider, record.outcome, self.plan.breaker.failure_threshold)
-            self.watch.attempt_recorded(record)
-        self.recorded = len(attempts)
+        ids = engine.attempt_ids
+        for attempt_id, record in zip(ids[self.recorded :], attempts[self.recorded :], strict=True):
+            self.recorded += 1
+            sent = self.in_flight.pop(attempt_id, None)
+            state = self.state
+            if state is not None:
+                key = sent[0] if sent is not None else uuid.uuid4().hex
+                await state.attempts.settle(key, self.routing.run_id, self.routing.command, record)
+                if self.breakers:
+                    await self.record_circuit(state, record)
+            if self.hooks.attempt_ended is not None:
+                self.hooks.attempt_ended(record)
 
-    def announce(self, message: str) -> None:
-        if not self.announced:
-            self.announced = True
-            self.watch.state_unavailable(message)
+    async def record_circuit(self, state: State, record: AttemptRecord) -> None:
+        clean = self.routing.clean
+        if record.outcome == "ok" and record.provider in clean:
+            return
+        clean.discard(record.provider)
+        await state.circuits.record(
+            record.provider, record.outcome, time.time(), self.plan.breaker.failure_threshold
+        )
 
-    async def send_now(self, action: StartAttempt, key: str | None, sink: TextSink | None) -> AttemptEvent:
-        if action.provider.max_concurrency is not None:
-            # Given up while it waited for a slot (the engine already forgot it): stop here,
-            # before anything leaves, even if its wait ended in the same instant.
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            # Fed at once, not queued: from here on the request leaves the process.
-            self.engine.handle(AttemptHeld(attempt_id=action.attempt_id, at=self.clock(), held=False))
+    async def settle_interrupted(self) -> None:
+        """The run was cancelled from outside with requests in flight: settle each as
+        ``cancelled`` (its prompt may be billed), shielded from the cancellation, within
+        ``SETTLE_TIMEOUT_S``."""
+        in_flight, self.in_flight = self.in_flight, {}
+        now = self.clock()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_TIMEOUT_S):
+            for key, sent, started in in_flight.values():
+                record = msgspec.structs.replace(
+                    sent, latency_ms=max(now - started, 0.0) * 1000.0, message="the run was interrupted"
+                )
+                if self.state is not None:
+                    with contextlib.suppress(StoreError):
+                        await self.state.attempts.settle(
+                            key, self.routing.run_id, self.routing.command, record
+                        )
+                if self.hooks.attempt_ended is not None:
+                    self.hooks.attempt_ended(record)
+
+    async def send_now(self, action: StartAttempt, key: str | None) -> AttemptEvent:
+        # Given up while it waited for a slot (the engine already forgot it): stop here, before
+        # anything leaves, even if its wait ended in the same instant.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        now = self.clock()
+        await self.record_sent(action, now)
+        # Fed at once, not queued: from here on the request leaves the process.
+        self.engine.handle(AttemptHeld(attempt_id=action.attempt_id, at=now, held=False))
         self.probes.pop(action.provider.name, None)  # a probe on its way is the breaker's to judge
-        return await perform_attempt(self.client, action, self.request, key, self.clock, sink)
+        sink = self.hooks.text if action.exclusive else None
+        return await perform_attempt(self.routing.client, action, self.request, key, self.clock, sink)
+
+    async def record_sent(self, action: StartAttempt, now: float) -> None:
+        """Record the attempt as it leaves: ``cancelled`` at the prompt's estimated cost, what it
+        stays if the process dies before it ends."""
+        spec = action.provider
+        usage = Usage(input_tokens=estimate_prompt_tokens(self.request), estimated=True)
+        sent = AttemptRecord(
+            provider=spec.name,
+            model=spec.model,
+            outcome=ErrorKind.CANCELLED.value,
+            started_at_ms=round(time.time() * 1000),
+            usage=usage,
+            cost_usd=cost_usd(usage, spec),
+            message="no end was recorded (the process stopped)",
+        )
+        key = uuid.uuid4().hex
+        if self.state is not None:
+            with anyio.CancelScope(shield=True):
+                await self.state.attempts.sent(key, self.routing.run_id, self.routing.command, sent)
+        self.in_flight[action.attempt_id] = (key, sent, now)
 
     async def attempt(self, action: StartAttempt, scope: anyio.CancelScope) -> Event | None:
         """Perform ``action``: how it ended, or None when it was cancelled."""
         with scope:
-            key = self.keys(action.provider)
-            sink = self.on_text if action.exclusive else None
-            async with self.slots.slot(action.provider):
-                quotas = self.quotas
-                if quotas is None or (not self.plan.caps and action.provider.max_concurrency is None):
-                    event: Event = await self.send_now(action, key, sink)
+            key = self.routing.keys(action.provider)
+            async with self.routing.limits.slot(action.provider):
+                state = self.state
+                if state is None or (not self.plan.caps and action.provider.max_concurrency is None):
+                    event: Event = await self.send_now(action, key)
                 else:
-                    guarded = _Guarded(self.plan, self.request, action, quotas, self.clock, self.announce)
-                    event = await guarded.run(lambda sent: self.send_now(sent, key, sink))
+                    guarded = _Guarded(self.plan, self.request, action, state, self.routing, self.clock)
+                    event = await guarded.run(lambda sent: self.send_now(sent, key))
             if isinstance(event, AttemptFailed) and key and key in event.error.message:
                 # A provider may quote the key it was sent ("Incorrect API key provided: ...").
                 error = msgspec.structs.replace(
@@ -429,7 +410,7 @@ class _Run:
                 )
                 event = msgspec.structs.replace(event, error=error)
             return event
-        self.release_probe(action.provider.name)  # cancelled: if it was never sent, hand it back
+        await self.release_probe(action.provider.name)  # cancelled: if never sent, hand it back
         return None
 
     async def attempt_task(self, action: StartAttempt, scope: anyio.CancelScope) -> None:
@@ -439,7 +420,7 @@ class _Run:
 
     async def health(self, spec: ProviderSpec) -> None:
         budget = min(HEALTH_TIMEOUT_S, max(self.engine.deadline - self.clock(), 0.0))
-        report = await check_health(self.client, spec, self.keys(spec), budget, self.clock)
+        report = await check_health(self.routing.client, spec, self.routing.keys(spec), budget, self.clock)
         if self.send is not None:
             await self.send.send(
                 HealthObserved(
@@ -447,57 +428,64 @@ class _Run:
                 )
             )
 
-    def observe(self, event: Event) -> None:
+    async def observe(self, event: Event) -> None:
         if isinstance(event, AttemptSucceeded | AttemptFailed | AttemptRefused):
             self.scopes.pop(event.attempt_id, None)
         if isinstance(event, AttemptRefused):  # nothing was sent
-            self.release_probe(self.providers.get(event.attempt_id, ""))
+            await self.release_probe(self.providers.get(event.attempt_id, ""))
         self.actions.extend(self.engine.handle(event))
         # Before any action: the breakers must know how the attempt ended before the engine's
         # next AdmitCircuit is answered.
-        self.flush_records()
+        await self.flush_records()
 
-    def admit(self, spec: ProviderSpec) -> CircuitAnswered:
-        answer = (
-            self.circuits.admit(spec.name, self.plan.breaker.cooldown_s, self.probe_timeout_s)
-            if self.circuits is not None
-            else CircuitAnswer("allowed")
+    async def admit(self, spec: ProviderSpec) -> CircuitAnswered:
+        if self.state is None or not self.breakers:
+            return CircuitAnswered(provider=spec.name, at=self.clock(), decision="allowed")
+        now = time.time()
+        admission = await self.state.circuits.admit(
+            spec.name, now, self.plan.breaker.cooldown_s, self.probe_timeout_s
         )
-        if answer.probe is not None:
-            self.probes[spec.name] = answer.probe
+        clean = self.routing.clean
+        if admission.decision == "allowed" and admission.state == CircuitState(provider=spec.name):
+            clean.add(spec.name)
+        else:
+            clean.discard(spec.name)
+        if admission.decision == "probe" and admission.state.probe_started_at is not None:
+            self.probes[spec.name] = admission.state.probe_started_at
+        retry_in = None if admission.retry_at is None else max(admission.retry_at - now, 0.0)
         return CircuitAnswered(
-            provider=spec.name, at=self.clock(), decision=answer.decision, retry_in_s=answer.retry_in_s
+            provider=spec.name, at=self.clock(), decision=admission.decision, retry_in_s=retry_in
         )
 
-    def release_probe(self, provider: str) -> None:
+    async def release_probe(self, provider: str) -> None:
         """Hand back the probe this run was given for ``provider`` if it has not been sent; a
-        store that cannot take it back lets it time out instead."""
+        state that cannot take it back lets it time out instead."""
         probe = self.probes.pop(provider, None)
-        if probe is not None and self.circuits is not None:
-            with contextlib.suppress(StoreError):
-                self.circuits.release_probe(provider, probe)
+        if probe is not None and self.state is not None:
+            with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                await self.state.circuits.release_probe(provider, probe, time.time())
 
 
 class _Guarded:
-    """One attempt under the shared state's limits: take the provider's slot and reserve the
-    attempt's worst case (one call to the store), send, then settle and give the slot back (one
-    call), whatever happens."""
+    """One attempt under the state's limits: take the provider's slot and reserve the attempt's
+    worst case (one call), send, then settle and give the slot back (one call), whatever happens."""
 
     def __init__(
         self,
         plan: RunPlan,
         request: ChatRequest,
         action: StartAttempt,
-        quotas: QuotaBook,
+        state: State,
+        routing: Routing,
         clock: Callable[[], float],
-        announce: Callable[[str], None],
     ) -> None:
         self.plan = plan
         self.request = request
         self.action = action
-        self.book = quotas
+        self.caps: Caps = state.caps
+        self.local_caps = state.local_caps
+        self.routing = routing
         self.clock = clock
-        self.announce = announce
         self.provider = action.provider
         self.holder = uuid.uuid4().hex
         self.held: _Held | None = None
@@ -505,9 +493,8 @@ class _Guarded:
         self.sent = False
 
     async def run(self, send: Callable[[StartAttempt], Awaitable[AttemptEvent]]) -> Event:
-        """Send the attempt with ``send`` (which performs it) once it may go; its event, or
-        ``AttemptRefused`` when it may not. Time spent waiting for a busy slot comes out of the
-        attempt's timeout."""
+        """Send the attempt with ``send`` once it may go; its event, or ``AttemptRefused`` when it
+        may not. Time spent waiting for a busy slot comes out of the attempt's timeout."""
         started = self.clock()
         event: AttemptEvent | None = None
         try:
@@ -518,7 +505,6 @@ class _Guarded:
             if self.waited:
                 left = sent.timeout_s - (self.clock() - started)
                 sent = msgspec.structs.replace(sent, timeout_s=max(left, 0.0))
-            # Given up while it waited: release what it holds, nothing was sent.
             await anyio.lowlevel.checkpoint_if_cancelled()
             self.sent = True
             held = self.held
@@ -526,16 +512,14 @@ class _Guarded:
                 event = await send(sent)
                 return event
             async with anyio.create_task_group() as renewing:
-                renewing.start_soon(self._keep_slot, held.book, held.claim.slot)
+                renewing.start_soon(self._keep_slot, held.caps, held.claim.slot)
                 answered = await send(sent)
                 renewing.cancel_scope.cancel()
             event = answered
             return event
         finally:
-            with anyio.CancelScope(shield=True):
-                self._end(event)
-
-    # --- before: the provider's slot and the caps' reservation, in one call -----------------------
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SETTLE_TIMEOUT_S):
+                await self._end(event)
 
     def _claim(self) -> AttemptClaim:
         """The slot and the worst case to hold, the charges in the cap windows of now."""
@@ -543,7 +527,9 @@ class _Guarded:
         return AttemptClaim(
             holder=self.holder,
             lease_s=self.action.timeout_s + LEASE_MARGIN_S,
-            slot=None if limit is None else Slot(name=self._slot_name(), limit=limit, lease_s=SLOT_LEASE_S),
+            slot=None
+            if limit is None
+            else Slot(name=f"provider:{self.provider.name}", limit=limit, lease_s=SLOT_LEASE_S),
             charges=attempt_charges(self.plan.caps, self.provider, self.request, time.time())
             if self.plan.caps
             else (),
@@ -552,22 +538,24 @@ class _Guarded:
     async def _begin(self, started: float) -> AttemptRefused | None:
         """Take the slot and reserve, asking again after a pause while every slot is busy (for
         at most the attempt's timeout); refused when the caps or the state say no."""
-        book = self.book
+        caps = self.caps
         for pause in _pauses():
             claim = self._claim()  # after any wait: in the windows of now
             try:
-                answer = book.begin_attempt(claim, time.time())
+                answer = await caps.begin(claim, time.time())
             except StoreUnavailable as exc:
-                if claim.charges and not self._fails_open():
+                fallback = self._fall_back(exc)
+                if (claim.charges and not self._fails_open()) or fallback is None:
                     return self._refused(ErrorKind.BUDGET, _fail_closed_message(exc))
-                book = self._fall_back(exc)
+                caps = fallback
                 continue
             if answer is None:
-                self.held = _Held(book, claim)
+                self.held = _Held(caps, claim)
                 return None
             if isinstance(answer, Refusal):
                 kind = ErrorKind.BUDGET if answer.resource is Resource.USD else ErrorKind.QUOTA
                 return self._refused(kind, answer.message)
+            assert isinstance(answer, SlotBusy)
             if self.clock() - started + pause >= self.action.timeout_s:
                 return self._refused(
                     ErrorKind.QUOTA,
@@ -579,40 +567,35 @@ class _Guarded:
             await anyio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _keep_slot(self, book: QuotaBook, slot: Slot) -> None:
-        """Renew the slot's lease while the request runs (asking again for a slot one holds
-        renews it); a renewal the store cannot take is left to the next one."""
+    async def _keep_slot(self, caps: Caps, slot: Slot) -> None:
+        """Renew the slot's lease while the request runs; a renewal the state cannot take is
+        left to the next one."""
         while True:
             await anyio.sleep(SLOT_RENEW_S)
             with contextlib.suppress(StoreError):
-                book.acquire_slot(slot.name, slot.limit, self.holder, time.time(), SLOT_LEASE_S)
+                await caps.renew(slot, self.holder, time.time())
 
-    def _slot_name(self) -> str:
-        return f"provider:{self.provider.name}"
-
-    # --- after: settle and give the slot back, in one call -----------------------------------------
-
-    def _end(self, event: Event | None) -> None:
-        """Settle the reservation with what the attempt used: its answer's usage, a failure's
-        (none when unknown), or, when it was cut off with no event (cancelled: a lost race, the
-        deadline), the prompt's estimate, since the prompt may have been billed; and give the
-        slot back. Given up before it was sent, the reservation is released instead."""
+    async def _end(self, event: AttemptEvent | None) -> None:
+        """Settle the reservation with what the attempt used (its answer's usage, a failure's,
+        or, cut off with no event, the prompt's estimate, since the prompt may have been billed)
+        and give the slot back. Given up before it was sent, the reservation is released."""
         held, self.held = self.held, None
         if held is None:
             return
         used = self._used(event, held.claim.charges) if self.sent else None
         try:
-            held.book.end_attempt(held.claim, used, time.time())
+            await held.caps.end(held.claim, used, time.time())
         except StoreUnavailable as exc:
             # The shared state went away while the request ran: the spend is kept on this host,
             # and the shared reservation and slot end with their leases.
-            if used:
+            fallback = self._fall_back(exc)
+            if used and fallback is not None:
                 with contextlib.suppress(StoreError):
-                    self._fall_back(exc).end_attempt(held.claim, used, time.time())
+                    await fallback.end(msgspec.structs.replace(held.claim, slot=None), used, time.time())
         except StoreError:
             pass  # the leases end them; the run's own accounts stand
 
-    def _used(self, event: Event | None, charges: Sequence[Charge]) -> tuple[Charge, ...]:
+    def _used(self, event: AttemptEvent | None, charges: Sequence[Charge]) -> tuple[Charge, ...]:
         if isinstance(event, AttemptSucceeded):
             usage = event.completion.usage
         elif isinstance(event, AttemptFailed):
@@ -621,29 +604,27 @@ class _Guarded:
             usage = Usage(input_tokens=estimate_prompt_tokens(self.request), estimated=True)
         return attempt_settlement(charges, usage, self.provider)
 
-    # --- helpers -----------------------------------------------------------------------------
-
     def _fails_open(self) -> bool:
         return self.plan.on_state_unavailable == "fail_open"
 
-    def _fall_back(self, exc: StoreUnavailable) -> QuotaBook:
-        book, first = self.book.fallback()
-        if first and self._fails_open():
-            self.announce(
+    def _fall_back(self, exc: StoreUnavailable) -> Caps | None:
+        """This host's caps while the shared state is down (None when there are none), said once."""
+        if self.local_caps is not None and self._fails_open():
+            self.routing.state_unavailable(
                 f"{exc.message}; the policy fails open, so {self.provider.name}'s caps and "
                 "concurrency are counted on this host only until it is back"
             )
-        return book
+        return self.local_caps
 
     def _refused(self, kind: ErrorKind, message: str) -> AttemptRefused:
         return AttemptRefused(attempt_id=self.action.attempt_id, at=self.clock(), kind=kind, message=message)
 
 
 class _Held(NamedTuple):
-    """What an attempt holds while it runs, and in which book (the shared state's, or this
+    """What an attempt holds while it runs, and in which caps (the shared state's, or this
     host's when it fell back)."""
 
-    book: QuotaBook
+    caps: Caps
     claim: AttemptClaim
 
 

@@ -1,8 +1,8 @@
 """``rmgr --verbose``: a trace on stderr of every HTTP exchange and every routing decision.
 
 Two sources feed it. httpx event hooks on the run's client give each request (method, URL,
-headers) and each response (status, time to its headers, headers); an ``Observer`` wrapped
-around the command's own gives the engine's decisions (attempt started, attempt ended, back-off,
+headers) and each response (status, time to its headers, headers); its ``hooks()``, fanned out
+beside the command's own, give the engine's decisions (attempt started, attempt ended, back-off,
 fail-over, skip). Every line starts with ``TRACE:``; an exchange's lines carry its number
 (``#3``) so that concurrent ones can be told apart, and, in an analysis, the perspective (and
 provider, for ``compare``) they belong to.
@@ -15,8 +15,8 @@ every line goes through ``rmcli.output.err``, which replaces any key left by ``<
 escapes terminal controls a provider may have put in a header.
 
 A command turns the trace on with ``enable()`` (``rmgr --verbose`` does, for every command);
-commands that talk to providers ask ``current()`` and, when it is on, ``attach`` it to their
-client and wrap their observer with ``observer``.
+``rmcli.api`` asks ``current()`` and, when it is on, attaches it to every client it makes and
+puts its hooks beside the caller's.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import httpx
 
+from rmcli.hooks import Hooks
 from rmcli.output import REDACTED, contains_secret, err
-from rmcli.runner import Observer
 from rmcore.attempts import AttemptRecord
-from rmcore.engine import Backoff, FailedOver, StartAttempt, TargetSkipped
+from rmcore.events import Backoff, FailedOver, StartAttempt, TargetSkipped
+from rmcore.perspectives import Perspective
 
 __all__ = [
     "CREDENTIAL_HEADERS",
@@ -44,6 +45,7 @@ __all__ = [
     "redact_header",
     "redact_url",
     "trace_label",
+    "trace_scope",
 ]
 
 CREDENTIAL_HEADERS = frozenset(
@@ -59,6 +61,9 @@ _COUNTS_TOKENS = re.compile(r"ratelimit|rate-limit|-tokens")
 trace_label: contextvars.ContextVar[str] = contextvars.ContextVar("rmgr_trace_label", default="")
 """What the current task works for (a perspective, a provider in ``compare``): shown on its lines.
 Tasks inherit it, so the attempts a perspective's route starts carry its label."""
+
+trace_scope: contextvars.ContextVar[str] = contextvars.ContextVar("rmgr_trace_scope", default="")
+"""The provider a ``compare`` task works for: put before each perspective's label."""
 
 _active: Trace | None = None
 
@@ -113,7 +118,7 @@ def redact_url(url: httpx.URL | str) -> str:
 
 class Trace:
     """Writes the trace lines: HTTP exchanges (through ``attach``) and routing decisions (through
-    ``observer``)."""
+    ``hooks``)."""
 
     def __init__(self, write: Callable[[str], None] = err, clock: Callable[[], float] = time.monotonic):
         self._write = write
@@ -160,47 +165,49 @@ class Trace:
 
     # -- routing decisions -----------------------------------------------------------------------
 
-    def observer(self, inner: Observer | None = None) -> Observer:
-        """An observer that traces the engine's decisions, then passes each on to ``inner``."""
-        return _TracingObserver(self, inner or Observer())
+    def hooks(self) -> Hooks:
+        """Hooks that trace the engine's decisions; an analysis's perspectives label their task."""
+        return Hooks(
+            attempt_started=self._started,
+            attempt_ended=self._ended,
+            failed_over=self._failed_over,
+            backing_off=self._backing_off,
+            skipped=self._skipped,
+            perspective_started=_label_perspective,
+        )
 
-
-class _TracingObserver(Observer):
-    def __init__(self, trace: Trace, inner: Observer) -> None:
-        self.trace = trace
-        self.inner = inner
-
-    def attempt_started(self, action: StartAttempt) -> None:
+    def _started(self, action: StartAttempt) -> None:
         spec = action.provider
         alongside = "" if action.exclusive else ", alongside others"
-        self.trace.line(
+        self.line(
             f"attempt {action.attempt_no} on {spec.name} ({spec.model}) started{alongside}: "
             f"timeout {action.timeout_s:.3g} s ({action.timeout_kind.value}), "
             f"first token {action.first_token_timeout_s:.3g} s, idle {action.idle_timeout_s:.3g} s"
         )
-        self.inner.attempt_started(action)
 
-    def attempt_recorded(self, record: AttemptRecord) -> None:
+    def _ended(self, record: AttemptRecord) -> None:
         status = "" if record.status is None else f" HTTP {record.status}"
         why = f": {record.message}" if record.message else ""
-        self.trace.line(
+        self.line(
             f"attempt on {record.provider} ended {record.outcome}{status} after {record.latency_ms:.0f} ms, "
             f"{record.usage.input_tokens}/{record.usage.output_tokens} tokens, ${record.cost_usd:.6f}{why}"
         )
-        self.inner.attempt_recorded(record)
 
-    def failed_over(self, notice: FailedOver) -> None:
-        self.trace.line(
+    def _failed_over(self, notice: FailedOver) -> None:
+        self.line(
             f"fail-over from {notice.from_provider} to {notice.to_provider}: "
             f"{notice.error.kind.value} ({notice.error.message})"
         )
-        self.inner.failed_over(notice)
 
-    def backing_off(self, notice: Backoff, seconds: float) -> None:
-        self.trace.line(f"back-off: {notice.provider} again in {seconds:.2f} s ({notice.reason})")
-        self.inner.backing_off(notice, seconds)
+    def _backing_off(self, notice: Backoff, seconds: float) -> None:
+        self.line(f"back-off: {notice.provider} again in {seconds:.2f} s ({notice.reason})")
 
-    def skipped(self, notice: TargetSkipped) -> None:
+    def _skipped(self, notice: TargetSkipped) -> None:
         s = notice.skipped
-        self.trace.line(f"skip {s.provider} without a request: {s.kind.value} ({s.message})")
-        self.inner.skipped(notice)
+        self.line(f"skip {s.provider} without a request: {s.kind.value} ({s.message})")
+
+
+def _label_perspective(perspective: Perspective) -> None:
+    # Called in the perspective's own task: the attempts its route starts inherit the label.
+    scope = trace_scope.get()
+    trace_label.set(f"{scope} {perspective.id}" if scope else perspective.id)

@@ -40,8 +40,8 @@ from returns.result import Failure, Success
 
 from rmcore import wire
 from rmcore.completion import Usage
-from rmcore.engine import AttemptFailed, AttemptSucceeded, StartAttempt
 from rmcore.errors import ErrorKind, ProviderError
+from rmcore.events import AttemptFailed, AttemptSucceeded, StartAttempt
 from rmcore.pricing import estimate_prompt_tokens
 from rmcore.providers import ProviderKind
 from rmcore.requests import ChatRequest, HttpRequest

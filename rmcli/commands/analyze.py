@@ -3,156 +3,39 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import anyio
 import cyclopts
-import httpx
-import msgspec
-from returns.result import Failure
 
-from rmcli.analysis import AnalysisRun, Progress, run_analysis
+from rmcli import api, interrupt
 from rmcli.analysis_view import LiveProgress, print_text
-from rmcli.config import ConfigError, RouteSetup, load_route, route_names
-from rmcli.environment import api_key, load_environment
+from rmcli.api import AnalysisRun
+from rmcli.errors import ConfigError
 from rmcli.output import emit_json, err, safe_text
-from rmcli.runner import Observer
-from rmcli.session import http_client, open_store
-from rmcli.store import Store
 from rmcli.tables import print_table
-from rmcore.perspectives import Perspective, select_perspectives
 from rmcore.plan import leaves
-from rmcore.report import PerspectiveResult, exit_code, render_markdown
+from rmcore.report import exit_code, render_markdown
 
-__all__ = ["analyze", "compare", "execute_analysis", "run"]
+__all__ = ["analyze", "compare", "run"]
 
 Format = Literal["text", "json", "markdown"]
 PolicyOption = Annotated[Path | None, cyclopts.Parameter(name=["--policy", "-p"])]
-DEFAULT_TTL_MS = 3_600_000
 
 
-def cache_ttl_ms(env: dict[str, str]) -> int:
-    """``ANALYSIS_CACHE_TTL_MS`` (default one hour); 0 turns the cache off."""
-    text = env.get("ANALYSIS_CACHE_TTL_MS", "").strip()
-    if not text:
-        return DEFAULT_TTL_MS
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"ANALYSIS_CACHE_TTL_MS={text!r} is not a whole number of milliseconds") from None
-    if value < 0:
-        raise ConfigError(f"ANALYSIS_CACHE_TTL_MS={text!r} must be 0 (no cache) or more")
-    return value
+def _split(perspectives: str | None) -> list[str] | None:
+    return None if perspectives is None else [p.strip() for p in perspectives.split(",")]
 
 
-class _TracedProgress(Progress):
-    """``inner``'s progress, with every perspective's exchanges and decisions in the ``--verbose``
-    trace, labelled ``PREFIX PERSPECTIVE``."""
-
-    def __init__(self, inner: Progress | None, prefix: str = "") -> None:
-        from rmcli.trace import current
-
-        tracer = current()
-        assert tracer is not None
-        self.trace = tracer
-        self.inner = inner or Progress()
-        self.prefix = prefix
-
-    def started(self, perspective: Perspective) -> None:
-        from rmcli.trace import trace_label
-
-        # Called in the perspective's own task: its route's attempts inherit the label.
-        trace_label.set(f"{self.prefix}{perspective.id}")
-        self.inner.started(perspective)
-
-    def finished(self, result: PerspectiveResult, done: int, total: int) -> None:
-        self.inner.finished(result, done, total)
-
-    def observer(self, perspective: Perspective) -> Observer:
-        return self.trace.observer(self.inner.observer(perspective))
-
-
-def _traced(progress: Progress | None, prefix: str = "") -> Progress | None:
-    """``progress`` traced when ``--verbose`` is on, else as it is."""
-    from rmcli.trace import current
-
-    return progress if current() is None else _TracedProgress(progress, prefix)
-
-
-def _attach_trace(client: httpx.AsyncClient) -> None:
-    from rmcli.trace import current
-
-    tracer = current()
-    if tracer is not None:
-        tracer.attach(client)
-
-
-def _perspectives(setup: RouteSetup, chosen: str | None) -> list[Perspective]:
-    ids = chosen.split(",") if chosen else list(setup.policy.analysis.perspectives)
-    result = select_perspectives(ids, setup.policy.perspectives)
-    if isinstance(result, Failure):
-        raise ConfigError(f"--perspectives: {result.failure()}")
-    perspectives: list[Perspective] = result.unwrap()
-    if setup.policy.analysis.min_perspectives > len(perspectives):
-        raise ConfigError(
-            f"{len(perspectives)} perspective(s) chosen but the policy's [analysis] min_perspectives is "
-            f"{setup.policy.analysis.min_perspectives}"
-        )
-    return perspectives
-
-
-async def execute_analysis(
-    question: str,
-    setup: RouteSetup,
-    perspectives: list[Perspective],
-    *,
-    env: dict[str, str],
-    store: Store,
-    fmt: Format,
-    agent_id: str,
-    history: bool,
-    cache: bool,
-    command: str,
-) -> int:
-    """Run the analysis, print it in ``fmt``, save it in the history; the exit code."""
-    progress = _traced(LiveProgress(perspectives))
-    async with http_client() as client:
-        _attach_trace(client)
-        result = await run_analysis(
-            question,
-            perspectives,
-            setup,
-            env=env,
-            store=store,
-            client=client,
-            use_cache=cache,
-            cache_ttl_ms=cache_ttl_ms(env),
-            progress=progress,
-            command=command,
-        )
-    document = result.to_json()
-    if history:
-        store.history_add(
-            agent_id,
-            question,
-            result.status,
-            result.overall,
-            int(time.time() * 1000),
-            msgspec.json.encode(document),
-        )
-    first = next(leaves(setup.plan)).provider.name
-    _print(result, document, fmt, first)
+def _report(result: AnalysisRun, fmt: Format, first_provider: str, min_perspectives: int) -> int:
+    """Print the analysis in ``fmt`` and the closing notices; the exit code."""
+    _print(result, result.to_json(), fmt, first_provider)
     failed = [r for r in result.results if r.error_kind is not None]
     if failed:
         names = ", ".join(f"{r.id} ({r.error_kind})" for r in failed)
         err(f"WARNING: {len(failed)} of {len(result.results)} perspectives failed: {names}")
     if result.status == "failed":
-        err(
-            f"ERROR: the analysis failed: fewer than {setup.policy.analysis.min_perspectives} "
-            "perspective(s) answered"
-        )
+        err(f"ERROR: the analysis failed: fewer than {min_perspectives} perspective(s) answered")
     return exit_code(result.status)
 
 
@@ -187,29 +70,29 @@ def _analyze(
     no_cache: bool,
     command: str,
 ) -> int:
-    if not question.strip():
-        raise ConfigError("the question is empty")
-    if not agent_id.strip():
-        raise ConfigError("--agent-id must not be empty")
-    env = load_environment()
-    cache_ttl_ms(env)  # a bad ANALYSIS_CACHE_TTL_MS is a configuration error before anything runs
-    setup = load_route(env, policy_path=policy, providers=route_names(env, provider, fallback))
-    chosen = _perspectives(setup, perspectives)
-    with open_store(env) as store:
-        return anyio.run(
-            lambda: execute_analysis(
-                question,
-                setup,
-                chosen,
-                env=env,
-                store=store,
-                fmt=fmt,
-                agent_id=agent_id,
-                history=not no_history,
-                cache=not no_cache,
-                command=command,
-            )
-        )
+    client = api.Client(
+        policy, provider=provider, fallback=fallback, hooks=LiveProgress().hooks(), command=command
+    )
+    options = {
+        "perspectives": _split(perspectives),
+        "agent_id": agent_id,
+        "persist_history": not no_history,
+        "use_cache": not no_cache,
+    }
+    return interrupt.run(lambda: _analysis(client, question, options, fmt))
+
+
+async def demo_analysis(env: dict[str, str], question: str, fmt: Format) -> int:
+    """``rmgr demo``: the analysis in ``env`` (the sandbox's), saved in the history of ``demo``."""
+    client = api.Client(env=env, hooks=LiveProgress().hooks(), command="demo")
+    return await _analysis(client, question, {"agent_id": "demo"}, fmt)
+
+
+async def _analysis(client: api.Client, question: str, options: dict[str, Any], fmt: Format) -> int:
+    async with client:
+        result = await client.analyze(question, **options)
+    first = next(leaves(client.setup.plan)).provider.name
+    return _report(result, fmt, first, client.policy.analysis.min_perspectives)
 
 
 def analyze(
@@ -354,52 +237,27 @@ def compare(
     no_cache
         Ask every perspective afresh.
     """
-    if not question.strip():
-        raise ConfigError("the question is empty")
-    env = load_environment()
-    ttl_ms = cache_ttl_ms(env)
-    base = load_route(env, policy_path=policy, providers=[]) if policy else None
-    if providers:
-        names = [n.strip() for n in providers.split(",") if n.strip()]
-    else:
-        from rmcore.providers import builtin_providers
+    names = (
+        [n.strip() for n in providers.split(",") if n.strip()] if providers else api.configured_providers()
+    )
+    if not names:
+        raise ConfigError("no provider is configured with a URL and a key; name some with --providers")
 
-        specs = builtin_providers(env)
-        names = [s.name for s in specs.values() if not s.problems and api_key(env, s.key_env) is not None]
-        if not names:
-            raise ConfigError("no provider is configured with a URL and a key; name some with --providers")
-    setups = {name: load_route(env, policy_path=policy, providers=[name]) for name in dict.fromkeys(names)}
-    chosen = _perspectives(base or next(iter(setups.values())), perspectives)
-    ids = [p.id for p in chosen]
+    def done(name: str, run: AnalysisRun) -> None:
+        err(f"INFO: {name}: {run.status} in {run.execution_ms / 1000:.2f} s")
 
-    async def main(store: Store) -> dict[str, AnalysisRun]:
-        results: dict[str, AnalysisRun] = {}
-        async with http_client() as client:
-            _attach_trace(client)
-
-            async def one(name: str, setup: RouteSetup) -> None:
-                results[name] = await run_analysis(
-                    question,
-                    chosen,
-                    setup,
-                    env=env,
-                    store=store,
-                    client=client,
-                    use_cache=not no_cache,
-                    cache_ttl_ms=ttl_ms,
-                    command="compare",
-                    cache_scope=f"compare:{name}",
-                    progress=_traced(None, f"{name} "),
-                )
-                err(f"INFO: {name}: {results[name].status} in {results[name].execution_ms / 1000:.2f} s")
-
-            async with anyio.create_task_group() as tg:
-                for name, setup in setups.items():
-                    tg.start_soon(one, name, setup)
-        return results
-
-    with open_store(env) as store:
-        results = anyio.run(main, store)
+    results = interrupt.run(
+        lambda: api.compare(
+            question,
+            providers=names,
+            policy=policy,
+            perspectives=_split(perspectives),
+            use_cache=not no_cache,
+            on_done=done,
+        )
+    )
+    setups = list(results)
+    ids = [r.id for r in next(iter(results.values())).results]
     rows = [_compare_row(n, results.get(n), None) for n in setups]
     if format == "json":
         emit_json([{**row, "analysis": results[row["provider"]].to_json()} for row in rows])

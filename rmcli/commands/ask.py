@@ -4,38 +4,41 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import anyio
 import cyclopts
 
-from rmcli.config import ConfigError, RouteSetup, load_route, route_names
-from rmcli.environment import api_key, load_environment
+from rmcli import api, interrupt
+from rmcli.hooks import Hooks
 from rmcli.notices import announce_backoff, announce_failed_over, announce_skipped
 from rmcli.output import LiveText, emit_json, err, safe_text
-from rmcli.runner import Observer, route
-from rmcli.session import StoreCircuits, StoreQuotas, http_client, open_store
-from rmcli.store import Store
 from rmcore.attempts import AttemptRecord
-from rmcore.engine import Backoff, FailedOver, StartAttempt, TargetSkipped
-from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
+from rmcore.events import RunOutcome, StartAttempt
+from rmcore.requests import DEFAULT_MAX_TOKENS
 from rmcore.results import ask_json
-from rmcore.usage import observed_p95_s
 
-__all__ = ["ask", "run_ask"]
+__all__ = ["ask"]
 
 
-class _Announcer(Observer):
-    """Tells the person at the terminal what the routing does, the way the seed does (stderr)."""
+class _Announcer:
+    """Tells the person at the terminal what the routing does, the way the seed does (stderr),
+    and streams the answer to stdout as it arrives."""
 
-    def __init__(self, store: Store, run_id: str, live: bool) -> None:
-        self.store = store
-        self.run_id = run_id
+    def __init__(self, live: bool) -> None:
         self.live = live
         self.printed = False
         self._text = LiveText()
+
+    def hooks(self) -> Hooks:
+        return Hooks(
+            attempt_started=self.attempt_started,
+            attempt_ended=self.attempt_ended,
+            failed_over=announce_failed_over,
+            backing_off=announce_backoff,
+            skipped=announce_skipped,
+            text=self.text if self.live else None,
+        )
 
     def attempt_started(self, action: StartAttempt) -> None:
         if not action.exclusive:
@@ -48,26 +51,15 @@ class _Announcer(Observer):
             err("WARNING: the answer above was cut off and is discarded; a new answer follows")
             self.printed = False
 
-    def failed_over(self, notice: FailedOver) -> None:
-        announce_failed_over(notice)
-
-    def backing_off(self, notice: Backoff, seconds: float) -> None:
-        announce_backoff(notice, seconds)
-
-    def skipped(self, notice: TargetSkipped) -> None:
-        announce_skipped(notice)
-
-    def attempt_recorded(self, record: AttemptRecord) -> None:
+    def attempt_ended(self, record: AttemptRecord) -> None:
         if record.outcome == "cancelled":
             err(f"INFO: cancelled {record.provider}: {record.message}")
-        self.store.record_attempts(self.run_id, "ask", [record])
 
     def text(self, delta: str) -> None:
         """Show a delta of the answer as it arrives (escapes and keys neutralised across deltas)."""
-        if self.live:
-            sys.stdout.write(self._text.feed(delta))
-            sys.stdout.flush()
-            self.printed = True
+        sys.stdout.write(self._text.feed(delta))
+        sys.stdout.flush()
+        self.printed = True
 
     def end_text(self) -> None:
         """The streamed text ended: show what was held back (a possible start of a key)."""
@@ -115,47 +107,34 @@ def ask(
         Print one JSON object (content, provider, model, usage, costUsd, latencyMs, fallbackUsed,
         attempts) instead of streaming text.
     """
-    if not prompt.strip():
-        raise ConfigError("the prompt is empty")
-    if max_tokens < 1:
-        raise ConfigError(f"--max-tokens must be at least 1 (got {max_tokens})")
-    if temperature is not None and not 0.0 <= temperature <= 2.0:
-        raise ConfigError(f"--temperature must be between 0 and 2 (got {temperature})")
-    env = load_environment()
-    setup = load_route(env, policy_path=policy, providers=route_names(env, provider, fallback))
-    request = ChatRequest(prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature)
-    with open_store(env) as store:
-        if setup.uses_observed_latency():
-            day_ago_ms = int(time.time() * 1000) - 24 * 3600 * 1000
-            setup = setup.with_observed_latency(observed_p95_s(store.attempts_since(day_ago_ms)))
-        return anyio.run(run_ask, env, setup, request, store, json)
+    announcer = _Announcer(not json and sys.stdout.isatty())
+    client = api.Client(policy, provider=provider, fallback=fallback, hooks=announcer.hooks())
+    request = {"system": system, "max_tokens": max_tokens, "temperature": temperature}
+    return interrupt.run(lambda: _ask(client, prompt, request, announcer, json))
 
 
-async def run_ask(
-    env: dict[str, str], setup: RouteSetup, request: ChatRequest, store: Store, as_json: bool
+async def demo_ask(env: dict[str, str], prompt: str, as_json: bool) -> int:
+    """``rmgr demo --ask``: ``ask`` in ``env`` (the sandbox's)."""
+    announcer = _Announcer(not as_json and sys.stdout.isatty())
+    client = api.Client(env=env, hooks=announcer.hooks())
+    return await _ask(client, prompt, {}, announcer, as_json)
+
+
+async def _ask(
+    client: api.Client, prompt: str, options: dict[str, Any], announcer: _Announcer, as_json: bool
 ) -> int:
-    """Route ``request`` by ``setup``, print the answer (streamed on a terminal) or the JSON
-    result, announce fail-overs on stderr, record every attempt in ``store``; the exit code."""
-    from rmcli.trace import current as current_trace
-
-    live = not as_json and sys.stdout.isatty()
-    announcer = _Announcer(store, uuid.uuid4().hex, live)
-    tracer = current_trace()
     started = time.monotonic()
-    async with http_client() as client:
-        if tracer is not None:
-            tracer.attach(client)
-        outcome = await route(
-            setup.plan,
-            request,
-            client=client,
-            keys=lambda spec: api_key(env, spec.key_env),
-            observer=announcer if tracer is None else tracer.observer(announcer),
-            on_text=announcer.text,
-            circuits=StoreCircuits(store),
-            quotas=StoreQuotas(store),
-        )
+    async with client:
+        outcome = await client.ask(prompt, **options)
     latency_ms = (time.monotonic() - started) * 1000.0
+    return _show(outcome, latency_ms, announcer, as_json, options.get("max_tokens", DEFAULT_MAX_TOKENS))
+
+
+def _show(
+    outcome: RunOutcome, latency_ms: float, announcer: _Announcer, as_json: bool, max_tokens: int
+) -> int:
+    """Print the answer (or the JSON result) and the closing notices; the exit code."""
+    live = announcer.live
     if as_json:
         emit_json(ask_json(outcome, latency_ms))
     elif len(outcome.answers) > 1:
@@ -172,10 +151,7 @@ async def run_ask(
         sys.stdout.flush()
     if outcome.completion is not None:
         if outcome.completion.finish_reason in ("length", "max_tokens"):
-            err(
-                f"WARNING: the answer stopped at max_tokens ({request.max_tokens}); "
-                "raise it for a longer answer"
-            )
+            err(f"WARNING: the answer stopped at max_tokens ({max_tokens}); raise it for a longer answer")
         err(
             f"INFO: answered by {outcome.provider} ({outcome.model}) in {latency_ms / 1000:.2f} s, "
             f"cost ${outcome.cost_usd:.6f}"

@@ -10,14 +10,13 @@ from typing import Annotated, Any, Literal
 
 import cyclopts
 import msgspec
-from returns.result import Failure
+from returns.result import Failure, Success
 
-from rmcli.commands.analyze import cache_ttl_ms
-from rmcli.config import ConfigError
+from rmcli.commands import read_records
+from rmcli.config import ConfigError, cache_ttl_ms
 from rmcli.environment import load_environment
 from rmcli.output import emit_json, safe_text
-from rmcli.session import open_store
-from rmcli.store import HISTORY_ID_MIN_PREFIX, HistoryEntry
+from rmcli.state.base import HISTORY_ID_MIN_PREFIX, HistoryEntry, State
 from rmcli.tables import print_table
 from rmcore.report import render_markdown
 from rmcore.timespec import parse_since
@@ -40,11 +39,12 @@ def _iso(ms: int | None) -> str | None:
 def _since(option: str, text: str | None) -> int | None:
     if text is None:
         return None
-    result = parse_since(text, int(time.time() * 1000))
-    if isinstance(result, Failure):
-        raise ConfigError(f"{option}: {result.failure()}")
-    value: int = result.unwrap()
-    return value
+    match parse_since(text, int(time.time() * 1000)):
+        case Success(value):
+            return int(value)
+        case Failure(problem):
+            raise ConfigError(f"{option}: {problem}")
+    raise AssertionError("unreachable")
 
 
 def _entry_json(e: HistoryEntry) -> dict[str, Any]:
@@ -88,14 +88,15 @@ def list_(
         raise ConfigError(f"--min-confidence must be between 0 and 1 (got {min_confidence})")
     if limit is not None and limit < 0:
         raise ConfigError(f"--limit must be 0 or more (got {limit})")
-    env = load_environment()
-    with open_store(env) as store:
-        entries = store.history_list(
+    since_ms = _since("--since", since)
+    entries = read_records(
+        lambda state: state.history.list(
             None if all_agents else agent_id,
             min_confidence=min_confidence,
-            since_ms=_since("--since", since),
+            since_ms=since_ms,
             limit=limit or None,
         )
+    )
     if json:
         emit_json([_entry_json(e) for e in entries])
         return 0
@@ -118,21 +119,22 @@ def list_(
 
 
 def _load(store_entry_id: str) -> tuple[HistoryEntry, dict[str, Any]]:
-    env = load_environment()
-    with open_store(env) as store:
-        matches = store.history_resolve(store_entry_id)
-        if not matches:
-            hint = (
-                f"give at least {HISTORY_ID_MIN_PREFIX} characters of the id"
-                if len(store_entry_id.strip()) < HISTORY_ID_MIN_PREFIX
-                else "see rmgr history list"
-            )
-            raise ConfigError(f"no saved analysis has the id {store_entry_id!r} ({hint})")
-        if len(matches) > 1:
-            raise ConfigError(
-                f"{store_entry_id!r} matches several analyses: {', '.join(matches)}; give more of the id"
-            )
-        found = store.history_get(matches[0])
+    async def find(state: State) -> tuple[list[str], tuple[HistoryEntry, bytes] | None]:
+        matches = await state.history.resolve(store_entry_id)
+        return matches, (await state.history.get(matches[0]) if len(matches) == 1 else None)
+
+    matches, found = read_records(find)
+    if not matches:
+        hint = (
+            f"give at least {HISTORY_ID_MIN_PREFIX} characters of the id"
+            if len(store_entry_id.strip()) < HISTORY_ID_MIN_PREFIX
+            else "see rmgr history list"
+        )
+        raise ConfigError(f"no saved analysis has the id {store_entry_id!r} ({hint})")
+    if len(matches) > 1:
+        raise ConfigError(
+            f"{store_entry_id!r} matches several analyses: {', '.join(matches)}; give more of the id"
+        )
     if found is None:
         raise ConfigError(f"no saved analysis has the id {store_entry_id!r}")
     entry, payload = found
@@ -205,9 +207,7 @@ def stats(*, agent_id: str | None = "default", all_agents: bool = False, json: b
     json
         Print a JSON object.
     """
-    env = load_environment()
-    with open_store(env) as store:
-        s = store.history_stats(None if all_agents else agent_id)
+    s = read_records(lambda state: state.history.stats(None if all_agents else agent_id))
     doc = {
         "agentId": None if all_agents else agent_id,
         "totalAnalyses": s.total,
@@ -255,9 +255,7 @@ def export(
     force
         Overwrite the file if it exists.
     """
-    env = load_environment()
-    with open_store(env) as store:
-        entries = store.history_export(agent_id)
+    entries = read_records(lambda state: state.history.export(agent_id))
     analyses = [{"id": e.id, **msgspec.json.decode(payload)} for e, payload in entries]
     doc = {
         "agentId": agent_id,
@@ -303,9 +301,9 @@ def clear(
     who = "every agent" if all_agents else agent_id
     if not yes:
         raise ConfigError(f"this deletes saved analyses of {who} for good; add --yes to confirm")
-    env = load_environment()
-    with open_store(env) as store:
-        removed = store.history_clear(None if all_agents else agent_id, before_ms=before_ms)
+    removed = read_records(
+        lambda state: state.history.clear(None if all_agents else agent_id, before_ms=before_ms)
+    )
     print(f"Deleted {removed} saved analyses of {who}" + (f" before {before}" if before else ""))
     return 0
 
@@ -318,10 +316,8 @@ def cache_stats(*, json: bool = False) -> int:
     json
         Print a JSON object.
     """
-    env = load_environment()
-    ttl = cache_ttl_ms(env)
-    with open_store(env) as store:
-        s = store.cache_stats(int(time.time() * 1000), ttl)
+    ttl = cache_ttl_ms(load_environment())
+    s = read_records(lambda state: state.cache.stats(int(time.time() * 1000), ttl))
     doc = {
         "entries": s.entries,
         "freshEntries": s.fresh_entries,
@@ -350,8 +346,6 @@ def cache_stats(*, json: bool = False) -> int:
 
 def cache_clear() -> int:
     """Remove every cached answer (and reset the hit and miss counters)."""
-    env = load_environment()
-    with open_store(env) as store:
-        removed = store.cache_clear()
+    removed = read_records(lambda state: state.cache.clear())
     print(f"Removed {removed} cached answers")
     return 0

@@ -162,7 +162,7 @@ def simulate(
         Seed of the backoff jitter.
     """
     from rmcore.errors import ErrorKind
-    from rmcore.plan import build_plan, leaves
+    from rmcore.plan import RunPlan, build_plan, leaves
     from rmcore.pricing import worst_case_usd
     from rmcore.requests import ChatRequest
     from rmcore.simulate import SimProvider, SimReply, describe
@@ -212,10 +212,11 @@ def simulate(
             output_usd_per_mtok=_number("--price", text_out),
         )
     # One simulated run: the breakers start closed and are left out of the trace.
-    plan_result = build_plan(policy, providers, breakers=False)
-    if isinstance(plan_result, Failure):
-        raise ConfigError(f"{file}: {plan_result.failure()}")
-    plan = plan_result.unwrap()
+    match build_plan(policy, providers, breakers=False):
+        case Success(RunPlan() as plan):
+            pass
+        case Failure(problem):
+            raise ConfigError(f"{file}: {problem}")
     request = ChatRequest(prompt=prompt, max_tokens=max_tokens)
     result = run_simulation(plan, request, sims, seed=seed)
     print(f"Simulating {policy.name} ({policy.route.strategy.value}); every time is virtual.")

@@ -6,11 +6,11 @@ import math
 from pathlib import Path
 from typing import Annotated, Any
 
-import anyio
 import cyclopts
 
+from rmcli import api, interrupt
 from rmcli.config import ConfigError, load_policy
-from rmcli.environment import api_key, key_problem, load_environment, state_home
+from rmcli.environment import api_key, key_problem, load_environment
 from rmcli.output import emit_json, err
 from rmcli.tables import print_table
 from rmcore.breaker import CircuitState
@@ -109,23 +109,17 @@ def _health_json(report: HealthReport, circuits: dict[str, CircuitState] | None)
     return entry
 
 
-def _stored_circuits(env: dict[str, str]) -> dict[str, CircuitState] | None:
-    """Every provider's circuit breaker as the state store keeps it (the fleet's, with
+def _stored_circuits() -> dict[str, CircuitState] | None:
+    """Every provider's circuit breaker as the state keeps it (the fleet's, with
     RECURSIVEMANAGER_STATE=redis://...), by provider; None when there is no state to read (no
     SQLite database yet: a health check creates none) or it cannot be read, which a WARNING
     line says: the providers' health does not depend on it."""
-    from rmcli.session import open_store
-    from rmcli.state import state_url
-    from rmcli.store import DB_FILENAME, StoreError
-
     try:
-        if state_url(env) is None and not (state_home(env) / DB_FILENAME).is_file():
-            return None
-        with open_store(env) as store:
-            return {c.provider: c for c in store.circuits()}
-    except (StoreError, ConfigError) as exc:
+        circuits = interrupt.run(api.stored_circuits)
+    except ConfigError as exc:
         err(f"WARNING: circuit breakers not shown: {exc}")
         return None
+    return None if circuits is None else {c.provider: c for c in circuits}
 
 
 def _circuit_text(circuit: CircuitState) -> str:
@@ -165,32 +159,8 @@ def health(*names: str, policy: PolicyOption = None, json: bool = False, timeout
     """
     if not (math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"--timeout must be a positive number of seconds (got {timeout})")
-    env, specs = _configured(policy)
-    unknown = [n for n in names if n not in specs]
-    if unknown:
-        raise ConfigError(f"unknown provider {unknown[0]!r}; known providers: {', '.join(sorted(specs))}")
-    chosen = [specs[n] for n in dict.fromkeys(names)] if names else list(specs.values())
-
-    # A key that cannot go in a header is reported, not sent (the HTTP stack would quote it).
-    bad_keys = {s.name: p for s in chosen if (p := key_problem(env, s.key_env))}
-    checked = [s for s in chosen if s.name not in bad_keys]
-
-    async def main() -> list[HealthReport]:
-        from rmcli.health import check_many
-        from rmcli.session import http_client
-        from rmcli.trace import current as current_trace
-
-        async with http_client() as client:
-            tracer = current_trace()
-            if tracer is not None:
-                tracer.attach(client)
-            return await check_many(client, checked, lambda s: api_key(env, s.key_env), timeout)
-
-    by_name = {r.provider: r for r in anyio.run(main)}
-    for name, problem in bad_keys.items():
-        by_name[name] = HealthReport(provider=name, healthy=False, reason=problem, response_time_ms=None)
-    reports = [by_name[s.name] for s in chosen]
-    circuits = _stored_circuits(env)
+    reports = interrupt.run(lambda: api.health(list(names) or None, policy=policy, timeout_s=timeout))
+    circuits = _stored_circuits()
     if json:
         emit_json([_health_json(r, circuits) for r in reports])
     else:

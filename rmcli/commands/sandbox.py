@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 import anyio
 import cyclopts
 
-from rmcli.config import ConfigError, load_route
+from rmcli import interrupt
+from rmcli.config import ConfigError
 from rmcli.output import err
-from rmcore.requests import ChatRequest
 
 __all__ = ["demo", "sandbox"]
 
@@ -101,10 +101,9 @@ def demo(
     ask
         One completion (rmgr ask) instead of the analysis.
     """
-    from rmcli.commands.analyze import _perspectives, execute_analysis
-    from rmcli.commands.ask import run_ask
+    from rmcli.commands.analyze import demo_analysis
+    from rmcli.commands.ask import demo_ask
     from rmcli.sandbox import Sandbox
-    from rmcli.session import open_store
 
     async def main() -> int:
         async with Sandbox(modes={"aiceo-gateway": "down"}) as box:
@@ -116,23 +115,8 @@ def demo(
                     "RECURSIVEMANAGER_HOME": str(Path(home) / "state"),
                 }
                 err("INFO: sandbox started on 127.0.0.1; aiceo-gateway is down, glm-direct is up")
-                setup = load_route(env)
-                with open_store(env) as store:
-                    if ask:
-                        return await run_ask(
-                            env, setup, ChatRequest(prompt=question), store, format == "json"
-                        )
-                    return await execute_analysis(
-                        question,
-                        setup,
-                        _perspectives(setup, None),
-                        env=env,
-                        store=store,
-                        fmt=format,
-                        agent_id="demo",
-                        history=True,
-                        cache=True,
-                        command="demo",
-                    )
+                if ask:
+                    return await demo_ask(env, question, format == "json")
+                return await demo_analysis(env, question, format)
 
-    return anyio.run(main)
+    return interrupt.run(main)

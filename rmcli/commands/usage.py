@@ -10,14 +10,14 @@ from typing import Any
 
 from returns.result import Failure, Success
 
-from rmcli.config import ConfigError
-from rmcli.environment import load_environment
+from rmcli.commands import read_records
+from rmcli.errors import ConfigError
 from rmcli.output import emit_json
-from rmcli.session import open_store
+from rmcli.state.base import State
 from rmcli.tables import print_table
 from rmcore.quota import CapUsage, describe_amount, format_moment, window_words
 from rmcore.timespec import parse_since
-from rmcore.usage import ProviderUsage, summarize, to_json_rows
+from rmcore.usage import AttemptRow, ProviderUsage, summarize, to_json_rows
 
 __all__ = ["caps_json", "usage"]
 
@@ -26,12 +26,13 @@ def usage(*, since: str = "24h", json: bool = False, caps: bool = False) -> int:
     """Per provider: requests, failures, failure rate, p50/p95 latency, tokens and cost; then
     the budgets and quotas in their current windows.
 
-    Every attempt counts as a request (retries and fail-overs included); latency percentiles are
-    over all attempts, failed ones included. With RECURSIVEMANAGER_STATE=redis://... the figures
-    are the whole fleet's. The second table, "Budgets and quotas", shows each cap of [budget]
-    and each provider quota that has been charged in its current window: how much is used
-    (settled), how much is reserved by requests still running, the limit, and when the window
-    resets.
+    Every request sent counts (retries, fail-overs and cancelled ones included). Cancelled
+    requests (race and hedge losers, interrupted runs) are counted apart and never as failures;
+    latency percentiles are over the attempts that ended by themselves, failed ones included.
+    With RECURSIVEMANAGER_STATE=redis://... the figures are the whole fleet's. The second table,
+    "Budgets and quotas", shows each cap of [budget] and each provider quota that has been
+    charged in its current window: how much is used (settled), how much is reserved by requests
+    still running, the limit, and when the window resets.
 
     Parameters
     ----------
@@ -39,7 +40,7 @@ def usage(*, since: str = "24h", json: bool = False, caps: bool = False) -> int:
         The window of the attempts: 30m, 24h, 7d, 2w, an ISO date or date-time (UTC), or "all".
         (Caps are always shown in their current window.)
     json
-        Print ``[{provider, requests, failures, failureRate, p50Ms, p95Ms, inputTokens,
+        Print ``[{provider, requests, failures, cancelled, failureRate, p50Ms, p95Ms, inputTokens,
         outputTokens, costUsd}]``; with --caps, the caps instead.
     caps
         Show only the budgets and quotas in their current windows (without it the text output
@@ -53,11 +54,13 @@ def usage(*, since: str = "24h", json: bool = False, caps: bool = False) -> int:
             since_ms = value
         case Failure(problem):
             raise ConfigError(f"--since: {problem}")
-    env = load_environment()
     now = time.time()
-    with open_store(env) as store:
-        windows = store.cap_usage(now)
-        summary = [] if caps else summarize(store.attempts_since(since_ms))
+
+    async def read(state: State) -> tuple[list[CapUsage], list[AttemptRow]]:
+        return await state.caps.usage(now), [] if caps else await state.attempts.since(since_ms)
+
+    windows, rows = read_records(read)
+    summary = summarize(rows)
     if json:
         emit_json(caps_json(windows) if caps else to_json_rows(summary))
         return 0
@@ -101,6 +104,7 @@ def _print_attempts(summary: Sequence[ProviderUsage], since: str) -> None:
             u.provider,
             str(u.requests),
             str(u.failures),
+            str(u.cancelled),
             f"{u.failure_rate * 100:.1f}%",
             ms(u.p50_ms),
             ms(u.p95_ms),
@@ -111,7 +115,17 @@ def _print_attempts(summary: Sequence[ProviderUsage], since: str) -> None:
     ]
     print_table(
         f"Provider usage since {since}",
-        ["Provider", "Requests", "Failures", "Failure rate", "p50", "p95", "Tokens in/out", "Cost"],
+        [
+            "Provider",
+            "Requests",
+            "Failures",
+            "Cancelled",
+            "Failure rate",
+            "p50",
+            "p95",
+            "Tokens in/out",
+            "Cost",
+        ],
         rows,
     )
 

@@ -20,7 +20,7 @@ def decode_as(data: bytes | str, shape: type[T]) -> T | None:
     """``data`` decoded as ``shape``, or ``None`` when it is not valid JSON of that shape."""
     try:
         return msgspec.json.decode(data, type=shape)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None
 
 
@@ -28,5 +28,5 @@ def decode_any(data: bytes | str) -> Any:
     """``data`` decoded to plain Python values, or ``None`` when it is not valid JSON."""
     try:
         return msgspec.json.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+    except (msgspec.DecodeError, UnicodeError, RecursionError):
         return None

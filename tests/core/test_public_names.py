@@ -102,6 +102,7 @@ RMCLI_API = {
     "AnalysisRun",
     "Client",
     "ConfigError",
+    "Hooks",
     "PolicyInput",
     "Provider",
     "analyze",
@@ -109,6 +110,8 @@ RMCLI_API = {
     "compare",
     "create",
     "health",
+    "records",
+    "stored_circuits",
 }
 
 

@@ -41,7 +41,7 @@ def row(
 rows = st.builds(
     row,
     st.sampled_from(["aiceo-gateway", "glm-direct", "anthropic-direct", "openai-direct"]),
-    outcome=st.sampled_from(["ok", "ok", "timeout", "rate_limited", "server_error"]),
+    outcome=st.sampled_from(["ok", "ok", "timeout", "rate_limited", "server_error", "cancelled"]),
     latency_ms=latencies,
     input_tokens=st.integers(0, 100_000),
     output_tokens=st.integers(0, 100_000),
@@ -170,7 +170,10 @@ def test_summary_totals_equal_sums_of_rows(attempts: list[AttemptRow]) -> None:
     summary = summarize(attempts)
     assert [usage.provider for usage in summary] == sorted({a.provider for a in attempts})
     assert sum(usage.requests for usage in summary) == len(attempts)
-    assert sum(usage.failures for usage in summary) == sum(1 for a in attempts if a.outcome != "ok")
+    assert sum(usage.failures for usage in summary) == sum(
+        1 for a in attempts if a.outcome not in ("ok", "cancelled")
+    )
+    assert sum(usage.cancelled for usage in summary) == sum(1 for a in attempts if a.outcome == "cancelled")
     assert sum(usage.input_tokens for usage in summary) == sum(a.input_tokens for a in attempts)
     assert sum(usage.output_tokens for usage in summary) == sum(a.output_tokens for a in attempts)
     assert math.fsum(usage.cost_usd for usage in summary) == pytest.approx(
@@ -180,13 +183,33 @@ def test_summary_totals_equal_sums_of_rows(attempts: list[AttemptRow]) -> None:
 
 @given(st.lists(rows, min_size=1))
 def test_summary_rates_and_percentiles_are_sane(attempts: list[AttemptRow]) -> None:
-    """Failure rates are failures over requests, and p50 ≤ p95 within each provider's latencies."""
+    """Failure rates are failures over requests, and p50 ≤ p95 within the latencies of each
+    provider's attempts that ended by themselves (unknown when every one was cancelled)."""
     for usage in summarize(attempts):
-        mine = [a.latency_ms for a in attempts if a.provider == usage.provider]
+        mine = [a for a in attempts if a.provider == usage.provider]
+        ended = [a.latency_ms for a in mine if a.outcome != "cancelled"]
         assert 0.0 <= usage.failure_rate <= 1.0
         assert usage.failure_rate == usage.failures / usage.requests
         assert usage.requests == len(mine)
-        assert min(mine) <= usage.p50_ms <= usage.p95_ms <= max(mine)
+        if not ended:
+            assert usage.p50_ms is None and usage.p95_ms is None
+        else:
+            assert usage.p50_ms is not None and usage.p95_ms is not None
+            assert min(ended) <= usage.p50_ms <= usage.p95_ms <= max(ended)
+
+
+def test_cancelled_attempts_are_requests_but_never_failures() -> None:
+    """A race loser or an interrupted request is counted as a request and as cancelled, never as
+    a failure, and its latency (when we gave up) is left out of the percentiles."""
+    [usage] = summarize(
+        [
+            row("glm-direct", latency_ms=100.0),
+            row("glm-direct", outcome="cancelled", latency_ms=9000.0),
+            row("glm-direct", outcome="timeout", latency_ms=300.0),
+        ]
+    )
+    assert (usage.requests, usage.failures, usage.cancelled) == (3, 1, 1)
+    assert usage.p95_ms is not None and usage.p95_ms <= 300.0
 
 
 # --- JSON rows ---------------------------------------------------------------------------------
@@ -199,6 +222,7 @@ def test_json_rows_use_the_contract_field_names() -> None:
         "provider": "glm-direct",
         "requests": 1,
         "failures": 1,
+        "cancelled": 0,
         "failureRate": 1.0,
         "p50Ms": 50.0,
         "p95Ms": 50.0,

@@ -75,13 +75,6 @@ def test_a_lone_surrogate_escape_is_not_json_text() -> None:
     assert decode_any(b'"\\ud800"') is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="bug: a str holding a lone surrogate raises UnicodeEncodeError (msgspec encodes str to "
-    "UTF-8 first); decode.py catches only UnicodeDecodeError. Unreachable from the SSE decoder, "
-    "which never yields surrogates, but the module promises never to raise for bytes | str",
-)
 def test_text_holding_a_lone_surrogate_is_none() -> None:
     """A ``str`` that cannot be UTF-8 encoded is not JSON: ``None``, never an exception."""
     assert decode_any('"\ud800"') is None
