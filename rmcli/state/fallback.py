@@ -92,7 +92,7 @@ class Fallback:
             raise StoreUnavailable(down.url, down.reason) from None
         if down is not None and not self._warned:
             self._warned = True
-            self._warn(f"WARNING: {down.message}; until it is back, the attempts, circuit breakers, answer "
+            self._warn(f"{down.message}; until it is back, the attempts, circuit breakers, answer "
                        "cache and history (and the caps, where the policy fails open) use this host's state "
                        f"in {self.home}")
         return await getattr(getattr(await self.local(), concern), method)(*args, **kwargs)

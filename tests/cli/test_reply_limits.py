@@ -33,8 +33,8 @@ from rmcli.output import LiveText, add_secret
 from rmcli.sandbox import HUGE_BYTES, Mode, ModeKind, Outcome, Sandbox, parse_mode
 from rmcli.transport import MAX_BODY_BYTES, MAX_ERROR_BODY_BYTES, perform_attempt
 from rmcore import wire
-from rmcore.engine import AttemptFailed, AttemptSucceeded, StartAttempt
 from rmcore.errors import ErrorKind
+from rmcore.events import AttemptFailed, AttemptSucceeded, StartAttempt
 from rmcore.providers import ProviderSpec, builtin_providers
 from rmcore.requests import ChatRequest
 from tests.cli.helpers import RMGR, SandboxProcess, clean_env, sandbox_process, write_policy
@@ -53,6 +53,8 @@ MIB = 1024 * 1024
     ],
 )
 def test_huge_and_endless_are_written_like_the_other_modes(text: str, expected: Mode, shown: str) -> None:
+    """``huge`` and ``endless[:SECONDS]`` parse and print like the other modes, and bad arguments are
+    refused with a message."""
     assert parse_mode(text) == expected
     assert str(expected) == shown
     with pytest.raises(ValueError, match="huge takes no argument"):
@@ -118,6 +120,7 @@ async def test_huge_is_a_well_formed_answer_of_exactly_its_length(name: str) -> 
 
 @pytest.mark.anyio
 async def test_huge_announces_a_gibibyte_by_default() -> None:
+    """Unshortened, ``huge`` announces 1 GiB in its Content-Length and starts a well-formed body."""
     async with Sandbox({"glm-direct": "huge"}) as box, httpx.AsyncClient() as client:
         body, headers = _chat(box, "glm-direct", False)
         async with client.stream("POST", box.url("glm-direct"), json=body, headers=headers) as reply:
@@ -159,6 +162,7 @@ async def test_endless_keeps_going_as_a_valid_reply_that_never_ends(name: str) -
 
 @pytest.mark.anyio
 async def test_endless_with_seconds_drips_one_event_at_a_time() -> None:
+    """``endless:0.05`` sends an event every 0.05 s: six pieces take at least 0.2 s."""
     async with Sandbox({"glm-direct": "endless:0.05"}) as box, httpx.AsyncClient() as client:
         body, headers = _chat(box, "glm-direct", True)
         started = time.monotonic()
@@ -263,6 +267,7 @@ async def test_a_gzip_bomb_is_cut_off_at_the_limit_without_expanding_in_memory()
 @pytest.mark.anyio
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "deflate-raw", "identity"])
 async def test_an_ordinary_compressed_answer_still_decodes(encoding: str) -> None:
+    """An answer compressed with gzip, zlib deflate, raw deflate or none decodes whole across chunks."""
     body = _openai_body("hello " * 1000)
     if encoding == "gzip":
         data = gzip.compress(body)
@@ -288,6 +293,9 @@ async def test_an_ordinary_compressed_answer_still_decodes(encoding: str) -> Non
 
 @pytest.mark.anyio
 async def test_an_encoding_never_asked_for_is_malformed() -> None:
+    """A successful answer in an encoding never asked for (br) is ``malformed_response`` naming the
+    encoding."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-encoding": "br"}, content=_streamed(b"\x1b\x00"))
 
@@ -298,6 +306,8 @@ async def test_an_encoding_never_asked_for_is_malformed() -> None:
 
 @pytest.mark.anyio
 async def test_an_error_reply_in_an_encoding_never_asked_for_is_still_classified_by_its_status() -> None:
+    """An error reply in an encoding never asked for is still classified by its status (529 overloaded)."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(529, headers={"content-encoding": "br"}, content=_streamed(b"\x1b\x00"))
 
@@ -307,6 +317,8 @@ async def test_an_error_reply_in_an_encoding_never_asked_for_is_still_classified
 
 @pytest.mark.anyio
 async def test_an_announced_gibibyte_is_refused_before_a_byte_of_it_is_read() -> None:
+    """A Content-Length past the 16 MiB limit is refused as ``malformed_response`` without reading the
+    body."""
     pulled: list[int] = []
 
     async def body() -> AsyncIterator[bytes]:
@@ -486,6 +498,7 @@ def test_ask_cuts_a_runaway_reply_off_promptly_and_within_memory(
 
 
 def test_live_text_neutralises_an_escape_sequence_split_across_deltas() -> None:
+    """Terminal controls (ESC, BEL, CSI) split across streamed deltas are shown escaped, never sent raw."""
     live = LiveText()
     shown = "".join(live.feed(d) for d in ["red ", "\x1b", "[31m", "text\x1b]0;", "title\x07", "\x9b2J"])
     shown += live.flush()
@@ -494,6 +507,8 @@ def test_live_text_neutralises_an_escape_sequence_split_across_deltas() -> None:
 
 
 def test_live_text_hides_a_key_split_across_deltas_and_nothing_else() -> None:
+    """A known key split across deltas is shown as <redacted>; text that only looks like its start is
+    shown, and text that cannot start it is not held back."""
     key = f"sk-live-{uuid.uuid4().hex}"
     add_secret(key)
     live = LiveText()

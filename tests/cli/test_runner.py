@@ -10,10 +10,10 @@ import anyio
 import httpx
 import pytest
 
-from rmcli.runner import route
+from rmcli.runner import Routing, route
 from rmcli.sandbox import Sandbox
-from rmcore.engine import RunOutcome
 from rmcore.errors import ErrorKind
+from rmcore.events import RunOutcome
 from rmcore.plan import RetryRules, RunLimits, RunPlan, TargetPlan
 from rmcore.providers import ProviderSpec, builtin_providers
 from rmcore.requests import ChatRequest
@@ -54,7 +54,8 @@ async def run(
     )
     keys = {spec.key_env: box.env()[spec.key_env] for spec in specs(box).values() if spec.key_env}
     async with httpx.AsyncClient(timeout=None) as client:
-        return await route(plan, request, client=client, keys=lambda s: keys.get(s.key_env or ""), seed=7)
+        routing = Routing(client, lambda s: keys.get(s.key_env or ""))
+        return await route(plan, request, routing, seed=7)
 
 
 def outcomes(outcome: RunOutcome) -> list[tuple[str, str]]:
@@ -94,6 +95,7 @@ async def test_requests_carry_the_reference_headers_and_bodies(box: Sandbox) -> 
 
 
 async def test_temperature_zero_is_sent_as_zero(box: Sandbox) -> None:
+    """A temperature of 0 is sent as 0, not left out as if unset."""
     request = ChatRequest(prompt="x", temperature=0.0)
     assert (await run(box, target(box, "openai-direct"), request=request)).ok
     [sent] = box.requests("openai-direct")
@@ -114,6 +116,8 @@ async def test_down_is_a_connection_failure_and_fails_over(box: Sandbox) -> None
 
 
 async def test_reset_before_headers_is_a_connection_failure(box: Sandbox) -> None:
+    """A connection reset before the response headers is a ``connection`` failure, and the next target
+    answers."""
     box.set_mode("openai-direct", "reset")
     outcome = await run(box, target(box, "openai-direct", max_attempts=1), target(box, "glm-direct"))
     assert outcomes(outcome)[0] == ("openai-direct", "connection") and outcome.provider == "glm-direct"
@@ -144,6 +148,8 @@ async def test_silent_provider_is_abandoned_after_one_attempt_timeout(box: Sandb
 
 
 async def test_first_token_timeout_on_a_hanging_stream(box: Sandbox) -> None:
+    """A stream that sends its headers but no token within ``first_token_timeout_s`` fails as
+    ``first_token_timeout``."""
     box.set_mode("openai-direct", "hang")
     outcome = await run(
         box, target(box, "openai-direct", first_token_timeout_s=0.3), target(box, "glm-direct")
@@ -162,12 +168,16 @@ async def test_truncated_stream_is_never_a_success(box: Sandbox) -> None:
 
 
 async def test_truncated_stream_fails_over_to_a_whole_answer(box: Sandbox) -> None:
+    """A truncated stream fails as ``stream_truncated`` and the run fails over to the next target, which
+    answers."""
     box.set_mode("openai-direct", "truncate")
     outcome = await run(box, target(box, "openai-direct"), target(box, "anthropic-direct"))
     assert outcomes(outcome) == [("openai-direct", "stream_truncated"), ("anthropic-direct", "ok")]
 
 
 async def test_stalled_stream_is_abandoned_after_the_idle_timeout(box: Sandbox) -> None:
+    """A stream that stops sending is left after ``idle_timeout_s`` (or the first-token timeout, if it
+    stalled first) and the next target answers, well within 2 s."""
     box.set_mode("anthropic-direct", "stall")
     started = time.monotonic()
     outcome = await run(box, target(box, "anthropic-direct", idle_timeout_s=0.3), target(box, "glm-direct"))
@@ -176,6 +186,8 @@ async def test_stalled_stream_is_abandoned_after_the_idle_timeout(box: Sandbox) 
 
 
 async def test_persistent_503_is_tried_max_attempts_times_then_fails_over(box: Sandbox) -> None:
+    """A provider that keeps answering 503 (retried on ``overloaded``) gets exactly ``max_attempts``
+    requests, then the run fails over."""
     box.set_mode("openai-direct", "status:503")
     retry = RetryRules(on=frozenset({ErrorKind.OVERLOADED}), backoff_initial_s=0.01, backoff_max_s=0.05)
     outcome = await run(
@@ -197,12 +209,15 @@ async def test_persistent_503_is_tried_max_attempts_times_then_fails_over(box: S
     ],
 )
 async def test_http_failures_are_classified(box: Sandbox, mode: str, kind: str) -> None:
+    """Each failing HTTP answer is classified as its error kind (401 auth, 500 server_error, 529
+    overloaded, 400 bad_request, garbage malformed_response), then the run fails over."""
     box.set_mode("anthropic-direct", mode)
     outcome = await run(box, target(box, "anthropic-direct", max_attempts=1), target(box, "glm-direct"))
     assert outcomes(outcome) == [("anthropic-direct", kind), ("glm-direct", "ok")]
 
 
 async def test_slow_provider_within_its_timeout_answers(box: Sandbox) -> None:
+    """A provider slower than usual but within its timeout answers; the attempt's latency covers the wait."""
     box.set_mode("glm-direct", "slow:0.3")
     outcome = await run(box, target(box, "glm-direct"))
     assert outcome.ok and outcome.attempts[0].latency_ms >= 300
@@ -220,6 +235,8 @@ async def test_nothing_waits_past_the_deadline(box: Sandbox) -> None:
 
 
 async def test_retry_after_longer_than_the_deadline_is_not_waited_for(box: Sandbox) -> None:
+    """A Retry-After of 30 s against a 5 s deadline is not waited for: the run moves on to the next target
+    at once."""
     box.set_mode("glm-direct", "ratelimit:30")
     started = time.monotonic()
     outcome = await run(box, target(box, "glm-direct"), target(box, "openai-direct"), deadline_s=5)
@@ -235,6 +252,8 @@ async def test_budget_stops_requests_whose_worst_case_does_not_fit(box: Sandbox)
 
 
 async def test_health_check_before_use_skips_an_unhealthy_provider(box: Sandbox) -> None:
+    """With ``check_before_use``, a provider whose health check fails gets only that check (no chat
+    request) and is skipped as ``unhealthy``."""
     box.set_mode("aiceo-gateway", "status:503")
     outcome = await run(box, target(box, "aiceo-gateway"), target(box, "glm-direct"), check_before_use=True)
     assert outcome.provider == "glm-direct" and outcome.attempts[0].provider == "glm-direct"

@@ -1,12 +1,14 @@
-"""The runner under the shared state's limits: each attempt takes its provider's slot across
+"""The runner under the state's limits: each attempt takes its provider's slot across
 processes, reserves its worst case against the plan's caps, and settles what it really used; a
 full cap or an unreachable state sends nothing. Routes run in this process over real loopback
-HTTP against the sandbox, on each state store in turn (SQLite, Redis)."""
+HTTP against the sandbox, on each state backend in turn (SQLite, Redis), with the ``State`` that
+``rmcli.state.open_state`` opens."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -15,15 +17,15 @@ import msgspec
 import pytest
 
 from rmcli import runner
+from rmcli.hooks import Hooks
 from rmcli.notices import SKIP_KINDS
-from rmcli.redis_store import RedisStore
-from rmcli.runner import CircuitAnswer, Observer, ProviderLimits, QuotaBook, route
+from rmcli.runner import ProviderLimits, Routing, route
 from rmcli.sandbox import Sandbox
-from rmcli.session import StoreCircuits, StoreQuotas
-from rmcli.shared_state import SharedState
-from rmcli.store import AttemptClaim, SlotBusy, SqliteStore, Store, StoreUnavailable
-from rmcore.engine import RunOutcome
+from rmcli.state import STATE_VARIABLE, AttemptClaim, Slot, SlotBusy, State, StoreUnavailable, open_state
+from rmcli.state.sqlite import open_sqlite
+from rmcore.breaker import CircuitState
 from rmcore.errors import ErrorKind
+from rmcore.events import RunOutcome
 from rmcore.plan import BreakerRules, RetryRules, RunLimits, RunPlan, TargetPlan
 from rmcore.policy.schema import Strategy
 from rmcore.pricing import estimate_prompt_tokens
@@ -31,13 +33,14 @@ from rmcore.providers import ProviderSpec, builtin_providers
 from rmcore.quota import Cap, CapUsage, Charge, Period, Refusal, Resource, charges_for
 from rmcore.requests import ChatRequest
 from tests.cli.helpers import closed_port
-from tests.cli.state_backends import Backend
+from tests.cli.state.backends import Backend
 
 pytestmark = pytest.mark.anyio
 
 REQUEST = ChatRequest(prompt="Should we shard the orders database now?", max_tokens=100)
 WORST_USD = 1.0
 """glm-direct's worst case for ``REQUEST`` at the prices ``glm`` gives it: 100 tokens at $0.01."""
+NO_HOOKS = Hooks()
 
 
 @pytest.fixture
@@ -47,8 +50,9 @@ async def box() -> AsyncIterator[Sandbox]:
 
 
 @pytest.fixture
-def store(store_backend: Backend) -> Iterator[Store]:
-    with store_backend.open() as opened:
+async def state(store_backend: Backend) -> AsyncIterator[State]:
+    """A state of each backend in turn (SQLite, then Redis), closed after the test."""
+    async with store_backend.open() as opened:
         yield opened
 
 
@@ -88,169 +92,193 @@ def plan(*targets: TargetPlan, caps: Sequence[Cap] = (), **fields: object) -> Ru
     )
 
 
-async def routed(
-    box: Sandbox,
-    run_plan: RunPlan,
-    quotas: QuotaBook | None,
-    *,
-    limits: ProviderLimits | None = None,
-    observer: Observer | None = None,
-    circuits: object = None,
-) -> RunOutcome:
+@asynccontextmanager
+async def routing(
+    box: Sandbox, state: State | None, *, limits: ProviderLimits | None = None, hooks: Hooks = NO_HOOKS
+) -> AsyncIterator[Routing]:
+    """What the routes of one caller share: a client, the sandbox's keys, ``state`` and ``hooks``,
+    and ``limits`` (this process's own limiters: a fresh set unless given)."""
     env = box.env()
     async with httpx.AsyncClient(timeout=None) as client:
-        return await route(
-            run_plan,
-            REQUEST,
-            client=client,
-            keys=lambda s: env.get(s.key_env or ""),
-            quotas=quotas,
-            limits=limits,
-            observer=observer,
-            circuits=circuits,  # type: ignore[arg-type]
-            seed=3,
+        yield Routing(
+            client,
+            lambda s: env.get(s.key_env or ""),
+            state=state,
+            hooks=hooks,
+            limits=limits or ProviderLimits(),
         )
 
 
-def window(store: Store, key: str) -> CapUsage:
-    [found] = [w for w in store.cap_usage(time.time()) if w.cap_key == key]
+async def routed(
+    box: Sandbox,
+    run_plan: RunPlan,
+    state: State | None,
+    *,
+    limits: ProviderLimits | None = None,
+    hooks: Hooks = NO_HOOKS,
+) -> RunOutcome:
+    """``REQUEST`` routed by ``run_plan`` on ``state``, with a routing of its own."""
+    async with routing(box, state, limits=limits, hooks=hooks) as shared:
+        return await route(run_plan, REQUEST, shared, seed=3)
+
+
+async def window(state: State, key: str) -> CapUsage:
+    """The current window of cap ``key`` (there must be one)."""
+    [found] = [w for w in await state.caps.usage(time.time()) if w.cap_key == key]
     return found
 
 
-class Breakers:
-    """A ``CircuitBook`` that lets everything through and remembers every outcome recorded."""
+async def slot_free(state: State, name: str = "provider:glm-direct", lease_s: float = 5.0) -> bool:
+    """Whether another process could take the only slot of ``name`` now (it takes it if so)."""
+    return await state.caps.renew(Slot(name=name, limit=1, lease_s=lease_s), "another process", time.time())
 
-    def __init__(self) -> None:
+
+async def stored(state: State) -> list[tuple[str, str]]:
+    """The attempts the state holds, as (provider, outcome), oldest first."""
+    return [(row.provider, row.outcome) for row in await state.attempts.since(0)]
+
+
+class RecordingCircuits:
+    """The state's circuits, remembering every outcome recorded through them."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
         self.recorded: list[tuple[str, str]] = []
 
-    def admit(self, provider: str, cooldown_s: float, probe_timeout_s: float) -> CircuitAnswer:
-        return CircuitAnswer("allowed")
-
-    def record(self, provider: str, outcome: str, failure_threshold: int) -> None:
+    async def record(self, provider: str, outcome: str, now: float, failure_threshold: int) -> CircuitState:
         self.recorded.append((provider, outcome))
+        result: CircuitState = await self.inner.record(provider, outcome, now, failure_threshold)  # type: ignore[attr-defined]
+        return result
 
-    def release_probe(self, provider: str, probe: float) -> None:
-        raise AssertionError("no probe was given")
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
 
 
-class Warnings(Observer):
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def state_unavailable(self, message: str) -> None:
-        self.lines.append(message)
+def with_parts(state: State, **parts: object) -> State:
+    """``state`` with some of its concerns (or ``local_caps``) replaced."""
+    concerns: dict[str, object] = {
+        "attempts": state.attempts,
+        "circuits": state.circuits,
+        "caps": state.caps,
+        "cache": state.cache,
+        "history": state.history,
+        "local_caps": state.local_caps,
+    }
+    return State(**{**concerns, **parts}, where=state.where)  # type: ignore[arg-type]
 
 
 # --- reserving and settling -----------------------------------------------------------------------
 
 
 async def test_an_answered_attempt_settles_its_real_cost_and_leaves_no_reservation(
-    box: Sandbox, store: Store
+    box: Sandbox, state: State
 ) -> None:
     """The worst case ($1.00) is reserved while the request runs; the answer's real cost and one
     request are what stays in the windows afterwards."""
     caps = [cap("policy:t", Resource.USD, 5.0), cap("provider:glm-direct", Resource.REQUESTS, 10)]
-    outcome = await routed(box, plan(target(box, "glm-direct"), caps=caps), StoreQuotas(store))
+    outcome = await routed(box, plan(target(box, "glm-direct"), caps=caps), state)
     assert outcome.ok and 0 < outcome.cost_usd < WORST_USD
-    usd, requests = window(store, "policy:t:usd"), window(store, "provider:glm-direct:requests")
+    usd, requests = await window(state, "policy:t:usd"), await window(state, "provider:glm-direct:requests")
     assert usd.used == pytest.approx(outcome.cost_usd) and usd.reserved == 0.0
     assert (requests.used, requests.reserved) == (1.0, 0.0)
 
 
 async def test_a_full_budget_sends_nothing_records_no_breaker_outcome_and_moves_on(
-    box: Sandbox, store: Store
+    box: Sandbox, state: State
 ) -> None:
     """glm-direct's worst case ($1.00) does not fit its $0.50 daily cap: it is skipped as
-    ``budget`` with the cap's message, never contacted, its breaker told nothing (no request
-    was sent), and the next target answers."""
+    ``budget`` with the cap's message, never contacted, its breaker told nothing and no attempt
+    stored (no request was sent), and the next target answers, its success recorded."""
+    now = time.time()
+    for name in ("glm-direct", "anthropic-direct"):  # one failure each: a success is written
+        await state.circuits.record(name, "server_error", now, 5)
+    circuits = RecordingCircuits(state.circuits)
     caps = [cap("provider:glm-direct", Resource.USD, 0.5)]
-    breakers = Breakers()
     targets = (target(box, "glm-direct"), target(box, "anthropic-direct"))
-    run_plan = plan(*targets, caps=caps, breaker=BreakerRules(enabled=True))
-    outcome = await routed(box, run_plan, StoreQuotas(store), circuits=breakers)
+    run_plan = plan(*targets, caps=caps, breaker=BreakerRules(enabled=True, failure_threshold=5))
+    outcome = await routed(box, run_plan, with_parts(state, circuits=circuits))
     assert outcome.ok and outcome.provider == "anthropic-direct"
     assert box.requests("glm-direct") == []
     assert [(s.provider, s.kind) for s in outcome.skipped] == [("glm-direct", ErrorKind.BUDGET)]
     assert "daily budget provider:glm-direct:usd ($0.00 of $0.50 used)" in outcome.skipped[0].message
     assert "resets at" in outcome.skipped[0].message
-    assert breakers.recorded == [("anthropic-direct", "ok")]
+    assert circuits.recorded == [("anthropic-direct", "ok")]
+    failures = {c.provider: c.consecutive_failures for c in await state.circuits.all()}
+    assert failures == {"glm-direct": 1, "anthropic-direct": 0}
     assert [a.provider for a in outcome.attempts] == ["anthropic-direct"]
+    assert await stored(state) == [("anthropic-direct", "ok")]
 
 
-async def test_a_refused_reservation_leaves_the_providers_slot_free(box: Sandbox, store: Store) -> None:
+async def test_a_refused_reservation_leaves_the_providers_slot_free(box: Sandbox, state: State) -> None:
     """The slot and the reservation are asked for in one call: when the cap refuses, the slot
     that call took is not kept from other processes."""
     caps = [cap("provider:glm-direct", Resource.USD, 0.5)]
-    outcome = await routed(
-        box, plan(target(box, "glm-direct", max_concurrency=1), caps=caps), StoreQuotas(store)
-    )
+    outcome = await routed(box, plan(target(box, "glm-direct", max_concurrency=1), caps=caps), state)
     assert [s.kind for s in outcome.skipped] == [ErrorKind.BUDGET]
-    assert store.acquire_slot("provider:glm-direct", 1, "another process", time.time(), 5.0)
-    assert store.cap_usage(time.time()) == []
+    assert await slot_free(state)
+    assert await state.caps.usage(time.time()) == []
 
 
-async def test_a_probe_refused_by_a_quota_is_handed_back_for_the_next_run(box: Sandbox, store: Store) -> None:
+async def test_a_probe_refused_by_a_quota_is_handed_back_for_the_next_run(box: Sandbox, state: State) -> None:
     """glm-direct's circuit is open and cooled down: the run is given the half-open probe, but
     the provider's request quota is used up, so nothing is sent. The probe is handed back at
     once: the circuit is open again, and the next run that may send is the probe, instead of
     every run being refused until the probe timeout (30 s here)."""
     now = time.time()
     for n in range(3):
-        store.record_circuit("glm-direct", "server_error", now - 120 + n, 3)
+        await state.circuits.record("glm-direct", "server_error", now - 120 + n, 3)
     caps = [cap("provider:glm-direct", Resource.REQUESTS, 1)]
     one_request = charges_for(caps, "glm-direct", 0.0, 0, now)
     used_up = AttemptClaim(holder="someone", lease_s=60.0, charges=one_request)
-    assert store.begin_attempt(used_up, now) is None
+    assert await state.caps.begin(used_up, now) is None
     run_plan = plan(target(box, "glm-direct"), caps=caps, breaker=BreakerRules(enabled=True))
-    refused = await routed(box, run_plan, StoreQuotas(store), circuits=StoreCircuits(store))
+    refused = await routed(box, run_plan, state)
     assert [s.kind for s in refused.skipped] == [ErrorKind.QUOTA]
     assert box.requests("glm-direct") == []
-    [circuit] = store.circuits()
+    [circuit] = await state.circuits.all()
     assert circuit.state == "open"
-    admitted = StoreCircuits(store).admit("glm-direct", 30.0, 30.0)
+    admitted = await state.circuits.admit("glm-direct", time.time(), 30.0, 30.0)
     assert admitted.decision == "probe"
 
 
-async def test_a_used_up_request_quota_skips_the_provider_as_quota(box: Sandbox, store: Store) -> None:
+async def test_a_used_up_request_quota_skips_the_provider_as_quota(box: Sandbox, state: State) -> None:
     """A quota of one request per hour: the first run is answered, the second skipped as
     ``quota`` saying which quota and when its window resets, with nothing sent."""
     caps = [cap("provider:glm-direct", Resource.REQUESTS, 1)]
     run_plan = plan(target(box, "glm-direct"), caps=caps)
-    assert (await routed(box, run_plan, StoreQuotas(store))).ok
-    second = await routed(box, run_plan, StoreQuotas(store))
+    assert (await routed(box, run_plan, state)).ok
+    second = await routed(box, run_plan, state)
     assert not second.ok and second.error is not None and second.error.kind is ErrorKind.QUOTA
     [skip] = second.skipped
     assert skip.kind is ErrorKind.QUOTA
     assert "1-hour request quota provider:glm-direct:requests (1 of 1 request used)" in skip.message
     assert "resets at" in skip.message
     assert len(box.requests("glm-direct")) == 1
+    assert await stored(state) == [("glm-direct", "ok")]
 
 
-async def test_a_failed_attempt_settles_one_request_and_no_tokens(box: Sandbox, store: Store) -> None:
+async def test_a_failed_attempt_settles_one_request_and_no_tokens(box: Sandbox, state: State) -> None:
     """A 500 used a request of the quota but no tokens (the provider reported none)."""
     box.set_mode("glm-direct", "status:500")
     caps = [
         cap("provider:glm-direct", Resource.REQUESTS, 10),
         cap("provider:glm-direct", Resource.TOKENS, 10_000),
     ]
-    outcome = await routed(box, plan(target(box, "glm-direct"), caps=caps), StoreQuotas(store))
+    outcome = await routed(box, plan(target(box, "glm-direct"), caps=caps), state)
     assert not outcome.ok
-    assert (
-        window(store, "provider:glm-direct:requests").used,
-        window(store, "provider:glm-direct:tokens").used,
-    ) == (
-        1.0,
-        0.0,
-    )
-    assert window(store, "provider:glm-direct:tokens").reserved == 0.0
+    requests = await window(state, "provider:glm-direct:requests")
+    tokens = await window(state, "provider:glm-direct:tokens")
+    assert (requests.used, tokens.used) == (1.0, 0.0)
+    assert tokens.reserved == 0.0
 
 
 async def test_a_cancelled_attempt_settles_its_prompt_and_gives_its_slot_back(
-    box: Sandbox, store: Store
+    box: Sandbox, state: State
 ) -> None:
     """A hedge: glm-direct is slow, anthropic-direct answers, glm-direct's attempt is cancelled.
-    Its reservation is settled with the prompt's estimate (the prompt may have been billed), and
-    its slot (max_concurrency 1) is free again for another process."""
+    Its reservation is settled with the prompt's estimate (the prompt may have been billed), its
+    slot (max_concurrency 1) is free again for another process, and it is stored as
+    ``cancelled`` at the prompt's estimated cost, not as a failure."""
     box.set_mode("glm-direct", "slow:5")
     caps = [cap("provider:glm-direct", Resource.TOKENS, 10_000)]
     targets = (
@@ -258,22 +286,28 @@ async def test_a_cancelled_attempt_settles_its_prompt_and_gives_its_slot_back(
         target(box, "anthropic-direct"),
     )
     run_plan = plan(*targets, caps=caps, strategy=Strategy.HEDGED, hedge_after_s=0.1)
-    outcome = await routed(box, run_plan, StoreQuotas(store))
+    outcome = await routed(box, run_plan, state)
     assert outcome.provider == "anthropic-direct"
     assert sorted((a.provider, a.outcome) for a in outcome.attempts) == [
         ("anthropic-direct", "ok"),
         ("glm-direct", "cancelled"),
     ]
-    tokens = window(store, "provider:glm-direct:tokens")
+    tokens = await window(state, "provider:glm-direct:tokens")
     assert (tokens.used, tokens.reserved) == (float(estimate_prompt_tokens(REQUEST)), 0.0)
-    assert store.acquire_slot("provider:glm-direct", 1, "another process", time.time(), 5.0)
+    assert await slot_free(state)
+    rows = {row.provider: row for row in await state.attempts.since(0)}
+    assert {name: row.outcome for name, row in rows.items()} == {
+        "glm-direct": "cancelled",
+        "anthropic-direct": "ok",
+    }
+    assert rows["glm-direct"].input_tokens == estimate_prompt_tokens(REQUEST)
 
 
 # --- concurrency slots across processes -------------------------------------------------------------
 
 
-async def test_max_concurrency_holds_across_processes_sharing_the_state(box: Sandbox, store: Store) -> None:
-    """Two routes with limiters of their own (as two processes have) and one store: glm-direct
+async def test_max_concurrency_holds_across_processes_sharing_the_state(box: Sandbox, state: State) -> None:
+    """Two routes with limiters of their own (as two processes have) and one state: glm-direct
     (max_concurrency 1, 0.3 s an answer) is sent one request at a time."""
     box.set_mode("glm-direct", "slow:0.3")
     run_plan = plan(target(box, "glm-direct", max_concurrency=1))
@@ -281,109 +315,121 @@ async def test_max_concurrency_holds_across_processes_sharing_the_state(box: San
     outcomes: list[RunOutcome] = []
 
     async def one() -> None:
-        outcomes.append(await routed(box, run_plan, StoreQuotas(store), limits=ProviderLimits()))
+        outcomes.append(await routed(box, run_plan, state, limits=ProviderLimits()))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(one)
         tg.start_soon(one)
     assert all(o.ok for o in outcomes) and len(outcomes) == 2
     assert time.monotonic() - started >= 0.6
-    assert store.acquire_slot("provider:glm-direct", 1, "after", time.time(), 5.0), "both slots given back"
+    assert await slot_free(state), "both slots given back"
 
 
-async def test_a_slot_busy_for_the_whole_timeout_is_refused_as_quota(box: Sandbox, store: Store) -> None:
+async def test_a_slot_busy_for_the_whole_timeout_is_refused_as_quota(box: Sandbox, state: State) -> None:
     """Another process holds glm-direct's only slot: after the attempt's timeout (0.3 s) of
-    waiting the attempt is refused, unsent, saying the slots stayed busy."""
-    assert store.acquire_slot("provider:glm-direct", 1, "someone else", time.time(), 60.0)
+    waiting the attempt is refused, unsent and unstored, saying the slots stayed busy."""
+    assert await slot_free(state, lease_s=60.0)
     run_plan = plan(target(box, "glm-direct", timeout_s=0.3, max_concurrency=1))
     started = time.monotonic()
-    outcome = await routed(box, run_plan, StoreQuotas(store))
+    outcome = await routed(box, run_plan, state)
     assert 0.25 <= time.monotonic() - started < 2.0
     [skip] = outcome.skipped
     assert skip.kind is ErrorKind.QUOTA and "request slots of glm-direct" in skip.message
     assert box.requests("glm-direct") == []
+    assert await stored(state) == []
 
 
 # --- the shared state unreachable -------------------------------------------------------------------
 
 
-def unreachable(home: Path) -> SharedState:
-    """A shared state nothing listens for, with ``home`` as this host's state folder."""
-    url = f"redis://127.0.0.1:{closed_port()}/0"
-    return SharedState(RedisStore.open(url), url, home, warn=lambda line: None)
+@asynccontextmanager
+async def unreachable(home: Path, warnings: list[str] | None = None) -> AsyncIterator[State]:
+    """A shared state nothing listens for, opened as the shell opens it, with ``home`` as this
+    host's state folder; what it warns goes to ``warnings``."""
+    env = {STATE_VARIABLE: f"redis://127.0.0.1:{closed_port()}/0"}
+    lines = [] if warnings is None else warnings
+    async with await open_state(env, home, warn=lines.append) as state:
+        yield state
 
 
 async def test_fail_closed_sends_no_paid_request_and_says_why(box: Sandbox, tmp_path: Path) -> None:
     """Redis unreachable and the policy fails closed (the default): the attempt is refused as
-    ``budget`` with the documented message, nothing is sent, nothing is counted on this host."""
-    state = unreachable(tmp_path / "home")
-    run_plan = plan(target(box, "glm-direct"), caps=[cap("policy:t", Resource.USD, 5.0)])
-    outcome = await routed(box, run_plan, StoreQuotas(state))
+    ``budget`` with the documented message, nothing is sent, nothing is counted or stored on
+    this host, and no fall-back is announced."""
+    heard: list[str] = []
+    async with unreachable(tmp_path / "home", heard) as state:
+        run_plan = plan(target(box, "glm-direct"), caps=[cap("policy:t", Resource.USD, 5.0)])
+        outcome = await routed(box, run_plan, state, hooks=Hooks(state_unavailable=heard.append))
     [skip] = outcome.skipped
     assert skip.kind is ErrorKind.BUDGET
-    assert skip.message.startswith(f"the shared state ({state.url}) is unreachable: ")
+    assert skip.message.startswith(f"the shared state ({state.where}) is unreachable: ")
     assert "the policy fails closed, so no paid request starts" in skip.message
     assert 'on_state_unavailable = "fail_open"' in skip.message
     assert box.requests("glm-direct") == []
     assert not (tmp_path / "home").exists()
+    assert heard == []
 
 
 async def test_fail_open_counts_on_this_host_and_warns_once(box: Sandbox, tmp_path: Path) -> None:
     """Redis unreachable and the policy fails open: the runs go on, their caps counted in this
-    host's SQLite state (which then refuses what does not fit there), and the observer hears of
-    it once, not per attempt."""
-    state = unreachable(tmp_path / "home")
-    quotas = StoreQuotas(state)
+    host's SQLite state (which then refuses what does not fit there), and the hooks hear of it
+    once, not per attempt (the state itself warns once of the outage too); the attempt sent is
+    stored on this host."""
+    state_lines: list[str] = []
+    heard: list[str] = []
     caps = [cap("policy:t", Resource.USD, 1.2)]
     run_plan = plan(target(box, "glm-direct"), caps=caps, on_state_unavailable="fail_open")
-    warnings = Warnings()
-    first = await routed(box, run_plan, quotas, observer=warnings)
-    second = await routed(box, run_plan, quotas, observer=warnings)
+    async with (
+        unreachable(tmp_path / "home", state_lines) as state,
+        routing(box, state, hooks=Hooks(state_unavailable=heard.append)) as shared,
+    ):
+        first = await route(run_plan, REQUEST, shared, seed=3)
+        second = await route(run_plan, REQUEST, shared, seed=3)
     assert first.ok and not second.ok
     assert (
         second.skipped[0].kind is ErrorKind.BUDGET
         and "daily budget policy:t:usd" in second.skipped[0].message
     )
-    assert len(warnings.lines) == 1 and "the policy fails open" in warnings.lines[0]
-    with SqliteStore.open(tmp_path / "home") as local:
-        usd = window(local, "policy:t:usd")
+    assert len(heard) == 1 and "the policy fails open" in heard[0]
+    assert len(state_lines) == 1 and str(tmp_path / "home") in state_lines[0]
+    async with open_sqlite(tmp_path / "home") as local:
+        usd = await window(local, "policy:t:usd")
+        assert await stored(local) == [("glm-direct", "ok")]
     assert usd.used == pytest.approx(first.cost_usd) and usd.reserved == 0.0
     assert len(box.requests("glm-direct")) == 1
 
 
 class Vanishing:
-    """A ``QuotaBook`` over ``store`` whose state goes away once an attempt has begun: ending it
-    fails as unreachable. Its fallback is ``local``."""
+    """Caps over ``caps`` whose state goes away once an attempt has begun: ending it fails as
+    unreachable."""
 
-    def __init__(self, store: Store, local: Store) -> None:
-        self.store = store
-        self.local = StoreQuotas(local)
+    def __init__(self, caps: object) -> None:
+        self.caps = caps
 
-    def begin_attempt(self, claim: AttemptClaim, now: float) -> Refusal | SlotBusy | None:
-        return self.store.begin_attempt(claim, now)
+    async def begin(self, claim: AttemptClaim, now: float) -> Refusal | SlotBusy | None:
+        answer: Refusal | SlotBusy | None = await self.caps.begin(claim, now)  # type: ignore[attr-defined]
+        return answer
 
-    def end_attempt(self, claim: AttemptClaim, used: Sequence[Charge] | None, now: float) -> None:
+    async def end(self, claim: AttemptClaim, used: Sequence[Charge] | None, now: float) -> None:
         raise StoreUnavailable("redis://127.0.0.1:1/0", "Connection refused")
 
-    def acquire_slot(self, name: str, limit: int, holder: str, now: float, lease_s: float) -> bool:
-        return self.store.acquire_slot(name, limit, holder, now, lease_s)
-
-    def fallback(self) -> tuple[QuotaBook, bool]:
-        return self.local, True
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.caps, name)
 
 
 async def test_a_state_lost_while_the_request_runs_keeps_the_spend_on_this_host(
-    box: Sandbox, store: Store, tmp_path: Path
+    box: Sandbox, state: State, tmp_path: Path
 ) -> None:
     """The reservation was made, then the shared state went away: the answer stands, and its
     real cost is settled in this host's state rather than lost (the shared reservation ends
     with its lease)."""
-    with SqliteStore.open(tmp_path / "local") as local:
+    async with open_sqlite(tmp_path / "local") as local:
+        vanishing = with_parts(state, caps=Vanishing(state.caps), local_caps=local.caps)
         run_plan = plan(target(box, "glm-direct"), caps=[cap("policy:t", Resource.USD, 5.0)])
-        outcome = await routed(box, run_plan, Vanishing(store, local))
+        outcome = await routed(box, run_plan, vanishing)
         assert outcome.ok
-        assert window(local, "policy:t:usd").used == pytest.approx(outcome.cost_usd)
-    assert window(store, "policy:t:usd").reserved == WORST_USD
+        assert (await window(local, "policy:t:usd")).used == pytest.approx(outcome.cost_usd)
+    assert (await window(state, "policy:t:usd")).reserved == WORST_USD
 
 
 def test_quota_is_a_skip_kind() -> None:
@@ -392,7 +438,7 @@ def test_quota_is_a_skip_kind() -> None:
 
 
 async def test_a_short_slot_lease_is_renewed_while_its_request_runs(
-    box: Sandbox, store: Store, monkeypatch: pytest.MonkeyPatch
+    box: Sandbox, state: State, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Slot leases are short (so a process killed while holding slots keeps them from the others
     only briefly) and renewed while the request runs: a request twice as long as the lease keeps
@@ -405,23 +451,24 @@ async def test_a_short_slot_lease_is_renewed_while_its_request_runs(
 
     async def meanwhile() -> None:
         await anyio.sleep(0.6)  # past the first lease: only a renewal keeps the slot
-        seen.append(store.acquire_slot("provider:glm-direct", 1, "another process", time.time(), 0.3))
+        seen.append(await slot_free(state, lease_s=0.3))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(meanwhile)
-        outcome = await routed(box, run_plan, StoreQuotas(store))
+        outcome = await routed(box, run_plan, state)
     assert outcome.ok and seen == [False]
-    assert store.acquire_slot("provider:glm-direct", 1, "another process", time.time(), 0.3)
+    assert await slot_free(state, lease_s=0.3)
 
 
-async def test_a_race_lost_while_waiting_for_a_slot_stores_no_attempt(box: Sandbox, store: Store) -> None:
+async def test_a_race_lost_while_waiting_for_a_slot_stores_no_attempt(box: Sandbox, state: State) -> None:
     """glm-direct's only slot is held by another process; a race of glm-direct and
     anthropic-direct is won by anthropic-direct while glm-direct still waits: glm-direct's
     attempt never left the process, so it is neither stored nor charged."""
-    assert store.acquire_slot("provider:glm-direct", 1, "someone else", time.time(), 60.0)
+    assert await slot_free(state, lease_s=60.0)
     targets = (target(box, "glm-direct", max_concurrency=1), target(box, "anthropic-direct"))
-    outcome = await routed(box, plan(*targets, strategy=Strategy.FASTEST), StoreQuotas(store))
+    outcome = await routed(box, plan(*targets, strategy=Strategy.FASTEST), state)
     assert outcome.provider == "anthropic-direct"
     assert [(a.provider, a.outcome) for a in outcome.attempts] == [("anthropic-direct", "ok")]
     assert outcome.cost_usd == outcome.attempts[0].cost_usd
     assert box.requests("glm-direct") == []
+    assert await stored(state) == [("anthropic-direct", "ok")]

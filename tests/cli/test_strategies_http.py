@@ -22,10 +22,10 @@ import httpx
 import msgspec
 import pytest
 
-from rmcli.runner import route
+from rmcli.runner import Routing, route
 from rmcli.sandbox import Sandbox
-from rmcore.engine import RunOutcome
 from rmcore.errors import ErrorKind
+from rmcore.events import RunOutcome
 from rmcore.plan import RetryRules, RoutePlan, RunLimits, RunPlan, TargetPlan
 from rmcore.policy.schema import Strategy
 from rmcore.pricing import worst_case_usd
@@ -82,7 +82,8 @@ async def run(
     if client is None:
         async with httpx.AsyncClient(timeout=None) as own:
             return await run(box, run_plan, seed=seed, request=request, client=own)
-    return await route(run_plan, request, client=client, keys=lambda s: keys.get(s.key_env or ""), seed=seed)
+    routing = Routing(client, lambda s: keys.get(s.key_env or ""))
+    return await route(run_plan, request, routing, seed=seed)
 
 
 def outcomes(outcome: RunOutcome) -> list[tuple[str, str]]:
@@ -245,6 +246,7 @@ async def test_cheapest_tries_the_targets_in_order_of_worst_case_cost(box: Sandb
 
 @pytest.mark.anyio
 async def test_cheapest_with_every_provider_up_only_asks_the_cheapest(box: Sandbox) -> None:
+    """Every provider up: only the cheapest is asked; the dearer ones get no connection."""
     outcome = await run(box, plan(Strategy.CHEAPEST, *dearest_first(box)))
     assert outcomes(outcome) == [("glm-direct", "ok")]
     assert box.connections("anthropic-direct") == box.connections("openai-direct") == 0
@@ -271,6 +273,8 @@ async def test_cheapest_skips_a_target_whose_worst_case_exceeds_the_budget(box: 
 
 @pytest.mark.anyio
 async def test_compare_keeps_every_answer_and_records_the_provider_that_failed(box: Sandbox) -> None:
+    """Compare asks every target: each answer is kept with its provider, and the provider that failed is
+    recorded with its failure."""
     box.set_mode("openai-direct", "down")
     outcome = await run(
         box,
@@ -295,6 +299,7 @@ async def test_compare_keeps_every_answer_and_records_the_provider_that_failed(b
 
 @pytest.mark.anyio
 async def test_compare_waits_for_the_slow_provider_instead_of_cancelling_it(box: Sandbox) -> None:
+    """Compare waits for a slow provider's answer rather than cancelling it once another has answered."""
     box.set_mode("anthropic-direct", "slow:0.4")
     started = time.monotonic()
     outcome = await run(
@@ -354,6 +359,8 @@ def race_then_fallback(box: Sandbox) -> RunPlan:
 
 @pytest.mark.anyio
 async def test_nested_race_is_won_without_touching_the_fallback(box: Sandbox) -> None:
+    """A nested race won by its quick racer: the slow one is cancelled and the fallback after the race is
+    never contacted."""
     box.set_mode("anthropic-direct", "slow:5")
     started = time.monotonic()
     outcome = await run(box, race_then_fallback(box))
@@ -365,6 +372,8 @@ async def test_nested_race_is_won_without_touching_the_fallback(box: Sandbox) ->
 
 @pytest.mark.anyio
 async def test_nested_race_lost_by_both_falls_back_to_the_cheap_provider(box: Sandbox) -> None:
+    """Both racers of a nested race fail: the run goes on to the fallback target after the race, which
+    answers."""
     box.set_mode("anthropic-direct", "down")
     box.set_mode("openai-direct", "status:503")
     outcome = await run(box, race_then_fallback(box))
@@ -400,6 +409,8 @@ def test_the_new_policies_are_shipped_valid_and_commented(cli: Cli) -> None:
 
 
 def test_race_then_fallback_races_two_premium_providers_then_falls_back() -> None:
+    """The shipped race-then-fallback policy races anthropic-direct and openai-direct, then falls back to
+    glm-direct."""
     route_table = tomllib.loads((POLICIES / "race-then-fallback.toml").read_text(encoding="utf-8"))["route"]
     race, fallback = route_table["targets"]
     assert route_table["strategy"] == "sequential"
@@ -419,6 +430,8 @@ def test_race_then_fallback_races_two_premium_providers_then_falls_back() -> Non
     ],
 )
 def test_explain_reads_each_new_policy(cli: Cli, sandbox: SandboxProcess, name: str, route_line: str) -> None:
+    """``rmgr policy explain`` describes each new policy: its name, its route, a usable plan, its budget
+    and deadline."""
     done = cli.with_env(sandbox.env).run("policy", "explain", str(POLICIES / f"{name}.toml"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f'Policy "{name}": ')
@@ -428,6 +441,7 @@ def test_explain_reads_each_new_policy(cli: Cli, sandbox: SandboxProcess, name: 
 
 
 def test_cost_first_is_the_cheapest_within_ten_cents(cli: Cli) -> None:
+    """The shipped cost-first policy routes cheapest first within a $0.10 budget, as ``explain`` says."""
     policy = tomllib.loads((POLICIES / "cost-first.toml").read_text(encoding="utf-8"))
     assert policy["route"]["strategy"] == "cheapest"
     assert policy["limits"]["max_usd"] == 0.10

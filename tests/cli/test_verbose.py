@@ -15,12 +15,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from rmcli import trace
+from rmcli.hooks import Hooks, fan_out
 from rmcli.output import add_secret
-from rmcli.runner import Observer
 from rmcore.attempts import AttemptRecord
-from rmcore.engine import Backoff, FailedOver, StartAttempt, TargetSkipped
 from rmcore.errors import ErrorKind, ProviderError
-from rmcore.events import SkippedTarget
+from rmcore.events import Backoff, FailedOver, SkippedTarget, StartAttempt, TargetSkipped
 from rmcore.providers import builtin_providers
 from tests.cli.helpers import Cli, SandboxProcess, closed_url
 
@@ -69,6 +68,8 @@ def test_ask_traces_requests_responses_and_the_fail_over(cli: Cli, sandbox: Sand
 def test_the_option_goes_before_or_after_the_command_and_is_off_by_default(
     cli: Cli, sandbox: SandboxProcess
 ) -> None:
+    """``-v`` after the command traces too (credential headers redacted, stdout still the JSON answer);
+    without it nothing is traced."""
     user = cli.with_env(sandbox.env)
     after = user.run("ask", "hi", "--provider", "anthropic-direct", "-v", "--json")
     assert after.returncode == 0, after.stderr
@@ -190,6 +191,7 @@ def test_a_key_the_provider_echoes_never_reaches_the_trace(cli: Cli, echoing_pro
 
 
 def test_help_documents_the_option(cli: Cli) -> None:
+    """``--help`` of rmgr and of ask, analyze and health documents ``--verbose`` / ``-v``."""
     for args in (("--help",), ("ask", "--help"), ("analyze", "--help"), ("health", "--help")):
         done = cli.run(*args)
         assert done.returncode == 0
@@ -217,10 +219,14 @@ def test_help_documents_the_option(cli: Cli) -> None:
     ],
 )
 def test_redact_header_hides_credentials_by_name(name: str, value: str, shown: str) -> None:
+    """Headers named like a credential are redacted; rate-limit headers counting tokens and ordinary
+    headers are shown."""
     assert trace.redact_header(name, value) == shown
 
 
 def test_redact_header_and_url_hide_a_known_key_wherever_it_is() -> None:
+    """A known key is redacted in any header value and URL query; a URL's password and credential-named
+    query parameters are redacted; a plain URL is unchanged."""
     key = f"sk-test-UNIT-{uuid.uuid4().hex}"
     add_secret(key)
     assert trace.redact_header("x-debug", f"you sent {key}") == "<redacted>"
@@ -234,28 +240,23 @@ def test_redact_header_and_url_hide_a_known_key_wherever_it_is() -> None:
     assert trace.redact_url("http://127.0.0.1:1/v1/chat") == "http://127.0.0.1:1/v1/chat"
 
 
-def test_the_observer_traces_every_decision_and_passes_it_on() -> None:
+def test_the_trace_hooks_trace_every_decision_beside_the_callers_own() -> None:
+    """``Trace.hooks()`` fanned out with a caller's hooks: each routing decision (attempt started,
+    back-off, fail-over, skip, attempt ended) is written as one trace line, and the caller's hook
+    for it is called too, in the same order."""
     lines: list[str] = []
     seen: list[str] = []
-
-    class Inner(Observer):
-        def attempt_started(self, action: StartAttempt) -> None:
-            seen.append("started")
-
-        def attempt_recorded(self, record: AttemptRecord) -> None:
-            seen.append("recorded")
-
-        def failed_over(self, notice: FailedOver) -> None:
-            seen.append("failed_over")
-
-        def backing_off(self, notice: Backoff, seconds: float) -> None:
-            seen.append("backing_off")
-
-        def skipped(self, notice: TargetSkipped) -> None:
-            seen.append("skipped")
-
+    inner = Hooks(
+        attempt_started=lambda action: seen.append("started"),
+        attempt_ended=lambda record: seen.append("ended"),
+        failed_over=lambda notice: seen.append("failed_over"),
+        backing_off=lambda notice, seconds: seen.append("backing_off"),
+        skipped=lambda notice: seen.append("skipped"),
+    )
     spec = builtin_providers({"GLM_API_URL": "http://127.0.0.1:1/v1/chat/completions"})["glm-direct"]
-    watch = trace.Trace(lines.append).observer(Inner())
+    watch = fan_out(trace.Trace(lines.append).hooks(), inner)
+    assert watch.attempt_started and watch.backing_off and watch.failed_over and watch.skipped
+    assert watch.attempt_ended is not None
     watch.attempt_started(
         StartAttempt(
             attempt_id=1,
@@ -282,7 +283,7 @@ def test_the_observer_traces_every_decision_and_passes_it_on() -> None:
             )
         )
     )
-    watch.attempt_recorded(
+    watch.attempt_ended(
         AttemptRecord(
             provider="glm-direct", model="glm-4.7", outcome="overloaded", status=529, latency_ms=12.0
         )
@@ -295,4 +296,4 @@ def test_the_observer_traces_every_decision_and_passes_it_on() -> None:
         "TRACE: skip openai-direct without a request: circuit_open (open for 20 s)",
         "TRACE: attempt on glm-direct ended overloaded HTTP 529 after 12 ms, 0/0 tokens, $0.000000",
     ]
-    assert seen == ["started", "backing_off", "failed_over", "skipped", "recorded"]
+    assert seen == ["started", "backing_off", "failed_over", "skipped", "ended"]

@@ -92,7 +92,7 @@ async def test_bookkeeping_falls_back_to_this_host_and_warns_once(down: Down, tm
     await state.cache.put("key", "security", b"payload", 1000)
     assert await state.cache.get("key", 1000, 10_000) == b"payload"
     entry = await state.history.add("default", "q?", "ok", 0.5, 1000, b"{}")
-    assert len(down.lines) == 1 and down.lines[0].startswith("WARNING: the shared state (redis://127.0.0.1:")
+    assert len(down.lines) == 1 and down.lines[0].startswith("the shared state (redis://127.0.0.1:")
     assert str(tmp_path / "home") in down.lines[0]
     async with open_sqlite(tmp_path / "home") as local:
         assert [(row.provider, row.outcome) for row in await local.attempts.since(0)] == [
