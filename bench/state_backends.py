@@ -3,14 +3,15 @@
     python bench/state_backends.py [--runs 5] [--calls 300]          the figures, as a table
     python bench/state_backends.py BACKEND --upstream JSON --calls N  one measurement (a worker)
 
-A worker, in a fresh interpreter, opens the state as ``rmgr`` does (``rmcli.session.open_store``
-with ``RECURSIVEMANAGER_STATE`` unset, or set to a Redis URL) and routes ``--calls`` non-streamed
-completions one after another through ``rmcli.runner.route`` against the local server, with
-everything the state does for a call: the circuit breaker asked and told, the provider's
-concurrency slot taken and given back, the call's worst case reserved against a daily budget and
-a request quota and then settled, the attempt recorded. It prints the median time per call. A
-redis-server (Debian's ``redis-server``, found on PATH) is started on a free loopback port
-without persistence for the Redis workers; without it the Redis rows are skipped.
+A worker, in a fresh interpreter, routes ``--calls`` non-streamed completions one after another
+through one ``rmcli.api.Client`` (which opens the state as ``rmgr`` does, with
+``rmcli.state.open_state``: ``RECURSIVEMANAGER_STATE`` unset, or set to a Redis URL) against the
+local server, with everything the state does for a call: the circuit breaker asked and told, the
+provider's concurrency slot taken and given back, the call's worst case reserved against a daily
+budget and a request quota and then settled, the attempt recorded when sent and settled when it
+ends. It prints the median time per call. A redis-server (Debian's ``redis-server``, found on
+PATH) is started on a free loopback port without persistence for the Redis workers; without it
+the Redis rows are skipped.
 
 A Redis worker also reports, per call, the commands the server ran (``INFO commandstats``,
 those run inside scripts included: the server's work) and the round trips the client made
@@ -68,61 +69,35 @@ daily_usd = 1000000
 
 
 async def _calls(info: dict[str, Any], state: str | None, calls: int) -> dict[str, Any]:
-    import httpx
-
-    from rmcli.config import decode_policy_text, route_for
-    from rmcli.environment import api_key
-    from rmcli.runner import Observer, ProviderLimits, route
-    from rmcli.session import StoreCircuits, StoreQuotas, http_client, open_store
+    from rmcli import api
     from rmcli.state import STATE_VARIABLE
-    from rmcore.attempts import AttemptRecord
-    from rmcore.requests import ChatRequest
 
     with tempfile.TemporaryDirectory() as home:
         env = {**info["env"], "RECURSIVEMANAGER_HOME": home}
         if state is not None:
             env[STATE_VARIABLE] = state
-        setup = route_for(decode_policy_text(POLICY, "<bench>", env), env)
-        request = ChatRequest(prompt=PROMPT, max_tokens=MAX_TOKENS, stream=False)
-        with open_store(env) as store:
+        async with api.Client(POLICY, env=env) as client:
 
-            class Recorder(Observer):
-                def attempt_recorded(self, record: AttemptRecord) -> None:
-                    store.record_attempts("bench", "bench", [record])
+            async def call() -> float:
+                started = time.perf_counter()
+                outcome = await client.ask(PROMPT, max_tokens=MAX_TOKENS, stream=False)
+                if outcome.completion is None:
+                    raise RuntimeError(f"routed call failed: {outcome.error}")
+                return (time.perf_counter() - started) * 1000.0
 
-            circuits, quotas, limits = StoreCircuits(store), StoreQuotas(store), ProviderLimits()
-            observer = Recorder()
-            client: httpx.AsyncClient
-            async with http_client() as client:
-
-                async def call() -> float:
-                    started = time.perf_counter()
-                    outcome = await route(
-                        setup.plan,
-                        request,
-                        client=client,
-                        keys=lambda spec: api_key(env, spec.key_env),
-                        observer=observer,
-                        circuits=circuits,
-                        quotas=quotas,
-                        limits=limits,
-                    )
-                    if outcome.completion is None:
-                        raise RuntimeError(f"routed call failed: {outcome.error}")
-                    return (time.perf_counter() - started) * 1000.0
-
-                for _ in range(WARM_UP_CALLS):
-                    await call()
-                commands_before = _redis_commands(state)
-                times = [await call() for _ in range(calls)]
-                commands = _redis_commands(state) - commands_before
-                round_trips = 0.0
-                if state is not None:
-                    with _counting_round_trips() as sent:
-                        for _ in range(ROUND_TRIP_CALLS):
-                            await call()
-                    round_trips = sent[0] / ROUND_TRIP_CALLS
-            reserved = sum(w.reserved for w in store.cap_usage(time.time()))
+            for _ in range(WARM_UP_CALLS):
+                await call()
+            commands_before = _redis_commands(state)
+            times = [await call() for _ in range(calls)]
+            commands = _redis_commands(state) - commands_before
+            round_trips = 0.0
+            if state is not None:
+                with _counting_round_trips() as sent:
+                    for _ in range(ROUND_TRIP_CALLS):
+                        await call()
+                round_trips = sent[0] / ROUND_TRIP_CALLS
+        async with api.records(env=env) as records:
+            reserved = sum(w.reserved for w in await records.caps.usage(time.time()))
     if reserved:
         raise RuntimeError(f"{reserved} left reserved after the calls")
     result: dict[str, Any] = {
@@ -151,15 +126,16 @@ def _redis_commands(url: str | None) -> int:
 @contextmanager
 def _counting_round_trips() -> Iterator[list[int]]:
     """``[n]``: how many requests Redis connections of this process send meanwhile (each
-    command, script or pipeline is sent whole and waits for its answers: one round trip)."""
-    from redis.connection import AbstractConnection
+    command, script or pipeline is sent whole and waits for its answers: one round trip). The
+    state speaks to Redis through the asyncio client, so its connection class is the one counted."""
+    from redis.asyncio.connection import AbstractConnection
 
     sent = [0]
     send = AbstractConnection.send_packed_command
 
-    def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+    async def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
         sent[0] += 1
-        send(self, command, check_health)  # type: ignore[no-untyped-call]
+        await send(self, command, check_health)
 
     AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
     try:
@@ -258,7 +234,7 @@ def bench(runs: int = 5, calls: int = 300) -> list[Row]:
     finally:
         redis.stop()
     added = [r - s for r, s in zip(per_call["redis"], per_call["sqlite"], strict=True)]
-    note = "breaker, slot, budget and quota reservation, settlement and attempt record per call"
+    note = "breaker, slot, budget and quota reservation, settlement, attempt sent and settled per call"
     return [
         Row(
             name="routed call with the SQLite state (median per call)",

@@ -7,11 +7,12 @@ non-streamed chat completions against the local server, ``--concurrency`` at a t
 warm-up call per connection, and prints the wall time and the process CPU time they took.
 
 Contenders, all with the same request, the same server and one connection pool each:
-- ``bare``: ``httpx.AsyncClient.post`` to the primary, the JSON parsed; the pool limits of
-  ``rmcli.session.http_client``; nothing routed, nothing recorded.
+- ``bare``: ``httpx.AsyncClient.post`` to the primary, the JSON parsed; the pool limits of the
+  HTTP clients ``rmcli.api`` makes; nothing routed, nothing recorded.
 - ``routed``: ``rmcli.api.Client`` with a two-target policy (the primary, then one fallback):
-  the policy decoded once, the state store open, every attempt recorded, circuit breakers on.
-- ``routed-unrecorded``: the same with ``record=False`` (no store, no breakers).
+  the policy decoded once, the state (``rmcli.state``, SQLite) open, every attempt recorded when
+  sent and settled when it ends, circuit breakers on.
+- ``routed-unrecorded``: the same with ``record=False`` (no state, no breakers).
 - ``litellm``: ``litellm.Router.acompletion`` with the same two deployments (``openai/`` models
   with ``api_base`` on 127.0.0.1) and the primary's fallback to the second.
 """
@@ -183,7 +184,7 @@ def bench(runs: int, calls: int, concurrency: int, sequential_calls: int) -> lis
         target="≥ 0.90× bare httpx",
         check=lambda r: (r.ratio or 0.0) >= 0.90,
         decimals=0,
-        note="attempts recorded in the state store, circuit breakers on, non-streamed",
+        note="attempts recorded in the state, circuit breakers on, non-streamed",
     )
     unrecorded = Row(
         name="routed via rmcli.api.Client(record=False)",

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import cyclopts
 
 from rmcli import api, interrupt
+from rmcli.errors import ConfigError
 from rmcli.hooks import Hooks
 from rmcli.notices import announce_backoff, announce_failed_over, announce_skipped
 from rmcli.output import LiveText, emit_json, err, safe_text
@@ -107,6 +108,10 @@ def ask(
         Print one JSON object (content, provider, model, usage, costUsd, latencyMs, fallbackUsed,
         attempts) instead of streaming text.
     """
+    if max_tokens < 1:
+        raise ConfigError(f"--max-tokens must be at least 1 (got {max_tokens})")
+    if temperature is not None and not 0.0 <= temperature <= 2.0:
+        raise ConfigError(f"--temperature must be between 0 and 2 (got {temperature})")
     announcer = _Announcer(not json and sys.stdout.isatty())
     client = api.Client(policy, provider=provider, fallback=fallback, hooks=announcer.hooks())
     request = {"system": system, "max_tokens": max_tokens, "temperature": temperature}

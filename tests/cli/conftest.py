@@ -43,8 +43,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture(params=BACKENDS)
 def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """Each state store in turn: SQLite in this test's folder, then Redis (database 0 of the
-    session's server, flushed for this test)."""
+    """Each state backend in turn: SQLite in this test's folder, then Redis (database 0 of the
+    session's server, flushed for this test). ``Backend.open()`` opens an ``rmcli.state.State``
+    on it (an async context manager), as the shell does."""
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         server.flush()

@@ -1,6 +1,7 @@
-"""The analysis in-process: ``run_analysis`` and ``execute_analysis`` against an in-process sandbox
-whose answers each test writes, so that what a model says (every confidence form, no confidence,
-terminal escapes, a failure for some perspectives only) is exactly known.
+"""The analysis in-process: ``run_analysis`` and ``rmgr analyze``'s flow (``rmcli.api.Client``
+then the command's report) against an in-process sandbox whose answers each test writes, so
+that what a model says (every confidence form, no confidence, terminal escapes, a failure for
+some perspectives only) is exactly known.
 
 Each test states the behaviour it checks; stdout and stderr are read with ``capsys``.
 """
@@ -16,13 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
+from rmcli import api
 from rmcli.analysis import AnalysisRun, run_analysis
 from rmcli.analysis_view import LiveProgress
-from rmcli.commands.analyze import _perspectives, execute_analysis
+from rmcli.api import _perspectives
+from rmcli.commands.analyze import _analysis
 from rmcli.config import ConfigError, RouteSetup, load_route
+from rmcli.environment import api_key
+from rmcli.hooks import Hooks
+from rmcli.runner import Routing
 from rmcli.sandbox import Sandbox
 from rmcli.sandbox.replies import last_user_text
-from rmcli.session import http_client, open_store
 from rmcore.confidence import overall_confidence
 from rmcore.perspectives import BUILTIN, Perspective
 
@@ -66,11 +71,13 @@ class Script:
 
 @pytest.fixture
 def script() -> Script:
+    """What this test's sandbox answers (every perspective the default JSON answer until set)."""
     return Script()
 
 
 @pytest.fixture
 async def box(script: Script) -> AsyncIterator[Sandbox]:
+    """An in-process sandbox answering from ``script``."""
     async with Sandbox(reply=script.reply) as sandbox:
         yield sandbox
 
@@ -97,19 +104,16 @@ async def execute(
     *,
     cache: bool = True,
 ) -> int:
-    with open_store(env) as store:
-        return await execute_analysis(
-            QUESTION,
-            setup,
-            perspectives,
-            env=env,
-            store=store,
-            fmt=fmt,  # type: ignore[arg-type]
-            agent_id="tests",
-            history=True,
-            cache=cache,
-            command="analyze",
-        )
+    """``rmgr analyze`` as the command runs it: a ``Client`` with the live progress's hooks, then
+    the report in ``fmt``; the exit code."""
+    client = api.Client(setup.policy, env=env, hooks=LiveProgress(live=False).hooks(), command="analyze")
+    options = {
+        "perspectives": [p.id for p in perspectives],
+        "agent_id": "tests",
+        "persist_history": True,
+        "use_cache": cache,
+    }
+    return await _analysis(client, QUESTION, options, fmt)  # type: ignore[arg-type]
 
 
 async def analyse(
@@ -118,14 +122,19 @@ async def analyse(
     perspectives: list[Perspective],
     *,
     transport: httpx.AsyncBaseTransport | None = None,
+    hooks: Hooks | None = None,
     **options: Any,
 ) -> AnalysisRun:
-    with open_store(env) as store:
-        client = httpx.AsyncClient(transport=transport) if transport else http_client()
-        async with client:
-            return await run_analysis(
-                QUESTION, perspectives, setup, env=env, store=store, client=client, **options
-            )
+    """``run_analysis`` itself, on the state ``env`` chooses and an HTTP client of its own."""
+    async with api.records(env=env) as state, httpx.AsyncClient(timeout=None, transport=transport) as client:
+        routing = Routing(
+            client=client,
+            keys=lambda spec: api_key(env, spec.key_env),
+            state=state,
+            hooks=hooks or Hooks(),
+            command="analyze",
+        )
+        return await run_analysis(QUESTION, perspectives, setup, routing, **options)
 
 
 def by_id(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -252,8 +261,8 @@ async def test_fewer_answers_than_min_perspectives_fail_the_run(
     assert code == 1
     assert json.loads(captured.out)["status"] == "failed"
     assert "ERROR: the analysis failed: fewer than 2 perspective(s) answered" in captured.err
-    with open_store(env) as store:
-        assert [e.status for e in store.history_list("tests")] == ["failed"]
+    async with api.records(env=env) as state:
+        assert [e.status for e in await state.history.list("tests")] == ["failed"]
 
 
 async def test_min_perspectives_above_those_chosen_is_a_configuration_error(
@@ -265,7 +274,7 @@ async def test_min_perspectives_above_those_chosen_is_a_configuration_error(
     setup = setup_for(env, tmp_path, FAST_POLICY + "[analysis]\nmin_perspectives = 3\n")
 
     with pytest.raises(ConfigError, match="min_perspectives is 3"):
-        _perspectives(setup, "security,ux")
+        _perspectives(setup, ["security", "ux"])
     assert box.requests("glm-direct") == []
 
 
@@ -341,7 +350,7 @@ async def test_fail_over_notices_show_provider_messages_escaped(
         setup,
         perspectives,
         transport=_FailingPrimary(box.url("glm-direct")),
-        progress=LiveProgress(perspectives, live=False),
+        hooks=LiveProgress(live=False).hooks(),
     )
 
     err = capsys.readouterr().err
@@ -401,8 +410,8 @@ async def test_cached_answers_send_nothing_and_cost_nothing(
     assert document["overallConfidence"] == first.overall
     assert "2 from the cache" in text
     assert text.count("glm-direct (cached)") == 2
-    with open_store(env) as store:
-        stats = store.cache_stats(0, 10**15)
+    async with api.records(env=env) as state:
+        stats = await state.cache.stats(0, 10**15)
     assert (stats.entries, stats.hits, stats.misses) == (2, 4, 2)
 
 
@@ -415,8 +424,8 @@ async def test_no_cache_asks_again_and_stores_nothing(box: Sandbox, tmp_path: Pa
     await analyse(env, setup, chosen("security"), use_cache=False)
 
     assert len(box.requests("glm-direct")) == 2
-    with open_store(env) as store:
-        stats = store.cache_stats(0, 10**15)
+    async with api.records(env=env) as state:
+        stats = await state.cache.stats(0, 10**15)
     assert (stats.entries, stats.hits, stats.misses) == (0, 0, 0)
 
 
@@ -429,8 +438,8 @@ async def test_a_ttl_of_zero_turns_the_cache_off(box: Sandbox, tmp_path: Path) -
         await analyse(env, setup, chosen("security"), cache_ttl_ms=0)
 
     assert len(box.requests("glm-direct")) == 2
-    with open_store(env) as store:
-        assert store.cache_stats(0, 10**15).entries == 0
+    async with api.records(env=env) as state:
+        assert (await state.cache.stats(0, 10**15)).entries == 0
 
 
 async def test_cache_scopes_keep_providers_answers_apart(box: Sandbox, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """The embedding API (``rmcli.api``) in-process: against an in-process sandbox, and once with an
-``httpx.MockTransport`` so that no socket is opened at all."""
+``httpx.MockTransport`` so that no socket is opened at all. What a run left in the state is read
+back through ``rmcli.api.records``, as ``rmgr usage`` and ``rmgr history`` read it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import rmcli
 import rmcli.api
 from rmcli.api import Client, ConfigError, analyze, ask, compare, create, health
 from rmcli.sandbox import Sandbox
-from rmcli.store import SqliteStore
+from rmcli.state import State
 from rmcore import decode_policy
 from rmcore.providers import BUILTIN_NAMES
 
@@ -49,25 +50,36 @@ min_perspectives = 1
 
 @pytest.fixture
 async def box() -> AsyncIterator[Sandbox]:
+    """An in-process sandbox, every provider up, streaming without delay."""
     async with Sandbox(stream_delay_s=0.0) as sandbox:
         yield sandbox
 
 
-def attempts(home: Path) -> list[str]:
-    with SqliteStore.open(home) as store:
-        return [row.provider for row in store.attempts_since(0)]
+async def attempts(home: Path) -> list[str]:
+    """The providers of the attempts recorded in the state in ``home``, oldest first."""
+    async with rmcli.api.records(env={}, state_home=home) as state:
+        return [row.provider for row in await state.attempts.since(0)]
+
+
+async def history_questions(home: Path) -> list[tuple[str, str]]:
+    """The (agent, question) of every analysis saved in the state in ``home``, newest first."""
+    async with rmcli.api.records(env={}, state_home=home) as state:
+        return [(e.agent_id, e.question) for e in await state.history.list(None)]
 
 
 async def test_ask_takes_the_policy_as_toml_text_and_records_the_attempt(
     box: Sandbox, tmp_path: Path
 ) -> None:
+    """A policy given as TOML text routes the call; the attempt is recorded in the state."""
     outcome = await ask("Is a queue better than cron?", policy=GLM_ONLY, env=box.env(), state_home=tmp_path)
     assert outcome.completion is not None and outcome.provider == "glm-direct"
     assert "glm-direct" in outcome.completion.content
-    assert attempts(tmp_path) == ["glm-direct"]
+    assert await attempts(tmp_path) == ["glm-direct"]
 
 
 async def test_ask_takes_a_policy_path_or_struct_and_fails_over(box: Sandbox, tmp_path: Path) -> None:
+    """A policy path (as ``Path`` or ``str``) or a decoded ``Policy`` all route alike, failing over
+    past a provider answering 500; ``record=False`` leaves no state behind."""
     box.set_mode("aiceo-gateway", "status:500")
     path = tmp_path / "policy.toml"
     path.write_text(FAILING_OVER, encoding="utf-8")
@@ -80,16 +92,20 @@ async def test_ask_takes_a_policy_path_or_struct_and_fails_over(box: Sandbox, tm
 
 
 async def test_ask_provider_and_fallback_replace_the_route(box: Sandbox, tmp_path: Path) -> None:
+    """``provider`` and ``fallback`` replace the route: a down provider fails over to the fallback,
+    whose attempt is recorded last."""
     box.set_mode("openai-direct", "down")
     outcome = await ask(
         "Hello?", provider="openai-direct", fallback="glm-direct", env=box.env(), state_home=tmp_path
     )
     assert outcome.provider == "glm-direct"
     assert outcome.fallback_used
-    assert attempts(tmp_path)[-1] == "glm-direct"
+    assert (await attempts(tmp_path))[-1] == "glm-direct"
 
 
 async def test_bad_input_is_a_config_error(box: Sandbox, tmp_path: Path) -> None:
+    """An empty prompt, a missing policy file, an unknown provider, a missing key, a bad route and
+    an unknown provider name for ``create`` each raise ``ConfigError``."""
     env = box.env()
     with pytest.raises(ConfigError, match="empty"):
         await ask("  ", env=env, state_home=tmp_path)
@@ -106,6 +122,8 @@ async def test_bad_input_is_a_config_error(box: Sandbox, tmp_path: Path) -> None
 
 
 async def test_ask_through_a_mock_transport_opens_no_socket(tmp_path: Path) -> None:
+    """With an ``httpx.MockTransport`` the request (streamed, with its key) and the health check go
+    to the handler alone, and the streamed answer is read back whole."""
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -158,6 +176,8 @@ async def test_ask_through_a_mock_transport_opens_no_socket(tmp_path: Path) -> N
 
 
 async def test_analyze_saves_the_history_only_when_asked(box: Sandbox, tmp_path: Path) -> None:
+    """``analyze`` saves the run in its agent's history; with ``persist_history=False`` it does not
+    (and reuses the cached answer); an unknown perspective is a ``ConfigError``."""
     run = await analyze(
         "Should we adopt a queue?",
         policy=TWO_PERSPECTIVES,
@@ -176,9 +196,7 @@ async def test_analyze_saves_the_history_only_when_asked(box: Sandbox, tmp_path:
         state_home=tmp_path,
     )
     assert [r.id for r in again.results] == ["security"] and again.results[0].cached
-    with SqliteStore.open(tmp_path) as store:
-        entries = store.history_list(None)
-    assert [(e.agent_id, e.question) for e in entries] == [("team-a", "Should we adopt a queue?")]
+    assert await history_questions(tmp_path) == [("team-a", "Should we adopt a queue?")]
     with pytest.raises(ConfigError, match="perspectives"):
         await analyze(
             "Q?", policy=TWO_PERSPECTIVES, perspectives=["astrology"], env=box.env(), state_home=tmp_path
@@ -186,6 +204,8 @@ async def test_analyze_saves_the_history_only_when_asked(box: Sandbox, tmp_path:
 
 
 async def test_compare_runs_each_provider_alone(box: Sandbox, tmp_path: Path) -> None:
+    """``compare`` runs the analysis on each provider alone, in the order given, a failing one
+    included as ``failed``; nothing is saved in the history."""
     box.set_mode("openai-direct", "status:500")
     runs = await compare(
         "Should we adopt a queue?",
@@ -198,11 +218,12 @@ async def test_compare_runs_each_provider_alone(box: Sandbox, tmp_path: Path) ->
     assert runs["glm-direct"].status == "ok"
     assert {r.provider for r in runs["glm-direct"].results} == {"glm-direct"}
     assert runs["openai-direct"].status == "failed"
-    with SqliteStore.open(tmp_path) as store:
-        assert store.history_list(None) == []
+    assert await history_questions(tmp_path) == []
 
 
 async def test_health_and_the_provider_factory(box: Sandbox, tmp_path: Path) -> None:
+    """``health`` reports every provider (a down one unreachable) in the order asked; ``create``
+    binds one provider whose health check, completion and analysis go to it alone."""
     box.set_mode("glm-direct", "down")
     env = {**box.env(), "RECURSIVEMANAGER_HOME": str(tmp_path)}
     reports = await health(env=env, timeout_s=2.0)
@@ -234,17 +255,17 @@ def test_the_package_itself_stays_light() -> None:
 async def test_client_checks_the_route_once_and_keeps_its_store_and_connection(
     box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A bad policy fails when the client is made; then calls reuse one store and one connection."""
+    """A bad policy fails when the client is made; then calls reuse one state and one connection."""
     with pytest.raises(ConfigError, match="route"):
         Client("version = 1\n[route]\nnonsense = 1\n", env=box.env(), state_home=tmp_path)
     opened: list[Path] = []
-    real_open = SqliteStore.open
+    real_open = rmcli.api.open_state
 
-    def counting_open(home: Path, **kw: float) -> SqliteStore:
+    async def counting_open(env: dict[str, str], home: Path, **kw: object) -> State:
         opened.append(home)
-        return real_open(home, **kw)
+        return await real_open(env, home, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(SqliteStore, "open", counting_open)
+    monkeypatch.setattr(rmcli.api, "open_state", counting_open)
     async with Client(GLM_ONLY, env=box.env(), state_home=tmp_path) as client:
         assert client.policy.route.targets == ("glm-direct",)
         outcomes = [await client.ask(f"Question {n}?", stream=n % 2 == 0) for n in range(3)]
@@ -253,9 +274,8 @@ async def test_client_checks_the_route_once_and_keeps_its_store_and_connection(
     assert run.status == "ok"
     assert opened == [tmp_path]
     assert box.connections("glm-direct") == 1
-    assert attempts(tmp_path) == ["glm-direct"] * 4
-    with SqliteStore.open(tmp_path) as store:
-        assert [e.question for e in store.history_list(None)] == ["Should we adopt a queue?"]
+    assert await attempts(tmp_path) == ["glm-direct"] * 4
+    assert await history_questions(tmp_path) == [("default", "Should we adopt a queue?")]
 
 
 async def test_client_opens_another_pool_only_when_every_pool_is_busy(
@@ -289,6 +309,8 @@ async def test_client_opens_another_pool_only_when_every_pool_is_busy(
 
 
 async def test_client_sends_a_plain_request_when_not_streaming(tmp_path: Path) -> None:
+    """``stream=False`` sends a request without ``stream`` and reads the reply whole; an empty
+    prompt is still refused by the client."""
     seen: list[dict[str, object]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -3,7 +3,7 @@ and deleted; the answer cache counted and cleared. Real ``rmgr`` processes on a 
 
 Each test starts from a copy of the same state folder: two analyses saved by ``rmgr analyze``
 against the session's sandbox (one for agent ``default``, one for ``ci``), and an old,
-low-confidence ``partial`` one of ``default`` put straight into the store, ten days back, so that
+low-confidence ``partial`` one of ``default`` put straight into the state, ten days back, so that
 the date and confidence filters have something to leave out.
 """
 
@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import msgspec
 import pytest
 
-from rmcli.store import SqliteStore
+from rmcli import api
+from rmcli.state import HistoryEntry
 from tests.cli.helpers import Cli, SandboxProcess
 
 QUESTION = "Should we adopt trunk-based development?"
@@ -61,17 +63,22 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, sandbox: SandboxProcess) ->
         "usage": {"inputTokens": 0, "outputTokens": 0, "costUsd": 0.0},
         "attempts": [],
     }
-    with SqliteStore.open(home) as store:
-        old_id = store.history_add(
-            "default",
-            OLD_QUESTION,
-            "partial",
-            0.3,
-            int(time.time() * 1000) - 10 * DAY_MS,
-            msgspec.json.encode(old_document),
-        )
-        recent = store.history_list("default", since_ms=int(time.time() * 1000) - DAY_MS)
-        (ci_entry,) = store.history_list("ci")
+
+    async def seed() -> tuple[str, list[HistoryEntry], HistoryEntry]:
+        async with api.records(env={}, state_home=home) as state:
+            old_id = await state.history.add(
+                "default",
+                OLD_QUESTION,
+                "partial",
+                0.3,
+                int(time.time() * 1000) - 10 * DAY_MS,
+                msgspec.json.encode(old_document),
+            )
+            recent = await state.history.list("default", since_ms=int(time.time() * 1000) - DAY_MS)
+            (ci_entry,) = await state.history.list("ci")
+        return old_id, recent, ci_entry
+
+    old_id, recent, ci_entry = anyio.run(seed)
     assert [e.question for e in recent] == [QUESTION]
     return Saved(user, document, recent[0].id, ci_entry.id, old_id)
 
@@ -85,6 +92,7 @@ def saved(seeded: Saved, cli: Cli) -> Saved:
 
 
 def listing(cli: Cli, *args: str) -> list[dict[str, Any]]:
+    """``rmgr history list --json ARGS``, which must succeed: its entries."""
     code, entries = cli.json("history", "list", "--json", *args)
     assert code == 0
     assert isinstance(entries, list)

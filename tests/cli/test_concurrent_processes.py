@@ -18,7 +18,11 @@ import subprocess
 from collections import Counter
 from typing import Any
 
-from rmcli.store import SqliteStore
+import anyio
+
+from rmcli import api
+from rmcli.state import HistoryEntry
+from rmcore.usage import AttemptRow
 from tests.cli.helpers import RMGR, RUN_TIMEOUT_S, Cli, clean_env, sandbox_process, write_policy
 
 PROCESSES = 8
@@ -58,6 +62,7 @@ def attempt_key(
     input_tokens: int,
     output_tokens: int,
 ) -> AttemptKey:
+    """An attempt as the fields both the JSON reports and the state hold, to compare them."""
     return (
         provider,
         model,
@@ -70,6 +75,7 @@ def attempt_key(
 
 
 def reported_attempts(document: dict[str, Any]) -> list[AttemptKey]:
+    """The attempts a run's ``--json`` document reports."""
     return [
         attempt_key(
             a["provider"],
@@ -170,9 +176,11 @@ def test_eight_processes_at_once_lose_no_row_and_never_say_locked(cli: Cli) -> N
     print(f"at most {busiest} of the {PROCESSES} processes had a request in flight at once")
     assert busiest >= PROCESSES // 2, windows
 
-    with SqliteStore.open(cli.home) as store:
-        rows = store.attempts_since(0)
-        history = store.history_list(None)
+    async def read() -> tuple[list[AttemptRow], list[HistoryEntry]]:
+        async with api.records(env={}, state_home=cli.home) as state:
+            return await state.attempts.since(0), await state.history.list(None)
+
+    rows, history = anyio.run(read)
     stored = [
         attempt_key(
             r.provider, r.model, r.outcome, r.status, r.started_at_ms, r.input_tokens, r.output_tokens

@@ -21,10 +21,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
-from rmcli.store import SCHEMA_VERSION, SqliteStore
+from rmcli import api
+from rmcli.state.sqlite import SCHEMA_VERSION, open_sqlite
 from tests.cli.helpers import (
     RMGR,
     URL_VARIABLES,
@@ -88,6 +90,7 @@ def requests_seen(box: SandboxProcess) -> int:
 
 
 def start(cli: Cli, *args: str) -> subprocess.Popen[str]:
+    """``rmgr ARGS`` started in ``cli``'s folder, its output captured."""
     return subprocess.Popen(
         [*RMGR, *args],
         env=clean_env(cli.home, cli.env),
@@ -115,22 +118,31 @@ def kill_when(process: subprocess.Popen[str], ready: Callable[[], bool]) -> bool
 
 
 def integrity(home: Path) -> str:
+    """What ``PRAGMA integrity_check`` says of the state database in ``home``."""
     with contextlib.closing(sqlite3.connect(home / "state.db")) as check:
         result: str = check.execute("PRAGMA integrity_check").fetchone()[0]
     return result
 
 
 def history_snapshot(home: Path) -> dict[str, bytes]:
-    """Every saved analysis: its id and payload."""
-    with SqliteStore.open(home) as store:
-        entries = store.history_list(None)
-        found = {e.id: store.history_get(e.id) for e in entries}
-    return {entry_id: got[1] for entry_id, got in found.items() if got is not None}
+    """Every saved analysis: its id and payload (the state opened as the product opens it)."""
+
+    async def read() -> dict[str, bytes]:
+        async with api.records(env={}, state_home=home) as state:
+            found = {e.id: await state.history.get(e.id) for e in await state.history.list(None)}
+        return {entry_id: got[1] for entry_id, got in found.items() if got is not None}
+
+    return anyio.run(read)
 
 
 def attempt_rows(home: Path) -> list[tuple[object, ...]]:
-    with SqliteStore.open(home) as store:
-        return [(r.run_id, r.provider, r.outcome, r.started_at_ms) for r in store.attempts_since(0)]
+    """Every recorded attempt, oldest first: its run, provider, outcome and start."""
+
+    async def read() -> list[tuple[object, ...]]:
+        async with api.records(env={}, state_home=home) as state:
+            return [(r.run_id, r.provider, r.outcome, r.started_at_ms) for r in await state.attempts.since(0)]
+
+    return anyio.run(read)
 
 
 def assert_next_ask_is_stored(cli: Cli) -> None:
@@ -160,8 +172,9 @@ def test_an_ask_killed_while_its_provider_hangs_leaves_a_usable_store(
     crash: Cli, box: SandboxProcess
 ) -> None:
     """SIGKILL while the second target hangs: the attempts the run had finished (two 500s) are
-    stored whole, the analysis saved before is intact, ``PRAGMA integrity_check`` says ok, and the
-    next ``ask`` answers and is stored."""
+    stored whole, the one in flight stands as it was recorded when sent (``cancelled``: the
+    provider received it), the analysis saved before is intact, ``PRAGMA integrity_check`` says
+    ok, and the next ``ask`` answers and is stored."""
     seeded = crash.run("analyze", "--format", "json", "--policy", "policy.toml", "Seed: adopt a queue?")
     assert seeded.returncode == 0, seeded.stderr
     history = history_snapshot(crash.home)
@@ -180,6 +193,7 @@ def test_an_ask_killed_while_its_provider_hangs_leaves_a_usable_store(
     assert [(row[1], row[2]) for row in rows[len(rows_before) :]] == [
         ("aiceo-gateway", "server_error"),
         ("aiceo-gateway", "server_error"),
+        ("glm-direct", "cancelled"),
     ]
     assert history_snapshot(crash.home) == history
     box.set_mode("aiceo-gateway", "ok")
@@ -263,14 +277,14 @@ def foreign_database(path: Path) -> None:
 
 def damaged_database(path: Path) -> None:
     """Our database with its pages after the header overwritten by random bytes."""
-    SqliteStore.open(path.parent).close()
+    anyio.run(open_sqlite(path.parent).aclose)
     original = path.read_bytes()
     path.write_bytes(original[:100] + random.Random(3).randbytes(len(original) - 100))
 
 
 def newer_database(path: Path) -> None:
     """Our database, written by a newer version (a higher schema number)."""
-    SqliteStore.open(path.parent).close()
+    anyio.run(open_sqlite(path.parent).aclose)
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         conn.commit()

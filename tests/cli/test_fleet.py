@@ -15,14 +15,15 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
-from rmcli.state import STATE_VARIABLE, open_state
-from rmcli.store import SqliteStore, Store
+from rmcli.state import STATE_VARIABLE, AttemptClaim, State
 from rmcore.quota import CapUsage, Charge, Period, Resource, window_of
 from tests.cli.helpers import SandboxProcess, run_rmgr, sandbox_process, write_policy
 from tests.cli.state_backends import Backend, RedisServer
@@ -40,6 +41,7 @@ def box() -> Iterator[SandboxProcess]:
 
 @pytest.fixture
 def sandbox(box: SandboxProcess) -> SandboxProcess:
+    """The module's sandbox with glm-direct and anthropic-direct up and the logs cleared."""
     for name in ("glm-direct", "anthropic-direct"):
         box.set_mode(name, "ok")
     box.clear_logs()
@@ -70,14 +72,26 @@ class Fleet:
     root: Path
 
     def home(self, host: int) -> Path:
+        """The state folder of ``host`` (made when missing)."""
         home = self.backend.home if self.backend.name == "sqlite" else self.root / f"host-{host}"
         home.mkdir(parents=True, exist_ok=True)
         return home
 
-    def store(self) -> Store:
-        return open_state(self.backend.env, self.backend.home)
+    def state(self) -> AbstractAsyncContextManager[State]:
+        """A connection of the test's own to the shared state (closed after)."""
+        return self.backend.open()
+
+    def cap_window(self, key: str) -> CapUsage:
+        """The cap window ``key`` as the shared state holds it now."""
+
+        async def read() -> CapUsage:
+            async with self.state() as state:
+                return await cap_window(state, key)
+
+        return anyio.run(read)
 
     def run(self, host: int, args: Sequence[str], env: Mapping[str, str]) -> Done:
+        """``rmgr ARGS`` on ``host``, sharing the fleet's state."""
         started = time.monotonic()
         done = run_rmgr(args, {**env, **self.backend.env}, home=self.home(host), timeout=60)
         return Done(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
@@ -101,8 +115,9 @@ def hosts(redis_server: RedisServer, tmp_path: Path) -> Fleet:
     return Fleet(Backend("redis", redis_server.url(), tmp_path / "unused"), tmp_path)
 
 
-def cap_window(store: Store, key: str) -> CapUsage:
-    [found] = [w for w in store.cap_usage(time.time()) if w.cap_key == key]
+async def cap_window(state: State, key: str) -> CapUsage:
+    """The one current window of the cap ``key``."""
+    [found] = [w for w in await state.caps.usage(time.time()) if w.cap_key == key]
     return found
 
 
@@ -126,16 +141,20 @@ class Sampler:
         self._thread.join()
 
     def _watch(self) -> None:
-        with self.fleet.store() as store:
+        anyio.run(self._sample)
+
+    async def _sample(self) -> None:
+        async with self.fleet.state() as state:
             while not self._stop.is_set():
-                for window in store.cap_usage(time.time()):
+                for window in await state.caps.usage(time.time()):
                     if window.cap_key == self.key:
                         self.peak = max(self.peak, window.used + window.reserved)
                 self.samples += 1
-                time.sleep(0.005)
+                await anyio.sleep(0.005)
 
 
 def ask(policy: Path, prompt: str, *extra: str) -> list[str]:
+    """The arguments of ``rmgr ask --json`` under ``policy`` with at most 100 answer tokens."""
     return ["ask", "--policy", str(policy), "--max-tokens", "100", "--json", *extra, prompt]
 
 
@@ -189,8 +208,7 @@ def test_eight_processes_spend_up_to_one_daily_budget_and_never_past_it(
         assert run.result["attempts"] == []
     assert len(sandbox.log("glm-direct")) == len(answered)
     assert sampler.samples > 10 and sampler.peak <= 3.5 + 1e-9
-    with fleet.store() as store:
-        window = cap_window(store, BUDGET_KEY)
+    window = fleet.cap_window(BUDGET_KEY)
     paid = sum(r.result["costUsd"] for r in answered)
     assert 0 < window.used <= 3.5 and window.used == pytest.approx(paid)
     assert window.reserved == 0.0
@@ -234,8 +252,7 @@ def test_a_quota_of_three_requests_admits_exactly_three_across_processes(
             assert f"request quota {QUOTA_KEY} (3 of 3 requests used)" in run.stderr
             assert "ERROR: quota:" in run.stderr and RESETS_AT.search(run.stderr)
             assert [s["reason"] for s in run.result["skipped"]] == ["quota"]
-    with fleet.store() as store:
-        window = cap_window(store, QUOTA_KEY)
+    window = fleet.cap_window(QUOTA_KEY)
     assert (window.used, window.reserved, window.limit) == (3.0, 0.0, 3.0)
 
 
@@ -331,6 +348,7 @@ START_SLACK_S = 3.0
 
 
 def wait_for_requests(box: SandboxProcess, name: str, count: int, within_s: float = 20.0) -> None:
+    """Wait until ``name`` has logged ``count`` requests (failing after ``within_s``)."""
     give_up = time.monotonic() + within_s
     while len(box.log(name)) < count:
         assert time.monotonic() < give_up, f"only {len(box.log(name))} of {count} requests arrived"
@@ -373,8 +391,14 @@ def test_redis_killed_in_the_middle_of_a_run(
         spent = Charge(
             cap_key=OUTAGE_KEY, resource=Resource.USD, window=day, resets_at=resets_at, amount=6.0, limit=8.5
         )
-        with SqliteStore.open(one_host) as local:
-            local.settle("an earlier outage", [spent], time.time())
+        claim = AttemptClaim(holder="an earlier outage", lease_s=60.0, charges=(spent,))
+
+        async def spend_earlier() -> None:
+            async with Backend("sqlite", "sqlite", one_host).open() as local:
+                assert await local.caps.begin(claim, time.time()) is None
+                await local.caps.end(claim, [spent], time.time())
+
+        anyio.run(spend_earlier)
 
     def run(home: Path) -> Done:
         started = time.monotonic()
@@ -410,8 +434,7 @@ def test_redis_killed_in_the_middle_of_a_run(
             assert "the policy fails open" in r.stderr, r.stderr
         for r in refused:
             assert r.code == 1 and f"daily budget {OUTAGE_KEY} ($" in r.stderr and "of $8.50 used" in r.stderr
-        with SqliteStore.open(one_host) as local:
-            window = cap_window(local, OUTAGE_KEY)
+        window = Fleet(Backend("sqlite", "sqlite", one_host), tmp_path).cap_window(OUTAGE_KEY)
         assert 6.0 < window.used <= 8.5 and window.reserved == 0.0
         assert window.used - 6.0 == pytest.approx(sum(r.result["costUsd"] for r in answered))
         assert len(sandbox.log("glm-direct")) == PROCESSES + len(answered)
@@ -422,8 +445,7 @@ def test_redis_killed_in_the_middle_of_a_run(
     after = run(tmp_path / "host-after")
     assert after.code == 0, after.stderr
     assert "WARNING" not in after.stderr
-    with open_state({STATE_VARIABLE: url}, tmp_path) as store:
-        window = cap_window(store, OUTAGE_KEY)
+    window = Fleet(Backend("redis", url, tmp_path), tmp_path).cap_window(OUTAGE_KEY)
     assert window.used == pytest.approx(after.result["costUsd"]) and window.reserved == 0.0
 
 
