@@ -82,31 +82,7 @@ from rmcore.plan import RoutePlan, RunPlan, TargetPlan, leaves
 from rmcore.pricing import cost_usd, estimate_prompt_tokens, worst_case_usd
 from rmcore.requests import ChatRequest
 
-# The engine's vocabulary lives in rmcore.events: import it from there. The names are still
-# re-exported here for the shell, until it imports them from rmcore.events too.
-__all__ = [
-    "Action",
-    "AdmitCircuit",
-    "AttemptFailed",
-    "AttemptHeld",
-    "AttemptRefused",
-    "AttemptSucceeded",
-    "Backoff",
-    "CancelAttempt",
-    "CheckHealth",
-    "CircuitAnswered",
-    "Engine",
-    "Event",
-    "FailedOver",
-    "Finish",
-    "HealthObserved",
-    "ProviderAnswer",
-    "RunOutcome",
-    "SkippedTarget",
-    "StartAttempt",
-    "TargetSkipped",
-    "TimePassed",
-]
+__all__ = ["Engine"]
 
 # Budget comparisons tolerate float rounding of a few sums of prices.
 _USD_EPSILON = 1e-12

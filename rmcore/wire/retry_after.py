@@ -20,7 +20,8 @@ _MONTH = r"(?P<month>[A-Za-z]{3})"
 _TIME = r"(?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})"
 _HTTP_DATES = (
     re.compile(
-        rf"(?:[A-Za-z]{{3}},\s*)?(?P<day>\d{{1,2}})\s+{_MONTH}\s+(?P<year>\d{{4}})\s+{_TIME}\s+(?:GMT|UTC)", re.ASCII
+        rf"(?:[A-Za-z]{{3}},\s*)?(?P<day>\d{{1,2}})\s+{_MONTH}\s+(?P<year>\d{{4}})\s+{_TIME}\s+(?:GMT|UTC)",
+        re.ASCII,
     ),
     re.compile(rf"[A-Za-z]+,\s*(?P<day>\d{{2}})-{_MONTH}-(?P<year>\d{{2}})\s+{_TIME}\s+GMT", re.ASCII),
     re.compile(rf"[A-Za-z]{{3}}\s+{_MONTH}\s+(?P<day>\d{{1,2}})\s+{_TIME}\s+(?P<year>\d{{4}})", re.ASCII),
