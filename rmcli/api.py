@@ -294,6 +294,7 @@ class Client:
         self._exits = AsyncExitStack()
         self._pools: _Pools | None = None
         self._state: State | None = None
+        self._opening = anyio.Lock()  # calls at once on a new client open one state
 
     @property
     def policy(self) -> Policy:
@@ -327,11 +328,14 @@ class Client:
         return self._pools.lease()
 
     async def _open_state(self) -> State:
-        if self._state is None:
-            state = await _open(self._env, self._hooks or Hooks(), check=True)
-            self._exits.push_async_callback(state.aclose)
-            self._state = state
-        return self._state
+        if self._state is not None:
+            return self._state
+        async with self._opening:
+            if self._state is None:
+                state = await _open(self._env, self._hooks or Hooks(), check=True)
+                self._exits.push_async_callback(state.aclose)
+                self._state = state
+            return self._state
 
     def _key(self, spec: ProviderSpec) -> str | None:
         return api_key(self._env, spec.key_env)

@@ -278,6 +278,40 @@ async def test_client_checks_the_route_once_and_keeps_its_store_and_connection(
     assert await history_questions(tmp_path) == [("default", "Should we adopt a queue?")]
 
 
+async def test_calls_at_once_on_a_new_client_open_one_state(
+    box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eight first calls at once on a new client (and ``compare``'s analyses, which run at once on
+    one client) open the state once, not once per call: no connection is opened only to be
+    dropped, and no two calls race to create the same database file."""
+    opened: list[Path] = []
+    real_open = rmcli.api.open_state
+
+    async def counting_open(env: dict[str, str], home: Path, **kw: object) -> State:
+        opened.append(home)
+        await anyio.sleep(0.05)  # the others ask meanwhile
+        return await real_open(env, home, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rmcli.api, "open_state", counting_open)
+    client = Client(GLM_ONLY, env=box.env(), state_home=tmp_path)
+    async with client, anyio.create_task_group() as tg:
+        for n in range(8):
+            tg.start_soon(client.ask, f"Question {n}?")
+    assert opened == [tmp_path]
+    assert await attempts(tmp_path) == ["glm-direct"] * 8
+
+    opened.clear()
+    runs = await compare(
+        "Should we adopt a queue?",
+        providers=["glm-direct", "openai-direct"],
+        policy=TWO_PERSPECTIVES,
+        env=box.env(),
+        state_home=tmp_path / "compare",
+    )
+    assert [r.status for r in runs.values()] == ["ok", "ok"]
+    assert opened == [tmp_path / "compare"]
+
+
 async def test_client_opens_another_pool_only_when_every_pool_is_busy(
     box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
