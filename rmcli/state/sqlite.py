@@ -168,12 +168,18 @@ class Database:
         except sqlite3.Error as exc:
             raise _store_error(path, exc) from None
         try:
-            with _mapped(path):
-                # WAL lets readers and one writer work at once (without it, slower but as safe).
-                conn.execute("PRAGMA journal_mode = WAL").fetchone()
-                conn.execute("PRAGMA synchronous = NORMAL")
-                _transaction(conn, "BEGIN IMMEDIATE", lambda conn: _migrate(conn, path))
-                conn.execute(f"PRAGMA busy_timeout = {int(min(busy_timeout_s, BUSY_SLICE_S) * 1000)}")
+            for pause in (0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 0.0):  # a new file opened at once: SQLite
+                try:  # answers "locked" at once rather than wait (no deadlock), so wait and try again
+                    with _mapped(path, busy_ok=True):  # WAL: readers and one writer at once
+                        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                        conn.execute("PRAGMA synchronous = NORMAL")
+                        _transaction(conn, "BEGIN IMMEDIATE", lambda conn: _migrate(conn, path))
+                    break
+                except _Busy as busy:
+                    if not pause:
+                        raise _store_error(path, busy.error) from None
+                    time.sleep(pause)
+            conn.execute(f"PRAGMA busy_timeout = {int(min(busy_timeout_s, BUSY_SLICE_S) * 1000)}")
         except BaseException:
             conn.close()
             raise

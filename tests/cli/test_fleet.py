@@ -258,7 +258,8 @@ def test_a_quota_of_three_requests_admits_exactly_three_across_processes(
 
 # --- circuit breakers -------------------------------------------------------------------------------
 
-COOLDOWN_S = 4.0
+COOLDOWN_S = 8.0
+"""Long enough that seven processes started at once on a loaded 2-core CI machine end before it."""
 BREAKER_POLICY = f"""\
 version = 1
 name = "fleet-breaker"
