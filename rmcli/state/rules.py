@@ -4,6 +4,7 @@ for circuits (``_change``: a decision applied to one stored circuit atomically).
 
 from __future__ import annotations
 
+import abc
 import functools
 import math
 import uuid
@@ -109,7 +110,7 @@ def history_stats(entries: Sequence[base.HistoryEntry]) -> base.HistoryStats:
     )
 
 
-class CircuitRules:
+class CircuitRules(abc.ABC):
     """``Circuits`` over a backend's ``_change``, saving one write: a success on a circuit this object
     last admitted closed and clean is not sent (it would change nothing, yet cost a round trip on
     every routed call). It counts as done at that admission, so a failure another process recorded
@@ -118,10 +119,10 @@ class CircuitRules:
     def __init__(self) -> None:
         self._clean: set[str] = set()
 
+    @abc.abstractmethod
     async def _change(self, provider: str, decide: Decide[_T], now: float) -> _T:
         """``decide``'s answer on ``provider``'s stored circuit (closed when none); the new state it
         gives is written, dated ``now``, only if it differs and the circuit still holds what it saw."""
-        raise NotImplementedError
 
     async def admit(self, provider: str, now: float, cooldown_s: float, probe_timeout_s: float) -> Admission:
         """``rmcore.breaker.admit`` on the stored circuit: of processes asking an open, cooled-down
@@ -156,12 +157,12 @@ def _same(state: CircuitState) -> tuple[CircuitState, CircuitState]:
     return state, state
 
 
-class CapsRules:
+class CapsRules(abc.ABC):
     """``Caps.renew`` as ``begin`` of a claim of the slot alone, for both backends."""
 
+    @abc.abstractmethod
     async def begin(self, claim: AttemptClaim, now: float) -> Refusal | SlotBusy | None:
         """See ``Caps.begin``."""
-        raise NotImplementedError
 
     async def renew(self, slot: Slot, holder: str, now: float) -> bool:
         """Renew (or take) ``holder``'s slot; False when every slot is held by others."""

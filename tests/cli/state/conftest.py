@@ -1,24 +1,13 @@
-"""Fixtures of the state tests: a redis-server for the session, and each backend in turn."""
+"""Fixtures of the state tests: each backend in turn (the session's redis-server is
+``tests/cli/conftest.py``'s)."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from rmcli.state import State
 from tests.cli.state.backends import BACKENDS, Backend, RedisServer
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One redis-server for the session on a free loopback port, without persistence. Fails
-    under CI and skips elsewhere when redis-server is not installed."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=BACKENDS)
