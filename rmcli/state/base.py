@@ -156,11 +156,13 @@ class Attempts(Protocol):
     record, so a request the provider received is never missing from ``rmgr usage``."""
 
     async def sent(self, key: str, run_id: str, command: str, record: AttemptRecord) -> None:
-        """Record the attempt ``key`` (unique, made by the caller) as it leaves."""
+        """Record the attempt ``key`` (unique, made by the caller) as it leaves; nothing when ``key``
+        is recorded already."""
     async def settle(self, key: str, run_id: str, command: str, record: AttemptRecord) -> None:
         """How the attempt ``key`` ended (recorded afresh when ``sent`` never reached this store)."""
     async def since(self, since_ms: int, providers: Collection[str] | None = None) -> list[AttemptRow]:
-        """The attempts started at or after ``since_ms`` (epoch ms), oldest first."""
+        """The attempts started at or after ``since_ms`` (epoch ms), oldest first (one millisecond in
+        the order sent); only those of ``providers`` when given (an empty collection selects none)."""
 
 
 class Circuits(Protocol):
@@ -174,7 +176,7 @@ class Circuits(Protocol):
     async def release_probe(self, provider: str, probe_started_at: float, now: float) -> CircuitState:
         """Hand back a probe that was never sent (``rmcore.breaker.release_probe``, stored)."""
     async def all(self) -> list[CircuitState]:
-        """Every stored circuit, by provider name."""
+        """Every stored circuit, by provider name (a provider never recorded is closed)."""
     async def reset(self, providers: Collection[str] | None) -> list[str]:
         """Close the circuits of ``providers`` (every one when None); the names that were stored."""
 
@@ -200,7 +202,7 @@ class Cache(Protocol):
     async def get(self, key: str, now_ms: int, ttl_ms: int) -> bytes | None:
         """The payload stored under ``key`` if younger than ``ttl_ms``; counts a hit or a miss."""
     async def put(self, key: str, perspective_id: str, payload: bytes, now_ms: int) -> None:
-        """Store (or replace) ``payload`` under ``key``."""
+        """Store ``payload`` under ``key`` as of ``now_ms``, replacing an entry of that key."""
     async def stats(self, now_ms: int, ttl_ms: int) -> CacheStats:
         """The cache now."""
     async def clear(self) -> int:
@@ -218,17 +220,18 @@ class History(Protocol):
     ) -> str:
         """Save an analysis; its new id."""
     async def resolve(self, reference: str) -> list[str]:
-        """The ids ``reference`` (an id or a prefix of ``HISTORY_ID_MIN_PREFIX``+ characters) names."""
+        """``[reference]`` when it is an id; else the ids it is a hex prefix of (at least
+        ``HISTORY_ID_MIN_PREFIX`` digits, either case), sorted: several mean it is ambiguous."""
     async def get(self, entry_id: str) -> tuple[HistoryEntry, bytes] | None:
-        """One entry and its payload."""
+        """The entry and payload ``entry_id`` (an id or unambiguous prefix) names, else None."""
     async def stats(self, agent_id: str | None) -> HistoryStats:
-        """A summary of one agent's entries, or everyone's."""
+        """Counts per status, and confidence and dates over ``agent_id``'s entries (all when None)."""
     async def delete(self, entry_id: str) -> bool:
-        """Delete one entry; whether it existed."""
+        """Delete the entry ``entry_id`` (an id or unambiguous prefix) names; whether one was."""
     async def clear(self, agent_id: str | None, before_ms: int | None = None) -> int:
-        """Delete entries (of one agent, older than ``before_ms``); how many."""
+        """Delete the entries of ``agent_id`` (all when None) saved before ``before_ms``; how many."""
     async def export(self, agent_id: str) -> list[tuple[HistoryEntry, bytes]]:
-        """Every entry of ``agent_id`` with its payload, oldest first."""
+        """Every entry of ``agent_id`` with its payload, oldest first, in the order saved."""
     async def list(
         self, agent_id: str | None, *, min_confidence: float | None = None, since_ms: int | None = None,
         limit: int | None = None,

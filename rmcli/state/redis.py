@@ -353,7 +353,6 @@ class RedisAttempts(_Part):
     """``Attempts``: one script when an attempt is sent, one when it ends."""
 
     async def sent(self, key: str, run_id: str, command: str, record: AttemptRecord) -> None:
-        """Record the attempt as it stands when sent (nothing when ``key`` is recorded already)."""
         await self._record(key, run_id, command, record, "")
 
     async def settle(self, key: str, run_id: str, command: str, record: AttemptRecord) -> None:
@@ -361,8 +360,6 @@ class RedisAttempts(_Part):
         await self._record(key, run_id, command, record, "1")
 
     async def since(self, since_ms: int, providers: Collection[str] | None = None) -> list[AttemptRow]:
-        """The attempts started at or after ``since_ms``, oldest first (the same millisecond in the
-        order sent); only those of ``providers`` when given."""
         members = await self._r.command("ZRANGEBYSCORE", self._k("attempts"), since_ms, "+inf")
         rows = [rules.attempt_row(_json(member[_SEQ:], list), self._r.corrupt) for member in members]
         return [row for row in rows if providers is None or row.provider in providers]
@@ -392,13 +389,11 @@ class RedisCircuits(_Part, CircuitRules):
         raise self._r.changing()
 
     async def all(self) -> list[CircuitState]:
-        """Every stored circuit, by provider name (a provider never recorded is closed)."""
         names = sorted(_text(name) for name in await self._r.command("SMEMBERS", self._k("circuits")))
         found = await self._r.command("MGET", *(self._k("circuit:", name) for name in names)) if names else []
         return [self._circuit(name, raw) for name, raw in zip(names, found, strict=True) if raw is not None]
 
     async def reset(self, providers: Collection[str] | None) -> list[str]:
-        """Delete the circuits of ``providers`` (all when None), closing them; the names stored."""
         names = [] if providers is None else sorted(set(providers))
         if providers is not None and not names:
             return []
@@ -497,7 +492,6 @@ class RedisCache(_Part):
         return None if found is None else _bytes(found)
 
     async def put(self, key: str, perspective_id: str, payload: bytes, now_ms: int) -> None:
-        """Store ``payload`` under ``key`` as of ``now_ms``, replacing an entry of that key."""
         await self._r.run(_CACHE_PUT, self._keys()[:3], [key, perspective_id, bytes(payload), now_ms])
 
     async def stats(self, now_ms: int, ttl_ms: int) -> base.CacheStats:
@@ -541,8 +535,6 @@ class RedisHistory(_Part):
         raise StoreError(None, f"no free history id in {rules.NEW_ID_TRIES} draws; run again.")
 
     async def resolve(self, reference: str) -> list[str]:
-        """``[reference]`` when it is an id; else the ids it is a hex prefix of (at least
-        ``HISTORY_ID_MIN_PREFIX`` digits, either case), sorted."""
         if await self._r.command("EXISTS", self._entry(reference)):
             return [reference]
         prefix = rules.id_prefix(reference)
@@ -553,7 +545,6 @@ class RedisHistory(_Part):
         return [_text(entry_id) for entry_id in found]
 
     async def get(self, entry_id: str) -> tuple[base.HistoryEntry, bytes] | None:
-        """The entry and payload ``entry_id`` (an id or unambiguous prefix) names, else None."""
         ids = await self.resolve(entry_id)
         if len(ids) != 1:
             return None
@@ -561,20 +552,16 @@ class RedisHistory(_Part):
         return None if found[0] is None else self._decode([ids[0], *found])
 
     async def stats(self, agent_id: str | None) -> base.HistoryStats:
-        """Counts per status, and confidence and dates over ``agent_id``'s entries (all when None)."""
         return rules.history_stats(await self.list(agent_id))
 
     async def delete(self, entry_id: str) -> bool:
-        """Delete the entry ``entry_id`` (an id or unambiguous prefix) names; whether one was."""
         ids = await self.resolve(entry_id)
         return len(ids) == 1 and await self._delete(None, "", ids[0]) == 1
 
     async def clear(self, agent_id: str | None, before_ms: int | None = None) -> int:
-        """Delete the entries of ``agent_id`` (all when None) saved before ``before_ms``; how many."""
         return await self._delete(agent_id, "" if before_ms is None else before_ms, "")
 
     async def export(self, agent_id: str) -> list[tuple[base.HistoryEntry, bytes]]:
-        """Every entry of ``agent_id`` with its payload, oldest first, in the order saved."""
         return await self._read(agent_id, False, payloads=True)
 
     async def _read(

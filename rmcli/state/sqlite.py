@@ -95,6 +95,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 4 -> 5: an attempt is recorded when it is sent and settled by its caller's key when it ends.
     ("ALTER TABLE attempts ADD COLUMN key TEXT",
      "CREATE UNIQUE INDEX attempts_key ON attempts (key) WHERE key IS NOT NULL"),
+    # 5 -> 6: an attempt is settled by the row its ``sent`` made (the key index cost a page write
+    # on every attempt).
+    ("DROP INDEX IF EXISTS attempts_key",),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -116,10 +119,8 @@ _PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _AUTH, _NO
 
 _FIELDS: Final = rules.ATTEMPT_FIELDS
 _COLUMNS: Final = ", ".join(_FIELDS)
-_SENT: Final = f"INSERT INTO attempts (key, {_COLUMNS}) VALUES (?{', ?' * len(_FIELDS)})" + (
-    " ON CONFLICT (key) WHERE key IS NOT NULL DO "
-)
-_SETTLE: Final = _SENT + "UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in _FIELDS)
+_INSERT: Final = f"INSERT INTO attempts (key, {_COLUMNS}) VALUES (?{', ?' * len(_FIELDS)})"
+_SETTLE: Final = f"UPDATE attempts SET {', '.join(f'{n} = ?' for n in _FIELDS)} WHERE id = ? AND key = ?"
 _CIRCUIT: Final = "provider, state, consecutive_failures, opened_at, probe_started_at"
 _WRITE_CIRCUIT: Final = f"INSERT OR REPLACE INTO circuits ({_CIRCUIT}, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
 _HISTORY: Final = ", ".join(rules.HISTORY_FIELDS)
@@ -189,14 +190,16 @@ class Database:
         """``work`` on the connection: alone (each statement commits by itself) or in one
         ``begin`` transaction (``"BEGIN IMMEDIATE"`` to write, ``"BEGIN"`` for one snapshot).
         While another process holds the lock, paused (without blocking) and tried again."""
-        give_up = time.monotonic() + self._busy_timeout_s
+        give_up = None
         for tries in itertools.count():
             try:
-                with _mapped(self.path, busy_ok=True):
-                    return _transaction(self._conn, begin, work)
-            except _Busy as busy:
+                return _transaction(self._conn, begin, work)
+            except sqlite3.Error as exc:
+                if _code(exc) not in (_BUSY, _LOCKED):
+                    raise _store_error(self.path, exc) from None
+                give_up = give_up or time.monotonic() + self._busy_timeout_s
                 if tries >= len(_PAUSES_S) and time.monotonic() >= give_up:
-                    raise _store_error(self.path, busy.error) from None
+                    raise _store_error(self.path, exc) from None
             await anyio.sleep(_PAUSES_S[min(tries, len(_PAUSES_S) - 1)])
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -229,19 +232,32 @@ class _Part:
 
 
 class SqliteAttempts(_Part):
-    """``Attempts`` in the ``attempts`` table: one statement when an attempt is sent, one when it ends."""
+    """``Attempts`` in the ``attempts`` table: one row written when an attempt is sent, and
+    rewritten by its row id when it ends (the fewest pages written per attempt)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._rows: dict[str, int] = {}  # the row of each attempt sent here and not yet settled
 
     async def sent(self, key: str, run_id: str, command: str, record: AttemptRecord) -> None:
-        """Insert the attempt as it stands when sent (nothing when ``key`` is recorded already)."""
-        await self._db.change(_SENT + "NOTHING", (key, *rules.attempt_values(run_id, command, record)))
+        if key not in self._rows:
+            values = (key, *rules.attempt_values(run_id, command, record))
+            self._rows[key] = await self._db.run(lambda conn: _rowid(conn.execute(_INSERT, values)))
 
     async def settle(self, key: str, run_id: str, command: str, record: AttemptRecord) -> None:
-        """Replace the attempt ``key`` with how it ended, or insert it when it is missing."""
-        await self._db.change(_SETTLE, (key, *rules.attempt_values(run_id, command, record)))
+        """Rewrite the attempt ``key`` with how it ended, or insert it when it was not sent here
+        (then kept, so that a later settle rewrites it)."""
+        row, values = self._rows.pop(key, None), rules.attempt_values(run_id, command, record)
+
+        def settle(conn: sqlite3.Connection) -> int | None:
+            if row is not None and conn.execute(_SETTLE, (*values, row, key)).rowcount:
+                return None
+            return _rowid(conn.execute(_INSERT, (key, *values)))
+
+        if (fresh := await self._db.run(settle)) is not None:
+            self._rows[key] = fresh
 
     async def since(self, since_ms: int, providers: Collection[str] | None = None) -> list[AttemptRow]:
-        """The attempts started at or after ``since_ms``, oldest first (the same millisecond in the
-        order sent); only those of ``providers`` when given (an empty collection selects none)."""
         names = None if providers is None else sorted(set(providers))
         where = "" if names is None else f" AND provider IN ({', '.join('?' * len(names))})"
         sql = f"SELECT {_COLUMNS} FROM attempts WHERE started_at_ms >= ?{where} ORDER BY started_at_ms, id"
@@ -270,12 +286,10 @@ class SqliteCircuits(_Part, CircuitRules):
         return await self._db.run(write, "BEGIN IMMEDIATE")
 
     async def all(self) -> list[CircuitState]:
-        """Every stored circuit, by provider name (a provider never recorded is closed)."""
         rows = await self._db.rows(f"SELECT {_CIRCUIT} FROM circuits ORDER BY provider")
         return [self._circuit(row) for row in rows]
 
     async def reset(self, providers: Collection[str] | None) -> list[str]:
-        """Delete the circuits of ``providers`` (all when None), which closes them; the names stored."""
         names = None if providers is None else sorted(set(providers))
         where = "" if names is None else f" WHERE provider IN ({', '.join('?' * len(names))})"
 
@@ -383,7 +397,6 @@ class SqliteCache(_Part):
         return await self._db.run(look_up, "BEGIN IMMEDIATE")
 
     async def put(self, key: str, perspective_id: str, payload: bytes, now_ms: int) -> None:
-        """Store ``payload`` under ``key`` as of ``now_ms``, replacing an entry of that key."""
         row = (key, perspective_id, bytes(payload), now_ms)
         await self._db.change("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", row)
 
@@ -430,12 +443,9 @@ class SqliteHistory(_Part):
         return await self._db.run(insert, "BEGIN IMMEDIATE")
 
     async def resolve(self, reference: str) -> list[str]:
-        """``[reference]`` when it is an id; else the ids it is a hex prefix of (at least
-        ``HISTORY_ID_MIN_PREFIX`` digits, either case), sorted: several mean it is ambiguous."""
         return await self._db.run(lambda conn: _resolve(conn, reference))
 
     async def get(self, entry_id: str) -> tuple[base.HistoryEntry, bytes] | None:
-        """The entry and payload ``entry_id`` (an id or unambiguous prefix) names, else None."""
         def fetch(conn: sqlite3.Connection) -> list[tuple[object, ...]]:
             ids = _resolve(conn, entry_id)
             sql = f"SELECT {_HISTORY}, payload FROM history WHERE id = ?"
@@ -444,11 +454,9 @@ class SqliteHistory(_Part):
         return next(iter(self._with_payloads(await self._db.run(fetch, "BEGIN"))), None)
 
     async def stats(self, agent_id: str | None) -> base.HistoryStats:
-        """Counts per status, and confidence and dates over ``agent_id``'s entries (all when None)."""
         return rules.history_stats(await self.list(agent_id))
 
     async def delete(self, entry_id: str) -> bool:
-        """Delete the entry ``entry_id`` (an id or unambiguous prefix) names; whether one was."""
         def delete(conn: sqlite3.Connection) -> bool:
             ids = _resolve(conn, entry_id)
             return len(ids) == 1 and conn.execute("DELETE FROM history WHERE id = ?", ids).rowcount == 1
@@ -456,12 +464,10 @@ class SqliteHistory(_Part):
         return await self._db.run(delete, "BEGIN IMMEDIATE")
 
     async def clear(self, agent_id: str | None, before_ms: int | None = None) -> int:
-        """Delete the entries of ``agent_id`` (all when None) saved before ``before_ms``; how many."""
         where, params = _where(agent_id, ("created_ms < ?", before_ms))
         return await self._db.change(f"DELETE FROM history{where}", params)
 
     async def export(self, agent_id: str) -> list[tuple[base.HistoryEntry, bytes]]:
-        """Every entry of ``agent_id`` with its payload, oldest first, in the order saved."""
         sql = f"SELECT {_HISTORY}, payload FROM history WHERE agent_id = ? ORDER BY created_ms, seq"
         return self._with_payloads(await self._db.rows(sql, (agent_id,)))
 
@@ -528,6 +534,11 @@ def _mapped(path: Path, *, busy_ok: bool = False) -> Iterator[None]:
         if busy_ok and _code(exc) in (_BUSY, _LOCKED):
             raise _Busy(exc) from None
         raise _store_error(path, exc) from None
+
+
+def _rowid(cursor: sqlite3.Cursor) -> int:
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
 
 
 def _transaction(conn: sqlite3.Connection, begin: str | None, work: Callable[[sqlite3.Connection], _T]) -> _T:

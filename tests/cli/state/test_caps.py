@@ -406,6 +406,9 @@ async def test_eight_processes_beginning_attempts_at_once_keep_the_cap_and_the_s
     assert sorted(r["refused"] for r in results if "refused" in r) == ([REQUESTS] * 11 if capped else [])
     if slots:
         assert most_at_once(spans) <= 3
+    if slots and not capped:
+        # Sixteen holders of 0.15 s through three slots must meet a full one; five (capped) may not,
+        # when a loaded machine starts the processes far enough apart.
         assert sum(r["busy"] for r in results) > 0, "the slot limit was reached"
     async with backend.open() as state:
         if capped:

@@ -56,10 +56,10 @@ async def test_schema_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
     await open_sqlite(tmp_path).aclose()
     path = tmp_path / DB_FILENAME
     assert sql(path, "PRAGMA application_id") == [(APPLICATION_ID,)]
-    assert sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(5,)]
+    assert sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(6,)]
     assert sql(path, "PRAGMA journal_mode") == [("wal",)]
     indexes = {row[1] for row in sql(path, "PRAGMA index_list(attempts)")}
-    assert {"attempts_started_at", "attempts_key"} <= indexes
+    assert indexes == {"attempts_started_at"}  # an attempt is settled by its row id, not its key
     assert {row[1] for row in sql(path, "PRAGMA index_list(history)")} >= {
         "history_agent_created",
         "history_created",
@@ -68,7 +68,8 @@ async def test_schema_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
 
 async def test_an_attempt_is_one_row_written_by_one_statement_each_way(opened: State, tmp_path: Path) -> None:
     """``sent`` and ``settle`` are one autocommitted statement each (no BEGIN/COMMIT pair) on one
-    row found by its key; the command, the estimate flag and a cut message are stored too."""
+    row, the settle found by the row id the insert gave; the command, the estimate flag and a cut
+    message are stored too."""
     traced: list[str] = []
     connection = opened.attempts._db._conn  # type: ignore[attr-defined]
     connection.set_trace_callback(traced.append)
@@ -79,7 +80,8 @@ async def test_an_attempt_is_one_row_written_by_one_statement_each_way(opened: S
         "k", "r", "analyze", AttemptRecord(provider="p", model="m", outcome="timeout", message="x" * 5000)
     )
     connection.set_trace_callback(None)
-    assert len(traced) == 2 and all(line.startswith("INSERT INTO attempts") for line in traced)
+    assert [line.split(" ", 2)[:2] for line in traced] == [["INSERT", "INTO"], ["UPDATE", "attempts"]]
+    assert traced[1].endswith("WHERE id = 1 AND key = 'k'")
     rows = sql(
         tmp_path / "home" / DB_FILENAME,
         "SELECT key, command, usage_estimated, outcome, message FROM attempts",
