@@ -3,23 +3,27 @@
 Three stages, each reported as ``FILE:LINE: $.path: message``:
 
 1. TOML syntax (``tomllib``): the line comes from the parser's message.
-2. Types and constraints (``msgspec.convert`` into the schema): msgspec stops at the first error;
-   its message is rewritten in TOML's terms, given the full path (msgspec leaves out dict keys and
-   the name of an unknown field) and, for typos, a "did you mean" suggestion.
-3. Meaning (only once stage 2 succeeded, all issues together): version, known provider names,
-   complete new providers, URLs, variable names, quotas, target tables, retry kinds (those
+2. Types and constraints (the document against the schema, :mod:`rmcore.policy.shape`): every
+   unknown key, wrong type and value out of range, each with its full path and, for typos, a
+   "did you mean" suggestion.
+3. Meaning (all issues together): version, known provider names, complete new providers, URLs,
+   variable names, quotas, target tables, retry kinds (those
    :data:`rmcore.conduct.CONFIGURABLE_KINDS` allows), perspectives, budget caps.
 
 The stages are joined as a ``returns`` pipeline: each is a ``Result``, and the first failure
-(its issues) is the answer. ``PolicyIssue`` is defined in :mod:`rmcore.problems` with the
-core's other failures, and re-exported here.
+(its issues) is the answer. When stage 2 fails, stage 3 still looks at what stage 2 did not
+reject (unknown keys left out, wrong values left at their defaults) and adds its issues about the
+sections no wrong value could have misled (see :func:`_independent_meaning`), so that one round
+of ``rmgr policy validate`` shows every independent mistake. All issues are sorted by line.
+``PolicyIssue`` is defined in :mod:`rmcore.problems` with the core's other failures, and
+re-exported here.
 
 Lines are found by scanning the text (:mod:`rmcore.policy.locate`).
 """
 
 from __future__ import annotations
 
-import difflib
+import copy
 import math
 import re
 import tomllib
@@ -29,7 +33,6 @@ from pathlib import PurePath
 from typing import Any, NamedTuple
 
 import msgspec
-import msgspec.inspect as mi
 from returns.pipeline import flow
 from returns.pointfree import bind, map_
 from returns.result import Failure, Result, Success
@@ -43,6 +46,7 @@ from rmcore.policy.schema import (
     ProviderOverride,
     Target,
 )
+from rmcore.policy.shape import ShapeIssue, did_you_mean, shape_issues
 from rmcore.problems import PolicyIssue
 from rmcore.providers import ProviderKind, builtin_providers, check_url
 
@@ -51,23 +55,12 @@ __all__ = ["PolicyIssue", "decode_policy"]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOML_POSITION = re.compile(r"\s*\((?:at line (\d+), column \d+|at end of document)\)$")
-_MSGSPEC_AT = re.compile(r"^(.*?)(?: - at `(\$[^`]*)`)?$", re.DOTALL)
-_MSGSPEC_SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|(\[\.\.\.\])")
-_TYPE_WORDS = {
-    "object": "a table",
-    "array": "an array",
-    "str": "a string",
-    "int": "an integer",
-    "float": "a number",
-    "bool": "true or false",
-    "datetime": "a date-time",
-    "date": "a date",
-    "time": "a time",
-}
 _BUILTIN_DEFAULTS = builtin_providers({})
 """The built-ins with no environment: for the settings that do not depend on it (quotas)."""
 _MISSING: Any = object()
-_HIDDEN: Any = object()
+_READS_FROM: dict[str, tuple[str, ...]] = {"providers": ("route", "budget"), "perspectives": ("analysis",)}
+"""Sections whose meaning checks read another section (the providers a route or a budget names,
+the perspectives an analysis asks): a wrong value in the key's section misleads them too."""
 
 
 def decode_policy(
@@ -114,25 +107,29 @@ class _Reader:
             return Failure((_syntax_issue(error, self.text, self.source),))
 
     def types(self, raw: dict[str, Any]) -> Result[_Typed, tuple[PolicyIssue, ...]]:
-        """Stage 2: the document converted into the schema (msgspec stops at the first error)."""
+        """Stage 2: the document converted into the schema; on failure every issue of its shape,
+        with the meaning issues that do not depend on the values it rejected."""
         data = _with_default_targets(raw, self.default_targets)
         try:
             return Success(_Typed(raw=raw, data=data, policy=msgspec.convert(data, Policy)))
-        except msgspec.ValidationError as error:
-            path, message = _explain_validation(data, str(error))
-            return Failure((_issue(self.text, self.source, path, message),))
+        except msgspec.ValidationError:
+            pass
+        misfits = shape_issues(data)
+        problems = [(m.path, m.message) for m in misfits]
+        problems += _independent_meaning(raw, data, misfits, self.known)
+        return Failure(self._located(problems))
 
     def meaning(self, typed: _Typed) -> Result[Policy, tuple[PolicyIssue, ...]]:
         """Stage 3: every rule across fields, all issues together, in document order."""
-        route = typed.raw.get("route")
-        written = isinstance(route, dict) and "targets" in route
-        problems = list(_check(typed.policy, typed.data, self.known, route_written=written))
-        if not problems:
-            return Success(typed.policy)
+        problems = list(_check(typed.policy, typed.data, self.known, route_written=_route_written(typed.raw)))
+        return Failure(self._located(problems)) if problems else Success(typed.policy)
+
+    def _located(self, problems: Sequence[tuple[PathKey, str]]) -> tuple[PolicyIssue, ...]:
+        """The problems as issues with their lines, in document order (stable for equal lines)."""
         index = line_index(self.text)
         found = [_issue(self.text, self.source, path, message, index) for path, message in problems]
-        found.sort(key=lambda issue: issue.line or 0)  # document order; stable for equal lines
-        return Failure(tuple(found))
+        found.sort(key=lambda issue: issue.line or 0)
+        return tuple(found)
 
     def named(self, policy: Policy) -> Policy:
         """The policy, named after its file's stem when it gives no name."""
@@ -164,169 +161,55 @@ def _with_default_targets(raw: dict[str, Any], default_targets: Sequence[str]) -
     return {**raw, "route": filled}
 
 
-# -- stage 2: msgspec's validation errors --------------------------------------------------------
-
-
-def _explain_validation(data: Any, error: str, prefix: PathKey = ()) -> tuple[PathKey, str]:
-    """msgspec's ``error`` about the value at ``prefix`` of the document ``data`` → (full path,
-    message in TOML's terms)."""
-    match = _MSGSPEC_AT.match(error)
-    assert match is not None  # the pattern matches every string
-    message, at = match.group(1), match.group(2) or "$"
-    path: list[str | int] = list(prefix)
-    for segment in _MSGSPEC_SEGMENT.finditer(at):
-        key, index, hidden = segment.groups()
-        if hidden:
-            # msgspec writes a table's key as [...]: find the entry that fails on its own.
-            return _explain_table_entry(data, tuple(path), message)
-        path.append(key if key is not None else int(index))
-    return _rewrite(data, tuple(path), message)
-
-
-def _explain_table_entry(data: Any, path: PathKey, fallback: str) -> tuple[PathKey, str]:
-    table = _value_at(data, path)
-    entry_type = _unwrap(_type_at((*path, "")))
-    if isinstance(table, dict) and isinstance(entry_type, mi.StructType):
-        for key, value in table.items():
-            try:
-                msgspec.convert(value, entry_type.cls)
-            except msgspec.ValidationError as error:
-                return _explain_validation(data, str(error), (*path, key))
-    return path, fallback
-
-
-def _rewrite(data: Any, path: PathKey, message: str) -> tuple[PathKey, str]:
-    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", message, re.DOTALL)
-    if unknown:
-        return _unknown_key(path, unknown.group(1))
-    missing = re.fullmatch(r"Object missing required field `(.*)`", message, re.DOTALL)
-    if missing:
-        return (*path, missing.group(1)), "missing required key"
-    value = _value_at(data, path)
-    if path[:1] == ("providers",) and path[-1:] != ("kind",) and isinstance(value, str):
-        value = _HIDDEN  # a misplaced string in a provider table might be a pasted key: never echo it
-    got = "" if value is _MISSING else f", got {_show(value)}"
-    if message.startswith("Invalid enum value"):
-        node = _type_at(path)
-        choices = _choices(node)
-        expected = f"one of {', '.join(choices)}" if len(choices) > 1 else ", ".join(map(repr, choices))
-        if _accepts_number(node):
-            expected = f"a number or {expected}"
-        hint = _did_you_mean(str(value), choices)
-        return path, f"invalid value {_show(value)}: expected {expected}{hint}"
-    if re.fullmatch(r"Expected `(\w+)` of length >= 1", message):
-        return path, "must not be empty"
-    bound = re.fullmatch(r"Expected `(\w+)` (>=|>|<=|<) (\S+)", message)
-    if bound:
-        limit = bound.group(3).removesuffix(".0")
-        return path, f"must be {bound.group(2)} {limit}{got}"
-    wrong = re.fullmatch(r"Expected `([^`]*)`, got `(\w+)`", message)
-    if wrong:
-        # TOML has no null: an optional key is simply left out, so "or nothing" would mislead.
-        types = [t for t in wrong.group(1).split(" | ") if t != "null"]
-        expected = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
-        return path, f"expected {expected}{got}"
-    return path, message
-
-
-def _unknown_key(path: PathKey, key: str) -> tuple[PathKey, str]:
-    struct = _unwrap(_type_at(path))
-    fields = [f.encode_name for f in struct.fields] if isinstance(struct, mi.StructType) else []
-    hint = _did_you_mean(key, fields)
-    if not hint and fields:
-        hint = f" (known keys here: {', '.join(fields)})"
-    return (*path, key), f"unknown key `{key}`{hint}"
-
-
-def _did_you_mean(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean `{close[0]}`?" if close else ""
-
-
-def _show(value: Any) -> str:
-    """A value as a person reading the TOML would recognise it."""
-    if value is _HIDDEN:
-        return "a string"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = repr(value) if isinstance(value, str | int | float) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _value_at(data: Any, path: PathKey) -> Any:
-    for segment in path:
-        in_list = isinstance(data, list) and isinstance(segment, int) and 0 <= segment < len(data)
-        in_table = isinstance(data, dict) and isinstance(segment, str) and segment in data
-        if not (in_list or in_table):
-            return _MISSING
-        data = data[segment]
-    return data
-
-
-def _type_at(path: PathKey) -> mi.Type | None:
-    """The schema's type at ``path`` (unions resolved towards the member that has the segment)."""
-    current: mi.Type | None = mi.type_info(Policy)
-    for segment in path:
-        current = _child(current, segment)
-    return current
-
-
-def _child(node: mi.Type | None, segment: str | int) -> mi.Type | None:
-    node = _strip(node)
-    if isinstance(node, mi.UnionType):
-        for member in node.types:
-            found = _child(member, segment)
-            if found is not None:
-                return found
-        return None
-    if isinstance(segment, str) and isinstance(node, mi.StructType):
-        return next((f.type for f in node.fields if f.encode_name == segment), None)
-    if isinstance(segment, str) and isinstance(node, mi.DictType):
-        return node.value_type
-    if isinstance(segment, int) and isinstance(node, mi.VarTupleType | mi.ListType):
-        return node.item_type
-    return None
-
-
-def _strip(node: mi.Type | None) -> mi.Type | None:
-    while isinstance(node, mi.Metadata):
-        node = node.type
-    return node
-
-
-def _unwrap(node: mi.Type | None) -> mi.Type | None:
-    """The struct (or other non-None member) behind metadata and ``X | None``."""
-    node = _strip(node)
-    if isinstance(node, mi.UnionType):
-        members = [m for m in (_strip(t) for t in node.types) if not isinstance(m, mi.NoneType)]
-        structs = [m for m in members if isinstance(m, mi.StructType)]
-        return structs[0] if structs else (members[0] if len(members) == 1 else node)
-    return node
-
-
-def _accepts_number(node: mi.Type | None) -> bool:
-    node = _strip(node)
-    members = node.types if isinstance(node, mi.UnionType) else (node,)
-    return any(isinstance(_strip(m), mi.FloatType | mi.IntType) for m in members)
-
-
-def _choices(node: mi.Type | None) -> list[str]:
-    node = _strip(node)
-    members = node.types if isinstance(node, mi.UnionType) else (node,)
-    out: list[str] = []
-    for member in (_strip(m) for m in members):
-        if isinstance(member, mi.EnumType):
-            out.extend(str(item.value) for item in member.cls)
-        elif isinstance(member, mi.LiteralType):
-            out.extend(str(v) for v in member.values)
-    return out
-
-
 # -- stage 3: meaning ----------------------------------------------------------------------------
+
+
+def _route_written(raw: Mapping[str, Any]) -> bool:
+    route = raw.get("route")
+    return isinstance(route, dict) and "targets" in route
+
+
+def _independent_meaning(
+    raw: dict[str, Any], data: dict[str, Any], misfits: Sequence[ShapeIssue], known: Collection[str]
+) -> list[tuple[PathKey, str]]:
+    """The meaning issues of ``data`` once the ``misfits`` of stage 2 are left out, keeping only
+    those no misfit could have caused: none in a section (top-level table) that had a misfit
+    (``daily = 1`` meant ``daily_usd``: "sets no cap" would mislead), nor, after a wrong value, in
+    a section that reads that one (:data:`_READS_FROM`). None at all after an unknown top-level
+    key (which section was meant is unknown), or when leaving the misfits out does not give a
+    policy (a required key is missing or wrong)."""
+    if any(not m.path or (m.unknown_key and len(m.path) == 1) for m in misfits):
+        return []
+    repaired = _without(data, [m.path for m in misfits])
+    try:
+        policy = msgspec.convert(repaired, Policy)
+    except msgspec.ValidationError:
+        return []
+    blocked: set[str | int] = set()
+    for misfit in misfits:
+        section = misfit.path[0]
+        blocked.add(section)
+        if not misfit.unknown_key:
+            blocked.update(_READS_FROM.get(str(section), ()))
+    return [
+        (path, message)
+        for path, message in _check(policy, repaired, known, route_written=_route_written(raw))
+        if path and path[0] not in blocked
+    ]
+
+
+def _without(data: dict[str, Any], paths: Sequence[PathKey]) -> dict[str, Any]:
+    """A copy of ``data`` without the values at ``paths``; a path into an array takes the whole
+    array out (taking out one item would renumber the others)."""
+    out = copy.deepcopy(data)
+    for path in paths:
+        cut = next((path[:i] for i, segment in enumerate(path) if isinstance(segment, int)), path)
+        parent: Any = out
+        for segment in cut[:-1]:
+            parent = parent.get(segment) if isinstance(parent, dict) else None
+        if cut and isinstance(parent, dict):
+            parent.pop(cut[-1], None)
+    return out
 
 
 def _check(
@@ -420,7 +303,7 @@ def _check_name(
     origin = "" if route_written else " (the default route: this file writes no route.targets)"
     yield path, (
         f"unknown provider `{name}`{origin}: neither built in nor defined under [providers]"
-        f"{_did_you_mean(name, sorted(defined))}"
+        f"{did_you_mean(name, sorted(defined))}"
     )
 
 
@@ -454,7 +337,7 @@ def _check_analysis(policy: Policy) -> Iterator[tuple[PathKey, str]]:
         if name not in available:
             yield path, (
                 f"unknown perspective `{name}`: neither one of the eight nor defined under"
-                f" [perspectives]{_did_you_mean(name, available)}"
+                f" [perspectives]{did_you_mean(name, available)}"
             )
     if analysis.min_perspectives > len(analysis.perspectives):
         yield ("analysis", "min_perspectives"), (
@@ -472,7 +355,7 @@ def _check_budget(policy: Policy, defined: set[str]) -> Iterator[tuple[PathKey, 
         if name not in defined:
             yield path, (
                 f"unknown provider `{name}`: neither built in nor defined under [providers]"
-                f"{_did_you_mean(name, sorted(defined))}"
+                f"{did_you_mean(name, sorted(defined))}"
             )
         if caps.daily_usd is None and caps.monthly_usd is None:
             yield path, "sets no cap: give `daily_usd`, `monthly_usd` or both"

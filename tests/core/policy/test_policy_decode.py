@@ -435,6 +435,59 @@ def test_all_semantic_issues_are_reported_together_in_document_order() -> None:
     ]
 
 
+# -- every mistake at once ----------------------------------------------------------------------
+
+
+def test_three_mistakes_of_stage_two_are_three_issues_sorted_by_line() -> None:
+    """A bad value, an unknown key and a wrong type, written out of the schema's order: three
+    issues in one answer, sorted by line."""
+    found = issues(
+        """\
+        version = 1
+        [retry]
+        max_attempts = "3"
+        [limits]
+        deadlin_s = 30
+        [route]
+        strategy = "fastes"
+        """
+    )
+    assert [(i.line, i.path) for i in found] == [
+        (3, "$.retry.max_attempts"),
+        (5, "$.limits.deadlin_s"),
+        (7, "$.route.strategy"),
+    ]
+
+
+def test_meaning_issues_of_other_sections_come_with_the_type_issues() -> None:
+    """An unknown key in [limits] and an unknown provider in [route]: both at once, in order."""
+    found = issues(
+        """\
+        version = 1
+        [route]
+        targets = ["glm-direct", "nope"]
+        [limits]
+        deadlin_s = 30
+        """
+    )
+    assert [(i.line, i.path) for i in found] == [(3, "$.route.targets[1]"), (5, "$.limits.deadlin_s")]
+
+
+def test_no_meaning_issue_a_rejected_value_could_have_caused() -> None:
+    """A provider table of the wrong type is one issue: the route naming that provider is not
+    also reported as naming an unknown one; a misspelt cap is not also a budget "without caps"."""
+    found = issues('version = 1\nproviders.x = 5\n[route]\ntargets = ["x"]\n')
+    assert [i.path for i in found] == ["$.providers.x"]
+    found = issues("version = 1\n[budget.providers.glm-direct]\ndaily = 1\n")
+    assert [i.path for i in found] == ["$.budget.providers.glm-direct.daily"]
+
+
+def test_an_unknown_section_stops_at_the_shape() -> None:
+    """A misspelt section (which section was meant is unknown): only the shape's issues."""
+    found = issues('version = 1\n[limts]\ndeadline_s = 3\n[route]\ntargets = ["nope"]\n')
+    assert [i.path for i in found] == ["$.limts"]
+
+
 # -- nested routes -------------------------------------------------------------------------------
 
 
