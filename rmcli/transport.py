@@ -24,6 +24,11 @@ A reply is never trusted to be small, nor to end:
 
 So an attempt holds at most about ``MAX_BODY_BYTES`` of a reply at any moment, whatever the
 provider sends.
+
+A failure to connect says where and what to try (``rmcli.connection_errors``): the address and
+the setting that points there, a TLS handshake that cannot succeed (https to a plain-HTTP port)
+within ``TLS_HANDSHAKE_TIMEOUT_S`` whatever the server does, and an attempt that ran out of time
+while still connecting says so.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ import httpx
 import msgspec
 from returns.result import Failure, Success
 
+from rmcli.connection_errors import (
+    ConnectionWatch,
+    closed_before_response,
+    connect_failed,
+    handshake_too_slow,
+    out_of_time,
+)
 from rmcore import wire
 from rmcore.completion import Usage
 from rmcore.errors import ErrorKind, ProviderError
@@ -201,15 +213,16 @@ async def perform_attempt(
     started = clock()
     timed_out = False
     event: AttemptEvent | None = None
+    watch = ConnectionWatch()
     with anyio.move_on_after(action.timeout_s) as scope:
         try:
-            event = await _exchange(client, http, action, request, streaming, started, clock, on_text)
+            event = await _exchange(client, http, action, request, streaming, started, clock, on_text, watch)
         except httpx.TimeoutException:
             timed_out = True
     if scope.cancelled_caught or timed_out or event is None:
-        return _fail(
-            action, clock(), action.timeout_kind, f"no complete answer within {action.timeout_s:.3g} s"
-        )
+        otherwise = f"no complete answer within {action.timeout_s:.3g} s"
+        message = out_of_time(watch.phase, action.provider, action.timeout_s, otherwise)
+        return _fail(action, clock(), action.timeout_kind, message)
     return event
 
 
@@ -222,30 +235,35 @@ async def _exchange(
     started: float,
     clock: Callable[[], float],
     on_text: TextSink | None,
+    watch: ConnectionWatch,
 ) -> AttemptEvent:
     first_token_by = started + action.first_token_timeout_s
     response_cm = client.stream(
-        http.method, http.url, headers=[*http.headers, _ACCEPT_ENCODING], content=http.body
+        http.method,
+        http.url,
+        headers=[*http.headers, _ACCEPT_ENCODING],
+        content=http.body,
+        extensions=watch.extensions,
     )
+    spec = action.provider
     try:
-        if not streaming:  # the attempt's own timeout is the only limit
-            response = await response_cm.__aenter__()
-        else:
-            with anyio.move_on_after(action.first_token_timeout_s) as head:
+        with watch.handshake:  # ends a TLS handshake that runs past its limit
+            if not streaming:  # the attempt's own timeout is the only other limit
                 response = await response_cm.__aenter__()
-            if head.cancelled_caught:
-                return _fail(
-                    action,
-                    clock(),
-                    ErrorKind.FIRST_TOKEN_TIMEOUT,
-                    f"no response headers within {action.first_token_timeout_s:.3g} s",
-                )
+            else:
+                with anyio.move_on_after(action.first_token_timeout_s) as head:
+                    response = await response_cm.__aenter__()
+                if head.cancelled_caught:
+                    otherwise = f"no response headers within {action.first_token_timeout_s:.3g} s"
+                    message = out_of_time(watch.phase, spec, action.first_token_timeout_s, otherwise)
+                    return _fail(action, clock(), ErrorKind.FIRST_TOKEN_TIMEOUT, message)
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-        return _fail(action, clock(), ErrorKind.CONNECTION, _reason(exc))
+        return _fail(action, clock(), ErrorKind.CONNECTION, connect_failed(exc, spec))
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-        return _fail(
-            action, clock(), ErrorKind.CONNECTION, f"connection closed before a response: {_reason(exc)}"
-        )
+        return _fail(action, clock(), ErrorKind.CONNECTION, closed_before_response(exc, spec))
+    if watch.handshake.cancelled_caught:
+        message = handshake_too_slow(spec, watch.handshake_timeout_s)
+        return _fail(action, clock(), ErrorKind.CONNECTION, message)
     try:
         return await _answer(response, action, request, streaming, first_token_by, clock, on_text)
     finally:
@@ -253,21 +271,6 @@ async def _exchange(
         # connection at once instead of leaving it to the pool half-read.
         with anyio.CancelScope(shield=True):
             await response_cm.__aexit__(None, None, None)
-
-
-def _reason(exc: BaseException) -> str:
-    """A short, key-free description of a connection failure: the OS's reason when there is one."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(seen, ConnectionResetError):
-            return "connection reset by peer"
-        if isinstance(seen, OSError) and seen.strerror:
-            return seen.strerror.lower()
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc) or type(exc).__name__
-    return "connection refused" if "refused" in text.lower() else text[:200]
 
 
 async def _answer(

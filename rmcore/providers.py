@@ -67,6 +67,9 @@ class ProviderSpec(Base, frozen=True):
     """The length of the quota windows in seconds (3600 when a quota is set without it)."""
     builtin: bool = False
     problems: tuple[str, ...] = ()
+    url_from: str = ""
+    """Where ``url`` was set, named for a person to change it: the environment variable
+    (``OPENAI_API_URL``) or the policy key (``providers.NAME.url``); error messages show it."""
 
 
 BUILTIN_NAMES: tuple[str, ...] = ("aiceo-gateway", "glm-direct", "anthropic-direct", "openai-direct")
@@ -122,6 +125,7 @@ def builtin_providers(env: Mapping[str, str]) -> dict[str, ProviderSpec]:
             quota_window_s=18_000.0,
             builtin=True,
             problems=aiceo_problems,
+            url_from="AICEO_GATEWAY_URL",
         ),
         "glm-direct": ProviderSpec(
             name="glm-direct",
@@ -133,6 +137,7 @@ def builtin_providers(env: Mapping[str, str]) -> dict[str, ProviderSpec]:
             output_usd_per_mtok=0.5,
             builtin=True,
             problems=glm_problems,
+            url_from="GLM_API_URL",
         ),
         "anthropic-direct": ProviderSpec(
             name="anthropic-direct",
@@ -144,6 +149,7 @@ def builtin_providers(env: Mapping[str, str]) -> dict[str, ProviderSpec]:
             output_usd_per_mtok=15.0,
             builtin=True,
             problems=anthropic_problems,
+            url_from="ANTHROPIC_API_URL",
         ),
         "openai-direct": ProviderSpec(
             name="openai-direct",
@@ -155,6 +161,7 @@ def builtin_providers(env: Mapping[str, str]) -> dict[str, ProviderSpec]:
             output_usd_per_mtok=30.0,
             builtin=True,
             problems=openai_problems,
+            url_from="OPENAI_API_URL",
         ),
     }
 

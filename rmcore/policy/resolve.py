@@ -70,6 +70,7 @@ def _merge(base: ProviderSpec, override: ProviderOverride) -> ProviderSpec:
     if override.url is not None:
         problem = check_url(override.url)
         changes["problems"] = (f"url: {problem}",) if problem else ()
+        changes["url_from"] = f"providers.{base.name}.url"
     return msgspec.structs.replace(base, **changes)
 
 
@@ -99,6 +100,7 @@ def _new(name: str, override: ProviderOverride) -> ProviderSpec:
         quota_window_s=override.quota_window_s,
         builtin=False,
         problems=tuple(problems),
+        url_from=f"providers.{name}.url",
     )
 
 

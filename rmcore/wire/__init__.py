@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import msgspec
 from returns.result import Result
 
 from rmcore.completion import Completion
 from rmcore.errors import ProviderError
 from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest, HttpRequest
-from rmcore.wire import aiceo, anthropic, openai
+from rmcore.wire import aiceo, anthropic, endpoint, openai
 from rmcore.wire.classify import classify_failure
 from rmcore.wire.retry_after import parse_retry_after
 from rmcore.wire.stream import StreamParser
@@ -49,14 +50,22 @@ def parse_response(
     provider: ProviderSpec, status: int, headers: Mapping[str, str], body: bytes, now: float
 ) -> Result[Completion, ProviderError]:
     """The completion in a whole reply, or the classified failure (``headers`` lower-cased,
-    ``now`` in Unix seconds for an HTTP-date Retry-After)."""
+    ``now`` in Unix seconds for an HTTP-date Retry-After). A 404 or 405 from a URL that is not a
+    full endpoint says so, with the endpoint it probably meant (``endpoint.wrong_endpoint``)."""
     match provider.kind:
         case ProviderKind.OPENAI:
-            return openai.parse_response(provider, status, headers, body, now)
+            parsed = openai.parse_response(provider, status, headers, body, now)
         case ProviderKind.ANTHROPIC:
-            return anthropic.parse_response(provider, status, headers, body, now)
+            parsed = anthropic.parse_response(provider, status, headers, body, now)
         case ProviderKind.AICEO:
-            return aiceo.parse_response(provider, status, headers, body, now)
+            parsed = aiceo.parse_response(provider, status, headers, body, now)
+    return parsed.alt(lambda error: _with_endpoint_hint(provider, error))
+
+
+def _with_endpoint_hint(provider: ProviderSpec, error: ProviderError) -> ProviderError:
+    if error.status is None or (hint := endpoint.wrong_endpoint(provider, error.status)) is None:
+        return error
+    return msgspec.structs.replace(error, message=hint)
 
 
 def stream_parser(provider: ProviderSpec, request: ChatRequest) -> StreamParser:
