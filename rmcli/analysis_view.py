@@ -4,14 +4,26 @@ sequences)."""
 
 from __future__ import annotations
 
-import sys
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
+from rmcli import figures
 from rmcli.analysis import AnalysisRun
 from rmcli.hooks import Hooks
 from rmcli.notices import announce_backoff, announce_failed_over, announce_skipped
-from rmcli.output import err, safe_text
+from rmcli.output import safe_text
+from rmcli.question import shorten_question
+from rmcli.spinner import LiveLine, wants_live
+from rmcli.tables import Column, print_table
+from rmcore.attempts import AttemptRecord
 from rmcore.events import Backoff, FailedOver, TargetSkipped
+from rmcore.perspectives import Perspective
 from rmcore.report import PerspectiveResult, one_line
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["LiveProgress", "print_text", "providers_line"]
 
@@ -32,34 +44,38 @@ def print_text(run: AnalysisRun, first_provider: str) -> None:
     """The whole report on stdout."""
     from rich.console import Console
     from rich.panel import Panel
-    from rich.table import Table
     from rich.text import Text
 
     console = Console(highlight=False, soft_wrap=False)
     cached = sum(r.cached for r in run.results)
     head = Text()
-    head.append(f"Question: {safe_text(run.question.strip())}\n")
+    head.append(f"Question: {safe_text(shorten_question(run.question))}\n")
     head.append(f"Provider: {providers_line(run, first_provider)}\n")
     head.append(f"Overall Confidence: {_confidence(run.overall)}\n")
     head.append(
-        f"Status: {run.status} · Time: {run.execution_ms / 1000:.2f} s · Cost: ${run.cost_usd:.6f}"
-        + (f" · {cached} from the cache" if cached else "")
+        f"Status: {run.status} · Time: {figures.duration(run.execution_ms)}"
+        f" · Cost: {figures.cost(run.cost_usd)}" + (f" · {cached} from the cache" if cached else "")
     )
     console.print(Panel(head, title="Multi-Perspective Analysis", title_align="left", expand=False))
 
-    table = Table(show_lines=False)
-    for column in ("Perspective", "Confidence", "Provider", "Finding"):
-        table.add_column(column)
+    rows = []
     for r in run.results:
         if r.error_kind is not None:
             finding = f"FAILED: {r.error_kind}: {one_line(r.error_message or '', 80)}"
         else:
             finding = one_line(r.recommendation or r.analysis or "", 80)
         provider = (r.provider or "-") + (" (cached)" if r.cached else "")
-        table.add_row(
-            Text(r.perspective), Text(_confidence(r.confidence)), Text(provider), Text(safe_text(finding))
-        )
-    console.print(table)
+        rows.append([r.perspective, _confidence(r.confidence), provider, finding])
+    print_table(
+        None,
+        [
+            Column("Perspective", wrap=False),
+            Column("Confidence", wrap=False),
+            "Provider",
+            Column("Finding", wrap=True),
+        ],
+        rows,
+    )
     console.print(Text("Summary", style="bold"))
     console.print(Text(safe_text(run.summary)))
     for r in run.results:
@@ -81,12 +97,33 @@ def print_text(run: AnalysisRun, first_provider: str) -> None:
 
 
 class LiveProgress:
-    """Fail-over notices on stderr (each distinct one once: eight perspectives would otherwise
-    repeat the same line eight times), and on a terminal a line per perspective as it ends."""
+    """What a person sees while an analysis runs, on stderr.
 
-    def __init__(self, *, live: bool | None = None) -> None:
-        self.live = sys.stderr.isatty() if live is None else live
+    Fail-over notices, each distinct one once (eight perspectives would otherwise repeat the
+    same line eight times). On a terminal (``live``) also, from ``start`` to ``stop``, one line
+    redrawn in place, ``Analysing: 2/8 done · 3 running · 1 failed · $0.000412 spent · 4.2 s``,
+    and above it a line per perspective as it ends. ``live`` defaults to
+    ``rmcli.spinner.wants_live()``; ``console`` replaces stderr's (tests give one on a
+    ``StringIO``).
+    """
+
+    def __init__(
+        self,
+        *,
+        live: bool | None = None,
+        console: Console | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.live = wants_live() if live is None else live
         self.seen: set[tuple[str, str, str]] = set()
+        self._clock = clock
+        self._since = clock()
+        self._started: set[str] = set()
+        self._ended: set[str] = set()
+        self._failed = 0
+        self._total: int | None = None
+        self._spent = 0.0
+        self._line = LiveLine(self.status, console=console)
 
     def hooks(self) -> Hooks:
         """The hooks that show this progress."""
@@ -94,8 +131,42 @@ class LiveProgress:
             failed_over=self.failed_over,
             skipped=self.skipped,
             backing_off=self.backing_off,
+            attempt_ended=self.attempt_ended,
+            perspective_started=self.started,
             perspective_finished=self.finished,
         )
+
+    def start(self) -> None:
+        """Show the progress line (on a terminal); the clock starts now."""
+        if self.live:
+            self._since = self._clock()
+            self._line.start()
+
+    def stop(self) -> None:
+        """Erase the progress line: the report follows. Safe to call more than once."""
+        self._line.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def status(self) -> str:
+        """The progress line: perspectives done (of how many, once known), running, failed; the
+        money spent so far; the time since ``start``."""
+        done = len(self._ended)
+        running = len(self._started - self._ended)
+        counted = f"{done}/{self._total}" if self._total is not None else f"{done}"
+        parts = [f"Analysing: {counted} done", f"{running} running"]
+        if self._failed:
+            parts.append(f"{self._failed} failed")
+        parts.append(f"${self._spent:.6f} spent")
+        parts.append(f"{self._clock() - self._since:.1f} s")
+        return " · ".join(parts)
 
     def _first(self, key: tuple[str, str, str]) -> bool:
         if key in self.seen:
@@ -115,7 +186,17 @@ class LiveProgress:
         if self._first((notice.provider, "retry", notice.reason)):
             announce_backoff(notice, seconds)
 
+    def attempt_ended(self, record: AttemptRecord) -> None:
+        self._spent += record.cost_usd
+
+    def started(self, perspective: Perspective) -> None:
+        self._started.add(perspective.id)
+
     def finished(self, result: PerspectiveResult, done: int, total: int) -> None:
+        self._ended.add(result.id)
+        self._total = total
+        if result.error_kind is not None:
+            self._failed += 1
         if not self.live:
             return
         if result.error_kind is not None:
@@ -123,4 +204,4 @@ class LiveProgress:
         else:
             source = "cache" if result.cached else result.provider
             what = f"✓ {_confidence(result.confidence)} ({source}, {result.latency_ms / 1000:.1f} s)"
-        err(f"[{done}/{total}] {result.perspective:<16}  {what}")
+        self._line.print(f"[{done}/{total}] {result.perspective:<16}  {what}")

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import anyio
 import httpx
@@ -53,13 +53,15 @@ from rmcore.breaker import CircuitState
 from rmcore.events import RunOutcome
 from rmcore.health import HealthReport
 from rmcore.perspectives import Perspective, select_perspectives
-from rmcore.policy import Policy, resolve_providers
+from rmcore.plan import build_plan
+from rmcore.policy import Breaker, Policy, resolve_providers, route_providers
 from rmcore.providers import ProviderSpec, builtin_providers
 from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
 from rmcore.usage import observed_p95_s
 
 __all__ = [
     "AnalysisRun",
+    "CircuitBoard",
     "Client",
     "ConfigError",
     "Hooks",
@@ -67,10 +69,12 @@ __all__ = [
     "Provider",
     "analyze",
     "ask",
+    "circuit_board",
     "compare",
     "create",
     "health",
     "records",
+    "reset_circuits",
     "stored_circuits",
 ]
 
@@ -106,14 +110,46 @@ def _as_path(policy: PolicyInput) -> PolicyInput:
     return policy
 
 
-def _setup(policy: PolicyInput, env: dict[str, str], names: Sequence[str]) -> RouteSetup:
-    """The route for ``policy`` with the checks of ``rmgr``'s ``--policy``."""
+def _setup(
+    policy: PolicyInput, env: dict[str, str], names: Sequence[str], model: str | None = None
+) -> RouteSetup:
+    """The route for ``policy`` with the checks of ``rmgr``'s ``--policy``; ``model`` (``--model``)
+    replaces the model of every provider the route uses."""
     policy = _as_path(policy)
     if policy is None or isinstance(policy, Path):
-        return load_route(env, policy_path=policy, providers=names)
+        return _with_model(load_route(env, policy_path=policy, providers=names), model)
     if isinstance(policy, str):
         policy = decode_policy_text(policy, "<policy text>", env)
-    return route_for(policy, env, providers=names)
+    return _with_model(route_for(policy, env, providers=names), model)
+
+
+def _model_scope(scope: str | None, model: str | None) -> str | None:
+    """The cache scope of an analysis whose model is overridden: its answers are never served
+    to a run that asks another model, nor its runs served answers of the provider's default."""
+    return scope if model is None else f"{scope or ''}@model:{model}"
+
+
+def _with_model(setup: RouteSetup, model: str | None) -> RouteSetup:
+    """``setup`` with every provider of its route asked for ``model`` instead of its own (None:
+    unchanged). Prices stay the provider's: they are per its configured model, and no price is
+    known for another one."""
+    if model is None:
+        return setup
+    if not model or not model.isprintable() or any(c.isspace() for c in model):
+        raise ConfigError(
+            f"model {model!r} is not a model name — write it as the provider lists it, without spaces"
+        )
+    used = set(route_providers(setup.policy))
+    providers = {
+        name: msgspec.structs.replace(spec, model=model) if name in used else spec
+        for name, spec in setup.providers.items()
+    }
+    match build_plan(setup.policy, providers):
+        case Success(plan):
+            return RouteSetup(setup.policy, providers, plan)
+        case Failure(problem):
+            raise ConfigError(f"route: {problem}")
+    raise AssertionError("unreachable")
 
 
 @functools.cache
@@ -158,6 +194,7 @@ class _Pools:
         self._transport = transport
         self._clients: list[httpx.AsyncClient] = []
         self._busy: list[int] = []
+        self._preparing = anyio.Lock()
 
     @contextmanager
     def lease(self) -> Iterator[httpx.AsyncClient]:
@@ -174,6 +211,16 @@ class _Pools:
             yield self._clients[index]
         finally:
             self._busy[index] -= 1
+
+    async def prepare(self) -> None:
+        """Make the first client in a worker thread: its CA bundle and httpx's first imports
+        hold the thread for about 50 ms, which would stall everything else on the event loop."""
+        if self._clients:
+            return
+        async with self._preparing:
+            if not self._clients:
+                self._clients.append(await anyio.to_thread.run_sync(_new_client, self._transport))
+                self._busy.append(0)
 
     async def aclose(self) -> None:
         """Close every client and its connections."""
@@ -221,6 +268,68 @@ async def stored_circuits(
         return await state.circuits.all()
 
 
+class CircuitBoard(NamedTuple):
+    """Every provider's circuit breaker and the settings it is read by (``circuit_board``)."""
+
+    circuits: list[CircuitState]
+    """One per provider, by name: each configured (built in, or defined by the policy) and each
+    the state holds (another policy's); closed and clean when never recorded."""
+    breaker: Breaker
+    """The policy's ``[breaker]``: its ``cooldown_s`` times when an open circuit is probed."""
+    stored: bool
+    """Whether there was a state to read (False: none yet, so every circuit is closed)."""
+
+
+def _decoded(env: Mapping[str, str], policy: PolicyInput) -> Policy:
+    policy = _as_path(policy)
+    if policy is None or isinstance(policy, Path):
+        return load_policy(policy, dict(env))
+    if isinstance(policy, str):
+        return decode_policy_text(policy, "<policy text>", env)
+    return policy
+
+
+async def circuit_board(
+    policy: PolicyInput = None, *, env: Mapping[str, str] | None = None, state_home: Path | None = None
+) -> CircuitBoard:
+    """Every provider's circuit breaker as the state keeps it (the fleet's, with a shared state),
+    with ``policy``'s breaker settings (default: the default policy's), as ``rmgr circuits``
+    shows them. Reading never creates a state."""
+    environment = _environment(env, state_home)
+    decoded = _decoded(environment, policy)
+    stored = await stored_circuits(env=environment)
+    configured = resolve_providers(decoded, builtin_providers(environment))
+    board = {name: CircuitState(provider=name) for name in configured}
+    board.update((c.provider, c) for c in stored or ())
+    return CircuitBoard([board[name] for name in sorted(board)], decoded.breaker, stored is not None)
+
+
+async def reset_circuits(
+    names: Sequence[str] | None,
+    *,
+    policy: PolicyInput = None,
+    env: Mapping[str, str] | None = None,
+    state_home: Path | None = None,
+) -> list[CircuitState]:
+    """Close the circuits of ``names`` (every one when None), as ``rmgr circuits reset`` does, for
+    every process sharing the state: the next request to each is sent at once. Returns the
+    circuits that had anything to reset (open, half-open, or failures counted) as they were. A
+    name neither configured (built in, or in ``policy``) nor stored is a ``ConfigError`` listing
+    the known ones; nothing is reset then."""
+    environment = _environment(env, state_home)
+    board = await circuit_board(policy, env=environment)
+    before = {c.provider: c for c in board.circuits}
+    unknown = [name for name in names or () if name not in before]
+    if unknown:
+        raise ConfigError(f"unknown provider {unknown[0]!r} — known providers: {', '.join(before)}")
+    if not board.stored or (names is not None and not names):
+        return []
+    async with records(env=environment) as state:
+        reset = await state.circuits.reset(None if names is None else list(dict.fromkeys(names)))
+    was = [before.get(name, CircuitState(provider=name)) for name in reset]
+    return [c for c in was if c != CircuitState(provider=c.provider)]
+
+
 def _perspectives(setup: RouteSetup, chosen: Sequence[str] | None) -> list[Perspective]:
     ids = list(chosen) if chosen is not None else list(setup.policy.analysis.perspectives)
     if chosen is not None and not [i for i in ids if i.strip()]:
@@ -265,7 +374,8 @@ class Client:
     ``record=False`` saves no attempt and uses no breaker in ``ask`` (``analyze`` always opens
     the state: it holds the cache and the history). ``hooks`` apply to every call; a call's own
     ``hooks`` are called after them. ``command`` names the attempts' origin in the state (default:
-    the method's name).
+    the method's name). ``model`` replaces the model sent to every provider of the route (its
+    prices stay those of its configured model).
     """
 
     def __init__(
@@ -280,15 +390,17 @@ class Client:
         record: bool = True,
         hooks: Hooks | None = None,
         command: str | None = None,
+        model: str | None = None,
     ) -> None:
         self._env = _environment(env, state_home)
-        self._setup = _setup(policy, self._env, route_names(self._env, provider, fallback))
+        self._setup = _setup(policy, self._env, route_names(self._env, provider, fallback), model)
         self._observes_latency = self._setup.uses_observed_latency()
         self._observed: tuple[float, RouteSetup] | None = None
         self._transport = transport
         self._record = record
         self._hooks = hooks
         self._command = command
+        self._model = model
         self._limits = ProviderLimits()
         self._clean: set[str] = set()
         self._exits = AsyncExitStack()
@@ -321,10 +433,11 @@ class Client:
         self._state = None
         await exits.aclose()
 
-    def _client(self) -> AbstractContextManager[httpx.AsyncClient]:
+    async def _client(self) -> AbstractContextManager[httpx.AsyncClient]:
         if self._pools is None:
             self._pools = _Pools(self._transport)
             self._exits.push_async_callback(self._pools.aclose)
+        await self._pools.prepare()
         return self._pools.lease()
 
     async def _open_state(self) -> State:
@@ -388,7 +501,7 @@ class Client:
         )
         state = await self._open_state() if self._record else None
         setup = await self._routed(state)
-        with self._client() as client:
+        with await self._client() as client:
             return await route(setup.plan, request, self._routing(client, state, hooks, "ask"))
 
     async def analyze(
@@ -412,7 +525,7 @@ class Client:
         chosen = _perspectives(routed, perspectives)
         state = await self._open_state()
         routed = await self._routed(state, routed)
-        with self._client() as client:
+        with await self._client() as client:
             routing = self._routing(client, state, hooks, "analyze")
             if cache_scope:
                 routing = dataclasses.replace(routing, command="compare")
@@ -423,7 +536,7 @@ class Client:
                 routing,
                 use_cache=use_cache,
                 cache_ttl_ms=ttl_ms,
-                cache_scope=cache_scope,
+                cache_scope=_model_scope(cache_scope, self._model),
             )
         if persist_history:
             await state.history.add(
@@ -452,11 +565,13 @@ async def ask(
     record: bool = True,
     stream: bool = True,
     hooks: Hooks | None = None,
+    model: str | None = None,
 ) -> RunOutcome:
     """One completion routed by the policy, as ``rmgr ask`` routes it: the outcome holds the
     answer (or the error) and every attempt. With ``record`` the attempts are saved in the state
-    and its circuit breakers are used; without it no file is touched. To route many calls, a
-    ``Client`` does the set-up once instead of on every call."""
+    and its circuit breakers are used; without it no file is touched. ``model`` replaces the
+    model sent to the route's providers. To route many calls, a ``Client`` does the set-up once
+    instead of on every call."""
     _check_ask(prompt, system, max_tokens, temperature)
     async with Client(
         policy,
@@ -466,6 +581,7 @@ async def ask(
         transport=transport,
         state_home=state_home,
         record=record,
+        model=model,
     ) as client:
         return await client.ask(
             prompt, system=system, max_tokens=max_tokens, temperature=temperature, stream=stream, hooks=hooks
@@ -486,12 +602,20 @@ async def analyze(
     transport: httpx.AsyncBaseTransport | None = None,
     state_home: Path | None = None,
     hooks: Hooks | None = None,
+    model: str | None = None,
 ) -> AnalysisRun:
     """The multi-perspective analysis of ``rmgr analyze``; with ``persist_history`` it is saved in
-    ``agent_id``'s history (``rmgr history``). ``perspectives`` are ids (default: the policy's)."""
+    ``agent_id``'s history (``rmgr history``). ``perspectives`` are ids (default: the policy's);
+    ``model`` replaces the model sent to the route's providers."""
     _check_analyze(question, agent_id)
     async with Client(
-        policy, provider=provider, fallback=fallback, env=env, transport=transport, state_home=state_home
+        policy,
+        provider=provider,
+        fallback=fallback,
+        env=env,
+        transport=transport,
+        state_home=state_home,
+        model=model,
     ) as client:
         return await client.analyze(
             question,
@@ -522,16 +646,18 @@ async def compare(
     state_home: Path | None = None,
     hooks: Hooks | None = None,
     on_done: Callable[[str, AnalysisRun], None] | None = None,
+    model: str | None = None,
 ) -> dict[str, AnalysisRun]:
     """The analysis on each of ``providers`` alone, at once, as ``rmgr compare`` runs it; the runs
     by provider name, in the order given. Comparison runs are not saved in the history.
-    ``on_done(name, run)`` is called as each provider's analysis ends."""
+    ``on_done(name, run)`` is called as each provider's analysis ends; ``model`` replaces the
+    model sent to every one of them."""
     check_text("the question", question)
     names = list(dict.fromkeys(n.strip() for n in providers if n.strip()))
     if not names:
         raise ConfigError("compare needs at least one provider")
     environment = _environment(env, state_home)
-    setups = {name: _setup(policy, environment, [name]) for name in names}
+    setups = {name: _setup(policy, environment, [name], model) for name in names}
     first = next(iter(setups.values()))
     chosen = [p.id for p in _perspectives(first, perspectives)]
     results: dict[str, AnalysisRun] = {}
@@ -547,7 +673,7 @@ async def compare(
                 persist_history=False,
                 use_cache=use_cache,
                 setup=setup,
-                cache_scope=f"compare:{name}",
+                cache_scope=_model_scope(f"compare:{name}", model),
             )
             if on_done is not None:
                 on_done(name, results[name])

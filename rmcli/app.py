@@ -1,160 +1,225 @@
 """The ``rmgr`` command line.
 
 Each command lives in ``rmcli.commands`` and is imported only when it runs, so that ``rmgr
---help`` and ``rmgr policy validate`` start without loading the HTTP stack. Options that apply to
-every command (``--verbose``) belong to a meta app around ``app``; they may be written before or
-after the command's name.
+--help`` and ``rmgr policy validate`` start without loading the HTTP stack. ``rmgr --help`` lists
+each command with the first line of its docstring, copied into ``COMMANDS`` (reading the
+docstring would mean importing the module; a test keeps the copies true); a command's own
+``--help`` is its whole docstring. Options that apply to every command (``--verbose``) belong to
+a meta app around ``app``; they may be written before or after the command's name, and are
+described once, in ``rmgr --help``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import cyclopts
 
 from rmcli import __version__
 
-__all__ = ["app", "main"]
+__all__ = ["COMMANDS", "app", "main"]
+
+HELP = """\
+Ask large language models for decisions you can trust.
+
+Exit codes: 0 ok; 1 failed (every route exhausted, budget or deadline hit); 2 bad input or \
+configuration; 3 partial (an analysis where some perspectives failed); 130 / 143 interrupted by \
+Ctrl-C / SIGTERM (every request sent is still accounted).
+
+Requests are routed across providers by a declarative TOML policy (fail-over, retries, \
+deadlines, budget), and every attempt is accounted. Start with rmgr init (a .env and a policy \
+to fill in), or try it all with no key: rmgr demo.
+
+--verbose (-v), before or after any command: trace on stderr every HTTP request and response \
+(method, URL, status, time to the response's headers, request and response headers with \
+credentials redacted) and every routing decision (attempt started and ended, \
+back-off, fail-over, skip). Used by ask, analyze, run, compare and health. Keys are never \
+printed.
+"""
+
+
+def _shown_default(value: object) -> str | None:
+    """How an option's default shows in help: not at all for a flag (``[default: False]`` says
+    nothing) or for None; an empty string as ``""``."""
+    if value is None or isinstance(value, bool):
+        return None
+    return '""' if value == "" else str(value)
+
 
 app = cyclopts.App(
     name="rmgr",
     version=__version__,
-    help=(
-        "Ask large language models for decisions you can trust: routed across providers by a "
-        "declarative TOML policy (fail-over, retries, deadlines, budget), every attempt accounted.\n\n"
-        "Exit codes: 0 success; 1 the run failed (every route exhausted, budget or deadline hit); "
-        "2 bad input or configuration; 3 partial (an analysis where some perspectives failed); "
-        "130 / 143 interrupted by Ctrl-C / SIGTERM (every request sent is still accounted)."
-    ),
+    help=HELP,
+    # No ``--no-json``, ``--no-no-cache`` or ``--empty-fail``: every flag here is off unless given,
+    # and every list empty unless given, so their negations would only clutter the help.
+    default_parameter=cyclopts.Parameter(negative=(), show_default=_shown_default),
+    print_error=False,
+    exit_on_error=False,
 )
 
 
 @app.meta.default
 def _launch(
     *tokens: Annotated[str, cyclopts.Parameter(show=False, allow_leading_hyphen=True)],
-    verbose: Annotated[bool, cyclopts.Parameter(name=["--verbose", "-v"], negative="")] = False,
+    verbose: Annotated[
+        bool, cyclopts.Parameter(name=["--verbose", "-v"], negative="", show_default=False)
+    ] = False,
 ) -> object:
     """Run the command in ``tokens``, with the options every command shares.
 
     Parameters
     ----------
     verbose
-        Trace on stderr every HTTP request and response (method, URL, status, time to the
-        response's headers, request and response headers, credentials shown as `<redacted>`) and
-        every routing decision (attempt started and ended, back-off, fail-over, skip). Used by
-        ask, analyze, run, compare and health. Keys are never printed.
+        Trace HTTP and routing on stderr (see rmgr --help).
     """
     if verbose:
         from rmcli.trace import enable
 
         enable()
-    return app(tokens, result_action="return_value")
+    return app(tokens, result_action="return_value", print_error=False, exit_on_error=False)
 
 
 _C = "rmcli.commands"
-app.command(
-    f"{_C}.analyze:analyze", name="analyze", help="Analyse a question from several perspectives at once."
-)
-app.command(
-    f"{_C}.analyze:run", name="run", help="The analysis under a policy: rmgr run --policy FILE QUESTION."
-)
-app.command(f"{_C}.analyze:compare", name="compare", help="The analysis on each provider, side by side.")
-app.command(f"{_C}.ask:ask", name="ask", help="One completion through the policy's routing, streamed.")
-app.command(
-    f"{_C}.providers:providers",
-    name="providers",
-    help="Configured providers: model, URL, prices, whether a key is set.",
-)
-app.command(
-    f"{_C}.providers:health", name="health", help="Check providers concurrently: up or not, why, how fast."
-)
-app.command(
-    f"{_C}.usage:usage", name="usage", help="Per provider: requests, failures, p50/p95 latency, tokens, cost."
-)
 
-policy_app = cyclopts.App(
-    name="policy", help="Validate and explain policy files (no key read, no request sent)."
+COMMANDS: tuple[tuple[str, str, str, str], ...] = (
+    # (group, name, import path, the first line of its docstring)
+    ("", "analyze", f"{_C}.analyze:analyze", "Analyse a question from several perspectives at once."),
+    ("", "run", f"{_C}.analyze:run", "Analyse a question under a policy: analyze --policy FILE."),
+    ("", "compare", f"{_C}.analyze:compare", "Run the analysis on each provider alone, side by side."),
+    ("", "ask", f"{_C}.ask:ask", "Ask one question, routed by the policy; the answer streams."),
+    ("", "providers", f"{_C}.providers:providers", "List the configured providers (never their keys)."),
+    ("", "health", f"{_C}.providers:health", "Check providers concurrently: up or not, why, how fast."),
+    ("", "usage", f"{_C}.usage:usage", "Requests, failures, latency, tokens and cost, grouped."),
+    ("", "circuits", f"{_C}.circuits:app", "Show each provider's circuit breaker; reset closes them."),
+    ("", "init", f"{_C}.init:init", "Write a starter .env and policy.toml; never overwrites."),
+    ("", "completion", f"{_C}.completion:completion", "Print a shell completion script: bash, zsh or fish."),
+    ("", "sandbox", f"{_C}.sandbox:sandbox", "Start local providers that speak the real wire formats."),
+    ("", "demo", f"{_C}.sandbox:demo", "Fail-over end to end against the sandbox; no keys needed."),
+    ("policy", "list", f"{_C}.policy:list_", "List the bundled policies, each with its description."),
+    ("policy", "validate", f"{_C}.policy:validate", "Check policy files; every error as FILE:LINE: $.path."),
+    ("policy", "explain", f"{_C}.policy:explain", "Describe a policy's route, limits and budget in words."),
+    (
+        "policy",
+        "simulate",
+        f"{_C}.policy:simulate",
+        "Run a policy against simulated providers; print the trace.",
+    ),
+    ("history", "list", f"{_C}.history:list_", "List saved analyses, newest first."),
+    ("history", "show", f"{_C}.history:show", "Show one saved analysis in full."),
+    ("history", "stats", f"{_C}.history:stats", "Count saved analyses by status, with their confidences."),
+    ("history", "export", f"{_C}.history:export", "Write an agent's analyses to a JSON file."),
+    ("history", "clear", f"{_C}.history:clear", "Delete saved analyses (needs --yes)."),
+    ("cache", "stats", f"{_C}.history:cache_stats", "Show the answer cache: entries, hits, misses, size."),
+    ("cache", "clear", f"{_C}.history:cache_clear", "Remove every cached answer."),
 )
-policy_app.command(
-    f"{_C}.policy:validate", name="validate", help="Check policy files; errors as FILE:LINE: $.path."
-)
-policy_app.command(
-    f"{_C}.policy:explain", name="explain", help="Describe a policy's route, limits and budget."
-)
-policy_app.command(
-    f"{_C}.policy:simulate",
-    name="simulate",
-    help="Run the policy against simulated providers; print the trace.",
-)
-app.command(policy_app)
+"""Every command, lazily imported: its group (``""`` for the top level), name, import path, and
+the first line of its docstring, which ``rmgr --help`` (or the group's) lists."""
 
-history_app = cyclopts.App(name="history", help="Saved analyses: list, show, stats, export, clear.")
-history_app.command(f"{_C}.history:list_", name="list", help="Saved analyses, newest first.")
-history_app.command(f"{_C}.history:show", name="show", help="One saved analysis in full.")
-history_app.command(f"{_C}.history:stats", name="stats", help="Counts and confidences of saved analyses.")
-history_app.command(f"{_C}.history:export", name="export", help="Write an agent's analyses to a JSON file.")
-history_app.command(f"{_C}.history:clear", name="clear", help="Delete saved analyses (needs --yes).")
-app.command(history_app)
+GROUPS: dict[str, str] = {
+    "policy": (
+        "Policies: list, validate, explain, simulate (offline).\n\n"
+        "No key is read and no request sent. Example: rmgr policy validate policy.toml"
+    ),
+    "history": ("Saved analyses: list, show, stats, export, clear.\n\nExample: rmgr history list --limit 5"),
+    "cache": "The answer cache: stats, clear.\n\nExample: rmgr cache stats --json",
+}
+"""The command groups and their help."""
 
-cache_app = cyclopts.App(name="cache", help="The answer cache: stats, clear.")
-cache_app.command(f"{_C}.history:cache_stats", name="stats", help="Entries, hits, misses, size.")
-cache_app.command(f"{_C}.history:cache_clear", name="clear", help="Remove every cached answer.")
-app.command(cache_app)
+_group_apps = {name: cyclopts.App(name=name, help=text) for name, text in GROUPS.items()}
+for _group, _name, _path, _summary in COMMANDS:
+    (_group_apps[_group] if _group else app).command(_path, name=_name, help=_summary)
+for _sub in _group_apps.values():
+    app.command(_sub)
 
-app.command(
-    f"{_C}.sandbox:sandbox",
-    name="sandbox",
-    help="Start local providers that speak the real wire formats, with fault modes.",
-)
-app.command(
-    f"{_C}.sandbox:demo",
-    name="demo",
-    help="Fail-over end to end against the sandbox, primary down; no keys needed.",
-)
+
+def _show_docstrings(tokens: Sequence[str]) -> None:
+    """Let each command named in ``tokens`` show its whole docstring as its help.
+
+    A lazy command's registered one-liner (``COMMANDS``) would otherwise stand in for its
+    docstring on its own help page too. Only the commands named are imported: they are about to
+    run (or to show their help) anyway."""
+    try:
+        _, apps, _ = app.parse_commands(list(tokens))
+    except cyclopts.CycloptsError:
+        return
+    for sub in apps:
+        if sub is not app and sub.default_command is not None and sub.name[0] not in GROUPS:
+            sub.help = None
 
 
 def _terminated(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signum)
 
 
+def _parse_error(exc: cyclopts.CycloptsError) -> str:
+    """A command line cyclopts could not parse, as one ``error:`` line: what was wrong, and
+    where the command's options are listed."""
+    text = " ".join(str(exc).split())
+    # The list of commands cyclopts appends is cut short ("..."): rmgr --help has them all.
+    text = text.split(" Available commands:")[0].rstrip(".")
+    if text[:1].isupper() and not text[1:2].isupper():
+        text = text[0].lower() + text[1:]
+    chain = [c for c in (exc.command_chain or ()) if c and c != "rmgr"]
+    where = " ".join(["rmgr", *chain, "--help"])
+    return f"{text} — {where} lists what it takes"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run ``rmgr`` and exit with its code: bad input or configuration is one clear line and exit
-    2; Ctrl-C and SIGTERM print ``interrupted`` and exit 130 and 143, after every request in
-    flight is settled in the state (``rmcli.interrupt``)."""
+    """Run ``rmgr`` and exit with its code: bad input or configuration (an unknown option
+    included) is one ``error:`` line and exit 2; Ctrl-C and SIGTERM print ``interrupted`` and
+    exit 130 and 143, after every request in flight is settled in the state
+    (``rmcli.interrupt``)."""
     # Before any event loop runs (loading a policy, opening the state), SIGTERM stops the command
     # the way Ctrl-C does; inside a run, ``rmcli.interrupt`` catches both and cancels cleanly.
     signal.signal(signal.SIGTERM, _terminated)
+    tokens = sys.argv[1:] if argv is None else list(argv)
+    result: Any
     try:
-        result = app.meta(sys.argv[1:] if argv is None else list(argv), result_action="return_value")
+        _show_docstrings(tokens)
+        result = app.meta(
+            tokens,
+            result_action="return_value",
+            print_error=False,
+            exit_on_error=False,
+        )
     except KeyboardInterrupt as stop:
         sys.stderr.write("interrupted\n")
         signum = stop.args[0] if stop.args and isinstance(stop.args[0], int) else signal.SIGINT
         raise SystemExit(128 + signum) from None
+    except cyclopts.CycloptsError as exc:
+        from rmcli.output import err
+
+        err(f"error: {_parse_error(exc)}")
+        raise SystemExit(2) from None
     except Exception as exc:
         # Imported only now: ``rmgr --help`` never needs them, and these errors can only come
         # from code that has imported them already.
         from rmcli.errors import ConfigError
         from rmcli.interrupt import Interrupted
+        from rmcli.output import err, redact
         from rmcli.state.base import StoreError
 
         if isinstance(exc, Interrupted):
             sys.stderr.write("interrupted\n")
             raise SystemExit(exc.code) from None
         if isinstance(exc, ConfigError | StoreError):
-            sys.stderr.write(f"error: {exc}\n")
+            err(f"error: {_ERROR_PREFIX.sub('', str(exc))}")
             raise SystemExit(2) from None
         # A bug of ours: one line, never a traceback that may quote a header.
-        from rmcli.output import redact
-
         if os.environ.get("RMGR_DEBUG"):
             raise
-        sys.stderr.write(
+        err(
             f"error: unexpected {type(exc).__name__}: {redact(str(exc))[:300]} "
-            "(this is a bug in rmgr; RMGR_DEBUG=1 shows the traceback)\n"
+            "— this is a bug in rmgr; RMGR_DEBUG=1 shows the traceback"
         )
         raise SystemExit(1) from None
     raise SystemExit(result if isinstance(result, int) else 0)
+
+
+_ERROR_PREFIX = re.compile(r"^(error|ERROR|Error):\s*")
+"""A message that already starts with ``error:`` is not prefixed twice."""

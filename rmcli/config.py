@@ -4,6 +4,11 @@ Everything a user can get wrong before a request is sent is checked here, and re
 ``ConfigError`` (exit code 2) that says which file, variable or option is wrong and what to do:
 an unreadable or invalid policy, an unknown provider, a provider whose URL is unset or not
 http(s), a provider whose key variable is unset.
+
+``--policy`` names a file, or one of the policies bundled with the package (:mod:`rmcli.bundled`):
+a path is tried first, relative to the current directory, then a bundled name (``cost-first`` or
+``cost-first.toml``). Every command that takes ``--policy`` loads it through :func:`load_policy`,
+so they all resolve it the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ __all__ = [
     "decode_policy_text",
     "load_policy",
     "load_route",
+    "policy_text",
     "read_policy_file",
     "route_for",
     "route_names",
@@ -91,12 +97,16 @@ class RouteSetup:
         return RouteSetup(self.policy, self.providers, plan)
 
 
+class _NoSuchFile(ConfigError):
+    """No file at the path given: ``policy_text`` then looks for a bundled policy."""
+
+
 def read_policy_file(path: Path) -> str:
     """The text of the policy file at ``path``, or a ConfigError saying why it cannot be read."""
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such policy file") from None
+        raise _NoSuchFile(f"{path}: no such policy file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a folder, not a policy file") from None
     except PermissionError:
@@ -105,6 +115,32 @@ def read_policy_file(path: Path) -> str:
         raise ConfigError(f"{path}: is not UTF-8 text; a policy file is TOML") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the policy file ({exc.strerror})") from None
+
+
+def policy_text(path: Path) -> tuple[str, str]:
+    """The text of ``--policy PATH`` and where it was read from (for messages): the file at
+    ``path`` when there is one, else the bundled policy that a bare name (``cost-first`` or
+    ``cost-first.toml``) names. A ConfigError otherwise, listing the bundled names."""
+    try:
+        return read_policy_file(path), str(path)
+    except _NoSuchFile:
+        pass
+    # Only now: importlib.resources costs a few milliseconds that a policy file never needs.
+    from rmcli.bundled import bundled_policies, find_bundled
+
+    bundled = find_bundled(path.name)
+    if bundled is not None and len(path.parts) == 1:
+        return bundled.text(), bundled.source
+    if bundled is not None:
+        raise ConfigError(
+            f"{path}: no such policy file — for the bundled policy of that name, give its name "
+            f"alone: {bundled.name}"
+        )
+    names = ", ".join(policy.name for policy in bundled_policies())
+    raise ConfigError(
+        f"{path}: no such policy file, nor a bundled policy of that name — give a policy file or "
+        f"a bundled name: {names} (rmgr policy list describes them)"
+    )
 
 
 def _default_targets(env: Mapping[str, str]) -> list[str]:
@@ -133,11 +169,13 @@ def decode_policy_text(text: str, source: str, env: Mapping[str, str]) -> Policy
 
 
 def load_policy(path: Path | None, env: dict[str, str]) -> Policy:
-    """The policy at ``path``, or the default route (``AI_PROVIDER`` then ``AI_FALLBACK_PROVIDER``)."""
+    """The policy at ``path`` (a file, else a bundled name: :func:`policy_text`), or the default
+    route (``AI_PROVIDER`` then ``AI_FALLBACK_PROVIDER``)."""
     if path is None:
         targets = _default_targets(env)
         return default_policy(targets[0], targets[1] if len(targets) > 1 else None)
-    return decode_policy_text(read_policy_file(path), str(path), env)
+    text, source = policy_text(path)
+    return decode_policy_text(text, source, env)
 
 
 def _origin(name: str, env: dict[str, str], policy_path: Path | None, providers: Sequence[str]) -> str:

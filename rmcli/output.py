@@ -8,11 +8,15 @@ a CI log through us.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
+
+from rmcli.figures import significant
 
 __all__ = [
     "REDACTED",
@@ -21,6 +25,7 @@ __all__ = [
     "contains_secret",
     "emit_json",
     "err",
+    "json_ready",
     "redact",
     "safe_text",
 ]
@@ -100,9 +105,78 @@ def _secret_start_length(text: str) -> int:
     return longest
 
 
+COST_DIGITS = 6
+"""Significant digits kept of a cost or a price (a field whose name holds ``cost`` or ``usd``):
+enough for a millionth of a cent on a request that costs a few cents."""
+
+FINE_DIGITS = 3
+"""Significant digits kept of a confidence or a time in milliseconds (``...Ms``,
+``executionTime``): what the measurement is worth. Whole milliseconds are always kept, so
+that a time of 12,345.6 ms becomes 12346, not 12300, and a moment such as ``startedAtMs``
+stays exact."""
+
+OTHER_DIGITS = 15
+"""Significant digits kept of any other float: every digit a decimal number written with up to
+15 digits has, without the binary noise (``0.30000000000000004`` becomes ``0.3``)."""
+
+_Rounder = Callable[[float], float]
+
+
+def _cost(value: float) -> float:
+    return significant(value, COST_DIGITS)
+
+
+def _fine(value: float) -> float:
+    return significant(value, FINE_DIGITS)
+
+
+def _milliseconds(value: float) -> float:
+    if abs(value) >= 10**FINE_DIGITS and math.isfinite(value):
+        return float(round(value))
+    return significant(value, FINE_DIGITS)
+
+
+def _other(value: float) -> float:
+    return significant(value, OTHER_DIGITS)
+
+
+def _rounder(key: str) -> _Rounder | None:
+    """How a float under the field ``key`` is rounded; None when the name says nothing."""
+    lowered = key.lower()
+    if "cost" in lowered or "usd" in lowered:
+        return _cost
+    if "confidence" in lowered:
+        return _fine
+    if key.endswith("Ms") or lowered.endswith("_ms") or key == "executionTime":
+        return _milliseconds
+    return None
+
+
+def _rounded(value: Any, rounder: _Rounder) -> Any:
+    if isinstance(value, float):
+        return rounder(value)
+    if isinstance(value, dict):
+        return {
+            k: _rounded(v, (_rounder(k) if isinstance(k, str) else None) or rounder) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_rounded(v, rounder) for v in value]
+    return value
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as JSON builtins (structs and dataclasses become dicts, as msgspec encodes them)
+    with every float rounded by what its field holds: costs and prices to 6 significant digits,
+    confidences and milliseconds to 3 (whole milliseconds kept), any other float to 15 (no
+    binary noise). A float in a list or an unnamed map rounds as the field holding it; ints and
+    everything else are untouched. ``0.6525000000000001`` becomes ``0.6525``."""
+    return _rounded(msgspec.to_builtins(value), _other)
+
+
 def emit_json(value: Any) -> None:
-    """Print ``value`` as one line of JSON on stdout, secrets redacted."""
-    text = msgspec.json.encode(value).decode()
+    """Print ``value`` as one line of JSON on stdout, floats rounded (``json_ready``), secrets
+    redacted."""
+    text = msgspec.json.encode(json_ready(value)).decode()
     if _secrets:
         text = redact(text)
         # A key with a character JSON escapes (" or \) appears escaped in the encoded text.

@@ -8,12 +8,13 @@ from typing import Annotated, Any, Literal
 
 import cyclopts
 
-from rmcli import api, interrupt
+from rmcli import api, figures, interrupt
 from rmcli.analysis_view import LiveProgress, print_text
 from rmcli.api import AnalysisRun
 from rmcli.errors import ConfigError
 from rmcli.output import emit_json, err, safe_text
-from rmcli.tables import print_table
+from rmcli.question import read_question, shorten_question
+from rmcli.spinner import wants_live
 from rmcore.plan import leaves
 from rmcore.report import exit_code, render_markdown
 
@@ -21,10 +22,21 @@ __all__ = ["analyze", "compare", "run"]
 
 Format = Literal["text", "json", "markdown"]
 PolicyOption = Annotated[Path | None, cyclopts.Parameter(name=["--policy", "-p"])]
+QuestionArgument = Annotated[str | None, cyclopts.Parameter(allow_leading_hyphen=True)]
 
 
 def _split(perspectives: str | None) -> list[str] | None:
-    return None if perspectives is None else [p.strip() for p in perspectives.split(",")]
+    """``--perspectives`` as ids; None when it is not given. Given but naming none (``""``,
+    ``" , "``) is bad input: running all eight instead would hide the mistake."""
+    if perspectives is None:
+        return None
+    ids = [p.strip() for p in perspectives.split(",") if p.strip()]
+    if not ids:
+        raise ConfigError(
+            "--perspectives names no perspective — give ids such as security,ux, or leave it out "
+            "for the policy's"
+        )
+    return ids
 
 
 def _report(result: AnalysisRun, fmt: Format, first_provider: str, min_perspectives: int) -> int:
@@ -35,7 +47,10 @@ def _report(result: AnalysisRun, fmt: Format, first_provider: str, min_perspecti
         names = ", ".join(f"{r.id} ({r.error_kind})" for r in failed)
         err(f"WARNING: {len(failed)} of {len(result.results)} perspectives failed: {names}")
     if result.status == "failed":
-        err(f"ERROR: the analysis failed: fewer than {min_perspectives} perspective(s) answered")
+        err(
+            f"error: the analysis failed: fewer than {min_perspectives} perspective(s) answered "
+            "— see why above; rmgr health checks the providers"
+        )
     return exit_code(result.status)
 
 
@@ -44,7 +59,7 @@ def _print(result: AnalysisRun, document: dict[str, Any], fmt: Format, first_pro
         emit_json(document)
     elif fmt == "markdown":
         text = render_markdown(
-            result.question,
+            shorten_question(result.question),
             result.results,
             status=result.status,
             overall=result.overall,
@@ -59,10 +74,12 @@ def _print(result: AnalysisRun, document: dict[str, Any], fmt: Format, first_pro
 
 
 def _analyze(
-    question: str,
+    question: str | None,
+    file: Path | None,
     policy: Path | None,
     provider: str | None,
     fallback: str | None,
+    model: str | None,
     perspectives: str | None,
     fmt: Format,
     agent_id: str,
@@ -70,8 +87,9 @@ def _analyze(
     no_cache: bool,
     command: str,
 ) -> int:
+    progress = LiveProgress(live=wants_live(as_json=fmt == "json"))
     client = api.Client(
-        policy, provider=provider, fallback=fallback, hooks=LiveProgress().hooks(), command=command
+        policy, provider=provider, fallback=fallback, model=model, hooks=progress.hooks(), command=command
     )
     options = {
         "perspectives": _split(perspectives),
@@ -79,51 +97,73 @@ def _analyze(
         "persist_history": not no_history,
         "use_cache": not no_cache,
     }
-    return interrupt.run(lambda: _analysis(client, question, options, fmt))
+    text = read_question(question, file)
+    return interrupt.run(lambda: _analysis(client, text, options, fmt, progress))
 
 
 async def demo_analysis(env: dict[str, str], question: str, fmt: Format) -> int:
     """``rmgr demo``: the analysis in ``env`` (the sandbox's), saved in the history of ``demo``."""
-    client = api.Client(env=env, hooks=LiveProgress().hooks(), command="demo")
-    return await _analysis(client, question, {"agent_id": "demo"}, fmt)
+    progress = LiveProgress(live=wants_live(as_json=fmt == "json"))
+    client = api.Client(env=env, hooks=progress.hooks(), command="demo")
+    return await _analysis(client, question, {"agent_id": "demo"}, fmt, progress)
 
 
-async def _analysis(client: api.Client, question: str, options: dict[str, Any], fmt: Format) -> int:
-    async with client:
-        result = await client.analyze(question, **options)
+async def _analysis(
+    client: api.Client,
+    question: str,
+    options: dict[str, Any],
+    fmt: Format,
+    progress: LiveProgress | None = None,
+) -> int:
+    """Run the analysis, its live progress shown (when ``progress`` is live) until it ends; then
+    the report. The exit code."""
+    with progress or LiveProgress(live=False):
+        async with client:
+            result = await client.analyze(question, **options)
     first = next(leaves(client.setup.plan)).provider.name
     return _report(result, fmt, first, client.policy.analysis.min_perspectives)
 
 
 def analyze(
-    question: str,
+    question: QuestionArgument = None,
     /,
     *,
+    file: Path | None = None,
     policy: PolicyOption = None,
     provider: str | None = None,
     fallback: str | None = None,
+    model: str | None = None,
     perspectives: str | None = None,
     format: Format = "text",
     agent_id: str = "default",
     no_history: bool = False,
     no_cache: bool = False,
 ) -> int:
-    """Analyse a question from several perspectives at once, each routed by the policy.
+    """Analyse a question from several perspectives at once.
 
-    Without --policy the route is AI_PROVIDER, then AI_FALLBACK_PROVIDER. Exit code 0 when every
+    Each perspective is one request, routed by the policy. The question is the argument, - for
+    stdin, or --file PATH (text piped in beside an argument is appended as context). --model
+    changes the model asked for, not the prices: costs are counted at the provider's. Without
+    --policy the route is AI_PROVIDER, then AI_FALLBACK_PROVIDER. Exit code 0 when every
     perspective answered, 3 when some failed (partial), 1 when fewer than [analysis]
     min_perspectives answered, 2 for bad input.
+
+    Example: rmgr analyze "Should we adopt gRPC?" --perspectives security,ux
 
     Parameters
     ----------
     question
-        The decision to analyse.
+        The decision to analyse; - reads it from stdin.
+    file
+        Read the question from this file.
     policy
-        A TOML policy file: route, limits, budget, perspectives.
+        A policy (file or bundled name): route, limits, budget, perspectives.
     provider
         Use this provider (overrides the route, or AI_PROVIDER).
     fallback
         Fall back to this provider (overrides AI_FALLBACK_PROVIDER).
+    model
+        Use this model (at the provider's prices).
     perspectives
         Comma-separated perspective ids (default: the policy's, or all eight).
     format
@@ -136,35 +176,57 @@ def analyze(
         Ask every perspective afresh (and do not store the answers).
     """
     return _analyze(
-        question, policy, provider, fallback, perspectives, format, agent_id, no_history, no_cache, "analyze"
+        question,
+        file,
+        policy,
+        provider,
+        fallback,
+        model,
+        perspectives,
+        format,
+        agent_id,
+        no_history,
+        no_cache,
+        "analyze",
     )
 
 
 def run(
-    question: str,
+    question: QuestionArgument = None,
     /,
     *,
     policy: Annotated[Path, cyclopts.Parameter(name=["--policy", "-p"])],
+    file: Path | None = None,
     provider: str | None = None,
     fallback: str | None = None,
+    model: str | None = None,
     perspectives: str | None = None,
     format: Format = "text",
     agent_id: str = "default",
     no_history: bool = False,
     no_cache: bool = False,
 ) -> int:
-    """Analyse a question under a policy: the same as ``analyze --policy FILE``.
+    """Analyse a question under a policy: analyze --policy FILE.
+
+    The design card's form: the policy (a file, or a bundled policy's name: rmgr policy list)
+    is required. Exit codes as for analyze: 0 ok, 3 partial, 1 failed, 2 bad input.
+
+    Example: rmgr run --policy cost-first "Should we migrate to Kubernetes?"
 
     Parameters
     ----------
     question
-        The decision to analyse.
+        The decision to analyse; - reads it from stdin.
     policy
-        The TOML policy file (required).
+        The policy: a TOML file, or a bundled policy's name.
+    file
+        Read the question from this file.
     provider
         Use this provider (overrides the policy's route).
     fallback
         Fall back to this provider.
+    model
+        Use this model (at the provider's prices).
     perspectives
         Comma-separated perspective ids (default: the policy's, or all eight).
     format
@@ -177,7 +239,18 @@ def run(
         Ask every perspective afresh.
     """
     return _analyze(
-        question, policy, provider, fallback, perspectives, format, agent_id, no_history, no_cache, "run"
+        question,
+        file,
+        policy,
+        provider,
+        fallback,
+        model,
+        perspectives,
+        format,
+        agent_id,
+        no_history,
+        no_cache,
+        "run",
     )
 
 
@@ -210,26 +283,37 @@ def _compare_row(name: str, result: AnalysisRun | None, error: str | None) -> di
 
 
 def compare(
-    question: str,
+    question: QuestionArgument = None,
     /,
     *,
+    file: Path | None = None,
     providers: str | None = None,
     policy: PolicyOption = None,
+    model: str | None = None,
     perspectives: str | None = None,
     format: Literal["text", "json"] = "text",
     no_cache: bool = False,
 ) -> int:
-    """Run the analysis on each provider alone, side by side: time, overall and per-perspective
-    confidence, tokens, cost; a provider that fails shows its error in its row. Comparison runs
-    are not saved in the history. Exit code 0 when every provider answered fully, 3 when some
-    did not, 1 when none did.
+    """Run the analysis on each provider alone, side by side.
+
+    For each provider: time, overall and per-perspective confidence, tokens, cost; a provider
+    that fails shows its error. Comparison runs are not saved in the history. Exit code 0 when
+    every provider answered fully, 3 when some did not, 1 when none did, 2 for bad input.
+
+    Example: rmgr compare "Build or buy?" --providers glm-direct,openai-direct
 
     Parameters
     ----------
+    question
+        The decision to compare the providers on; - reads it from stdin.
+    file
+        Read the question from this file.
     providers
         Comma-separated providers (default: every configured provider with a URL and key).
     policy
         A policy for limits, budget and perspectives (its route is replaced by each provider).
+    model
+        Use this model on each provider (own prices).
     perspectives
         Comma-separated perspective ids.
     format
@@ -242,18 +326,21 @@ def compare(
     )
     if not names:
         raise ConfigError("no provider is configured with a URL and a key; name some with --providers")
+    chosen = _split(perspectives)
+    text = read_question(question, file)
 
     def done(name: str, run: AnalysisRun) -> None:
-        err(f"INFO: {name}: {run.status} in {run.execution_ms / 1000:.2f} s")
+        err(f"INFO: {name}: {run.status} in {figures.duration(run.execution_ms)}")
 
     results = interrupt.run(
         lambda: api.compare(
-            question,
+            text,
             providers=names,
             policy=policy,
-            perspectives=_split(perspectives),
+            perspectives=chosen,
             use_cache=not no_cache,
             on_done=done,
+            model=model,
         )
     )
     setups = list(results)
@@ -262,27 +349,9 @@ def compare(
     if format == "json":
         emit_json([{**row, "analysis": results[row["provider"]].to_json()} for row in rows])
     else:
+        from rmcli.compare_view import print_comparison
 
-        def conf(value: float | None) -> str:
-            return "-" if value is None else f"{value:.2f}"
-
-        table_rows = [
-            [
-                row["provider"],
-                row["status"] + (f" ({row['error'][:60]})" if row["error"] else ""),
-                f"{row['executionTime'] / 1000:.2f} s",
-                conf(row["overallConfidence"]),
-                *[conf(row["perspectives"].get(i)) for i in ids],
-                f"{row['usage']['inputTokens']}/{row['usage']['outputTokens']}",
-                f"${row['costUsd']:.6f}",
-            ]
-            for row in rows
-        ]
-        print_table(
-            "Provider comparison",
-            ["Provider", "Status", "Time", "Overall", *ids, "Tokens in/out", "Cost"],
-            table_rows,
-        )
+        print_comparison(rows, ids)
     statuses = [row["status"] for row in rows]
     if all(s == "ok" for s in statuses):
         return 0

@@ -14,6 +14,8 @@ from rmcli.errors import ConfigError
 from rmcli.hooks import Hooks
 from rmcli.notices import announce_backoff, announce_failed_over, announce_skipped
 from rmcli.output import LiveText, emit_json, err, safe_text
+from rmcli.question import read_question
+from rmcli.spinner import Spinner, wants_live
 from rmcore.attempts import AttemptRecord
 from rmcore.events import RunOutcome, StartAttempt
 from rmcore.requests import DEFAULT_MAX_TOKENS
@@ -24,11 +26,13 @@ __all__ = ["ask"]
 
 class _Announcer:
     """Tells the person at the terminal what the routing does, the way the seed does (stderr),
-    and streams the answer to stdout as it arrives."""
+    and streams the answer to stdout as it arrives; on a terminal a spinner turns on stderr until
+    the first words (or the whole answer) arrive."""
 
-    def __init__(self, live: bool) -> None:
+    def __init__(self, live: bool, spinner: Spinner | None = None) -> None:
         self.live = live
         self.printed = False
+        self.spinner = spinner or Spinner(live=False)
         self._text = LiveText()
 
     def hooks(self) -> Hooks:
@@ -42,6 +46,7 @@ class _Announcer:
         )
 
     def attempt_started(self, action: StartAttempt) -> None:
+        self.spinner.waiting_for(action.provider.name)
         if not action.exclusive:
             err(f"INFO: starting {action.provider.name} (attempt {action.attempt_no}) alongside the others")
         if self.printed:
@@ -58,6 +63,7 @@ class _Announcer:
 
     def text(self, delta: str) -> None:
         """Show a delta of the answer as it arrives (escapes and keys neutralised across deltas)."""
+        self.spinner.stop()
         sys.stdout.write(self._text.feed(delta))
         sys.stdout.flush()
         self.printed = True
@@ -68,36 +74,46 @@ class _Announcer:
 
 
 def ask(
-    prompt: str,
+    prompt: Annotated[str | None, cyclopts.Parameter(allow_leading_hyphen=True)] = None,
     /,
     *,
+    file: Path | None = None,
     policy: Annotated[Path | None, cyclopts.Parameter(name=["--policy", "-p"])] = None,
     provider: str | None = None,
     fallback: str | None = None,
+    model: str | None = None,
     system: str | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     temperature: float | None = None,
     json: bool = False,
 ) -> int:
-    """Ask one question; the answer is routed by the policy and streamed as it arrives.
+    """Ask one question, routed by the policy; the answer streams.
 
-    Without --policy the route is AI_PROVIDER, then AI_FALLBACK_PROVIDER. Fail-overs and retries
-    are announced on stderr; rmgr --verbose ask also traces every HTTP exchange and routing
-    decision there (keys redacted). Text streamed to a terminal has its control characters shown
-    escaped and keys redacted, even when split across chunks. Exit code 0 with an answer, 1 when
-    every route failed (or the budget or deadline ran out, or a reply passed the 16 MiB limit),
-    2 for bad input or configuration.
+    The answer is printed as it arrives (a provider that does not stream shows a spinner until
+    it answers). The question is the argument, - for stdin, or --file PATH; text piped in beside
+    an argument is sent after it, as context. --model changes the model asked for, not the
+    prices: costs are counted at the provider's. Without --policy the route is AI_PROVIDER,
+    then AI_FALLBACK_PROVIDER. Fail-overs and retries are announced on stderr. Text streamed to
+    a terminal has its control characters shown escaped and keys redacted, even when split
+    across chunks. Exit code 0 with an answer, 1 when every route failed (or the budget or
+    deadline ran out, or a reply passed the 16 MiB limit), 2 for bad input or configuration.
+
+    Example: cat notes.txt | rmgr ask "summarise this" --policy cost-first
 
     Parameters
     ----------
     prompt
-        The question or instruction.
+        The question or instruction; - reads it from stdin.
+    file
+        Read the question from this file.
     policy
-        A TOML policy file: route, limits, retries, budget.
+        A policy (file or bundled name): route, limits, retries, budget.
     provider
         Use this provider (overrides the policy's route, or AI_PROVIDER).
     fallback
         Fall back to this provider (overrides AI_FALLBACK_PROVIDER).
+    model
+        Use this model (at the provider's prices).
     system
         A system prompt.
     max_tokens
@@ -112,15 +128,16 @@ def ask(
         raise ConfigError(f"--max-tokens must be at least 1 (got {max_tokens})")
     if temperature is not None and not 0.0 <= temperature <= 2.0:
         raise ConfigError(f"--temperature must be between 0 and 2 (got {temperature})")
-    announcer = _Announcer(not json and sys.stdout.isatty())
-    client = api.Client(policy, provider=provider, fallback=fallback, hooks=announcer.hooks())
+    announcer = _Announcer(not json and sys.stdout.isatty(), Spinner(live=wants_live(as_json=json)))
+    client = api.Client(policy, provider=provider, fallback=fallback, model=model, hooks=announcer.hooks())
+    question = read_question(prompt, file, what="prompt")
     request = {"system": system, "max_tokens": max_tokens, "temperature": temperature}
-    return interrupt.run(lambda: _ask(client, prompt, request, announcer, json))
+    return interrupt.run(lambda: _ask(client, question, request, announcer, json))
 
 
 async def demo_ask(env: dict[str, str], prompt: str, as_json: bool) -> int:
     """``rmgr demo --ask``: ``ask`` in ``env`` (the sandbox's)."""
-    announcer = _Announcer(not as_json and sys.stdout.isatty())
+    announcer = _Announcer(not as_json and sys.stdout.isatty(), Spinner(live=wants_live(as_json=as_json)))
     client = api.Client(env=env, hooks=announcer.hooks())
     return await _ask(client, prompt, {}, announcer, as_json)
 
@@ -129,8 +146,12 @@ async def _ask(
     client: api.Client, prompt: str, options: dict[str, Any], announcer: _Announcer, as_json: bool
 ) -> int:
     started = time.monotonic()
-    async with client:
-        outcome = await client.ask(prompt, **options)
+    announcer.spinner.start()
+    try:
+        async with client:
+            outcome = await client.ask(prompt, **options)
+    finally:
+        announcer.spinner.stop()
     latency_ms = (time.monotonic() - started) * 1000.0
     return _show(outcome, latency_ms, announcer, as_json, options.get("max_tokens", DEFAULT_MAX_TOKENS))
 
@@ -166,5 +187,5 @@ def _show(
     if announcer.printed:
         announcer.end_text()
         sys.stdout.write("\n")
-    err(f"ERROR: {outcome.error.kind.value}: {outcome.error.message}")
+    err(f"error: {outcome.error.kind.value}: {outcome.error.message}")
     return 1

@@ -12,22 +12,24 @@ import cyclopts
 import msgspec
 from returns.result import Failure, Success
 
+from rmcli import figures
 from rmcli.commands import read_records
 from rmcli.config import ConfigError, cache_ttl_ms
 from rmcli.environment import load_environment
-from rmcli.output import emit_json, safe_text
+from rmcli.output import emit_json, json_ready, safe_text
 from rmcli.state.base import HISTORY_ID_MIN_PREFIX, HistoryEntry, State
-from rmcli.tables import print_table
+from rmcli.tables import Column, fits, print_table
 from rmcore.report import render_markdown
 from rmcore.timespec import parse_since
 
 __all__ = ["cache_clear", "cache_stats", "clear", "export", "list_", "show", "stats"]
 
 
-def _when(ms: int | None) -> str:
+def _when(ms: int | None, *, seconds: bool = True) -> str:
     if ms is None:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if seconds else moment.strftime("%Y-%m-%d %H:%M")
 
 
 def _iso(ms: int | None) -> str | None:
@@ -67,7 +69,12 @@ def list_(
     limit: int | None = 20,
     json: bool = False,
 ) -> int:
-    """Saved analyses, newest first.
+    """List saved analyses, newest first.
+
+    Each with its id (for history show), time, status, overall confidence and question. Exit
+    code 0, 2 for a bad option or a state that cannot be read.
+
+    Example: rmgr history list --since 7d --min-confidence 0.7
 
     Parameters
     ----------
@@ -103,19 +110,57 @@ def list_(
     if not entries:
         print("No saved analyses.")
         return 0
+    _print_entries(entries, all_agents)
+    return 0
+
+
+QUESTION_WIDTH = 70
+"""The most of a question a row of ``history list`` shows (``history show`` has it whole)."""
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters (cut with "…")."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
+def _print_entries(entries: list[HistoryEntry], all_agents: bool) -> None:
+    """The saved analyses as a table: every column when it fits; else the minutes of the time
+    (UTC), the agent only when several are listed, ``Conf.`` for the confidence header."""
+    headers: list[str | Column] = [
+        Column("Id", wrap=False),
+        Column("When", wrap=False),
+        Column("Agent", wrap=False),
+        Column("Status", wrap=False),
+        Column("Confidence", wrap=False),
+        Column("Question", wrap=True),
+    ]
     rows = [
         [
             e.id,
             _when(e.created_ms),
             e.agent_id,
             e.status,
-            "unknown" if e.overall_confidence is None else f"{e.overall_confidence:.2f}",
-            safe_text(e.question[:70]),
+            figures.confidence(e.overall_confidence),
+            _clip(e.question, QUESTION_WIDTH),
         ]
         for e in entries
     ]
-    print_table("Saved analyses", ["Id", "When", "Agent", "Status", "Confidence", "Question"], rows)
-    return 0
+    if fits(headers, rows):
+        print_table("Saved analyses", headers, rows)
+        return
+    headers[1] = Column("When (UTC)", wrap=False)
+    headers[4] = Column("Conf.", wrap=False)
+    for row, e in zip(rows, entries, strict=True):
+        row[1] = _when(e.created_ms, seconds=False)
+    if all_agents:
+        print_table("Saved analyses", headers, rows)
+        return
+    # One agent's analyses: its name goes in the title instead of a column.
+    del headers[2]
+    for row in rows:
+        del row[2]
+    print_table(f"Saved analyses of {entries[0].agent_id}", headers, rows)
 
 
 def _load(store_entry_id: str) -> tuple[HistoryEntry, dict[str, Any]]:
@@ -142,7 +187,11 @@ def _load(store_entry_id: str) -> tuple[HistoryEntry, dict[str, Any]]:
 
 
 def show(entry_id: str, /, *, format: Literal["json", "markdown"] = "markdown") -> int:
-    """One saved analysis in full.
+    """Show one saved analysis in full.
+
+    Exit code 0, 2 when no saved analysis has that id (or the prefix is not unique).
+
+    Example: rmgr history show 3f2a --format json
 
     Parameters
     ----------
@@ -196,7 +245,11 @@ def show(entry_id: str, /, *, format: Literal["json", "markdown"] = "markdown") 
 
 
 def stats(*, agent_id: str | None = "default", all_agents: bool = False, json: bool = False) -> int:
-    """How many analyses were saved, by status, and their overall confidences.
+    """Count saved analyses by status, with their confidences.
+
+    The overall confidences' average, lowest and highest. Exit code 0.
+
+    Example: rmgr history stats --all-agents
 
     Parameters
     ----------
@@ -223,15 +276,14 @@ def stats(*, agent_id: str | None = "default", all_agents: bool = False, json: b
         emit_json(doc)
         return 0
 
-    def conf(v: float | None) -> str:
-        return "unknown" if v is None else f"{v:.2f}"
-
+    conf = figures.confidence
     rows = [
         ["Analyses", str(s.total)],
         ["By status", ", ".join(f"{k}: {v}" for k, v in s.by_status.items()) or "-"],
         ["Average confidence", conf(s.average_confidence)],
         ["Lowest / highest", f"{conf(s.min_confidence)} / {conf(s.max_confidence)}"],
-        ["First / last", f"{_when(s.first_ms)} / {_when(s.last_ms)}"],
+        ["First", _when(s.first_ms)],
+        ["Last", _when(s.last_ms)],
     ]
     print_table(f"History of {'every agent' if all_agents else agent_id}", ["", ""], rows)
     return 0
@@ -244,7 +296,12 @@ def export(
     agent_id: str = "default",
     force: bool = False,
 ) -> int:
-    """Write an agent's analyses to a JSON file: ``{agentId, exportedAt, totalAnalyses, analyses}``.
+    """Write an agent's analyses to a JSON file.
+
+    The file holds {agentId, exportedAt, totalAnalyses, analyses}. Exit code 0, 2 when the
+    file exists (without --force) or cannot be written.
+
+    Example: rmgr history export analyses.json --agent-id ci
 
     Parameters
     ----------
@@ -263,7 +320,7 @@ def export(
         "totalAnalyses": len(analyses),
         "analyses": analyses,
     }
-    data = msgspec.json.format(msgspec.json.encode(doc), indent=2)
+    data = msgspec.json.format(msgspec.json.encode(json_ready(doc)), indent=2)
     if str(file) == "-":
         sys.stdout.write(data.decode() + "\n")
         return 0
@@ -284,7 +341,11 @@ def clear(
     before: str | None = None,
     yes: bool = False,
 ) -> int:
-    """Delete saved analyses (of one agent, or all; optionally only those before a date).
+    """Delete saved analyses (needs --yes).
+
+    Of one agent, or all; optionally only those before a date. Exit code 0, 2 without --yes.
+
+    Example: rmgr history clear --before 30d --yes
 
     Parameters
     ----------
@@ -309,7 +370,11 @@ def clear(
 
 
 def cache_stats(*, json: bool = False) -> int:
-    """The answer cache: entries (fresh under ANALYSIS_CACHE_TTL_MS), hits, misses, size.
+    """Show the answer cache: entries, hits, misses, size.
+
+    Entries are counted as fresh while younger than ANALYSIS_CACHE_TTL_MS. Exit code 0.
+
+    Example: rmgr cache stats --json
 
     Parameters
     ----------
@@ -336,16 +401,22 @@ def cache_stats(*, json: bool = False) -> int:
     rows = [
         ["Entries (fresh)", f"{s.entries} ({s.fresh_entries})"],
         ["Hits / misses", f"{s.hits} / {s.misses} ({rate})"],
-        ["Oldest / newest", f"{_when(s.oldest_ms)} / {_when(s.newest_ms)}"],
+        ["Oldest", _when(s.oldest_ms)],
+        ["Newest", _when(s.newest_ms)],
         ["Size", f"{s.bytes} bytes"],
-        ["TTL", f"{ttl / 1000:g} s (ANALYSIS_CACHE_TTL_MS)"],
+        ["TTL", f"{figures.duration(ttl)} (ANALYSIS_CACHE_TTL_MS)"],
     ]
     print_table("Answer cache", ["", ""], rows)
     return 0
 
 
 def cache_clear() -> int:
-    """Remove every cached answer (and reset the hit and miss counters)."""
+    """Remove every cached answer.
+
+    The hit and miss counters start again from zero. Exit code 0.
+
+    Example: rmgr cache clear
+    """
     removed = read_records(lambda state: state.cache.clear())
     print(f"Removed {removed} cached answers")
     return 0

@@ -1,7 +1,9 @@
-"""``rmgr policy validate|explain``: check and describe policy files without sending a request.
+"""``rmgr policy list|validate|explain|simulate``: the bundled policies, and checking,
+describing and simulating policy files without sending a request.
 
 These commands are safe on policy files from untrusted pull requests: they read no API key and
-open no connection.
+open no connection. Wherever a FILE is taken, a bundled policy's name works too (a file of that
+name in the current directory comes first).
 """
 
 from __future__ import annotations
@@ -13,42 +15,84 @@ import cyclopts
 import msgspec
 from returns.result import Failure, Success
 
-from rmcli.config import ConfigError, load_policy, read_policy_file
+from rmcli.config import ConfigError, load_policy, policy_text
 from rmcli.environment import load_environment
 from rmcli.output import emit_json, err
 from rmcore.policy import PolicyIssue, decode_policy, resolve_providers
 from rmcore.policy import explain as explain_policy
 from rmcore.providers import BUILTIN_NAMES, builtin_providers
 
-__all__ = ["explain", "simulate", "validate"]
+__all__ = ["explain", "list_", "simulate", "validate"]
+
+_NAME_GAP = 2
+"""Spaces between a policy's name and its description in ``policy list``."""
 
 
 def _issue_json(issue: PolicyIssue) -> dict[str, Any]:
     return {"line": issue.line, "path": issue.path, "message": issue.message, "text": str(issue)}
 
 
-def validate(*files: Path, json: bool = False) -> int:
-    """Check policy files: every key, type and value, and every provider they name.
+def list_(*, json: bool = False) -> int:
+    """List the bundled policies, each with its description.
 
-    Exit code 0 when all are valid, 1 when any is invalid, 2 when a file cannot be read (or none
-    was given). Errors read ``FILE:LINE: $.path: message``.
+    Use one by name wherever a policy is taken (a file of that name in the current folder comes
+    first). Exit code 0.
+
+    Example: rmgr run --policy cost-first "Should we adopt gRPC?"
+
+    Parameters
+    ----------
+    json
+        Print ``[{name, file, description}]``.
+    """
+    import shutil
+    import textwrap
+
+    from rmcli.bundled import bundled_policies
+
+    policies = bundled_policies()
+    if json:
+        emit_json([{"name": p.name, "file": p.file, "description": p.description()} for p in policies])
+        return 0
+    width = max(40, shutil.get_terminal_size((80, 24)).columns)
+    indent = max(len(p.name) for p in policies) + _NAME_GAP
+    for policy in policies:
+        lines = textwrap.wrap(policy.description(), width=width - indent) or [""]
+        print(policy.name.ljust(indent) + lines[0])
+        for line in lines[1:]:
+            print(" " * indent + line)
+    print()
+    hint = "Use one: rmgr run --policy NAME QUESTION. Read one: rmgr policy explain NAME."
+    print("\n".join(textwrap.wrap(hint, width=width)))
+    return 0
+
+
+def validate(*files: Path, json: bool = False) -> int:
+    """Check policy files; every error as FILE:LINE: $.path.
+
+    Every key, type and value, and every provider they name. Every mistake of every file is
+    reported in one run, as FILE:LINE: $.path: message, sorted by line. No key is read and no
+    request sent. Exit code 0 when all are valid, 2 when any is invalid or cannot be read (or
+    none was given).
+
+    Example: rmgr policy validate policy.toml cost-first
 
     Parameters
     ----------
     files
-        The policy files (TOML).
+        The policy files (TOML), or bundled policies' names.
     json
         Print ``[{file, valid, name, errors: [{line, path, message, text}]}]``.
     """
     if not files:
         raise ConfigError("give at least one policy file: rmgr policy validate FILE...")
     results: list[dict[str, Any]] = []
-    unreadable = invalid = False
+    failed = False
     for path in files:
         try:
-            text = read_policy_file(path)
+            text, source = policy_text(path)
         except ConfigError as exc:
-            unreadable = True
+            failed = True
             results.append(
                 {
                     "file": str(path),
@@ -60,7 +104,7 @@ def validate(*files: Path, json: bool = False) -> int:
             if not json:
                 err(str(exc))
             continue
-        match decode_policy(text, str(path), BUILTIN_NAMES):
+        match decode_policy(text, source, BUILTIN_NAMES):
             case Success(policy):
                 results.append({"file": str(path), "valid": True, "name": policy.name, "errors": []})
                 if not json:
@@ -69,7 +113,7 @@ def validate(*files: Path, json: bool = False) -> int:
                         f"{len(policy.route.targets)} target(s))"
                     )
             case Failure(issues):
-                invalid = True
+                failed = True
                 results.append(
                     {
                         "file": str(path),
@@ -83,16 +127,22 @@ def validate(*files: Path, json: bool = False) -> int:
                         err(str(issue))
     if json:
         emit_json(results)
-    return 2 if unreadable else 1 if invalid else 0
+    return 2 if failed else 0
 
 
 def explain(file: Path, /) -> int:
-    """Describe a policy in plain words: the resolved route, limits, retries and budget.
+    """Describe a policy's route, limits and budget in words.
+
+    The route as resolved (each target's provider, model and URL), the limits, retries,
+    breaker and budget. No key is read and no request sent. Exit code 0, 2 for a policy that
+    is invalid or cannot be read.
+
+    Example: rmgr policy explain sequential-failover
 
     Parameters
     ----------
     file
-        The policy file (TOML).
+        The policy file (TOML), or a bundled policy's name.
     """
     env = load_environment()
     policy = load_policy(file, env)
@@ -134,16 +184,21 @@ def simulate(
     prompt: str = "Should we migrate to Kubernetes?",
     seed: int = 0,
 ) -> int:
-    """Run the policy's engine against simulated providers on a virtual clock and print the
-    decision trace: which target when, why it was left, total time and cost. No request is sent
-    and no key is read. Providers not mentioned answer after 0.5 s.
+    """Run a policy against simulated providers; print the trace.
+
+    The policy's engine runs on a virtual clock; the decision trace says which target when,
+    why it was left, total time and cost. No request is sent and no key is read. Providers not
+    mentioned answer after 0.5 s. Exit code 0 when the run answered, 1 when it failed, 2 for
+    bad input.
+
+    Example: rmgr policy simulate cost-first --down glm-direct
 
     Parameters
     ----------
     file
-        The policy file (TOML).
+        The policy file (TOML), or a bundled policy's name.
     down
-        NAME: the provider refuses connections (repeatable).
+        NAME: the provider refuses connections (each of these options repeats).
     hang
         NAME: the provider never answers.
     slow

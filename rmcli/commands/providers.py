@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import cyclopts
 
-from rmcli import api, interrupt
+from rmcli import api, figures, interrupt
+from rmcli.circuit_view import duration, health_note
 from rmcli.config import ConfigError, load_policy
 from rmcli.environment import api_key, key_problem, load_environment
 from rmcli.output import emit_json, err
-from rmcli.tables import print_table
+from rmcli.tables import Column, fits, print_table
 from rmcore.breaker import CircuitState
 from rmcore.health import HealthReport
 from rmcore.policy import resolve_providers
 from rmcore.providers import ProviderSpec, builtin_providers
-from rmcore.quota import format_moment
 
 __all__ = ["health", "providers"]
 
@@ -46,7 +47,12 @@ def _problems(env: dict[str, str], spec: ProviderSpec) -> list[str]:
 
 
 def providers(*, policy: PolicyOption = None, json: bool = False) -> int:
-    """List the configured providers: kind, model, URL, prices and whether a key is set (never the key).
+    """List the configured providers (never their keys).
+
+    Each with its kind, model, URL, prices, whether its key is set, and what is wrong with its
+    configuration. Exit code 0, 2 for a policy that cannot be read.
+
+    Example: rmgr providers --policy policy.toml
 
     Parameters
     ----------
@@ -76,6 +82,20 @@ def providers(*, policy: PolicyOption = None, json: bool = False) -> int:
             ]
         )
         return 0
+    _print_providers(env, list(specs.values()))
+    return 0
+
+
+def _price(spec: ProviderSpec) -> str:
+    return f"{figures.price(spec.input_usd_per_mtok)} / {figures.price(spec.output_usd_per_mtok)}"
+
+
+def _print_providers(env: dict[str, str], specs: list[ProviderSpec]) -> None:
+    """One row per provider and a column per fact when the terminal is wide enough (or the
+    output is a pipe); else three columns of two lines each (name and kind; model and price; URL
+    and key), the configuration problems listed under the table; on a terminal too narrow for
+    that, a card per provider."""
+    headers = ["Provider", "Kind", "Model", "URL", "API key", "Price/M in/out", "Config"]
     rows = [
         [
             s.name,
@@ -83,20 +103,38 @@ def providers(*, policy: PolicyOption = None, json: bool = False) -> int:
             s.model,
             s.url or "-",
             _key_state(env, s),
-            f"${s.input_usd_per_mtok:g} / ${s.output_usd_per_mtok:g}",
+            _price(s),
             "; ".join(_problems(env, s)) or "ok",
         ]
-        for s in specs.values()
+        for s in specs
     ]
+    compact_headers = [
+        Column("Provider\nkind", wrap=False),
+        Column("Model\nprice/M in/out", wrap=False),
+        Column("URL\nAPI key", url=True),
+    ]
+    compact = [
+        [
+            f"{s.name}\n{s.kind.value}",
+            f"{s.model}\n{_price(s)}",
+            f"{s.url or '-'}\nkey {_key_state(env, s)}",
+        ]
+        for s in specs
+    ]
+    if fits(headers, rows) or not fits(compact_headers, compact):
+        print_table("Providers", headers, rows)
+        return
+    notes = [f"{s.name}: {problem}" for s in specs for problem in _problems(env, s)]
     print_table(
         "Providers",
-        ["Provider", "Kind", "Model", "URL", "API key", "Price in/out per M tokens", "Config"],
-        rows,
+        compact_headers,
+        compact,
+        notes=[*(["Configuration problems:"] if notes else []), *notes],
+        lines=True,
     )
-    return 0
 
 
-def _health_json(report: HealthReport, circuits: dict[str, CircuitState] | None) -> dict[str, Any]:
+def _health_json(report: HealthReport, board: api.CircuitBoard | None, now: float) -> dict[str, Any]:
     ms = report.response_time_ms
     entry: dict[str, Any] = {
         "provider": report.provider,
@@ -104,79 +142,87 @@ def _health_json(report: HealthReport, circuits: dict[str, CircuitState] | None)
         "reason": report.reason,
         "responseTimeMs": None if ms is None else round(ms, 1),
     }
-    if circuits is not None:
-        entry["circuit"] = circuits.get(report.provider, CircuitState(provider=report.provider)).state
+    if board is not None:
+        circuit = _circuit_of(board, report.provider)
+        entry["circuit"] = circuit.state
+        entry["circuitNote"] = health_note(circuit, board.breaker.cooldown_s, now, healthy=report.healthy)
     return entry
 
 
-def _stored_circuits() -> dict[str, CircuitState] | None:
+def _circuit_board(policy: Path | None) -> api.CircuitBoard | None:
     """Every provider's circuit breaker as the state keeps it (the fleet's, with
-    RECURSIVEMANAGER_STATE=redis://...), by provider; None when there is no state to read (no
-    SQLite database yet: a health check creates none) or it cannot be read, which a WARNING
-    line says: the providers' health does not depend on it."""
+    RECURSIVEMANAGER_STATE=redis://...), with the policy's cooldown; None when there is no state
+    to read (no SQLite database yet: a health check creates none) or it cannot be read, which a
+    WARNING line says: the providers' health does not depend on it."""
     try:
-        circuits = interrupt.run(api.stored_circuits)
+        board = interrupt.run(lambda: api.circuit_board(policy))
     except ConfigError as exc:
         err(f"WARNING: circuit breakers not shown: {exc}")
         return None
-    return None if circuits is None else {c.provider: c for c in circuits}
+    return board if board.stored else None
 
 
-def _circuit_text(circuit: CircuitState) -> str:
-    failures = circuit.consecutive_failures
-    count = f"{failures} failure{'' if failures == 1 else 's'} in a row"
-    if circuit.state == "open" and circuit.opened_at is not None:
-        return f"open since {format_moment(circuit.opened_at)} ({count})"
-    if circuit.state == "half_open" and circuit.probe_started_at is not None:
-        return f"half-open: probe sent {format_moment(circuit.probe_started_at)}"
-    return f"closed ({count})" if failures else "closed"
+def _circuit_of(board: api.CircuitBoard, provider: str) -> CircuitState:
+    return next((c for c in board.circuits if c.provider == provider), CircuitState(provider=provider))
 
 
 def health(*names: str, policy: PolicyOption = None, json: bool = False, timeout: float = 5.0) -> int:
-    """Check providers concurrently: healthy or not, why, and the response time.
+    """Check providers concurrently: up or not, why, how fast.
 
     The AICEO gateway is asked its status URL; the OpenAI and Anthropic kinds their /models
-    endpoint, with the configured key (so bad credentials show as unhealthy: auth). With rmgr
-    --verbose every request and response is traced on stderr (keys redacted). Exit code 0
+    endpoint, with the configured key (so bad credentials show as unhealthy: auth). Exit code 0
     when every provider checked is healthy, 1 when any is not, 2 for bad input.
 
-    When there is a state to read (RECURSIVEMANAGER_STATE=redis://..., shared by a fleet, or the
-    state folder's database), each provider's circuit breaker is shown too, as every process
-    using that state sees it (JSON: ``circuit``, one of closed, open, half_open); it does not
-    change the exit code.
+    Every provider is checked, whatever its circuit breaker says; when there is a state to read
+    (RECURSIVEMANAGER_STATE=redis://..., shared by a fleet, or the state folder's database), a
+    circuit that is not closed is told in the reason, beside the check's verdict: "circuit open
+    until 14:03:12 (in 25 s), after 2 failures in a row", timed by the cooldown of --policy (or
+    the default policy's). A provider that answers while its circuit is open is shown how to use
+    it at once (rmgr circuits reset NAME). The circuit does not change the exit code.
+
+    Example: rmgr health glm-direct openai-direct --timeout 3
 
     Parameters
     ----------
     names
         Providers to check (default: all configured).
     policy
-        Also check the providers a policy file defines or overrides.
+        Also check the providers a policy file defines or overrides; its [breaker] cooldown
+        times the circuits.
     json
-        Print ``[{provider, healthy, reason, responseTimeMs}]`` (and ``circuit`` when there
-        is a state to read).
+        Print ``[{provider, healthy, reason, responseTimeMs}]`` (reason: the check's, null when
+        healthy), and when there is a state to read ``circuit`` (closed, open or half_open)
+        and ``circuitNote`` (what the text adds to the reason, null when closed).
     timeout
         Seconds to wait for each provider.
     """
     if not (math.isfinite(timeout) and timeout > 0):
         raise ConfigError(f"--timeout must be a positive number of seconds (got {timeout})")
     reports = interrupt.run(lambda: api.health(list(names) or None, policy=policy, timeout_s=timeout))
-    circuits = _stored_circuits()
+    board = _circuit_board(policy)
+    now = time.time()
     if json:
-        emit_json([_health_json(r, circuits) for r in reports])
-    else:
-        headers = ["Provider", "Status", "Response Time", "Reason"]
-        rows = [
-            [
-                r.provider,
-                "✓ healthy" if r.healthy else "✗ unhealthy",
-                "N/A" if r.response_time_ms is None else f"{r.response_time_ms:.0f}ms",
-                r.reason or "",
-            ]
-            for r in reports
+        emit_json([_health_json(r, board, now) for r in reports])
+        return 0 if all(r.healthy for r in reports) else 1
+    notes: dict[str, str | None] = {}
+    if board is not None:
+        cooldown_s = board.breaker.cooldown_s
+        for r in reports:
+            circuit = _circuit_of(board, r.provider)
+            notes[r.provider] = health_note(circuit, cooldown_s, now, healthy=r.healthy)
+    rows = [
+        [
+            r.provider,
+            "✓ healthy" if r.healthy else "✗ unhealthy",
+            "N/A" if r.response_time_ms is None else figures.duration(r.response_time_ms),
+            "; ".join(text for text in (r.reason, notes.get(r.provider)) if text),
         ]
-        if circuits is not None:
-            headers.append("Circuit")
-            for row, r in zip(rows, reports, strict=True):
-                row.append(_circuit_text(circuits.get(r.provider, CircuitState(provider=r.provider))))
-        print_table("Provider Health Status", headers, rows)
+        for r in reports
+    ]
+    footer: list[str] = []
+    if board is not None and any(notes.values()):
+        source = f"by {policy}" if policy is not None else "by the default policy; --policy FILE for yours"
+        footer.append(f"Circuits are probed {duration(board.breaker.cooldown_s)} after they open ({source}).")
+    headers = ["Provider", "Status", "Response Time", "Reason"]
+    print_table("Provider Health Status", headers, rows, notes=footer)
     return 0 if all(r.healthy for r in reports) else 1

@@ -39,10 +39,12 @@ def sandbox(
     fail: Annotated[list[str] | None, cyclopts.Parameter(name="--fail")] = None,
     port: int | None = None,
 ) -> int:
-    """Start local simulated providers on 127.0.0.1 speaking all four wire formats, streaming
-    included, and print the ``export`` lines that point the environment at them. Runs until
-    Ctrl-C. Each provider has a fault mode, set with --fail or changed at run time through the
-    control URL it prints.
+    """Start local providers that speak the real wire formats.
+
+    Simulated providers on 127.0.0.1 speak all four wire formats, streaming included; the
+    export lines printed point the environment at them. Runs until Ctrl-C. Each provider has a
+    fault mode, set with --fail or changed at run time through the control URL it prints (PUT
+    MODE to CONTROL/mode/NAME). Exit code 0 after Ctrl-C, 2 for a bad --fail or --port.
 
     Modes: ok, down (connection refused), hang, slow:S, status:CODE, ratelimit:S (429 with
     Retry-After), reset (connection reset before headers), truncate (stream cut mid-answer),
@@ -50,15 +52,12 @@ def sandbox(
     as it is sent), endless[:S] (a reply that never ends: text events forever, flat out or one
     every S seconds).
 
+    Example: rmgr sandbox --fail aiceo-gateway=down --fail glm-direct=slow:2
+
     Parameters
     ----------
     fail
-        NAME=MODE for a provider, repeatable, e.g. --fail aiceo-gateway=down --fail glm-direct=slow:2.
-        Modes: ok; down (connection refused); hang; slow:S; status:CODE; ratelimit:S (429 with
-        Retry-After); reset (before the headers); truncate (answer cut in the middle); stall
-        (goes silent after the first event); garbage (a 200 that is not JSON); huge (a
-        well-formed 1 GiB reply, made as it is sent); endless or endless:S (a reply that never
-        ends: text events forever, as fast as the client reads or one every S seconds).
+        NAME=MODE: start provider NAME in fault MODE (the modes above); repeatable.
     port
         First port: providers on PORT..PORT+3, the control API on PORT+4 (default: free ports).
     """
@@ -87,15 +86,19 @@ def demo(
     format: Literal["text", "json", "markdown"] = "text",
     ask: bool = False,
 ) -> int:
-    """The whole tool end to end, no keys needed: starts the sandbox with the primary provider
-    (aiceo-gateway) down and analyses the question with AI_PROVIDER=aiceo-gateway and
-    AI_FALLBACK_PROVIDER=glm-direct, so every perspective is served by the fallback. State
-    (attempts, cache, history) goes to a temporary folder, not yours.
+    """Fail-over end to end against the sandbox; no keys needed.
+
+    Starts the sandbox with the primary provider (aiceo-gateway) down and analyses the question
+    with AI_PROVIDER=aiceo-gateway and AI_FALLBACK_PROVIDER=glm-direct, so every perspective is
+    served by the fallback. State (attempts, cache, history) goes to a temporary folder, not
+    yours. Exit codes as for analyze (or ask, with --ask); 2 for an empty question.
+
+    Example: rmgr demo --ask --question "Say hello"
 
     Parameters
     ----------
     question
-        What to analyse.
+        What to analyse (or ask, with --ask).
     format
         text, json or markdown, as for analyze.
     ask
@@ -103,7 +106,13 @@ def demo(
     """
     from rmcli.commands.analyze import demo_analysis
     from rmcli.commands.ask import demo_ask
+    from rmcli.question import read_question
     from rmcli.sandbox import Sandbox
+
+    # Checked before the sandbox starts: a bad question is bad input (exit 2), not a run.
+    if not question.strip():
+        raise ConfigError('--question is empty — write the question, e.g. --question "Build or buy?"')
+    question = read_question(question, piped=False, what="question")
 
     async def main() -> int:
         async with Sandbox(modes={"aiceo-gateway": "down"}) as box:

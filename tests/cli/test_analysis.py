@@ -260,7 +260,7 @@ async def test_fewer_answers_than_min_perspectives_fail_the_run(
     captured = capsys.readouterr()
     assert code == 1
     assert json.loads(captured.out)["status"] == "failed"
-    assert "ERROR: the analysis failed: fewer than 2 perspective(s) answered" in captured.err
+    assert "error: the analysis failed: fewer than 2 perspective(s) answered" in captured.err
     async with api.records(env=env) as state:
         assert [e.status for e in await state.history.list("tests")] == ["failed"]
 

@@ -163,7 +163,7 @@ def test_every_circuit_open_fails_at_once_and_says_when_the_first_is_probed(cli:
         match = re.search(r"the first will be probed in (\d+) s", result["error"]["message"])
         assert match and 25 <= int(match.group(1)) <= 30
         assert result["latencyMs"] < 500
-        assert "ERROR: circuit_open: every target's circuit is open" in done.stderr
+        assert "error: circuit_open: every target's circuit is open" in done.stderr
         assert len(box.log("glm-direct")) == len(box.log("anthropic-direct")) == 1
 
 

@@ -289,7 +289,7 @@ def test_fewer_answers_than_min_perspectives_fail_with_exit_1(cli: Cli, box: Box
 
     assert done.returncode == 1, done.stderr
     assert json.loads(done.stdout)["status"] == "failed"
-    assert "ERROR: the analysis failed: fewer than 2 perspective(s) answered" in done.stderr
+    assert "error: the analysis failed: fewer than 2 perspective(s) answered" in done.stderr
 
 
 def test_two_analyses_at_once_both_finish_and_are_both_saved(direct: Cli, box: Box) -> None:
@@ -348,20 +348,23 @@ def compare_args(cli: Cli, *more: str) -> list[str]:
 
 
 def test_compare_shows_three_rows_one_with_its_error(direct: Cli) -> None:
-    """``rmgr compare`` against three providers, aiceo-gateway down: three rows, the down one
-    failed with its error; exit 3 (not every provider answered)."""
+    """``rmgr compare`` against three providers, aiceo-gateway down: a column per provider and a
+    row per figure; the down one failed, its error listed whole under the table; exit 3 (not
+    every provider answered)."""
     done = direct.run(*compare_args(direct))
 
     assert done.returncode == 3, done.stderr
-    rows = [line for line in done.stdout.splitlines() if line.startswith("│")]
-    assert len(rows) == 3
-    down, glm, openai = rows
-    assert re.match(r"│ aiceo-gateway\s*│ failed \(connection: connection refused\)", down)
-    assert re.match(r"│ glm-direct\s*│ ok\s*│ \d+\.\d\d s\s*│ \d\.\d\d\s*│ \d\.\d\d\s*│ \d\.\d\d\s*│", glm)
-    assert re.match(r"│ openai-direct\s*│ ok\s*│", openai)
-    assert re.search(
-        r"Provider\s*┃\s*Status\s*┃\s*Time\s*┃\s*Overall\s*┃\s*security\s*┃\s*ux\s*┃", done.stdout
-    )
+    out = done.stdout
+    assert re.search(r"┃\s*┃\s*aiceo-gateway ┃\s*glm-direct ┃\s*openai-direct ┃", out)
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
+    assert list(rows) == ["Status", "Time", "Overall", "security", "ux", "Tokens in", "Tokens out", "Cost"]
+    assert re.match(r"│ Status\s*│\s*failed │\s*ok │\s*ok │", rows["Status"])
+    human_time = r"(?:\d+ ms|\d+\.\d s)"  # 340 ms, 2.0 s: never 0.34 s or 340.123 ms
+    assert re.match(rf"│ Time\s*│\s*{human_time} │\s*{human_time} │\s*{human_time} │", rows["Time"])
+    for figure in ("Overall", "security", "ux"):
+        assert re.match(rf"│ {figure}\s*│\s*- │\s*\d\.\d\d │\s*\d\.\d\d │", rows[figure])
+    assert re.match(r"│ Cost\s*│\s*\$0 │\s*\$0\.\d+ │\s*\$0\.\d+ │", rows["Cost"])
+    assert re.search(r"aiceo-gateway: connection: connection refused to 127\.0\.0\.1:\d+", out)
 
 
 def test_compare_json_keeps_each_providers_own_answers(direct: Cli, box: Box) -> None:
@@ -397,7 +400,7 @@ def test_compare_json_keeps_each_providers_own_answers(direct: Cli, box: Box) ->
             assert row["analysis"]["question"] == QUESTION
         down, glm, openai = rows
         assert down["status"] == "failed"
-        assert down["error"] == "connection: connection refused"
+        assert down["error"].startswith("connection: connection refused to 127.0.0.1:")
         assert down["overallConfidence"] is None
         assert all(p["error"]["kind"] == "connection" for p in down["analysis"]["perspectives"])
         for row in (glm, openai):

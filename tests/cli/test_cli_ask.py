@@ -155,7 +155,7 @@ def test_every_route_down_exits_1(cli: Cli, sandbox: SandboxProcess) -> None:
     assert done.returncode == 1
     assert done.stdout == ""
     assert PRIMARY_FAILED in done.stderr
-    assert done.stderr.splitlines()[-1].startswith("ERROR: connection: ")
+    assert done.stderr.splitlines()[-1].startswith("error: connection: ")
     assert "Traceback" not in done.stderr
 
 

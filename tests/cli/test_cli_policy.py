@@ -1,7 +1,8 @@
-"""``rmgr policy validate`` and ``rmgr policy explain`` as a user (or a CI job) runs them.
+"""``rmgr policy validate``, ``explain`` and ``list`` as a user (or a CI job) runs them.
 
-validate: exit 0 when every file is valid, 1 when any is invalid, 2 when a file cannot be read;
-errors as ``FILE:LINE: $.path: message`` on stderr, or a JSON array with ``--json``.
+validate: exit 0 when every file is valid, 2 when any is invalid or cannot be read; every error
+of every file in one run, as ``FILE:LINE: $.path: message`` on stderr sorted by line, or a JSON
+array with ``--json``.
 """
 
 from __future__ import annotations
@@ -78,12 +79,12 @@ def test_the_repository_policies_are_valid(cli: Cli) -> None:
         assert entry["name"] == path.stem
 
 
-def test_an_invalid_file_exits_1_with_every_error_located(cli: Cli) -> None:
-    """One valid and one invalid file: exit 1; each mistake as FILE:LINE: $.path: message."""
+def test_an_invalid_file_exits_2_with_every_error_located(cli: Cli) -> None:
+    """One valid and one invalid file: exit 2; each mistake as FILE:LINE: $.path: message."""
     good = str(REPO_POLICIES[0])
     write_policy(cli.home, "bad.toml", TWO_MISTAKES)
     done = cli.run("policy", "validate", good, "bad.toml")
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert f"{good}: valid" in done.stdout
     errors = done.stderr.splitlines()
     assert any(line.startswith("bad.toml:5: $.providers.x.url: ") for line in errors)
@@ -91,7 +92,7 @@ def test_an_invalid_file_exits_1_with_every_error_located(cli: Cli) -> None:
     assert "Traceback" not in done.stderr
 
     code, entries = cli.json("policy", "validate", "--json", good, "bad.toml")
-    assert code == 1
+    assert code == 2
     for entry in entries:
         check_entry_shape(entry)
     assert [e["valid"] for e in entries] == [True, False]
@@ -125,6 +126,7 @@ def test_an_unreadable_file_exits_2(cli: Cli) -> None:
 
 
 def test_validate_without_a_file_exits_2(cli: Cli) -> None:
+    """No file given: exit 2, nothing on stdout, and the message shows the FILE argument."""
     done = cli.run("policy", "validate")
     assert done.returncode == 2
     assert done.stdout == ""
@@ -181,6 +183,104 @@ def test_validate_json_is_one_document(cli: Cli) -> None:
     """--json prints exactly one JSON document on stdout, errors included, nothing on stderr."""
     write_policy(cli.home, "bad.toml", TWO_MISTAKES)
     done = cli.run("policy", "validate", "--json", "bad.toml")
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert done.stderr == ""
     assert isinstance(json.loads(done.stdout), list)
+
+
+THREE_MISTAKES = """\
+version = 1
+
+[route]
+strategy = "fastes"
+targets = ["glm-direct"]
+
+[limits]
+deadlin_s = 30
+
+[retry]
+max_attempts = "3"
+"""
+
+OTHER_MISTAKES = """\
+version = 1
+
+[limits]
+deadline_s = -3
+
+[route]
+targets = ["glm-direct", "nope-provider"]
+"""
+
+
+def test_three_mistakes_give_three_located_errors_sorted_by_line(cli: Cli) -> None:
+    """A bad value, an unknown key and a wrong type in one file: three ``FILE:LINE:`` errors in
+    one run, in the order of the file, and exit 2."""
+    write_policy(cli.home, "three.toml", THREE_MISTAKES)
+    done = cli.run("policy", "validate", "three.toml")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert [line.split(": ", 2)[:2] for line in lines] == [
+        ["three.toml:4", "$.route.strategy"],
+        ["three.toml:8", "$.limits.deadlin_s"],
+        ["three.toml:11", "$.retry.max_attempts"],
+    ]
+    assert "did you mean `fastest`?" in lines[0]
+    assert "did you mean `deadline_s`?" in lines[1]
+    assert lines[2].endswith("expected an integer, got '3'")
+
+
+def test_two_bad_files_report_both_each_sorted(cli: Cli) -> None:
+    """Two invalid files: every error of each, file by file in the order given, each file's
+    errors sorted by line; a wrong value and an unknown provider in different sections are both
+    reported at once."""
+    write_policy(cli.home, "three.toml", THREE_MISTAKES)
+    write_policy(cli.home, "other.toml", OTHER_MISTAKES)
+    done = cli.run("policy", "validate", "three.toml", "other.toml")
+    assert done.returncode == 2
+    where = [line.split(": ", 1)[0] for line in done.stderr.splitlines()]
+    assert where == ["three.toml:4", "three.toml:8", "three.toml:11", "other.toml:4", "other.toml:7"]
+    assert "other.toml:7: $.route.targets[1]: unknown provider `nope-provider`" in done.stderr
+
+    code, entries = cli.json("policy", "validate", "--json", "three.toml", "other.toml")
+    assert code == 2
+    assert [[e["line"] for e in entry["errors"]] for entry in entries] == [[4, 8, 11], [4, 7]]
+
+
+def test_policy_list_shows_every_bundled_policy_with_its_description(cli: Cli) -> None:
+    """``policy list`` names every bundled policy with the first line of its leading comment,
+    and no line is wider than 80 columns at ``COLUMNS=80``."""
+    done = cli.run("policy", "list", env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), done.stdout
+    rows = [line for line in lines if line and not line[0].isspace() and not line.startswith("Use")]
+    names = [row.split()[0] for row in rows]
+    assert names == [p.stem for p in REPO_POLICIES]
+    first = next(line for line in lines if line.startswith("cost-first "))
+    assert "The cheapest provider that fits the budget" in first
+
+
+def test_policy_list_json(cli: Cli) -> None:
+    """``policy list --json``: one array of ``{name, file, description}``, one per bundled file."""
+    code, entries = cli.json("policy", "list", "--json")
+    assert code == 0
+    assert [e["name"] for e in entries] == [p.stem for p in REPO_POLICIES]
+    assert [e["file"] for e in entries] == [p.name for p in REPO_POLICIES]
+    by_name = {e["name"]: e["description"] for e in entries}
+    assert by_name["sequential-failover"] == "The seed's fail-over order, made per request."
+    assert all(e["description"] for e in entries)
+
+
+def test_the_policy_group_help_lists_every_subcommand(cli: Cli) -> None:
+    """``rmgr policy --help`` lists list, validate, explain and simulate, and the group's line in
+    ``rmgr --help`` names them too."""
+    done = cli.run("policy", "--help", env={"COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    for command in ("list", "validate", "explain", "simulate"):
+        assert f"│ {command} " in done.stdout, command
+    top = cli.run("--help", env={"COLUMNS": "200"}).stdout
+    policy_line = next(line for line in top.splitlines() if "│ policy " in line)
+    for command in ("list", "validate", "explain", "simulate"):
+        assert command in policy_line, command

@@ -483,7 +483,7 @@ def test_ask_cuts_a_runaway_reply_off_promptly_and_within_memory(
     assert result["error"]["kind"] == kind
     assert message in result["error"]["message"]
     assert [(a["provider"], a["outcome"]) for a in result["attempts"]] == [(name, kind)]
-    assert f"ERROR: {kind}: " in done.stderr
+    assert f"error: {kind}: " in done.stderr
     if kind == "timeout":
         assert 0.9 < measured["seconds"] < 4.0
     else:

@@ -632,7 +632,7 @@ def check_accounting(
         for a in attempts:
             key = (marker, a.provider, "chat")
             stored[key] += 1
-            if a.outcome == ErrorKind.CONNECTION.value and a.message == "connection refused":
+            if a.outcome == ErrorKind.CONNECTION.value and a.message.startswith("connection refused to "):
                 refused_stored[key] += 1
             elif a.outcome in ABANDONED:
                 abandoned[key] += 1

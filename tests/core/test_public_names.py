@@ -100,6 +100,7 @@ RMCORE = {
 
 RMCLI_API = {
     "AnalysisRun",
+    "CircuitBoard",
     "Client",
     "ConfigError",
     "Hooks",
@@ -107,10 +108,12 @@ RMCLI_API = {
     "Provider",
     "analyze",
     "ask",
+    "circuit_board",
     "compare",
     "create",
     "health",
     "records",
+    "reset_circuits",
     "stored_circuits",
 }
 
