@@ -140,7 +140,9 @@ async def run_analysis(
                 plan, limits=msgspec.structs.replace(plan.limits, deadline_s=left)
             )
             request = perspective_request(p, question, max_tokens=max_tokens, temperature=temperature)
-            outcome = await route(perspective_plan, request, routed, clock=clock, ledger=ledger)
+            outcome = await route(
+                perspective_plan, request, routed, clock=clock, ledger=ledger, perspective=p.id
+            )
         if outcome.completion is not None and outcome.provider is not None:
             c = outcome.completion
             result = answered_result(

@@ -47,7 +47,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from rmcli.health import HEALTH_TIMEOUT_S, check_health
 from rmcli.hooks import Hooks
 from rmcli.output import err
-from rmcli.state import AttemptClaim, Caps, Slot, SlotBusy, State, StoreError, StoreUnavailable
+from rmcli.state import AttemptClaim, Caps, Origin, Slot, SlotBusy, State, StoreError, StoreUnavailable
 from rmcli.transport import AttemptEvent, perform_attempt
 from rmcore.attempts import AttemptRecord
 from rmcore.breaker import CircuitState
@@ -159,13 +159,15 @@ async def route(
     seed: int | None = None,
     spent_usd: float = 0.0,
     ledger: Ledger | None = None,
+    perspective: str | None = None,
 ) -> RunOutcome:
     """Route ``request`` by ``plan`` and return how it ended. Never raises for a provider's fault;
     a cancellation from outside is let through once the attempts in flight are settled.
 
     ``routing.hooks.text`` receives the answer's text as it streams, for attempts that run alone
     (never those of a race or a hedge). ``ledger`` is a budget shared with other routes running at
-    the same time (the perspectives of an analysis)."""
+    the same time (the perspectives of an analysis); ``perspective`` is recorded with each attempt
+    (the analysis perspective this run answers)."""
     engine = Engine(
         plan,
         request,
@@ -174,7 +176,7 @@ async def route(
         spent_usd=spent_usd,
         ledger=ledger,
     )
-    return await _Run(engine, routing, clock).run()
+    return await _Run(engine, routing, clock, perspective).run()
 
 
 class _NeedsTasks(Exception):
@@ -191,8 +193,11 @@ class _Run:
     hedge, a health check) opens the task group, and the run goes on inside it.
     """
 
-    def __init__(self, engine: Engine, routing: Routing, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, engine: Engine, routing: Routing, clock: Callable[[], float], perspective: str | None = None
+    ) -> None:
         self.engine = engine
+        self.origin = Origin(routing.run_id, routing.command, perspective)
         self.plan = engine.plan
         self.request = engine.request
         self.routing = routing
@@ -326,7 +331,7 @@ class _Run:
             state = self.state
             if state is not None:
                 key = sent[0] if sent is not None else uuid.uuid4().hex
-                await state.attempts.settle(key, self.routing.run_id, self.routing.command, record)
+                await state.attempts.settle(key, self.origin, record)
                 if self.breakers:
                     await self.record_circuit(state, record)
             if self.hooks.attempt_ended is not None:
@@ -354,9 +359,7 @@ class _Run:
                 )
                 if self.state is not None:
                     with contextlib.suppress(StoreError):
-                        await self.state.attempts.settle(
-                            key, self.routing.run_id, self.routing.command, record
-                        )
+                        await self.state.attempts.settle(key, self.origin, record)
                 if self.hooks.attempt_ended is not None:
                     self.hooks.attempt_ended(record)
 
@@ -389,7 +392,7 @@ class _Run:
         key = uuid.uuid4().hex
         if self.state is not None:
             with anyio.CancelScope(shield=True):
-                await self.state.attempts.sent(key, self.routing.run_id, self.routing.command, sent)
+                await self.state.attempts.sent(key, self.origin, sent)
         self.in_flight[action.attempt_id] = (key, sent, now)
 
     async def attempt(self, action: StartAttempt, scope: anyio.CancelScope) -> Event | None:

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from rmcore.base import Base
 from rmcore.completion import Usage
 
-__all__ = ["AttemptRecord"]
+__all__ = ["AttemptRecord", "Origin"]
+
+
+class Origin(NamedTuple):
+    """Where an attempt comes from, as it is recorded: its run, the command, and the analysis
+    perspective it answers (None outside an analysis)."""
+
+    run_id: str
+    command: str
+    perspective: str | None = None
 
 
 class AttemptRecord(Base, frozen=True):

@@ -37,7 +37,9 @@ class AttemptRow(Base, frozen=True):
     """One recorded attempt as read back from the state store, flattened for statistics.
 
     ``outcome`` is ``"ok"`` or an error kind; ``started_at_ms`` is milliseconds since the Unix
-    epoch; ``run_id`` groups the attempts of one ``rmgr`` run.
+    epoch; ``run_id`` groups the attempts of one ``rmgr`` run; ``perspective`` is the id of the
+    analysis perspective that sent it (None outside an analysis, and for attempts recorded before
+    schema 7).
     """
 
     provider: str
@@ -50,6 +52,7 @@ class AttemptRow(Base, frozen=True):
     output_tokens: int
     cost_usd: float
     run_id: str
+    perspective: str | None = None
 
 
 class ProviderUsage(Base, frozen=True):

@@ -35,8 +35,12 @@ _GROUP_KEYS: dict[str, Callable[[AttemptRow], str]] = {
     "provider": lambda row: row.provider,
     "model": lambda row: row.model,
     "day": lambda row: dt.datetime.fromtimestamp(row.started_at_ms / 1000, tz=dt.UTC).date().isoformat(),
+    "perspective": lambda row: row.perspective or _NO_PERSPECTIVE,
 }
-_HEADINGS = {"provider": "Provider", "model": "Model", "day": "Day (UTC)"}
+_HEADINGS = {"provider": "Provider", "model": "Model", "day": "Day (UTC)", "perspective": "Perspective"}
+_NO_PERSPECTIVE = "(none)"
+"""The group of attempts sent outside an analysis (``ask``, ``run``), or recorded before rmgr kept
+the perspective: ``null`` in JSON, empty in CSV."""
 
 
 def usage(
@@ -49,9 +53,9 @@ def usage(
 ) -> int:
     """Requests, failures, latency, tokens and cost, grouped.
 
-    Per provider (or model, or day): requests, failures, failure rate, p50/p95 latency, tokens
-    and cost, with a total row; then the budgets and quotas in their current windows. Every
-    request sent counts (retries, fail-overs and cancelled ones included). Cancelled
+    Per provider (or model, day, or analysis perspective): requests, failures, failure rate,
+    p50/p95 latency, tokens and cost, with a total row; then the budgets and quotas in their
+    current windows. Every request sent counts (retries, fail-overs and cancelled ones included). Cancelled
     requests (race and hedge losers, interrupted runs) are counted apart and never as failures;
     latency is each attempt's latencyMs as the accounting records it, from the request written to
     its end, and the percentiles are over the attempts that ended by themselves, failed ones
@@ -70,13 +74,14 @@ def usage(
         The window of the attempts: 30m, 24h, 7d, 2w, an ISO date or date-time (UTC), or "all".
         (Caps are always shown in their current window.)
     by
-        Group the attempts by provider, model, or day (UTC). Perspective is not possible: an
-        attempt does not record which perspective of an analysis sent it.
+        Group the attempts by provider, model, day (UTC), or perspective (the analysis
+        perspective that sent them; "(none)" for ask and run, and for attempts recorded before
+        rmgr kept it).
     format
         text (tables), json (``[{provider, requests, failures, cancelled, failureRate, p50Ms,
-        p95Ms, inputTokens, outputTokens, costUsd}]``, the first key named after --by: model, or
-        day as YYYY-MM-DD), or csv (a header row, then one row per group, the same fields; no
-        total row). With --caps, the caps in that format.
+        p95Ms, inputTokens, outputTokens, costUsd}]``, the first key named after --by: model,
+        day as YYYY-MM-DD, or perspective, null outside an analysis), or csv (a header row, then
+        one row per group, the same fields; no total row). With --caps, the caps in that format.
     json
         The same as --format json.
     caps
@@ -89,12 +94,6 @@ def usage(
     if json and format not in (None, "json"):
         raise ConfigError(f"--json and --format {format} ask for two formats — give one of them")
     chosen: Format = "json" if json else format or "text"
-    if by == "perspective":
-        raise ConfigError(
-            "--by perspective: attempts do not record which perspective of an analysis sent them — "
-            "group by provider, model or day; rmgr history show ID lists each perspective's "
-            "provider, tokens, cost and latency for a saved analysis"
-        )
     match parse_since(since, int(time.time() * 1000)):
         case Success(value):
             since_ms = value
@@ -135,7 +134,11 @@ def group_rows(rows: Sequence[AttemptRow], by: str) -> list[ProviderUsage]:
 def _json_rows(groups: Sequence[ProviderUsage], by: str) -> list[dict[str, Any]]:
     """The rows of ``--format json``: ``rmcore.usage.to_json_rows`` with the group's key named
     after ``by`` (``provider`` stays the first key of the contract)."""
-    return [{by: row.pop("provider"), **row} for row in to_json_rows(groups)]
+    rows = [{by: row.pop("provider"), **row} for row in to_json_rows(groups)]
+    if by == "perspective":
+        for row in rows:
+            row[by] = None if row[by] == _NO_PERSPECTIVE else row[by]
+    return rows
 
 
 _ATTEMPT_FIELDS = (

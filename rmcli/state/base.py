@@ -17,7 +17,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Self
 
-from rmcore.attempts import AttemptRecord
+from rmcore.attempts import AttemptRecord, Origin
 from rmcore.base import Base
 from rmcore.breaker import Admission, CircuitState
 from rmcore.quota import CapUsage, Charge, Refusal
@@ -25,7 +25,7 @@ from rmcore.usage import AttemptRow
 
 __all__ = [
     "HISTORY_ID_MIN_PREFIX", "AttemptClaim", "Attempts", "Cache", "CacheStats", "Caps", "Circuits", "History",
-    "HistoryEntry", "HistoryStats", "Slot", "SlotBusy", "State", "StoreError", "StoreUnavailable",
+    "HistoryEntry", "HistoryStats", "Origin", "Slot", "SlotBusy", "State", "StoreError", "StoreUnavailable",
 ]
 
 HISTORY_ID_MIN_PREFIX = 4
@@ -155,10 +155,10 @@ class Attempts(Protocol):
     ``settle`` replaces that with how it ended. A process killed in between leaves the first
     record, so a request the provider received is never missing from ``rmgr usage``."""
 
-    async def sent(self, key: str, run_id: str, command: str, record: AttemptRecord) -> None:
+    async def sent(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         """Record the attempt ``key`` (unique, made by the caller) as it leaves; nothing when ``key``
         is recorded already."""
-    async def settle(self, key: str, run_id: str, command: str, record: AttemptRecord) -> None:
+    async def settle(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         """How the attempt ``key`` ended (recorded afresh when ``sent`` never reached this store)."""
     async def since(self, since_ms: int, providers: Collection[str] | None = None) -> list[AttemptRow]:
         """The attempts started at or after ``since_ms`` (epoch ms), oldest first (one millisecond in
@@ -248,8 +248,7 @@ class State:
         where: str, local_caps: Caps | None = None, closers: Sequence[Any] = (),
     ) -> None:
         self.attempts, self.circuits, self.caps = attempts, circuits, caps
-        self.cache, self.history = cache, history
-        self.where = where
+        self.cache, self.history, self.where = cache, history, where
         self.local_caps = local_caps
         """This host's own caps, counted in while a shared state is unreachable and the policy
         fails open; None when the state is not shared (its caps are local already)."""

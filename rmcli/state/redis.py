@@ -42,7 +42,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from rmcli.state import base, redacted_url, rules
 from rmcli.state.base import SlotBusy, State, StoreError, StoreUnavailable
 from rmcli.state.rules import CapsRules, CircuitRules, Decide, convert
-from rmcore.attempts import AttemptRecord
+from rmcore.attempts import AttemptRecord, Origin
 from rmcore.breaker import CircuitState
 from rmcore.quota import CapUsage, Charge, Refusal, refuse
 from rmcore.usage import AttemptRow
@@ -352,22 +352,19 @@ class _Part:
 class RedisAttempts(_Part):
     """``Attempts``: one script when an attempt is sent, one when it ends."""
 
-    async def sent(self, key: str, run_id: str, command: str, record: AttemptRecord) -> None:
-        await self._record(key, run_id, command, record, "")
+    async def sent(self, key: str, origin: Origin, record: AttemptRecord, replace: str = "") -> None:
+        values = msgspec.json.encode(rules.attempt_values(origin, record))
+        keys = [self._k("attempts", suffix) for suffix in ("", ":keys", ":seq")]
+        await self._r.run(_ATTEMPT, keys, [key, int(record.started_at_ms), values, replace])
 
-    async def settle(self, key: str, run_id: str, command: str, record: AttemptRecord) -> None:
+    async def settle(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         """Replace the attempt ``key`` with how it ended (keeping its place), or record it afresh."""
-        await self._record(key, run_id, command, record, "1")
+        await self.sent(key, origin, record, "1")
 
     async def since(self, since_ms: int, providers: Collection[str] | None = None) -> list[AttemptRow]:
         members = await self._r.command("ZRANGEBYSCORE", self._k("attempts"), since_ms, "+inf")
         rows = [rules.attempt_row(_json(member[_SEQ:], list), self._r.corrupt) for member in members]
         return [row for row in rows if providers is None or row.provider in providers]
-
-    async def _record(self, key: str, run_id: str, command: str, record: AttemptRecord, replace: str) -> None:
-        values = msgspec.json.encode(rules.attempt_values(run_id, command, record))
-        keys = [self._k("attempts", suffix) for suffix in ("", ":keys", ":seq")]
-        await self._r.run(_ATTEMPT, keys, [key, int(record.started_at_ms), values, replace])
 
 
 class RedisCircuits(_Part, CircuitRules):

@@ -31,7 +31,7 @@ NEW_ID_TRIES: Final = 8
 """Random history ids drawn before giving up on finding a free one."""
 ATTEMPT_FIELDS: Final = (
     "run_id", "command", "provider", "model", "outcome", "status", "latency_ms", "started_at_ms",
-    "input_tokens", "output_tokens", "usage_estimated", "cost_usd", "message",
+    "input_tokens", "output_tokens", "usage_estimated", "cost_usd", "message", "perspective",
 )
 """How an attempt is stored: the SQLite columns, and the JSON array in Redis, in this order."""
 HISTORY_FIELDS: Final = ("id", "agent_id", "question", "status", "overall_confidence", "created_ms")
@@ -62,18 +62,19 @@ def check(*, ttl_ms: int = 0, limit: int | None = None, confidence: float | None
         raise ValueError(f"overall confidence must be within 0.0 to 1.0 or None, not {confidence!r}")
 
 
-def attempt_values(run_id: str, command: str, record: AttemptRecord) -> tuple[object, ...]:
+def attempt_values(origin: base.Origin, record: AttemptRecord) -> tuple[object, ...]:
     """The stored form of an attempt, field by field as ``ATTEMPT_FIELDS``; no key is ever in it."""
     message, usage = None if record.message is None else record.message[:MAX_MESSAGE_CHARS], record.usage
     return (
-        run_id, command, record.provider, record.model, record.outcome, record.status,
+        origin.run_id, origin.command, record.provider, record.model, record.outcome, record.status,
         float(record.latency_ms), int(record.started_at_ms), usage.input_tokens, usage.output_tokens,
-        int(usage.estimated), float(record.cost_usd), message,
+        int(usage.estimated), float(record.cost_usd), message, origin.perspective,
     )
 
 
 def attempt_row(values: Sequence[object], corrupt: Callable[[str], StoreError]) -> AttemptRow:
-    """An attempt read back, from its stored fields (``ATTEMPT_FIELDS``)."""
+    """An attempt read back, from its stored fields (``ATTEMPT_FIELDS``; before schema 7, no perspective)."""
+    values = (*values, None) if len(values) == len(ATTEMPT_FIELDS) - 1 else values
     if len(values) != len(ATTEMPT_FIELDS):
         raise corrupt(f"an attempt has {len(values)} fields, not {len(ATTEMPT_FIELDS)}")
     stored = dict(zip(ATTEMPT_FIELDS, values, strict=True))

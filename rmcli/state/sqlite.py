@@ -33,7 +33,7 @@ import anyio
 from rmcli.state import base, rules
 from rmcli.state.base import SlotBusy, State, StoreError
 from rmcli.state.rules import CapsRules, CircuitRules, Decide, convert
-from rmcore.attempts import AttemptRecord
+from rmcore.attempts import AttemptRecord, Origin
 from rmcore.breaker import CircuitState
 from rmcore.quota import CapUsage, Charge, Refusal, refuse
 from rmcore.usage import AttemptRow
@@ -98,6 +98,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     # 5 -> 6: an attempt is settled by the row its ``sent`` made (the key index cost a page write
     # on every attempt).
     ("DROP INDEX IF EXISTS attempts_key",),
+    # 6 -> 7: the analysis perspective that sent an attempt (``usage --by perspective``).
+    ("ALTER TABLE attempts ADD COLUMN perspective TEXT",),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -239,15 +241,15 @@ class SqliteAttempts(_Part):
         super().__init__(db)
         self._rows: dict[str, int] = {}  # the row of each attempt sent here and not yet settled
 
-    async def sent(self, key: str, run_id: str, command: str, record: AttemptRecord) -> None:
+    async def sent(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         if key not in self._rows:
-            values = (key, *rules.attempt_values(run_id, command, record))
+            values = (key, *rules.attempt_values(origin, record))
             self._rows[key] = await self._db.run(lambda conn: _rowid(conn.execute(_INSERT, values)))
 
-    async def settle(self, key: str, run_id: str, command: str, record: AttemptRecord) -> None:
+    async def settle(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         """Rewrite the attempt ``key`` with how it ended, or insert it when it was not sent here
         (then kept, so that a later settle rewrites it)."""
-        row, values = self._rows.pop(key, None), rules.attempt_values(run_id, command, record)
+        row, values = self._rows.pop(key, None), rules.attempt_values(origin, record)
 
         def settle(conn: sqlite3.Connection) -> int | None:
             if row is not None and conn.execute(_SETTLE, (*values, row, key)).rowcount:

@@ -419,12 +419,16 @@ def test_compare_json_keeps_each_providers_own_answers(direct: Cli, box: Box) ->
 
 
 def test_perspectives_option_picks_those_perspectives(direct: Cli, box: Box) -> None:
-    """``--perspectives security,ux`` asks exactly those two, in that order."""
+    """``--perspectives security,ux`` asks exactly those two, in that order; ``usage --by
+    perspective`` then counts one request for each."""
     code, document = direct.json("analyze", QUESTION, "--perspectives", "ux,security", "--format", "json")
 
     assert code == 0
     assert [p["id"] for p in document["perspectives"]] == ["ux", "security"]
     assert box.requests("glm-direct") == 2
+    code, groups = direct.json("usage", "--by", "perspective", "--format", "json")
+    assert code == 0
+    assert {g["perspective"]: g["requests"] for g in groups} == {"security": 1, "ux": 1}
 
 
 def test_unknown_perspective_is_exit_2_before_any_request(direct: Cli, box: Box) -> None:

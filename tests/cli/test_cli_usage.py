@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from typing import Any
 
 import anyio
 import pytest
 
+from rmcli.state import Origin
 from rmcore.attempts import AttemptRecord
 from rmcore.completion import Usage
 from tests.cli.helpers import Cli
@@ -33,6 +35,7 @@ SEEDED = [
     ("anthropic-direct", "claude-sonnet-4-5", "ok", 200.0, TODAY_MS + 1, 5, 50, 0.002),
     ("openai-direct", "glm-4.7", "cancelled", 50.0, TODAY_MS + 2, 7, 0, 0.00004),
 ]
+PERSPECTIVES = ["security", "security", "cost", None]  # of each SEEDED attempt (None: an ask)
 
 
 def _day(ms: int) -> str:
@@ -59,7 +62,9 @@ def user(store_backend: Backend) -> Cli:
                     usage=Usage(input_tokens=tokens_in, output_tokens=tokens_out),
                     cost_usd=cost,
                 )
-                await state.attempts.settle(f"seed-{n}", "run", "ask", record)
+                perspective = PERSPECTIVES[n]
+                command = "ask" if perspective is None else "analyze"
+                await state.attempts.settle(f"seed-{n}", Origin("run", command, perspective), record)
 
     anyio.run(seed)
     return Cli(store_backend.home, store_backend.env)
@@ -138,14 +143,22 @@ def test_the_text_view_fits_80_columns_without_breaking_a_cell(user: Cli) -> Non
         assert "not shown at this width" in out
 
 
-def test_bad_combinations_and_perspective_are_refused(user: Cli) -> None:
-    """``--json`` with another ``--format`` exits 2; ``--by perspective`` exits 2 saying that
-    attempts do not record their perspective (no figures are made up)."""
+def test_by_perspective_groups_an_analysis_attempts_and_the_rest_apart(user: Cli) -> None:
+    """``--by perspective``: one group per analysis perspective, and the attempts sent outside an
+    analysis as ``null`` in JSON, ``(none)`` in text."""
+    done = user.run("usage", "--since", "all", "--by", "perspective", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    groups = {row["perspective"]: (row["requests"], row["failures"], row["cancelled"]) for row in rows}
+    assert groups == {None: (1, 0, 1), "cost": (1, 0, 0), "security": (2, 1, 0)}
+    text = user.run("usage", "--since", "all", "--by", "perspective").stdout
+    assert "Usage by perspective" in text and "(none)" in text and "security" in text
+
+
+def test_bad_combinations_are_refused(user: Cli) -> None:
+    """``--json`` with another ``--format`` exits 2, printing nothing on stdout."""
     done = user.run("usage", "--json", "--format", "csv")
     assert done.returncode == 2 and "--json and --format csv" in done.stderr
-    done = user.run("usage", "--by", "perspective")
-    assert done.returncode == 2
-    assert "do not record which perspective" in done.stderr
     assert done.stdout == ""
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from rmcli.state import State
+from rmcli.state import Origin, State
 from rmcore.attempts import AttemptRecord
 from rmcore.completion import Usage
 from rmcore.usage import AttemptRow
 from tests.cli.state.backends import WAIT_FOR_GO, Backend, run_workers
 
 pytestmark = pytest.mark.anyio
+
+RUN = Origin("run", "ask")
 
 
 def record(
@@ -31,7 +33,7 @@ def record(
 
 async def settled(state: State, *records: AttemptRecord, run_id: str = "run-1") -> None:
     for n, one in enumerate(records):
-        await state.attempts.settle(f"{run_id}-{n}", run_id, "ask", one)
+        await state.attempts.settle(f"{run_id}-{n}", Origin(run_id, "ask"), one)
 
 
 async def test_an_attempt_reads_back_field_for_field(state: State) -> None:
@@ -51,14 +53,14 @@ async def test_an_attempt_reads_back_field_for_field(state: State) -> None:
 async def test_a_sent_attempt_counts_as_cancelled_until_it_is_settled(state: State) -> None:
     """``sent`` leaves one row as the attempt stands if nothing more is heard of it; ``settle``
     replaces that row (keeping its place), and a second ``sent`` of the same key changes nothing."""
-    await state.attempts.sent("k1", "run", "ask", record(outcome="cancelled", started_at_ms=10, cost_usd=0.5))
-    await state.attempts.sent("k2", "run", "ask", record("other", outcome="cancelled", started_at_ms=10))
-    await state.attempts.sent("k1", "run", "ask", record(outcome="timeout", started_at_ms=10))
+    await state.attempts.sent("k1", RUN, record(outcome="cancelled", started_at_ms=10, cost_usd=0.5))
+    await state.attempts.sent("k2", RUN, record("other", outcome="cancelled", started_at_ms=10))
+    await state.attempts.sent("k1", RUN, record(outcome="timeout", started_at_ms=10))
     assert [(r.provider, r.outcome, r.cost_usd) for r in await state.attempts.since(0)] == [
         ("glm-direct", "cancelled", 0.5),
         ("other", "cancelled", 0.0025),
     ]
-    await state.attempts.settle("k1", "run", "ask", record(outcome="ok", started_at_ms=10, cost_usd=0.25))
+    await state.attempts.settle("k1", RUN, record(outcome="ok", started_at_ms=10, cost_usd=0.25))
     assert [(r.provider, r.outcome, r.cost_usd) for r in await state.attempts.since(0)] == [
         ("glm-direct", "ok", 0.25),
         ("other", "cancelled", 0.0025),
@@ -67,8 +69,8 @@ async def test_a_sent_attempt_counts_as_cancelled_until_it_is_settled(state: Sta
 
 async def test_settling_an_attempt_never_sent_here_records_it(state: State) -> None:
     """A settle whose ``sent`` reached another store (or none) records the attempt afresh, once."""
-    await state.attempts.settle("k", "run", "ask", record(outcome="timeout"))
-    await state.attempts.settle("k", "run", "ask", record(outcome="server_error"))
+    await state.attempts.settle("k", RUN, record(outcome="timeout"))
+    await state.attempts.settle("k", RUN, record(outcome="server_error"))
     assert [row.outcome for row in await state.attempts.since(0)] == ["server_error"]
 
 
@@ -98,16 +100,16 @@ async def test_provider_filter(state: State) -> None:
 async def test_attempts_survive_closing_and_reopening(backend: Backend) -> None:
     """What one state recorded, another opened later reads."""
     async with backend.open() as first:
-        await first.attempts.settle("a", "r1", "ask", record(started_at_ms=1))
+        await first.attempts.settle("a", Origin("r1", "ask"), record(started_at_ms=1))
     async with backend.open() as second:
-        await second.attempts.sent("b", "r2", "ask", record(started_at_ms=2))
+        await second.attempts.sent("b", Origin("r2", "ask"), record(started_at_ms=2))
         assert [row.run_id for row in await second.attempts.since(0)] == ["r1", "r2"]
 
 
 WRITER = (
     WAIT_FOR_GO
     + """
-from rmcore.attempts import AttemptRecord
+from rmcore.attempts import AttemptRecord, Origin
 
 async def main(worker: int) -> None:
     async with await open_it() as state:
@@ -115,8 +117,8 @@ async def main(worker: int) -> None:
         for i in range(25):
             at = worker * 1000 + i
             one = AttemptRecord(provider=f"p{worker}", model="m", outcome="cancelled", started_at_ms=at)
-            await state.attempts.sent(f"{worker}-{i}", f"run-{worker}", "ask", one)
-            await state.attempts.settle(f"{worker}-{i}", f"run-{worker}", "ask", AttemptRecord(
+            await state.attempts.sent(f"{worker}-{i}", Origin(f"run-{worker}", "ask"), one)
+            await state.attempts.settle(f"{worker}-{i}", Origin(f"run-{worker}", "ask"), AttemptRecord(
                 provider=f"p{worker}", model="m", outcome="ok", started_at_ms=worker * 1000 + i))
 
 anyio.run(main, int(sys.argv[4]))

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rmcli.state import AttemptClaim, Slot, State, StoreUnavailable, open_state
+from rmcli.state import AttemptClaim, Origin, Slot, State, StoreUnavailable, open_state
 from rmcli.state.fallback import RETRY_AFTER_S, Fallback
 from rmcli.state.redis import open_redis
 from rmcli.state.sqlite import open_sqlite
@@ -84,9 +84,9 @@ async def test_bookkeeping_falls_back_to_this_host_and_warns_once(down: Down, tm
     """Attempts, circuits, the cache and the history of a run go to this host's state while the
     shared one is unreachable, with one WARNING for the whole outage naming the state folder."""
     state = down.state
-    await state.attempts.sent("k", "run", "ask", ATTEMPT)
+    await state.attempts.sent("k", Origin("run", "ask"), ATTEMPT)
     down.clock.now += 5
-    await state.attempts.settle("k", "run", "ask", ATTEMPT)
+    await state.attempts.settle("k", Origin("run", "ask"), ATTEMPT)
     assert (await state.circuits.admit("glm-direct", 1.0, 30.0, 60.0)).decision == "allowed"
     await state.circuits.record("glm-direct", "server_error", 1.0, 1)
     await state.cache.put("key", "security", b"payload", 1000)
@@ -135,7 +135,7 @@ async def test_local_caps_count_on_this_host_and_say_so_once(down: Down, tmp_pat
     with pytest.raises(StoreUnavailable):
         await state.caps.begin(CLAIM, 0.0)
     assert await state.local_caps.begin(CLAIM, 0.0) is None
-    await state.attempts.sent("k", "run", "ask", ATTEMPT)
+    await state.attempts.sent("k", Origin("run", "ask"), ATTEMPT)
     assert len(down.lines) == 1 and "caps" in down.lines[0]
     async with open_sqlite(tmp_path / "home") as local:
         assert [u.reserved for u in await local.caps.usage(0.0)] == [1.0]
@@ -150,7 +150,7 @@ async def test_an_unreachable_state_is_not_asked_again_for_a_moment(down: Down) 
     tried = len(down.calls)
     with pytest.raises(StoreUnavailable, match="is unreachable"):
         await state.caps.usage(0.0)
-    await state.attempts.sent("k", "run", "ask", ATTEMPT)
+    await state.attempts.sent("k", Origin("run", "ask"), ATTEMPT)
     assert len(down.calls) == tried
     down.clock.now += RETRY_AFTER_S
     with pytest.raises(StoreUnavailable):
@@ -166,16 +166,16 @@ async def test_a_restarted_server_is_used_again_and_a_new_outage_is_announced_ag
     async with Fallback(
         open_redis(server.url()), tmp_path / "home", warn=lines.append, clock=clock
     ).state() as state:
-        await state.attempts.sent("a", "run", "ask", ATTEMPT)  # down: on this host
+        await state.attempts.sent("a", Origin("run", "ask"), ATTEMPT)  # down: on this host
         server.start()
         try:
             clock.now += RETRY_AFTER_S
-            await state.attempts.sent("b", "run", "ask", ATTEMPT)
+            await state.attempts.sent("b", Origin("run", "ask"), ATTEMPT)
             assert len(await state.attempts.since(0)) == 1
         finally:
             server.stop()
         clock.now += RETRY_AFTER_S
-        await state.attempts.sent("c", "run", "ask", ATTEMPT)
+        await state.attempts.sent("c", Origin("run", "ask"), ATTEMPT)
     assert len(lines) == 2
 
 
@@ -193,8 +193,8 @@ def test_a_stalled_redis_behind_open_state_never_blocks_the_event_loop(
         await state.circuits.admit("p", 1.0, 30.0, 60.0)
         with contextlib.suppress(StoreUnavailable):
             await state.caps.begin(AttemptClaim(holder=f"h{n}", lease_s=30.0, charges=(CHARGE,)), 1.0)
-        await state.attempts.sent(f"k{n}", "run", "ask", ATTEMPT)
-        await state.attempts.settle(f"k{n}", "run", "ask", ATTEMPT)
+        await state.attempts.sent(f"k{n}", Origin("run", "ask"), ATTEMPT)
+        await state.attempts.settle(f"k{n}", Origin("run", "ask"), ATTEMPT)
         await state.circuits.record("p", "timeout", 2.0, 3)
 
     async def main() -> float:

@@ -17,7 +17,7 @@ import msgspec
 import pytest
 import redis.asyncio.connection
 
-from rmcli.state import AttemptClaim, Slot, SlotBusy, State, StoreError, StoreUnavailable
+from rmcli.state import AttemptClaim, Origin, Slot, SlotBusy, State, StoreError, StoreUnavailable
 from rmcli.state.redis import DEFAULT_PREFIX, open_redis
 from rmcore import breaker, quota
 from rmcore.attempts import AttemptRecord
@@ -62,8 +62,8 @@ def own_server(tmp_path: Path) -> Iterator[RedisServer]:
 def every_call(state: State) -> dict[str, Callable[[], Awaitable[object]]]:
     """One call of every method of every concern, by name."""
     return {
-        "attempts.sent": lambda: state.attempts.sent("k", "r", "ask", ATTEMPT),
-        "attempts.settle": lambda: state.attempts.settle("k", "r", "ask", ATTEMPT),
+        "attempts.sent": lambda: state.attempts.sent("k", Origin("r", "ask"), ATTEMPT),
+        "attempts.settle": lambda: state.attempts.settle("k", Origin("r", "ask"), ATTEMPT),
         "attempts.since": lambda: state.attempts.since(0),
         "circuits.admit": lambda: state.circuits.admit("p", NOW, 30.0, 60.0),
         "circuits.record": lambda: state.circuits.record("p", "timeout", NOW, 3),
@@ -175,13 +175,14 @@ def test_a_stalled_redis_never_blocks_the_event_loop(
     """Redis stopped with SIGSTOP (connections accepted, nothing answered) while calls are made
     under asyncio debug mode with ``slow_callback_duration = 0.05``: every call of the Redis state
     raises ``StoreUnavailable`` within about the 1 s timeout, and asyncio logs no callback that held
-    the loop past 50 ms."""
+    the loop past 50 ms while it is stalled."""
 
     async def main() -> dict[str, tuple[BaseException | None, float]]:
         loop = asyncio.get_running_loop()
         loop.slow_callback_duration = 0.05
         async with open_redis(own_server.url()) as state:
             await all_at_once(every_call(state))  # warm: connections made, scripts loaded
+            caplog.clear()  # opening (imports, first connections) is start-up, not the stall
             with own_server.stalled():
                 return await all_at_once(every_call(state))
 
@@ -280,11 +281,25 @@ async def test_every_key_is_under_the_prefix_and_prefixes_keep_states_apart(
 async def test_long_attempt_messages_are_cut_short(store: State, redis_server: RedisServer) -> None:
     """An attempt's message is stored cut to 2,000 characters."""
     await store.attempts.sent(
-        "k", "r", "ask", AttemptRecord(provider="p", model="m", outcome="timeout", message="x" * 5000)
+        "k", Origin("r", "ask"), AttemptRecord(provider="p", model="m", outcome="timeout", message="x" * 5000)
     )
     with redis_server.client() as client:
         (member,) = client.zrange(DEFAULT_PREFIX + "attempts", 0, -1)
     assert b"x" * 2000 in member and b"x" * 2001 not in member
+
+
+async def test_an_attempt_stored_before_the_perspective_was_kept_reads_without_one(
+    store: State, redis_server: RedisServer
+) -> None:
+    """An attempt a fleet stored before schema 7 (its JSON array one field shorter) reads back with
+    no perspective, not as damaged data."""
+    record = AttemptRecord(provider="p", model="m", outcome="ok")
+    await store.attempts.sent("k", Origin("r", "analyze", "ux"), record)
+    with redis_server.client() as client:
+        (member,) = client.zrange(DEFAULT_PREFIX + "attempts", 0, -1)
+        client.delete(DEFAULT_PREFIX + "attempts")
+        client.zadd(DEFAULT_PREFIX + "attempts", {member.replace(b',"ux"]', b"]"): 0})
+    assert [r.perspective for r in await store.attempts.since(0)] == [None]
 
 
 async def test_data_the_state_never_writes_is_a_store_error(store: State, redis_server: RedisServer) -> None:
@@ -339,10 +354,10 @@ async def test_a_routed_call_is_five_round_trips(store: State, round_trips: list
         return {
             "admit": lambda: store.circuits.admit("p", NOW, 30.0, 60.0),
             "begin": lambda: store.caps.begin(claim, NOW),
-            "sent": lambda: store.attempts.sent(holder, "r", "ask", ATTEMPT),
+            "sent": lambda: store.attempts.sent(holder, Origin("r", "ask"), ATTEMPT),
             "end": lambda: store.caps.end(claim, [CHARGE, budget], NOW),
             "record": lambda: store.circuits.record("p", "ok", NOW, 3),
-            "settle": lambda: store.attempts.settle(holder, "r", "ask", ATTEMPT),
+            "settle": lambda: store.attempts.settle(holder, Origin("r", "ask"), ATTEMPT),
         }
 
     for call in routed("warm").values():

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from rmcli.state import DB_FILENAME, State, StoreError, open_state
+from rmcli.state import DB_FILENAME, Origin, State, StoreError, open_state
 from rmcli.state import sqlite as sqlite_module
 from rmcli.state.sqlite import APPLICATION_ID, SCHEMA_VERSION, open_sqlite
 from rmcore.attempts import AttemptRecord
@@ -56,7 +56,7 @@ async def test_schema_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
     await open_sqlite(tmp_path).aclose()
     path = tmp_path / DB_FILENAME
     assert sql(path, "PRAGMA application_id") == [(APPLICATION_ID,)]
-    assert sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(6,)]
+    assert sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(7,)]
     assert sql(path, "PRAGMA journal_mode") == [("wal",)]
     indexes = {row[1] for row in sql(path, "PRAGMA index_list(attempts)")}
     assert indexes == {"attempts_started_at"}  # an attempt is settled by its row id, not its key
@@ -74,10 +74,12 @@ async def test_an_attempt_is_one_row_written_by_one_statement_each_way(opened: S
     connection = opened.attempts._db._conn  # type: ignore[attr-defined]
     connection.set_trace_callback(traced.append)
     await opened.attempts.sent(
-        "k", "r", "analyze", AttemptRecord(provider="p", model="m", outcome="cancelled")
+        "k", Origin("r", "analyze"), AttemptRecord(provider="p", model="m", outcome="cancelled")
     )
     await opened.attempts.settle(
-        "k", "r", "analyze", AttemptRecord(provider="p", model="m", outcome="timeout", message="x" * 5000)
+        "k",
+        Origin("r", "analyze"),
+        AttemptRecord(provider="p", model="m", outcome="timeout", message="x" * 5000),
     )
     connection.set_trace_callback(None)
     assert [line.split(" ", 2)[:2] for line in traced] == [["INSERT", "INTO"], ["UPDATE", "attempts"]]
@@ -107,7 +109,7 @@ async def test_an_existing_folder_keeps_its_mode_and_nothing_is_written_outside_
     home.mkdir(mode=0o750)
     os.chmod(home, 0o750)
     async with open_sqlite(home) as state:
-        await state.attempts.sent("k", "r", "ask", ATTEMPT)
+        await state.attempts.sent("k", Origin("r", "ask"), ATTEMPT)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
         assert {p.name for p in home.iterdir()} <= {"state.db", "state.db-wal", "state.db-shm"}
     assert stat.S_IMODE(home.stat().st_mode) == 0o750
@@ -183,7 +185,7 @@ async def test_an_empty_file_becomes_a_state(tmp_path: Path) -> None:
     home.mkdir()
     (home / DB_FILENAME).touch()
     async with open_sqlite(home) as state:
-        await state.attempts.sent("k", "r", "ask", ATTEMPT)
+        await state.attempts.sent("k", Origin("r", "ask"), ATTEMPT)
         assert len(await state.attempts.since(0)) == 1
 
 
@@ -220,7 +222,7 @@ def test_a_schema_created_while_another_opener_reads_is_not_taken_for_foreign(
 
     async def use() -> None:
         async with opened as state:
-            await state.attempts.sent("k", "r", "ask", ATTEMPT)
+            await state.attempts.sent("k", Origin("r", "ask"), ATTEMPT)
 
     anyio.run(use)
 
@@ -237,7 +239,7 @@ async def test_a_state_damaged_inside_is_refused_by_the_check_before_use(tmp_pat
     async with open_sqlite(home) as state:
         for n in range(300):
             await state.attempts.settle(
-                f"k{n}", "run", "ask", AttemptRecord(provider=f"p{n}", model="m" * 200, outcome="ok")
+                f"k{n}", Origin("run", "ask"), AttemptRecord(provider=f"p{n}", model="m" * 200, outcome="ok")
             )
             await state.history.add("agent", f"question {n}", "ok", 0.5, n, b"x" * 3000)
     await open_sqlite(home, check=True).aclose()  # a sound file passes
@@ -318,10 +320,12 @@ async def test_a_schema_4_database_is_migrated_and_keeps_its_rows(
     assert sql(path, "PRAGMA user_version") == [(4,)]
     async with open_sqlite(home) as state:
         await state.attempts.sent(
-            "k", "new", "ask", AttemptRecord(provider="q", model="m", outcome="cancelled", started_at_ms=2)
+            "k",
+            Origin("new", "ask"),
+            AttemptRecord(provider="q", model="m", outcome="cancelled", started_at_ms=2),
         )
         await state.attempts.settle(
-            "k", "new", "ask", AttemptRecord(provider="q", model="m", outcome="ok", started_at_ms=2)
+            "k", Origin("new", "ask"), AttemptRecord(provider="q", model="m", outcome="ok", started_at_ms=2)
         )
         assert [(r.run_id, r.outcome) for r in await state.attempts.since(0)] == [
             ("old", "ok"),
@@ -385,7 +389,7 @@ async def test_a_write_waits_out_a_lock_without_blocking_the_event_loop(tmp_path
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(tick)
             started = time.monotonic()
-            await state.attempts.sent("k", "r", "ask", ATTEMPT)
+            await state.attempts.sent("k", Origin("r", "ask"), ATTEMPT)
             waited = time.monotonic() - started
             tasks.cancel_scope.cancel()
         holder.join()
@@ -405,7 +409,7 @@ async def test_a_lock_that_never_ends_gives_a_store_error(tmp_path: Path) -> Non
         holding.wait()
         try:
             with pytest.raises(StoreError, match="locked by another process"):
-                await state.attempts.sent("k", "r", "ask", ATTEMPT)
+                await state.attempts.sent("k", Origin("r", "ask"), ATTEMPT)
         finally:
             holder.join()
         assert await state.attempts.since(0) == []
