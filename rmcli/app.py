@@ -103,6 +103,7 @@ COMMANDS: tuple[tuple[str, str, str, str], ...] = (
     ("policy", "list", f"{_C}.policy:list_", "List the bundled policies, each with its description."),
     ("policy", "validate", f"{_C}.policy:validate", "Check policy files; every error as FILE:LINE: $.path."),
     ("policy", "explain", f"{_C}.policy:explain", "Describe a policy's route, limits and budget in words."),
+    ("policy", "show", f"{_C}.policy:show", "Print a policy's TOML, to copy a bundled one and edit it."),
     (
         "policy",
         "simulate",
@@ -122,7 +123,7 @@ the first line of its docstring, which ``rmgr --help`` (or the group's) lists.""
 
 GROUPS: dict[str, str] = {
     "policy": (
-        "Policies: list, validate, explain, simulate (offline).\n\n"
+        "Policies: list, show, validate, explain, simulate (offline).\n\n"
         "No key is read and no request sent. Example: rmgr policy validate policy.toml"
     ),
     "history": ("Saved analyses: list, show, stats, export, clear.\n\nExample: rmgr history list --limit 5"),
@@ -166,6 +167,9 @@ def _parse_error(exc: cyclopts.CycloptsError) -> str:
         text = text[0].lower() + text[1:]
     chain = [c for c in (exc.command_chain or ()) if c and c != "rmgr"]
     where = " ".join(["rmgr", *chain, "--help"])
+    if isinstance(exc, cyclopts.UnusedCliTokensError):
+        words = " ".join(exc.unused_tokens or ())
+        return f"more words than the command takes: {words!r} — quote a question of several words, or {where}"
     return f"{text} — {where} lists what it takes"
 
 
@@ -187,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print_error=False,
             exit_on_error=False,
         )
+        sys.stdout.flush()  # here, not at exit: a reader that went away is noticed below
     except KeyboardInterrupt as stop:
         sys.stderr.write("interrupted\n")
         signum = stop.args[0] if stop.args and isinstance(stop.args[0], int) else signal.SIGINT
@@ -197,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         err(f"error: {_parse_error(exc)}")
         raise SystemExit(2) from None
     except Exception as exc:
+        if _reader_gone(exc):
+            _quiet_stdout()
+            raise SystemExit(1) from None
         # Imported only now: ``rmgr --help`` never needs them, and these errors can only come
         # from code that has imported them already.
         from rmcli.errors import ConfigError
@@ -219,6 +227,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         raise SystemExit(1) from None
     raise SystemExit(result if isinstance(result, int) else 0)
+
+
+def _reader_gone(exc: BaseException) -> bool:
+    """The output's reader closed the pipe (``rmgr ... | head -1``): no error of ours."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_reader_gone(inner) for inner in exc.exceptions)
+    return isinstance(exc, BrokenPipeError)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit finds no closed pipe to report.
+    The exit status is then 1, with no message, as rich's own help output does (and Python's
+    documentation of SIGPIPE advises)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 _ERROR_PREFIX = re.compile(r"^(error|ERROR|Error):\s*")

@@ -145,7 +145,7 @@ def _rounder(key: str) -> _Rounder | None:
     lowered = key.lower()
     if "cost" in lowered or "usd" in lowered:
         return _cost
-    if "confidence" in lowered:
+    if "confidence" in lowered or lowered.endswith("rate"):
         return _fine
     if key.endswith("Ms") or lowered.endswith("_ms") or key == "executionTime":
         return _milliseconds
@@ -167,7 +167,7 @@ def _rounded(value: Any, rounder: _Rounder) -> Any:
 def json_ready(value: Any) -> Any:
     """``value`` as JSON builtins (structs and dataclasses become dicts, as msgspec encodes them)
     with every float rounded by what its field holds: costs and prices to 6 significant digits,
-    confidences and milliseconds to 3 (whole milliseconds kept), any other float to 15 (no
+    confidences, rates and milliseconds to 3 (whole milliseconds kept), any other float to 15 (no
     binary noise). A float in a list or an unnamed map rounds as the field holding it; ints and
     everything else are untouched. ``0.6525000000000001`` becomes ``0.6525``."""
     return _rounded(msgspec.to_builtins(value), _other)

@@ -1,5 +1,5 @@
-"""``rmgr policy list|validate|explain|simulate``: the bundled policies, and checking,
-describing and simulating policy files without sending a request.
+"""``rmgr policy list|show|validate|explain|simulate``: the bundled policies, and showing,
+checking, describing and simulating policy files without sending a request.
 
 These commands are safe on policy files from untrusted pull requests: they read no API key and
 open no connection. Wherever a FILE is taken, a bundled policy's name works too (a file of that
@@ -22,7 +22,7 @@ from rmcore.policy import PolicyIssue, decode_policy, resolve_providers
 from rmcore.policy import explain as explain_policy
 from rmcore.providers import BUILTIN_NAMES, builtin_providers
 
-__all__ = ["explain", "list_", "simulate", "validate"]
+__all__ = ["explain", "list_", "show", "simulate", "validate"]
 
 _NAME_GAP = 2
 """Spaces between a policy's name and its description in ``policy list``."""
@@ -62,7 +62,10 @@ def list_(*, json: bool = False) -> int:
         for line in lines[1:]:
             print(" " * indent + line)
     print()
-    hint = "Use one: rmgr run --policy NAME QUESTION. Read one: rmgr policy explain NAME."
+    hint = (
+        "Use one: rmgr run --policy NAME QUESTION. Read one: rmgr policy explain NAME. "
+        "Start your own from one: rmgr policy show NAME > policy.toml."
+    )
     print("\n".join(textwrap.wrap(hint, width=width)))
     return 0
 
@@ -128,6 +131,25 @@ def validate(*files: Path, json: bool = False) -> int:
     if json:
         emit_json(results)
     return 2 if failed else 0
+
+
+def show(file: Path, /) -> int:
+    """Print a policy's TOML, to copy a bundled one and edit it.
+
+    The text as it is, comments included: ``rmgr policy show cost-first > policy.toml`` starts
+    a policy of your own from a bundled one. Exit code 0, 2 when there is no such file or
+    bundled policy.
+
+    Example: rmgr policy show cost-first > policy.toml
+
+    Parameters
+    ----------
+    file
+        The policy file (TOML), or a bundled policy's name.
+    """
+    text, _ = policy_text(file)
+    print(text, end="" if text.endswith("\n") else "\n")
+    return 0
 
 
 def explain(file: Path, /) -> int:

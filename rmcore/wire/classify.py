@@ -235,7 +235,10 @@ def classify_failure(
         found = specific or _kind_of_status(status)
         if specific is None and kind is ProviderKind.AICEO and found is ErrorKind.SERVER_ERROR:
             found = _kind_of_text(detail.message)
-        message = f"HTTP {status}: {_describe(detail, _reason_phrase(status))}"
+        described = _describe(detail, _reason_phrase(status))
+        # A body that only repeats the status ("HTTP 503.") adds nothing.
+        same = described.rstrip(".").strip() == f"HTTP {status}"
+        message = f"HTTP {status}" if same else f"HTTP {status}: {described}"
     return ProviderError(
         kind=found, message=message, status=status, retry_after_s=parse_retry_after(headers, now)
     )

@@ -109,6 +109,17 @@ def test_commands_resolve_bundled_names_outside_the_repository(cli: Cli) -> None
     assert validated.stdout.splitlines()[0].startswith("hedged: valid (hedged: hedged")
 
 
+def test_policy_show_prints_a_bundled_policy_to_start_ones_own(cli: Cli) -> None:
+    """``policy show NAME > policy.toml`` writes the bundled text, comments included, and the copy
+    validates as a file of its own; an unknown name exits 2."""
+    shown = cli.run("policy", "show", "cost-first")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == find_bundled("cost-first").text()  # type: ignore[union-attr]
+    (cli.home / "policy.toml").write_text(shown.stdout, encoding="utf-8")
+    assert cli.run("policy", "validate", "policy.toml").returncode == 0
+    assert cli.run("policy", "show", "cost-last").returncode == 2
+
+
 def test_an_unknown_policy_name_exits_2_listing_the_bundled_names(cli: Cli) -> None:
     """``--policy`` with an unknown name: exit 2, one ``error:`` line listing the bundled names,
     nothing sent."""

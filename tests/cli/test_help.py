@@ -142,6 +142,7 @@ def test_compare_describes_its_question(
         (("ask", "--max-tokens", "x", "hi"), r"^error: invalid value for --max-tokens: .* — rmgr ask --help"),
         (("policy", "explain"), r"^error: .*FILE requires an argument — rmgr policy explain --help"),
         (("completion", "tcsh"), r'^error: invalid value "tcsh" .*bash.*zsh.*fish'),
+        (("ask", "two", "words"), r"^error: more words than the command takes: 'words' — quote a question"),
     ],
 )
 def test_a_command_line_that_does_not_parse_is_one_error_line(
@@ -154,6 +155,18 @@ def test_a_command_line_that_does_not_parse_is_one_error_line(
     assert done.stdout == ""
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert re.search(expected, done.stderr.rstrip("\n")), done.stderr
+
+
+def test_a_reader_that_goes_away_is_no_error(cli: Cli) -> None:
+    """Output piped to a reader that closed its end (``rmgr policy list | head -1``): exit 1
+    with nothing on stderr, not a report of a bug."""
+    done = subprocess.Popen(
+        [str(script("rmgr")), "policy", "list"],
+        env=clean_env(cli.home), cwd=cli.home, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert done.stdout is not None and done.stderr is not None
+    done.stdout.close()  # before the command can have written anything
+    assert (done.wait(timeout=30), done.stderr.read()) == (1, b"")
 
 
 def test_a_bad_config_error_is_prefixed_once(cli: Cli) -> None:

@@ -27,6 +27,7 @@ def test_the_issue_s_example_and_each_kind_of_field() -> None:
     """``0.6525000000000001`` loses its noise; each field rounds as its name says."""
     document = {
         "failureRate": 0.6525000000000001,
+        "hitRate": 0.272727272727273,
         "costUsd": 0.00012345678,
         "inputUsdPerMtok": 0.15000000000000002,
         "overallConfidence": 0.6525000000000001,
@@ -37,7 +38,8 @@ def test_the_issue_s_example_and_each_kind_of_field() -> None:
         "inputTokens": 2591,
     }
     assert json_ready(document) == {
-        "failureRate": 0.6525,
+        "failureRate": 0.653,
+        "hitRate": 0.273,
         "costUsd": 0.000123457,
         "inputUsdPerMtok": 0.15,
         "overallConfidence": 0.653,

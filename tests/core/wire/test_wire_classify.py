@@ -195,6 +195,14 @@ def test_message_falls_back_to_the_code_then_the_reason_phrase() -> None:
     assert classify_failure(OPENAI, 599, {}, b"  ", NOW).message == "HTTP 599: no error message"
 
 
+def test_a_provider_text_that_only_repeats_the_status_is_not_quoted() -> None:
+    """``HTTP 503``, not ``HTTP 503: HTTP 503.``, when the body's message says nothing more."""
+    assert classify_failure(OPENAI, 503, {}, openai_error("HTTP 503.", None, None), NOW).message == "HTTP 503"
+    assert classify_failure(OPENAI, 503, {}, openai_error("HTTP 503 again", None, None), NOW).message == (
+        "HTTP 503: HTTP 503 again"
+    )
+
+
 def test_long_provider_messages_are_cut() -> None:
     """A provider message longer than the limit is cut and ends with an ellipsis."""
     error = classify_failure(ANTHROPIC, 400, {}, anthropic_error("invalid_request_error", "x" * 5000), NOW)
