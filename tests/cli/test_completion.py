@@ -51,5 +51,5 @@ def test_the_bash_script_parses_and_completes(cli: Cli) -> None:
         return done.stdout.split()
 
     assert complete("rmgr", "pol") == ["policy"]
-    assert sorted(complete("rmgr", "policy", "")) == ["explain", "list", "simulate", "validate"]
+    assert sorted(complete("rmgr", "policy", "")) == ["explain", "list", "show", "simulate", "validate"]
     assert sorted(complete("rmgr", "analyze", "--format", "")) == ["json", "markdown", "text"]
