@@ -47,6 +47,7 @@ class Hooks:
 
 
 _NAMES = tuple(f.name for f in dataclasses.fields(Hooks))
+_NONE = Hooks()
 
 
 def _chain(functions: list[Callable[..., None]]) -> Callable[..., None]:
@@ -59,8 +60,11 @@ def _chain(functions: list[Callable[..., None]]) -> Callable[..., None]:
 
 def fan_out(*hooks: Hooks | None) -> Hooks:
     """One ``Hooks`` that calls, for each event, the hooks of every one given, in order."""
+    given = [h for h in hooks if h is not None]
+    if len(given) <= 1:  # every routed call fans out its caller's hooks: most often none
+        return given[0] if given else _NONE
     joined: dict[str, Callable[..., None] | None] = {}
     for name in _NAMES:
-        found = [f for h in hooks if h is not None and (f := getattr(h, name)) is not None]
+        found = [f for h in given if (f := getattr(h, name)) is not None]
         joined[name] = None if not found else found[0] if len(found) == 1 else _chain(found)
     return Hooks(**joined)

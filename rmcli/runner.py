@@ -30,7 +30,6 @@ import contextlib
 import math
 import random
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +119,12 @@ class ProviderLimits:
         return limiter
 
 
+def _new_key() -> str:
+    """A fresh random id of 32 hex digits, for a run or an attempt: unique is all it must be (no
+    secret hangs on it), so the process's random generator serves, without a system call."""
+    return f"{random.getrandbits(128):032x}"
+
+
 @dataclass(eq=False)
 class Routing:
     """What the routes of one caller share: the HTTP client, the keys, the state (None: nothing is
@@ -136,7 +141,7 @@ class Routing:
     keys: Callable[[ProviderSpec], str | None]
     state: State | None = None
     hooks: Hooks = _NO_HOOKS
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    run_id: str = field(default_factory=_new_key)
     command: str = "ask"
     limits: ProviderLimits = field(default_factory=ProviderLimits)
     clean: set[str] = field(default_factory=set)
@@ -330,7 +335,7 @@ class _Run:
             sent = self.in_flight.pop(attempt_id, None)
             state = self.state
             if state is not None:
-                key = sent[0] if sent is not None else uuid.uuid4().hex
+                key = sent[0] if sent is not None else _new_key()
                 await state.attempts.settle(key, self.origin, record)
                 if self.breakers:
                     await self.record_circuit(state, record)
@@ -379,17 +384,17 @@ class _Run:
         """Record the attempt as it leaves: ``cancelled`` at the prompt's estimated cost, what it
         stays if the process dies before it ends."""
         spec = action.provider
-        usage = Usage(input_tokens=estimate_prompt_tokens(self.request), estimated=True)
+        usage = Usage(input_tokens=self.engine.prompt_tokens, estimated=True)
         sent = AttemptRecord(
             provider=spec.name,
             model=spec.model,
             outcome=ErrorKind.CANCELLED.value,
-            started_at_ms=round(time.time() * 1000),
+            started_at_ms=self.engine.wall_clock_ms(now),
             usage=usage,
             cost_usd=cost_usd(usage, spec),
             message="no end was recorded (the process stopped)",
         )
-        key = uuid.uuid4().hex
+        key = _new_key()
         if self.state is not None:
             with anyio.CancelScope(shield=True):
                 await self.state.attempts.sent(key, self.origin, sent)
@@ -490,7 +495,7 @@ class _Guarded:
         self.routing = routing
         self.clock = clock
         self.provider = action.provider
-        self.holder = uuid.uuid4().hex
+        self.holder = _new_key()
         self.held: _Held | None = None
         self.waited = False
         self.sent = False

@@ -79,7 +79,7 @@ from rmcore.events import (
     TimePassed,
 )
 from rmcore.plan import RoutePlan, RunPlan, TargetPlan, leaves
-from rmcore.pricing import cost_usd, estimate_prompt_tokens, worst_case_usd
+from rmcore.pricing import cost_usd, estimate_prompt_tokens
 from rmcore.requests import ChatRequest
 
 __all__ = ["Engine"]
@@ -156,7 +156,9 @@ class _TargetRun(_Node):
         return self.name
 
     def worst_case(self) -> float:
-        return worst_case_usd(self.engine.request, self.target.provider)
+        engine = self.engine
+        worst = Usage(input_tokens=engine.prompt_tokens, output_tokens=engine.request.max_tokens)
+        return cost_usd(worst, self.target.provider)
 
     def start(self, now: float) -> None:
         self.status = _Status.RUNNING
@@ -424,6 +426,8 @@ class Engine:
             raise ValueError("a run plan needs at least one target")
         self.plan = plan
         self.request = request
+        self.prompt_tokens = estimate_prompt_tokens(request)
+        """The prompt's estimated tokens (``rmcore.pricing``), what an attempt costs at least."""
         self._seed = seed
         self._rng: random.Random | None = None
         self._epoch_s = epoch_s
@@ -622,7 +626,7 @@ class Engine:
             self._held.discard(attempt_id)
             self.ledger.settle((id(self), attempt_id), 0.0)
         else:
-            usage = Usage(input_tokens=estimate_prompt_tokens(self.request), estimated=True)
+            usage = Usage(input_tokens=self.prompt_tokens, estimated=True)
             message = "lost the race" if reason is ErrorKind.CANCELLED else "the run's deadline was reached"
             self._record(attempt_id, node.target, started, now, reason.value, usage, None, message)
         self.emit(CancelAttempt(attempt_id=attempt_id, reason=reason))
@@ -737,6 +741,11 @@ class Engine:
             if not self._finished and isinstance(node, _TargetRun | _Composite) and not node.done:
                 node.wake(now)
 
+    def wall_clock_ms(self, at: float) -> int:
+        """The moment ``at`` (of the clock ``start`` was given) as milliseconds since the Unix
+        epoch, as attempt records date it."""
+        return round((self._epoch_s + at - self._start_at) * 1000.0)
+
     def _record(
         self,
         attempt_id: int,
@@ -757,7 +766,7 @@ class Engine:
                 outcome=outcome,
                 status=status,
                 latency_ms=max(at - started, 0.0) * 1000.0,
-                started_at_ms=round((self._epoch_s + started - self._start_at) * 1000.0),
+                started_at_ms=self.wall_clock_ms(started),
                 usage=usage,
                 cost_usd=cost_usd(usage, target.provider),
                 message=message,

@@ -404,8 +404,7 @@ class RedisCircuits(_Part, CircuitRules):
 
 
 class RedisCaps(_Part, CapsRules):
-    """``Caps``: an attempt's slot and reservation taken by one compare-and-set script, given back
-    by one settling script."""
+    """``Caps``: an attempt's slot and reservation taken by one compare-and-set script, given back by one."""
 
     def __init__(self, connection: Connection) -> None:
         super().__init__(connection)
@@ -482,8 +481,7 @@ class RedisCache(_Part):
     """``Cache``: each call one script."""
 
     async def get(self, key: str, now_ms: int, ttl_ms: int) -> bytes | None:
-        """The payload when stored at or after ``now_ms - ttl_ms``; counts the hit or miss, and
-        removes an expired entry."""
+        """The payload stored at or after ``now_ms - ttl_ms``; counts the hit or miss; drops expired ones."""
         rules.check(ttl_ms=ttl_ms)
         found = await self._r.run(_CACHE_GET, self._keys(), [key, now_ms - ttl_ms])
         return None if found is None else _bytes(found)
@@ -596,8 +594,7 @@ class RedisHistory(_Part):
         self, agent_id: str | None, *, min_confidence: float | None = None, since_ms: int | None = None,
         limit: int | None = None,
     ) -> list[base.HistoryEntry]:
-        """Entries newest first (the last saved first within a millisecond), filtered as the SQLite
-        state filters them."""
+        """Entries newest first (the last saved first within a millisecond), filtered as SQLite's are."""
         rules.check(limit=limit)
         count = limit if limit is not None and min_confidence is None else -1
         entries = [e for e, _ in await self._read(agent_id, True, since_ms, count)] if limit != 0 else []

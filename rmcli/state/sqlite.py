@@ -122,7 +122,9 @@ _PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _AUTH, _NO
 _FIELDS: Final = rules.ATTEMPT_FIELDS
 _COLUMNS: Final = ", ".join(_FIELDS)
 _INSERT: Final = f"INSERT INTO attempts (key, {_COLUMNS}) VALUES (?{', ?' * len(_FIELDS)})"
-_SETTLE: Final = f"UPDATE attempts SET {', '.join(f'{n} = ?' for n in _FIELDS)} WHERE id = ? AND key = ?"
+_AT: Final = _FIELDS.index("started_at_ms")  # a settle keeps it: the index's page is not written again
+_SETTLED: Final = _FIELDS[:_AT] + _FIELDS[_AT + 1 :]
+_SETTLE: Final = f"UPDATE attempts SET {' = ?, '.join(_SETTLED)} = ? WHERE id = ? AND key = ?"
 _CIRCUIT: Final = "provider, state, consecutive_failures, opened_at, probe_started_at"
 _WRITE_CIRCUIT: Final = f"INSERT OR REPLACE INTO circuits ({_CIRCUIT}, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
 _HISTORY: Final = ", ".join(rules.HISTORY_FIELDS)
@@ -247,12 +249,13 @@ class SqliteAttempts(_Part):
             self._rows[key] = await self._db.run(lambda conn: _rowid(conn.execute(_INSERT, values)))
 
     async def settle(self, key: str, origin: Origin, record: AttemptRecord) -> None:
-        """Rewrite the attempt ``key`` with how it ended, or insert it when it was not sent here
-        (then kept, so that a later settle rewrites it)."""
+        """Rewrite the attempt ``key`` with how it ended (sent when it was), or insert it when it was
+        not sent here (then kept, so that a later settle rewrites it)."""
         row, values = self._rows.pop(key, None), rules.attempt_values(origin, record)
+        ended = (*values[:_AT], *values[_AT + 1 :], row, key)
 
         def settle(conn: sqlite3.Connection) -> int | None:
-            if row is not None and conn.execute(_SETTLE, (*values, row, key)).rowcount:
+            if row is not None and conn.execute(_SETTLE, ended).rowcount:
                 return None
             return _rowid(conn.execute(_INSERT, (key, *values)))
 
