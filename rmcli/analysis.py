@@ -26,14 +26,17 @@ from rmcore.attempts import AttemptRecord
 from rmcore.budget import Ledger
 from rmcore.completion import Usage
 from rmcore.confidence import overall_confidence
+from rmcore.events import RunOutcome
 from rmcore.perspectives import Perspective, cache_key, perspective_request
 from rmcore.report import (
+    PerspectiveAnswer,
     PerspectiveResult,
     Status,
     analysis_json,
     analysis_status,
     answered_result,
     failed_result,
+    perspective_answer,
     summarize,
 )
 
@@ -41,13 +44,15 @@ __all__ = ["AnalysisRun", "run_analysis"]
 
 
 class _CachedAnswer(msgspec.Struct, frozen=True):
-    """A cached answer: its text and who wrote it. What it took to write is not kept: an answer
-    served from the cache costs nothing in the run that reuses it (entries written with token
-    counts, by earlier versions, still decode: unknown fields are ignored)."""
+    """A cached answer: its text and who wrote it, and every other provider's when several
+    answered (a ``compare`` route). What it took to write is not kept: an answer served from the
+    cache costs nothing in the run that reuses it (entries written with token counts, by earlier
+    versions, still decode: unknown fields are ignored)."""
 
     text: str
     provider: str
     model: str
+    others: tuple[_CachedAnswer, ...] = ()
 
 
 class AnalysisRun(msgspec.Struct, frozen=True):
@@ -116,6 +121,11 @@ async def run_analysis(
             payload = await cache.get(key, int(time.time() * 1000), cache_ttl_ms)
             if payload is not None:
                 cached = msgspec.json.decode(payload, type=_CachedAnswer)
+                every = (cached, *cached.others)
+                answers = [
+                    perspective_answer(c.text, provider=c.provider, model=c.model, usage=Usage(), cost_usd=0)
+                    for c in every
+                ]
                 finish(
                     answered_result(
                         p,
@@ -126,6 +136,7 @@ async def run_analysis(
                         cost_usd=0.0,
                         latency_ms=0.0,
                         cached=True,
+                        answers=answers,
                     )
                 )
                 return
@@ -153,12 +164,15 @@ async def run_analysis(
                 usage=c.usage,
                 cost_usd=outcome.cost_usd,
                 latency_ms=sum(a.latency_ms for a in outcome.attempts if a.outcome == "ok"),
+                answers=_answers(outcome),
             )
             if cache is not None:
-                payload = msgspec.json.encode(
-                    _CachedAnswer(text=c.content, provider=outcome.provider, model=c.model)
+                others = tuple(
+                    _CachedAnswer(text=a.completion.content, provider=a.provider, model=a.model)
+                    for a in outcome.answers[1:]
                 )
-                await cache.put(key, p.id, payload, int(time.time() * 1000))
+                kept = _CachedAnswer(text=c.content, provider=outcome.provider, model=c.model, others=others)
+                await cache.put(key, p.id, msgspec.json.encode(kept), int(time.time() * 1000))
         else:
             error = outcome.error
             last = outcome.attempts[-1] if outcome.attempts else None
@@ -193,3 +207,24 @@ async def run_analysis(
         timestamp=timestamp,
         cost_usd=sum((a.cost_usd for a in attempts), 0.0),
     )
+
+
+def _answers(outcome: RunOutcome) -> list[PerspectiveAnswer]:
+    """Every provider's answer of a run that holds several (a ``compare`` route), each with what
+    that provider's successful attempts cost."""
+    if len(outcome.answers) < 2:
+        return []
+    paid: dict[str, float] = {}
+    for t in outcome.attempts:
+        if t.outcome == "ok":
+            paid[t.provider] = paid.get(t.provider, 0.0) + t.cost_usd
+    return [
+        perspective_answer(
+            a.completion.content,
+            provider=a.provider,
+            model=a.model,
+            usage=a.completion.usage,
+            cost_usd=paid.get(a.provider, 0.0),
+        )
+        for a in outcome.answers
+    ]

@@ -94,6 +94,11 @@ def print_text(run: AnalysisRun, first_provider: str) -> None:
             console.print(Text(f"Reasoning: {safe_text(r.reasoning)}"))
         if "no_confidence" in r.flags:
             console.print(Text("(the answer stated no confidence: it is reported as unknown)"))
+        for n, a in enumerate(r.answers[1:], start=2):
+            who = safe_text(f"{a.provider} ({a.model})")
+            console.print()
+            console.print(Text(f"Answer {n} · Confidence: {_confidence(a.confidence)} · {who}", style="bold"))
+            console.print(Text(safe_text(a.analysis or "")))
 
 
 class LiveProgress:

@@ -26,6 +26,7 @@ __all__ = [
     "FAR_FROM_OTHERS",
     "FLAG_NO_CONFIDENCE",
     "FLAG_UNSTRUCTURED",
+    "PerspectiveAnswer",
     "PerspectiveResult",
     "Stance",
     "Status",
@@ -35,6 +36,7 @@ __all__ = [
     "exit_code",
     "failed_result",
     "one_line",
+    "perspective_answer",
     "render_markdown",
     "stance",
     "summarize",
@@ -52,6 +54,21 @@ FAR_FROM_OTHERS = 0.25
 """A confidence this far (or farther) from the median of the other perspectives' is a disagreement."""
 
 
+class PerspectiveAnswer(Base, frozen=True):
+    """One provider's answer to a perspective that several providers answered (a ``compare``
+    route): read as the perspective's own answer is, with what that provider's attempts cost."""
+
+    provider: str
+    model: str
+    analysis: str
+    recommendation: str | None = None
+    confidence: float | None = None
+    reasoning: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
 class PerspectiveResult(Base, frozen=True):
     """How one perspective ended: its answer (read by :func:`rmcore.confidence.parse_answer`) and
     what it took, or why it failed.
@@ -60,7 +77,9 @@ class PerspectiveResult(Base, frozen=True):
     an ``ErrorKind`` value for one that failed on every route. ``provider`` and ``model`` are the
     ones that answered (for a failure, the last one tried, when any was). ``cost_usd`` and the
     tokens are what this perspective cost in this run, every attempt included (zero when served
-    from the cache). ``flags`` hold the ``FLAG_*`` values that apply.
+    from the cache). ``flags`` hold the ``FLAG_*`` values that apply. ``answers`` holds every
+    provider's answer when several answered (a ``compare`` route; the first is the one above),
+    and is empty otherwise.
     """
 
     id: str
@@ -79,6 +98,7 @@ class PerspectiveResult(Base, frozen=True):
     error_kind: str | None = None
     error_message: str | None = None
     flags: tuple[str, ...] = ()
+    answers: tuple[PerspectiveAnswer, ...] = ()
 
     @property
     def answered(self) -> bool:
@@ -96,8 +116,10 @@ def answered_result(
     cost_usd: float,
     latency_ms: float,
     cached: bool = False,
+    answers: Sequence[PerspectiveAnswer] = (),
 ) -> PerspectiveResult:
-    """The result of a perspective that answered ``text``: parsed, with its flags set."""
+    """The result of a perspective that answered ``text``: parsed, with its flags set;
+    ``answers``, every provider's when several answered."""
     parsed = parse_answer(text)
     flags: list[str] = []
     if parsed.confidence is None:
@@ -119,6 +141,25 @@ def answered_result(
         latency_ms=latency_ms,
         cached=cached,
         flags=tuple(flags),
+        answers=tuple(answers) if len(answers) > 1 else (),
+    )
+
+
+def perspective_answer(
+    text: str, *, provider: str, model: str, usage: Usage, cost_usd: float
+) -> PerspectiveAnswer:
+    """One provider's answer to a perspective, parsed as a perspective's answer is."""
+    parsed = parse_answer(text)
+    return PerspectiveAnswer(
+        provider=provider,
+        model=model,
+        analysis=parsed.analysis,
+        recommendation=parsed.recommendation,
+        confidence=parsed.confidence,
+        reasoning=parsed.reasoning,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost_usd=cost_usd,
     )
 
 
@@ -298,7 +339,21 @@ def _verdicts(answered: Sequence[PerspectiveResult]) -> tuple[str | None, list[s
 # --- JSON ---------------------------------------------------------------------------------------
 
 
+def _answer_json(a: PerspectiveAnswer) -> dict[str, Any]:
+    return {
+        "provider": a.provider,
+        "model": a.model,
+        "analysis": a.analysis,
+        "recommendation": a.recommendation,
+        "confidence": a.confidence,
+        "reasoning": a.reasoning,
+        "usage": {"inputTokens": a.input_tokens, "outputTokens": a.output_tokens},
+        "costUsd": a.cost_usd,
+    }
+
+
 def _perspective_json(r: PerspectiveResult) -> dict[str, Any]:
+    extra = {"answers": [_answer_json(a) for a in r.answers]} if r.answers else {}
     return {
         "id": r.id,
         "perspective": r.perspective,
@@ -316,6 +371,7 @@ def _perspective_json(r: PerspectiveResult) -> dict[str, Any]:
             "cached": r.cached,
         },
         "error": None if r.answered else {"kind": r.error_kind, "message": r.error_message},
+        **extra,
     }
 
 
@@ -334,7 +390,9 @@ def analysis_json(
     Each perspective is ``{id, perspective, analysis, confidence, reasoning, metadata: {provider,
     model, usage: {inputTokens, outputTokens}, costUsd, latencyMs, cached}, error}``, plus
     ``recommendation`` and ``flags``; ``analysis`` is null and ``error`` is ``{kind, message}`` for
-    a failed one. ``overallConfidence`` is :func:`rmcore.confidence.overall_confidence` over the
+    a failed one. A perspective several providers answered (a ``compare`` route) also has
+    ``answers: [{provider, model, analysis, recommendation, confidence, reasoning, usage,
+    costUsd}]``. ``overallConfidence`` is :func:`rmcore.confidence.overall_confidence` over the
     known confidences (null when there is none). ``executionTime`` is in milliseconds;
     ``timestamp`` is given (ISO 8601, the shell's clock). The top-level ``usage`` is the sum over
     ``attempts``, every request this run sent, failed and cancelled ones included; answers served
@@ -441,6 +499,10 @@ def render_markdown(
         if r.cached:
             facts.append("cached")
         out += [" · ".join(facts), "", r.analysis.strip() or "_(empty answer)_"]
+        for n, a in enumerate(r.answers[1:], start=2):
+            who = f"{a.provider} / {a.model}"
+            head = f"**Answer {n}** · {who} · **Confidence:** {_confidence_text(a.confidence)}"
+            out += ["", head, "", a.analysis.strip() or "_(empty answer)_"]
         # An unstructured answer is shown whole above: its recommendation and reasoning are in it.
         if FLAG_UNSTRUCTURED not in r.flags:
             if r.recommendation:

@@ -415,6 +415,31 @@ def test_compare_json_keeps_each_providers_own_answers(direct: Cli, box: Box) ->
         assert after["perspectives"] == before["perspectives"]
 
 
+def test_a_compare_route_keeps_every_providers_answer_in_json_text_and_cache(direct: Cli, box: Box) -> None:
+    """Under a ``compare`` route each perspective lists one answer per provider (JSON ``answers``,
+    the text report one block per provider), with what each cost; run again from the cache, the
+    answers are all still there and cost nothing."""
+    policy = write_policy(
+        direct.home,
+        "compare2.toml",
+        'version = 1\n[route]\nstrategy = "compare"\ntargets = ["glm-direct", "openai-direct"]\n'
+        "[limits]\nmax_usd = 1.0\n",
+    )
+    args = ("run", "--policy", str(policy), QUESTION, "--perspectives", "security,ux")
+    runs = [direct.json(*args, "--format", "json") for _ in range(2)]
+    for n, (code, document) in enumerate(runs):
+        assert code == 0
+        for p in document["perspectives"]:
+            answers = p["answers"]
+            assert [a["provider"] for a in answers] == ["glm-direct", "openai-direct"]
+            assert all(a["analysis"] for a in answers)
+            assert [a["costUsd"] > 0 for a in answers] == ([True, True] if n == 0 else [False, False])
+    text = direct.run(*args)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.count("Answer 2 · Confidence:") == 2
+    assert box.requests("glm-direct") == box.requests("openai-direct") == 2
+
+
 # --- options and configuration errors -------------------------------------------------------------
 
 

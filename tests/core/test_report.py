@@ -19,6 +19,7 @@ from rmcore.report import (
     exit_code,
     failed_result,
     one_line,
+    perspective_answer,
     render_markdown,
     stance,
     summarize,
@@ -361,3 +362,36 @@ def test_markdown_table_and_sections() -> None:
     assert summary_at < unstated
     assert lines[unstated - 1] == "", "a line after a list item must not be folded into it"
     assert md.endswith("\n")
+
+
+def test_several_answers_are_kept_in_json_and_markdown_one_is_not_listed() -> None:
+    """A perspective answered by several providers lists each answer (read like a perspective's,
+    with its cost) in JSON and as its own markdown block; one answer alone adds no ``answers``."""
+    texts = {"glm-direct": '{"findings": "A.", "confidence": 0.7}', "openai-direct": "Plain B."}
+    answers = [
+        perspective_answer(text, provider=name, model="m", usage=Usage(input_tokens=3), cost_usd=0.002)
+        for name, text in texts.items()
+    ]
+    several = answered_result(
+        BUILTIN["security"],
+        texts["glm-direct"],
+        provider="glm-direct",
+        model="m",
+        usage=Usage(),
+        cost_usd=0.004,
+        latency_ms=1.0,
+        answers=answers,
+    )
+    alone = answered_result(
+        BUILTIN["ux"], "x", provider="p", model="m", usage=Usage(), cost_usd=0, latency_ms=1,
+        answers=answers[:1],
+    )
+    document = analysis_json("q", [several, alone], [], execution_ms=1, timestamp="t", status="ok")
+    listed, single = document["perspectives"]
+    assert [(a["provider"], a["confidence"], a["analysis"]) for a in listed["answers"]] == [
+        ("glm-direct", 0.7, "A."),
+        ("openai-direct", None, "Plain B."),
+    ]
+    assert listed["answers"][1]["costUsd"] == 0.002 and "answers" not in single
+    md = render_markdown("q", [several], status="ok", overall=None, summary="", execution_ms=1, cost_usd=0)
+    assert "**Answer 2** · openai-direct / m · **Confidence:** —" in md and "Plain B." in md
