@@ -120,5 +120,7 @@ def circuit_json(circuit: CircuitState, cooldown_s: float, now: float) -> dict[s
 
 
 def failures_text(circuit: CircuitState, threshold: int) -> str:
-    """The consecutive failures counted, against the threshold that opens the circuit: ``1 of 3``."""
-    return f"{circuit.consecutive_failures} of {threshold}"
+    """The consecutive failures counted, against the threshold that opens the circuit: ``1 of 3``;
+    past it (requests already under way when it opened failed too), ``8 (opens at 3)``."""
+    failures = circuit.consecutive_failures
+    return f"{failures} of {threshold}" if failures <= threshold else f"{failures} (opens at {threshold})"

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import time
 
-from rmcli.circuit_view import circuit_json, describe, duration, health_note, is_clean, local_moment
+from rmcli.circuit_view import (
+    circuit_json,
+    describe,
+    duration,
+    failures_text,
+    health_note,
+    is_clean,
+    local_moment,
+)
 from rmcore.breaker import CircuitState
 
 NOW = 1_800_000_000.0
@@ -90,3 +98,10 @@ def test_times_on_another_day_carry_their_date_and_spans_read_at_a_glance() -> N
         "1 h 1 min",
         "1 d 1 h",
     ]
+
+
+def test_failures_past_the_threshold_do_not_read_as_a_fraction() -> None:
+    """``2 of 3`` counts towards opening; ``8 (opens at 3)`` when requests already under way when
+    it opened failed too (never ``8 of 3``)."""
+    assert failures_text(OPEN, 3) == "2 of 3"
+    assert failures_text(CircuitState(provider="p", consecutive_failures=8), 3) == "8 (opens at 3)"
