@@ -47,14 +47,15 @@ from rmcli.environment import state_home as _home
 from rmcli.health import HEALTH_TIMEOUT_S, check_many
 from rmcli.hooks import Hooks, fan_out
 from rmcli.output import err
-from rmcli.runner import ProviderLimits, Routing, route
+from rmcli.runner import ProviderLimits, Routing
+from rmcli.runner import route as run_route
 from rmcli.state import DB_FILENAME, State, StoreError, open_state, state_url
 from rmcore.breaker import CircuitState
 from rmcore.events import RunOutcome
 from rmcore.health import HealthReport
 from rmcore.perspectives import Perspective, select_perspectives
 from rmcore.plan import build_plan
-from rmcore.policy import Breaker, Policy, resolve_providers, route_providers
+from rmcore.policy import Breaker, Policy, all_route_providers, resolve_providers
 from rmcore.providers import ProviderSpec, builtin_providers
 from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
 from rmcore.usage import observed_p95_s
@@ -139,14 +140,14 @@ def _with_model(setup: RouteSetup, model: str | None) -> RouteSetup:
         raise ConfigError(
             f"model {model!r} is not a model name — write it as the provider lists it, without spaces"
         )
-    used = set(route_providers(setup.policy))
+    used = set(all_route_providers(setup.policy))
     providers = {
         name: msgspec.structs.replace(spec, model=model) if name in used else spec
         for name, spec in setup.providers.items()
     }
     match build_plan(setup.policy, providers):
         case Success(plan):
-            return RouteSetup(setup.policy, providers, plan)
+            return RouteSetup(setup.policy, providers, plan, source=setup.source)
         case Failure(problem):
             raise ConfigError(f"route: {problem}")
     raise AssertionError("unreachable")
@@ -491,18 +492,21 @@ class Client:
         temperature: float | None = None,
         stream: bool = True,
         hooks: Hooks | None = None,
+        route: str | None = None,
     ) -> RunOutcome:
         """One completion routed by the policy. ``stream`` asks providers that can to stream the
         answer (``hooks.text`` gets it as it arrives), so that a first-token and an idle timeout
-        apply; without it each reply is read whole."""
+        apply; without it each reply is read whole. ``route`` picks one of the policy's named
+        routes (``[routes.NAME]``; default: ``[route]``); a name it lacks is a ``ConfigError``."""
         _check_ask(prompt, system, max_tokens, temperature)
+        chosen = None if route is None else self._setup.for_route(route)
         request = ChatRequest(
             prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature, stream=stream
         )
         state = await self._open_state() if self._record else None
-        setup = await self._routed(state)
+        setup = await self._routed(state, chosen)
         with await self._client() as client:
-            return await route(setup.plan, request, self._routing(client, state, hooks, "ask"))
+            return await run_route(setup.plan, request, self._routing(client, state, hooks, "ask"))
 
     async def analyze(
         self,
@@ -566,12 +570,14 @@ async def ask(
     stream: bool = True,
     hooks: Hooks | None = None,
     model: str | None = None,
+    route: str | None = None,
 ) -> RunOutcome:
     """One completion routed by the policy, as ``rmgr ask`` routes it: the outcome holds the
     answer (or the error) and every attempt. With ``record`` the attempts are saved in the state
     and its circuit breakers are used; without it no file is touched. ``model`` replaces the
-    model sent to the route's providers. To route many calls, a ``Client`` does the set-up once
-    instead of on every call."""
+    model sent to the route's providers; ``route`` picks one of the policy's named routes
+    (``[routes.NAME]``; default: ``[route]``). To route many calls, a ``Client`` does the set-up
+    once instead of on every call."""
     _check_ask(prompt, system, max_tokens, temperature)
     async with Client(
         policy,
@@ -584,7 +590,13 @@ async def ask(
         model=model,
     ) as client:
         return await client.ask(
-            prompt, system=system, max_tokens=max_tokens, temperature=temperature, stream=stream, hooks=hooks
+            prompt,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stream=stream,
+            hooks=hooks,
+            route=route,
         )
 
 

@@ -22,8 +22,8 @@ from returns.result import Failure, Success
 from rmcli.environment import api_key, key_problem
 from rmcli.errors import ConfigError
 from rmcore.plan import RunPlan, build_plan
-from rmcore.policy import Policy, decode_policy, default_policy, resolve_providers, route_providers
-from rmcore.policy.schema import DEFAULT_PRIMARY, Route
+from rmcore.policy import Policy, all_route_providers, decode_policy, default_policy, resolve_providers
+from rmcore.policy.schema import DEFAULT_PRIMARY, DEFAULT_ROUTE, Route
 from rmcore.policy.trust import key_leaks, plain_http
 from rmcore.providers import BUILTIN_NAMES, ProviderSpec, builtin_providers
 
@@ -79,22 +79,80 @@ def cache_ttl_ms(env: Mapping[str, str]) -> int:
 
 
 class RouteSetup:
-    """A resolved route: the policy, every provider it may use, and the plan the engine runs."""
+    """A resolved route: the policy, every provider it may use, and the plan the engine runs.
 
-    def __init__(self, policy: Policy, providers: dict[str, ProviderSpec], plan: RunPlan) -> None:
+    ``route`` names the policy's route that ``plan`` runs (``default``: ``[route]``); the
+    setups of the policy's other routes (``[routes.NAME]``) come from :meth:`for_route`, which
+    builds each plan once and shares it with every setup of the same policy. ``source`` says
+    where the policy came from, for messages (its file, else its name).
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        providers: dict[str, ProviderSpec],
+        plan: RunPlan,
+        *,
+        route: str = DEFAULT_ROUTE,
+        source: str | None = None,
+        siblings: dict[str, RouteSetup] | None = None,
+    ) -> None:
         self.policy = policy
         self.providers = providers
         self.plan = plan
+        self.route = route
+        self.source = source or f'policy "{policy.name or DEFAULT_ROUTE}"'
+        self._siblings: dict[str, RouteSetup] = {} if siblings is None else siblings
+        self._siblings.setdefault(route, self)
+
+    def route_names(self) -> tuple[str, ...]:
+        """The policy's route names: ``default`` first, then its ``[routes.NAME]`` in file order."""
+        return self.policy.route_names()
+
+    def for_route(self, name: str) -> RouteSetup:
+        """The setup whose plan runs the policy's route called ``name`` (built once, then reused);
+        a ConfigError naming the routes there are when the policy has none of that name."""
+        known = self._siblings.get(name)
+        if known is not None:
+            return known
+        if self.policy.named_route(name) is None:
+            raise ConfigError(
+                f'no route named "{name}" in {self.source}; routes: {", ".join(self.route_names())}'
+            )
+        match build_plan(self.policy, self.providers, route=name, breakers=self.plan.breaker.enabled):
+            case Success(plan):
+                return RouteSetup(
+                    self.policy, self.providers, plan, route=name, source=self.source, siblings=self._siblings
+                )
+            case Failure(problem):
+                raise ConfigError(f"{self.source}: route {name}: {problem}")
+        raise AssertionError("unreachable")
+
+    def for_perspective(self, perspective: str) -> RouteSetup:
+        """The setup of the route that asks ``perspective`` (``[analysis.routes]``, else ``default``)."""
+        return self.for_route(self.policy.analysis.route_for(perspective))
+
+    def for_synthesis(self) -> RouteSetup | None:
+        """The setup of the route the synthesis goes by (``[analysis] synthesis_route``), or None
+        when the policy turns the synthesis off (``synthesis = false``)."""
+        analysis = self.policy.analysis
+        return self.for_route(analysis.synthesis_route) if analysis.synthesis else None
 
     def uses_observed_latency(self) -> bool:
-        """True when a hedged route of the policy waits for the observed p95 latency."""
-        text = msgspec.json.encode(self.policy.route)
+        """True when this setup's route (nested routes included) waits for the observed p95 latency."""
+        text = msgspec.json.encode(self.policy.named_route(self.route))
         return b'"p95"' in text
 
     def with_observed_latency(self, observed_p95_s: Mapping[str, float]) -> RouteSetup:
         """The same route with ``hedge_after_s = "p95"`` resolved from observed latencies."""
-        plan = build_plan(self.policy, self.providers, observed_p95_s=observed_p95_s).unwrap()
-        return RouteSetup(self.policy, self.providers, plan)
+        plan = build_plan(
+            self.policy,
+            self.providers,
+            observed_p95_s=observed_p95_s,
+            route=self.route,
+            breakers=self.plan.breaker.enabled,
+        ).unwrap()
+        return RouteSetup(self.policy, self.providers, plan, route=self.route, source=self.source)
 
 
 class _NoSuchFile(ConfigError):
@@ -208,15 +266,20 @@ def route_for(
     providers: Sequence[str] = (),
 ) -> RouteSetup:
     """The route for an already decoded ``policy``, with every check of ``load_route``: known
-    providers, usable URLs, keys present, and no key sent where its owner did not point it."""
+    providers, usable URLs, keys present, and no key sent where its owner did not point it. The
+    checks cover every route of the policy (``[route]`` and each ``[routes.NAME]``), so that no
+    run starts whose perspectives or synthesis could not be sent; ``providers``, when given,
+    replace the targets of every route (each keeps its strategy)."""
     if providers:
-        policy = Policy(
-            **{f: getattr(policy, f) for f in policy.__struct_fields__ if f != "route"},
-            route=Route(strategy=policy.route.strategy, targets=tuple(dict.fromkeys(providers))),
+        targets = tuple(dict.fromkeys(providers))
+        policy = msgspec.structs.replace(
+            policy,
+            route=Route(strategy=policy.route.strategy, targets=targets),
+            routes={name: Route(strategy=r.strategy, targets=targets) for name, r in policy.routes.items()},
         )
     builtins = builtin_providers(env)
     specs = resolve_providers(policy, builtins)
-    for name in route_providers(policy):
+    for name in all_route_providers(policy):
         spec = specs.get(name)
         if spec is None:
             known = ", ".join(sorted(specs))
@@ -230,7 +293,7 @@ def route_for(
             )
         if problem := key_problem(env, spec.key_env):
             raise ConfigError(f"provider {name}: {problem}")
-    used = [specs[name] for name in route_providers(policy)]
+    used = [specs[name] for name in all_route_providers(policy)]
     allowed = [o.strip() for o in env.get("RMGR_ALLOWED_ORIGINS", "").split(",") if o.strip()]
     problems = key_leaks(used, builtins, allowed)
     if env.get("RMGR_ALLOW_HTTP", "").strip().lower() not in ("1", "true", "yes"):
@@ -239,7 +302,7 @@ def route_for(
         raise ConfigError("\n".join(problems))
     match build_plan(policy, specs):
         case Success(plan):
-            return RouteSetup(policy, specs, plan)
+            return RouteSetup(policy, specs, plan, source=None if policy_path is None else str(policy_path))
         case Failure(problem):
             raise ConfigError(f"{policy_path or 'route'}: {problem}")
     raise AssertionError("unreachable")

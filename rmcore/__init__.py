@@ -7,7 +7,8 @@ The names below are the public API (docs/embedding.md): policies (``decode_polic
 ``explain``), the engine (``Engine``: events in, actions out), budgets and quotas over time
 windows (``policy_caps``, ``charges_for``, ``refuse``), the providers' wire formats
 (``build_request``, ``parse_response``, ``stream_parser``), the analysis prompts, the parsing
-and aggregation of answers, and cost estimation.
+and aggregation of answers, the synthesis (``synthesis_request``, ``parse_synthesis``), and cost
+estimation.
 
 Each name is imported from its module on first use, so that importing one module of the core
 (``rmcore.wire``, say) loads only what that module needs.
@@ -94,6 +95,13 @@ if TYPE_CHECKING:
     )
     from rmcore.requests import ChatRequest, HttpRequest
     from rmcore.simulate import SimProvider, SimReply, Simulation
+    from rmcore.synthesis import (
+        Synthesis,
+        parse_synthesis,
+        synthesis_answers,
+        synthesis_json,
+        synthesis_request,
+    )
     from rmcore.wire import StreamParser, build_request, classify_failure, parse_response, stream_parser
 
 _LAZY = {
@@ -143,6 +151,7 @@ _LAZY = {
     "StartAttempt": "rmcore.events",
     "Status": "rmcore.report",
     "StreamParser": "rmcore.wire",
+    "Synthesis": "rmcore.synthesis",
     "TargetSkipped": "rmcore.events",
     "TimePassed": "rmcore.events",
     "Usage": "rmcore.completion",
@@ -169,6 +178,7 @@ _LAZY = {
     "overall_confidence": "rmcore.confidence",
     "parse_answer": "rmcore.confidence",
     "parse_response": "rmcore.wire",
+    "parse_synthesis": "rmcore.synthesis",
     "perspective_request": "rmcore.perspectives",
     "policy_caps": "rmcore.quota",
     "read_health_reply": "rmcore.health",
@@ -179,6 +189,9 @@ _LAZY = {
     "settled_amounts": "rmcore.quota",
     "stream_parser": "rmcore.wire",
     "summarize": "rmcore.report",
+    "synthesis_answers": "rmcore.synthesis",
+    "synthesis_json": "rmcore.synthesis",
+    "synthesis_request": "rmcore.synthesis",
     "user_prompt": "rmcore.perspectives",
     "window_of": "rmcore.quota",
     "worst_case_usd": "rmcore.pricing",
@@ -231,6 +244,7 @@ __all__ = [
     "StartAttempt",
     "Status",
     "StreamParser",
+    "Synthesis",
     "TargetSkipped",
     "TimePassed",
     "Usage",
@@ -257,6 +271,7 @@ __all__ = [
     "overall_confidence",
     "parse_answer",
     "parse_response",
+    "parse_synthesis",
     "perspective_request",
     "policy_caps",
     "read_health_reply",
@@ -267,6 +282,9 @@ __all__ = [
     "settled_amounts",
     "stream_parser",
     "summarize",
+    "synthesis_answers",
+    "synthesis_json",
+    "synthesis_request",
     "user_prompt",
     "window_of",
     "worst_case_usd",

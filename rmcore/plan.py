@@ -19,6 +19,7 @@ from rmcore.base import Base
 from rmcore.errors import ErrorKind
 from rmcore.policy.schema import (
     DEFAULT_HEDGE_AFTER_S,
+    DEFAULT_ROUTE,
     DEFAULT_STRATEGY,
     DEFAULT_WEIGHT,
     Breaker,
@@ -143,8 +144,12 @@ def build_plan(
     *,
     observed_p95_s: Mapping[str, float] | None = None,
     breakers: bool = True,
+    route: str = DEFAULT_ROUTE,
 ) -> Result[RunPlan, Problem]:
-    """The plan that runs ``policy`` with ``providers`` (the resolved built-ins and the policy's own).
+    """The plan that runs ``policy``'s route called ``route`` (``default``: ``[route]``; else a
+    ``[routes.NAME]``) with ``providers`` (the resolved built-ins and the policy's own). Every
+    route shares the policy's ``[limits]``, ``[retry]``, ``[breaker]``, ``[health]`` and
+    ``[budget]``; a route name the policy lacks is a ``Failure`` (``unknown_route``).
 
     Each target's limits are its own, else the enclosing route's, else ``[limits]`` / ``[retry]``.
     ``hedge_after_s = "p95"`` becomes the first target's observed 95th-percentile latency from
@@ -154,8 +159,17 @@ def build_plan(
     (:func:`rmcore.quota.policy_caps`). A target naming a provider that ``providers`` lacks is a
     ``Failure`` (``unknown_provider``).
     """
-    planner = _Planner(policy, providers, observed_p95_s or {})
-    return planner.targets(policy.route.targets, TargetTable()).map(
+    chosen = policy.named_route(route)
+    if chosen is None:
+        return Failure(
+            Problem(
+                kind=ProblemKind.UNKNOWN_ROUTE,
+                message=f'no route named "{route}"; routes: {", ".join(policy.route_names())}',
+                subject=route,
+            )
+        )
+    planner = _Planner(policy, providers, observed_p95_s or {}, route=route)
+    return planner.targets(chosen.targets, TargetTable()).map(
         lambda targets: planner.plan(targets, breakers=breakers)
     )
 
@@ -165,11 +179,20 @@ class _Planner:
     unknown provider, however deep in nested routes, is the plan's failure."""
 
     def __init__(
-        self, policy: Policy, providers: Mapping[str, ProviderSpec], observed_p95_s: Mapping[str, float]
+        self,
+        policy: Policy,
+        providers: Mapping[str, ProviderSpec],
+        observed_p95_s: Mapping[str, float],
+        *,
+        route: str = DEFAULT_ROUTE,
     ) -> None:
         self.policy = policy
         self.providers = providers
         self.observed_p95_s = observed_p95_s
+        self.route_name = route
+        chosen = policy.named_route(route)
+        assert chosen is not None  # build_plan checks the name first
+        self.route = chosen
 
     def targets(
         self, items: tuple[Target, ...], inherited: TargetTable
@@ -223,7 +246,7 @@ class _Planner:
     def hedge(self, value: HedgeAfter | None, targets: tuple[TargetPlan | RoutePlan, ...]) -> float:
         """Seconds before a hedge: as written, inherited, or the first target's observed p95."""
         if value is None:
-            value = self.policy.route.hedge_after_s
+            value = self.route.hedge_after_s
         if value == "p95":
             first = next(leaves(RoutePlan(targets=targets)), None)
             seen = self.observed_p95_s.get(first.provider.name) if first else None
@@ -237,8 +260,8 @@ class _Planner:
         limits, retry = policy.limits, policy.retry
         return RunPlan(
             targets=targets,
-            strategy=policy.route.strategy,
-            hedge_after_s=self.hedge(policy.route.hedge_after_s, targets),
+            strategy=self.route.strategy,
+            hedge_after_s=self.hedge(self.route.hedge_after_s, targets),
             limits=RunLimits(deadline_s=limits.deadline_s, max_usd=limits.max_usd),
             retry=RetryRules(
                 on=frozenset(retry.on),
@@ -252,6 +275,6 @@ class _Planner:
                 cooldown_s=policy.breaker.cooldown_s,
             ),
             check_before_use=policy.health.check_before_use,
-            caps=policy_caps(policy, self.providers),
+            caps=policy_caps(policy, self.providers, self.route_name),
             on_state_unavailable=policy.budget.on_state_unavailable,
         )

@@ -23,8 +23,8 @@ from returns.result import Failure, Result, Success
 from rmcore.base import Base
 from rmcore.plan import RunPlan, build_plan
 from rmcore.policy.decode import decode_policy
-from rmcore.policy.resolve import resolve_providers, route_providers
-from rmcore.policy.schema import DEFAULT_PRIMARY, Policy
+from rmcore.policy.resolve import all_route_providers, resolve_providers
+from rmcore.policy.schema import DEFAULT_PRIMARY, DEFAULT_ROUTE, Policy
 from rmcore.policy.trust import key_leaks, plain_http
 from rmcore.problems import PolicyIssue, Problem, ProblemKind, collect
 from rmcore.providers import BUILTIN_NAMES, ProviderSpec
@@ -53,16 +53,19 @@ class ResolvedRoute(Base, frozen=True):
     builtins: dict[str, ProviderSpec]
 
     def used(self) -> list[ProviderSpec]:
-        """The providers the route names that are configured, in route order, once each."""
-        return [self.providers[name] for name in route_providers(self.policy) if name in self.providers]
+        """The providers the routes name (``[route]``, then each ``[routes.NAME]``) that are
+        configured, in route order, once each."""
+        return [self.providers[name] for name in all_route_providers(self.policy) if name in self.providers]
 
 
 class PlannedRoute(Base, frozen=True):
-    """A route ready to run: the policy, every provider it may use, and the engine's plan."""
+    """A route ready to run: the policy, every provider it may use, and the engine's plan of its
+    route called ``route``."""
 
     policy: Policy
     providers: dict[str, ProviderSpec]
     plan: RunPlan
+    route: str = DEFAULT_ROUTE
 
 
 class Trust(Base, frozen=True):
@@ -114,9 +117,10 @@ def resolve(builtins: Mapping[str, ProviderSpec]) -> Callable[[Policy], Resolved
 
 
 def check_providers(route: ResolvedRoute) -> Result[ResolvedRoute, Problem]:
-    """``route`` when every provider it names is defined and usable as configured; else the
-    first that is not (``unknown_provider``, ``unusable_provider``), in route order."""
-    return collect(_usable(route.providers, name) for name in route_providers(route.policy)).map(
+    """``route`` when every provider its routes name (``[route]`` and each ``[routes.NAME]``) is
+    defined and usable as configured; else the first that is not (``unknown_provider``,
+    ``unusable_provider``), in route order."""
+    return collect(_usable(route.providers, name) for name in all_route_providers(route.policy)).map(
         lambda _: route
     )
 
@@ -160,14 +164,19 @@ def check_trust(trust: Trust = STRICT) -> Callable[[ResolvedRoute], Result[Resol
 
 
 def plan_route(
-    *, observed_p95_s: Mapping[str, float] | None = None, breakers: bool = True
+    *, observed_p95_s: Mapping[str, float] | None = None, breakers: bool = True, route: str = DEFAULT_ROUTE
 ) -> Callable[[ResolvedRoute], Result[PlannedRoute, Problem]]:
-    """The step that builds the engine's plan (:func:`~rmcore.plan.build_plan`)."""
+    """The step that builds the engine's plan of the route called ``route``
+    (:func:`~rmcore.plan.build_plan`; ``unknown_route`` when the policy has none of that name)."""
 
-    def step(route: ResolvedRoute) -> Result[PlannedRoute, Problem]:
+    def step(resolved: ResolvedRoute) -> Result[PlannedRoute, Problem]:
         return build_plan(
-            route.policy, route.providers, observed_p95_s=observed_p95_s, breakers=breakers
-        ).map(lambda plan: PlannedRoute(policy=route.policy, providers=route.providers, plan=plan))
+            resolved.policy, resolved.providers, observed_p95_s=observed_p95_s, breakers=breakers, route=route
+        ).map(
+            lambda plan: PlannedRoute(
+                policy=resolved.policy, providers=resolved.providers, plan=plan, route=route
+            )
+        )
 
     return step
 
@@ -182,14 +191,16 @@ def prepare(
     trust: Trust = STRICT,
     observed_p95_s: Mapping[str, float] | None = None,
     breakers: bool = True,
+    route: str = DEFAULT_ROUTE,
 ) -> Result[PlannedRoute, Problem]:
-    """A decoded ``policy``, resolved over ``builtins``, checked and planned."""
+    """A decoded ``policy``, resolved over ``builtins``, checked (the providers of every route)
+    and planned (its route called ``route``)."""
     return flow(
         policy,
         resolve(builtins),
         check_providers,
         bind(check_trust(trust)),
-        bind(plan_route(observed_p95_s=observed_p95_s, breakers=breakers)),
+        bind(plan_route(observed_p95_s=observed_p95_s, breakers=breakers, route=route)),
     )
 
 
@@ -202,12 +213,15 @@ def prepare_text(
     trust: Trust = STRICT,
     observed_p95_s: Mapping[str, float] | None = None,
     breakers: bool = True,
+    route: str = DEFAULT_ROUTE,
 ) -> Result[PlannedRoute, Problem]:
-    """The policy ``text`` (read from ``source``) all the way to a run plan: decoded (the names
-    of ``builtins`` are the known providers), then :func:`prepare`."""
+    """The policy ``text`` (read from ``source``) all the way to a run plan of its route called
+    ``route``: decoded (the names of ``builtins`` are the known providers), then :func:`prepare`."""
 
     def prepared(policy: Policy) -> Result[PlannedRoute, Problem]:
-        return prepare(policy, builtins, trust=trust, observed_p95_s=observed_p95_s, breakers=breakers)
+        return prepare(
+            policy, builtins, trust=trust, observed_p95_s=observed_p95_s, breakers=breakers, route=route
+        )
 
     return flow(
         decode(text, source, known=tuple(builtins), default_targets=default_targets),

@@ -36,6 +36,8 @@ class ProblemKind(enum.StrEnum):
     """A provider the route needs is configured so that it cannot be called (no URL, ...)."""
     UNTRUSTED_PROVIDER = "untrusted_provider"
     """A provider would send a key where its owner did not point it, or talk plain http."""
+    UNKNOWN_ROUTE = "unknown_route"
+    """A route name that is neither ``default`` (``[route]``) nor one of the policy's ``[routes.NAME]``."""
     UNKNOWN_PERSPECTIVE = "unknown_perspective"
     """A perspective id that is neither one of the eight nor defined by the policy."""
     NO_PERSPECTIVE = "no_perspective"

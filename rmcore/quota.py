@@ -242,9 +242,12 @@ def refuse(charges: Sequence[Charge], used: Mapping[tuple[str, str], float]) -> 
     return None
 
 
-def policy_caps(policy: Policy, providers: Mapping[str, ProviderSpec]) -> tuple[Cap, ...]:
-    """Every cap that applies to runs of ``policy``: its ``[budget]`` dollar caps, then the quotas
-    of the providers its route names (``providers`` are the resolved ones).
+def policy_caps(
+    policy: Policy, providers: Mapping[str, ProviderSpec], route: str = "default"
+) -> tuple[Cap, ...]:
+    """Every cap that applies to runs of ``policy`` by its route called ``route`` (``default``:
+    ``[route]``): its ``[budget]`` dollar caps, then the quotas of the providers that route names
+    (``providers`` are the resolved ones).
 
     Keys say what is counted where, and are what the stores share: ``policy:NAME:usd:day`` and
     ``:month`` for the policy's own spending (two policies of the same name share them),
@@ -264,7 +267,7 @@ def policy_caps(policy: Policy, providers: Mapping[str, ProviderSpec]) -> tuple[
         for period, usd in ((Period.DAY, own.daily_usd), (Period.MONTH, own.monthly_usd)):
             if usd is not None:
                 caps.append(_dollar_cap(f"provider:{provider}", usd, period))
-    for provider in route_providers(policy):
+    for provider in route_providers(policy, route):
         spec = providers.get(provider)
         if spec is None:
             continue

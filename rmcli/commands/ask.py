@@ -81,6 +81,7 @@ def ask(
     policy: Annotated[Path | None, cyclopts.Parameter(name=["--policy", "-p"])] = None,
     provider: str | None = None,
     fallback: str | None = None,
+    route: str | None = None,
     model: str | None = None,
     system: str | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
@@ -112,6 +113,8 @@ def ask(
         Use this provider (overrides the policy's route, or AI_PROVIDER).
     fallback
         Fall back to this provider (overrides AI_FALLBACK_PROVIDER).
+    route
+        Go by the policy's [routes.NAME] instead of [route].
     model
         Use this model (at the provider's prices).
     system
@@ -130,8 +133,13 @@ def ask(
         raise ConfigError(f"--temperature must be between 0 and 2 (got {temperature})")
     announcer = _Announcer(not json and sys.stdout.isatty(), Spinner(live=wants_live(as_json=json)))
     client = api.Client(policy, provider=provider, fallback=fallback, model=model, hooks=announcer.hooks())
+    if route is not None:
+        try:
+            client.setup.for_route(route)  # an unknown name is refused before the prompt is read
+        except ConfigError as exc:
+            raise ConfigError(f"--route {route}: {exc}") from None
     question = read_question(prompt, file, what="prompt")
-    request = {"system": system, "max_tokens": max_tokens, "temperature": temperature}
+    request = {"system": system, "max_tokens": max_tokens, "temperature": temperature, "route": route}
     return interrupt.run(lambda: _ask(client, question, request, announcer, json))
 
 

@@ -111,9 +111,10 @@ def validate(*files: Path, json: bool = False) -> int:
             case Success(policy):
                 results.append({"file": str(path), "valid": True, "name": policy.name, "errors": []})
                 if not json:
+                    routes = f"; routes: {', '.join(policy.route_names())}" if policy.routes else ""
                     print(
                         f"{path}: valid ({policy.name}: {policy.route.strategy.value}, "
-                        f"{len(policy.route.targets)} target(s))"
+                        f"{len(policy.route.targets)} target(s){routes})"
                     )
             case Failure(issues):
                 failed = True

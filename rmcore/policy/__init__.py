@@ -7,10 +7,11 @@ from rmcore.policy.decode import PolicyIssue, decode_policy
 from rmcore.policy.encode import encode_policy
 from rmcore.policy.explain import explain
 from rmcore.policy.locate import format_path, line_index, locate, parse_path
-from rmcore.policy.resolve import resolve_providers, route_providers
+from rmcore.policy.resolve import all_route_providers, resolve_providers, route_providers
 from rmcore.policy.schema import (
     BUILTIN_PERSPECTIVES,
     DEFAULT_PRIMARY,
+    DEFAULT_ROUTE,
     NON_ATTEMPT_KINDS,
     Analysis,
     Breaker,
@@ -34,6 +35,7 @@ from rmcore.policy.schema import (
 __all__ = [
     "BUILTIN_PERSPECTIVES",
     "DEFAULT_PRIMARY",
+    "DEFAULT_ROUTE",
     "NON_ATTEMPT_KINDS",
     "Analysis",
     "Breaker",
@@ -52,6 +54,7 @@ __all__ = [
     "Strategy",
     "Target",
     "TargetTable",
+    "all_route_providers",
     "decode_policy",
     "default_policy",
     "encode_policy",

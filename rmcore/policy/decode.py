@@ -7,7 +7,8 @@ Three stages, each reported as ``FILE:LINE: $.path: message``:
    unknown key, wrong type and value out of range, each with its full path and, for typos, a
    "did you mean" suggestion.
 3. Meaning (all issues together): version, known provider names, complete new providers, URLs,
-   variable names, quotas, target tables, retry kinds (those
+   variable names, quotas, target tables, named routes (``[routes.NAME]``: their names, targets
+   and the routes ``[analysis]`` names), retry kinds (those
    :data:`rmcore.conduct.CONFIGURABLE_KINDS` allows), perspectives, budget caps.
 
 The stages are joined as a ``returns`` pipeline: each is a ``Result``, and the first failure
@@ -42,6 +43,7 @@ from rmcore.policy.locate import PathKey, format_path, line_index
 from rmcore.policy.schema import (
     BUILTIN_PERSPECTIVES,
     DEFAULT_PRIMARY,
+    DEFAULT_ROUTE,
     Policy,
     ProviderOverride,
     Target,
@@ -58,9 +60,15 @@ _TOML_POSITION = re.compile(r"\s*\((?:at line (\d+), column \d+|at end of docume
 _BUILTIN_DEFAULTS = builtin_providers({})
 """The built-ins with no environment: for the settings that do not depend on it (quotas)."""
 _MISSING: Any = object()
-_READS_FROM: dict[str, tuple[str, ...]] = {"providers": ("route", "budget"), "perspectives": ("analysis",)}
+_READS_FROM: dict[str, tuple[str, ...]] = {
+    "providers": ("route", "routes", "budget"),
+    "perspectives": ("analysis",),
+    "routes": ("analysis",),
+}
 """Sections whose meaning checks read another section (the providers a route or a budget names,
-the perspectives an analysis asks): a wrong value in the key's section misleads them too."""
+the perspectives an analysis asks, the routes it names): a wrong value in the key's section
+misleads them too (for ``routes``, only a wrong value that takes a whole route away)."""
+_ROUTE_NAME = re.compile(r"[a-z0-9_-]+")
 
 
 def decode_policy(
@@ -185,16 +193,18 @@ def _independent_meaning(
         policy = msgspec.convert(repaired, Policy)
     except msgspec.ValidationError:
         return []
-    blocked: set[str | int] = set()
+    blocked: set[PathKey] = set()
     for misfit in misfits:
         section = misfit.path[0]
-        blocked.add(section)
-        if not misfit.unknown_key:
-            blocked.update(_READS_FROM.get(str(section), ()))
+        # Each [routes.NAME] is a section of its own: a mistake in one misleads no other.
+        blocked.add(misfit.path[:2] if section == "routes" else misfit.path[:1])
+        whole_route_gone = section != "routes" or len(misfit.path) <= 2
+        if not misfit.unknown_key and whole_route_gone:
+            blocked.update((reader,) for reader in _READS_FROM.get(str(section), ()))
     return [
         (path, message)
         for path, message in _check(policy, repaired, known, route_written=_route_written(raw))
-        if path and path[0] not in blocked
+        if path and not any(path[: len(prefix)] == prefix for prefix in blocked)
     ]
 
 
@@ -222,6 +232,7 @@ def _check(
     defined = set(known) | set(policy.providers)
     for index, target in enumerate(policy.route.targets):
         yield from _check_target(target, ("route", "targets", index), defined, route_written)
+    yield from _check_routes(policy, data, defined)
     yield from _check_retry(policy)
     yield from _check_analysis(policy)
     yield from _check_budget(policy, defined)
@@ -307,6 +318,35 @@ def _check_name(
     )
 
 
+def _check_routes(
+    policy: Policy, data: Mapping[str, Any], defined: set[str]
+) -> Iterator[tuple[PathKey, str]]:
+    """The ``[routes.NAME]`` tables: their names, and every provider they name (as ``[route]``'s)."""
+    written = data.get("routes")
+    for name, route in policy.routes.items():
+        path: PathKey = ("routes", name)
+        if name == DEFAULT_ROUTE:
+            yield path, (
+                f"`{DEFAULT_ROUTE}` is the name of [route]: write the default route under [route],"
+                " or give this one another name"
+            )
+            continue
+        if not _ROUTE_NAME.fullmatch(name):
+            yield path, f"route name {name!r} must be lowercase letters, digits, '-' or '_'"
+        table = written.get(name) if isinstance(written, dict) else None
+        if not (isinstance(table, dict) and "targets" in table):
+            yield path, f"route `{name}` needs `targets`: the providers (or nested routes) it tries"
+            continue
+        for index, target in enumerate(route.targets):
+            yield from _check_target(target, (*path, "targets", index), defined, True)
+
+
+def _no_route(name: str, policy: Policy) -> str:
+    """The message for a reference to a route the policy does not define."""
+    names = policy.route_names()
+    return f'no route named "{name}"; routes: {", ".join(names)}{did_you_mean(name, names)}'
+
+
 def _check_retry(policy: Policy) -> Iterator[tuple[PathKey, str]]:
     retry = policy.retry
     for key, kinds in (("on", retry.on), ("stop_on", retry.stop_on)):
@@ -347,6 +387,18 @@ def _check_analysis(policy: Policy) -> Iterator[tuple[PathKey, str]]:
     for name in policy.perspectives:
         if not _NAME.fullmatch(name):
             yield ("perspectives", name), f"perspective id {name!r} must be letters, digits, '.', '_' or '-'"
+    routes = policy.route_names()
+    for perspective, route in analysis.routes.items():
+        path = ("analysis", "routes", perspective)
+        if perspective not in available:
+            yield path, (
+                f"unknown perspective `{perspective}`: the perspectives are {', '.join(available)}"
+                f"{did_you_mean(perspective, available)}"
+            )
+        if route not in routes:
+            yield path, _no_route(route, policy)
+    if analysis.synthesis_route not in routes:
+        yield ("analysis", "synthesis_route"), _no_route(analysis.synthesis_route, policy)
 
 
 def _check_budget(policy: Policy, defined: set[str]) -> Iterator[tuple[PathKey, str]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from rmcore.conduct import STRATEGIES, Order
 from rmcore.errors import ErrorKind
-from rmcore.policy.resolve import route_providers
+from rmcore.policy.resolve import all_route_providers
 from rmcore.policy.schema import DEFAULT_STRATEGY, DEFAULT_WEIGHT, HedgeAfter, Policy, Strategy, Target
 from rmcore.providers import ProviderSpec
 from rmcore.quota import DEFAULT_QUOTA_WINDOW_S, window_words
@@ -24,7 +24,8 @@ _INDENT = "   "
 def explain(policy: Policy, providers: Mapping[str, ProviderSpec]) -> str:
     """The resolved route (nested routes indented), retries, timeouts, deadline, budget, caps over
     time and quotas, breaker, health check and analysis settings of ``policy``, described in
-    sentences.
+    sentences. A policy with ``[routes.NAME]`` shows every route by name (``default`` first, then
+    the others in file order), each with the perspectives and the synthesis that go by it.
 
     ``providers`` are the resolved providers (:func:`~rmcore.policy.resolve.resolve_providers`);
     a target whose provider cannot be used as configured is flagged with the reason."""
@@ -39,9 +40,19 @@ def explain(policy: Policy, providers: Mapping[str, ProviderSpec]) -> str:
     writer = _RouteWriter(providers, top)
     writer.lines.append(title + (f": {policy.description}" if policy.description else ""))
     writer.lines.append("")
-    writer.lines.append(f"Route ({route.strategy.value}): {_strategy(route.strategy, route.hedge_after_s)}.")
-    writer.targets(route.targets, route.strategy, route.hedge_after_s, top, prefix="")
-    writer.lines.append("")
+    if not policy.routes:
+        how = _strategy(route.strategy, route.hedge_after_s)
+        writer.lines.append(f"Route ({route.strategy.value}): {how}.")
+        writer.targets(route.targets, route.strategy, route.hedge_after_s, top, prefix="")
+        writer.lines.append("")
+    else:  # every route by name, default first, each with who goes by it
+        for name in policy.route_names():
+            named = policy.named_route(name)
+            assert named is not None  # a name of route_names()
+            head = f'Route "{name}" ({named.strategy.value}), {_users(policy, name)}'
+            writer.lines.append(f"{head}: {_strategy(named.strategy, named.hedge_after_s)}.")
+            writer.targets(named.targets, named.strategy, named.hedge_after_s, top, prefix="")
+            writer.lines.append("")
     writer.lines.extend(_paragraphs(policy, providers))
     return "\n".join(writer.lines) + "\n"
 
@@ -111,6 +122,30 @@ class _RouteWriter:
                 self.lines.append(f"{indent}{_INDENT}! no provider of that name is configured")
             elif spec.problems:
                 self.lines.append(f"{indent}{_INDENT}! not usable as configured: {'; '.join(spec.problems)}")
+
+
+def _users(policy: Policy, route: str) -> str:
+    """Who goes by ``route``: the perspectives it asks and the synthesis, in words."""
+    analysis = policy.analysis
+    ids = list(dict.fromkeys([*analysis.perspectives, *analysis.routes]))
+    users = [p for p in ids if analysis.route_for(p) == route]
+    if analysis.synthesis and analysis.synthesis_route == route:
+        users.append("the synthesis")
+    if not users:
+        return f"for no perspective (rmgr ask --route {route})"
+    return "for " + (users[0] if len(users) == 1 else f"{', '.join(users[:-1])} and {users[-1]}")
+
+
+def _synthesis(policy: Policy) -> str:
+    """The sentence that says whether a synthesis follows the perspectives, and by which route."""
+    analysis = policy.analysis
+    if not analysis.synthesis:
+        return (
+            " No synthesis (synthesis = false): the report lists their recommendations and where"
+            " they agree."
+        )
+    by = "the route above" if not policy.routes else f'route "{analysis.synthesis_route}"'
+    return f" Then one more request, the synthesis, weighs their answers into a decision, by {by}."
 
 
 def _weight(target: Target) -> float:
@@ -191,7 +226,8 @@ def _paragraphs(policy: Policy, providers: Mapping[str, ProviderSpec]) -> list[s
         health,
         f"Analysis: {count} perspective{'s' if count != 1 else ''} ({', '.join(analysis.perspectives)}),"
         f" at most {analysis.max_concurrency} at a time; it fails unless at least"
-        f" {analysis.min_perspectives} succeed{'s' if analysis.min_perspectives == 1 else ''}.",
+        f" {analysis.min_perspectives} succeed{'s' if analysis.min_perspectives == 1 else ''}."
+        + _synthesis(policy),
     ]
 
 
@@ -206,7 +242,7 @@ def _caps(policy: Policy, providers: Mapping[str, ProviderSpec]) -> str:
         if text := _per_period(caps.daily_usd, caps.monthly_usd):
             spends.append(f"{text} for what {name} is paid, by any policy that sets it")
     quotas: list[str] = []
-    for name in route_providers(policy):
+    for name in all_route_providers(policy):
         spec = providers.get(name)
         if spec is None or not (spec.requests_per_window or spec.tokens_per_window):
             continue

@@ -6,10 +6,10 @@ from collections.abc import Iterator, Mapping
 
 import msgspec
 
-from rmcore.policy.schema import Policy, ProviderOverride, Target
+from rmcore.policy.schema import DEFAULT_ROUTE, Policy, ProviderOverride, Target
 from rmcore.providers import ProviderKind, ProviderSpec, check_url
 
-__all__ = ["resolve_providers", "route_providers"]
+__all__ = ["all_route_providers", "resolve_providers", "route_providers"]
 
 _OVERRIDABLE = (
     "kind",
@@ -45,9 +45,18 @@ def resolve_providers(policy: Policy, builtins: Mapping[str, ProviderSpec]) -> d
     return resolved
 
 
-def route_providers(policy: Policy) -> list[str]:
-    """Every provider named anywhere in the route, nested routes included, in order, once each."""
-    return list(dict.fromkeys(_names(policy.route.targets)))
+def route_providers(policy: Policy, route: str = DEFAULT_ROUTE) -> list[str]:
+    """Every provider named anywhere in the route called ``route`` (``default``: ``[route]``),
+    nested routes included, in order, once each; none for a route the policy lacks."""
+    chosen = policy.named_route(route)
+    return [] if chosen is None else list(dict.fromkeys(_names(chosen.targets)))
+
+
+def all_route_providers(policy: Policy) -> list[str]:
+    """Every provider named by any of the policy's routes (``[route]`` then each ``[routes.NAME]``),
+    in order, once each: those that must be usable before any of its runs starts."""
+    names = (name for route in policy.route_names() for name in route_providers(policy, route))
+    return list(dict.fromkeys(names))
 
 
 def _names(targets: tuple[Target, ...]) -> Iterator[str]:

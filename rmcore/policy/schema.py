@@ -29,6 +29,7 @@ __all__ = [
     "BUILTIN_PERSPECTIVES",
     "DEFAULT_HEDGE_AFTER_S",
     "DEFAULT_PRIMARY",
+    "DEFAULT_ROUTE",
     "DEFAULT_STRATEGY",
     "DEFAULT_WEIGHT",
     "NON_ATTEMPT_KINDS",
@@ -89,6 +90,9 @@ DEFAULT_HEDGE_AFTER_S = 2.0
 
 DEFAULT_WEIGHT = 1.0
 """A target's ``weight`` when it gives none."""
+
+DEFAULT_ROUTE = "default"
+"""The name of ``[route]``, reserved for it: ``[routes.NAME]`` tables name the others."""
 
 
 class ProviderOverride(Base, frozen=True):
@@ -202,12 +206,24 @@ class Health(Base, frozen=True):
 
 
 class Analysis(Base, frozen=True):
-    """``[analysis]``: which perspectives an analysis asks, and how many at once."""
+    """``[analysis]``: which perspectives an analysis asks, how many at once, by which routes, and
+    whether a synthesis weighs their answers."""
 
     perspectives: Annotated[tuple[NonEmptyStr, ...], msgspec.Meta(min_length=1)] = BUILTIN_PERSPECTIVES
     max_concurrency: PositiveInt = 8
     min_perspectives: PositiveInt = 1
     """Perspectives that must succeed for the analysis not to count as failed."""
+    routes: dict[str, NonEmptyStr] = msgspec.field(default_factory=dict)
+    """``[analysis.routes]``: a perspective id → the name of the route that asks it (``security =
+    "deep"``); a perspective not listed goes by the ``default`` route (``[route]``)."""
+    synthesis: bool = True
+    """Whether one more request, after the perspectives, weighs their answers into a decision."""
+    synthesis_route: NonEmptyStr = DEFAULT_ROUTE
+    """The route the synthesis goes by (a name of :meth:`Policy.route_names`)."""
+
+    def route_for(self, perspective: str) -> str:
+        """The name of the route that asks ``perspective`` (``default`` unless listed)."""
+        return self.routes.get(perspective, DEFAULT_ROUTE)
 
 
 OnStateUnavailable: TypeAlias = Literal["fail_closed", "fail_open"]
@@ -260,6 +276,8 @@ class Policy(Base, frozen=True):
     description: str = ""
     providers: dict[str, ProviderOverride] = msgspec.field(default_factory=dict)
     route: Route = msgspec.field(default_factory=Route)
+    routes: dict[str, Route] = msgspec.field(default_factory=dict)
+    """``[routes.NAME]``: more routes beside ``[route]`` (whose name is ``default``), in file order."""
     limits: Limits = msgspec.field(default_factory=Limits)
     retry: Retry = msgspec.field(default_factory=Retry)
     breaker: Breaker = msgspec.field(default_factory=Breaker)
@@ -267,6 +285,14 @@ class Policy(Base, frozen=True):
     analysis: Analysis = msgspec.field(default_factory=Analysis)
     perspectives: dict[str, PerspectiveDef] = msgspec.field(default_factory=dict)
     budget: Budget = msgspec.field(default_factory=Budget)
+
+    def route_names(self) -> tuple[str, ...]:
+        """Every route's name: ``default`` (``[route]``) first, then ``[routes.NAME]`` in file order."""
+        return (DEFAULT_ROUTE, *(name for name in self.routes if name != DEFAULT_ROUTE))
+
+    def named_route(self, name: str) -> Route | None:
+        """The route called ``name`` (``default`` is ``[route]``), or ``None`` when there is none."""
+        return self.route if name == DEFAULT_ROUTE else self.routes.get(name)
 
 
 def default_policy(primary: str, fallback: str | None) -> Policy:

@@ -358,3 +358,84 @@ def test_a_provider_spec_in_the_plan_is_the_resolved_one() -> None:
     [leaf] = leaves(plan_of(policy))
     provider: ProviderSpec = leaf.provider
     assert (provider.model, provider.input_usd_per_mtok) == ("glm-5", 2.0)
+
+
+# -- named routes --------------------------------------------------------------------------------
+
+ROUTED = """
+version = 1
+name = "routed"
+[route]
+targets = ["glm-direct"]
+[routes.deep]
+strategy = "hedged"
+hedge_after_s = 0.5
+targets = ["anthropic-direct", { provider = "glm-direct", max_attempts = 1 }]
+[routes.chair]
+targets = ["aiceo-gateway"]
+[limits]
+deadline_s = 60
+[budget]
+daily_usd = 3
+"""
+
+
+def test_a_named_route_plans_its_own_targets_and_strategy_under_the_policy_s_rules() -> None:
+    """``build_plan(..., route=NAME)`` plans that route's targets, strategy and hedge delay, with
+    the run-wide limits, retry and breaker rules every route shares; ``default`` is ``[route]``."""
+    policy = policy_of(ROUTED)
+    deep = plan_of(policy, route="deep")
+    assert names(deep) == ["anthropic-direct", "glm-direct"]
+    assert (deep.strategy, deep.hedge_after_s) == (Strategy.HEDGED, 0.5)
+    assert [t.max_attempts for t in leaves(deep)] == [2, 1]
+    default = plan_of(policy, route="default")
+    assert default == plan_of(policy)
+    assert names(default) == ["glm-direct"]
+    assert (deep.limits, deep.retry, deep.breaker) == (default.limits, default.retry, default.breaker)
+    assert deep.limits.deadline_s == 60
+
+
+def test_an_unknown_route_name_is_a_failure_listing_the_routes() -> None:
+    """A route the policy lacks fails the plan (``unknown_route``) with every route's name."""
+    policy = policy_of(ROUTED)
+    result = build_plan(policy, resolve_providers(policy, BUILTINS), route="nope")
+    assert isinstance(result, Failure)
+    assert result.failure().kind == "unknown_route"
+    assert str(result.failure()) == 'no route named "nope"; routes: default, deep, chair'
+
+
+def test_a_named_route_s_caps_are_the_budget_s_and_its_own_providers_quotas() -> None:
+    """Each route's plan carries the policy's dollar caps and the quotas of the providers that route
+    names, not those of another route."""
+    policy = policy_of(ROUTED)
+    providers = resolve_providers(policy, BUILTINS)
+    chair = plan_of(policy, route="chair")
+    deep = plan_of(policy, route="deep")
+    assert chair.caps == policy_caps(policy, providers, "chair")
+    assert "provider:aiceo-gateway:requests:18000s" in {cap.key for cap in chair.caps}
+    assert "provider:aiceo-gateway:requests:18000s" not in {cap.key for cap in deep.caps}
+    assert "policy:routed:usd:day" in {cap.key for cap in deep.caps}
+
+
+ROUTE_NAMES = st.from_regex(r"[a-z][a-z0-9_-]{0,6}", fullmatch=True).filter(lambda n: n != "default")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(ROUTE_NAMES, route_targets(), min_size=1, max_size=3), route_targets())
+def test_every_declared_route_plans_exactly_the_providers_it_names(
+    routes: dict[str, list[Any]], default: list[Any]
+) -> None:
+    """For any named routes (nested to depth three), each name builds a plan whose providers are
+    exactly those that route names, in written order, and ``default`` builds ``[route]``'s."""
+    document = {
+        "version": 1,
+        "route": {"targets": default},
+        "routes": {name: {"targets": targets} for name, targets in routes.items()},
+    }
+    policy = policy_of(tomli_w.dumps(document))
+    settings_of = {"attempt_timeout_s": 30.0, "first_token_timeout_s": 15.0, "idle_timeout_s": 20.0}
+    top = {**settings_of, "max_attempts": 2}
+    for name, targets in {"default": default, **routes}.items():
+        plan = plan_of(policy, route=name)
+        assert names(plan) == [leaf[0] for leaf in expected_leaves(targets, {}, top)]
+        assert set(names(plan)) == set(route_providers(policy, name))

@@ -134,3 +134,29 @@ def test_observed_latency_reaches_a_p95_hedge() -> None:
     text = 'version = 1\n[route]\nstrategy = "hedged"\nhedge_after_s = "p95"\ntargets = ["glm-direct"]\n'
     planned = prepare_text(text, "h.toml", BUILTINS, observed_p95_s={"glm-direct": 0.75}).unwrap()
     assert planned.plan.hedge_after_s == 0.75
+
+
+ROUTED = (
+    'version = 1\n[route]\ntargets = ["glm-direct"]\n'
+    '[routes.deep]\nstrategy = "fastest"\ntargets = ["anthropic-direct", "glm-direct"]\n'
+)
+
+
+def test_the_pipeline_plans_the_named_route_it_is_asked_for() -> None:
+    """``prepare_text(..., route=NAME)`` plans that route; the default is ``[route]``; an unknown
+    name is an ``unknown_route`` problem."""
+    deep = prepare_text(ROUTED, "r.toml", BUILTINS, route="deep").unwrap()
+    assert deep.route == "deep"
+    assert [leaf.provider.name for leaf in leaves(deep.plan)] == ["anthropic-direct", "glm-direct"]
+    default = prepare_text(ROUTED, "r.toml", BUILTINS).unwrap()
+    assert default.route == "default"
+    assert [leaf.provider.name for leaf in leaves(default.plan)] == ["glm-direct"]
+    unknown = failure_of(prepare_text(ROUTED, "r.toml", BUILTINS, route="nope"))
+    assert unknown.kind is ProblemKind.UNKNOWN_ROUTE
+
+
+def test_every_route_s_providers_are_checked_before_any_plan() -> None:
+    """A provider unusable as configured is refused even when only a named route uses it."""
+    text = ROUTED + '[routes.chair]\ntargets = ["openai-direct"]\n'
+    problem = failure_of(prepare_text(text, "r.toml", BUILTINS))
+    assert (problem.kind, problem.subject) == (ProblemKind.UNUSABLE_PROVIDER, "openai-direct")

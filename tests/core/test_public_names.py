@@ -96,6 +96,11 @@ RMCORE = {
     "summarize",
     "user_prompt",
     "worst_case_usd",
+    "Synthesis",
+    "parse_synthesis",
+    "synthesis_answers",
+    "synthesis_json",
+    "synthesis_request",
 }
 
 RMCLI_API = {
