@@ -18,16 +18,19 @@ from typing import Any
 
 import anyio
 import msgspec
+from returns.result import Failure, Success
 
 from rmcli.config import RouteSetup
 from rmcli.hooks import Hooks, fan_out
 from rmcli.runner import Routing, route
+from rmcli.state import Cache
 from rmcore.attempts import AttemptRecord
 from rmcore.budget import Ledger
 from rmcore.completion import Usage
 from rmcore.confidence import overall_confidence
 from rmcore.events import RunOutcome
 from rmcore.perspectives import Perspective, cache_key, perspective_request
+from rmcore.plan import leaves
 from rmcore.report import (
     PerspectiveAnswer,
     PerspectiveResult,
@@ -39,8 +42,19 @@ from rmcore.report import (
     perspective_answer,
     summarize,
 )
+from rmcore.requests import ChatRequest
+from rmcore.synthesis import (
+    SOURCE_ID,
+    Synthesis,
+    affordable_max_tokens,
+    parse_synthesis,
+    synthesis_answers,
+    synthesis_cache_key,
+    synthesis_json,
+    synthesis_request,
+)
 
-__all__ = ["AnalysisRun", "run_analysis"]
+__all__ = ["AnalysisRun", "SynthesisResult", "run_analysis"]
 
 
 class _CachedAnswer(msgspec.Struct, frozen=True):
@@ -67,10 +81,13 @@ class AnalysisRun(msgspec.Struct, frozen=True):
     execution_ms: float
     timestamp: str
     cost_usd: float
+    synthesis: SynthesisResult | None = None
+    """The chair's decision over the perspectives; None when it was off or nothing answered."""
 
     def to_json(self) -> dict[str, Any]:
-        """The DESIGN §3 JSON object of ``rmgr analyze --format json``."""
-        return analysis_json(
+        """The DESIGN §3 JSON object of ``rmgr analyze --format json``: with ``synthesis`` (null
+        when it was off) and ``costUsd``, every attempt's cost, the synthesis's included."""
+        document = analysis_json(
             self.question,
             self.results,
             self.attempts,
@@ -78,6 +95,58 @@ class AnalysisRun(msgspec.Struct, frozen=True):
             timestamp=self.timestamp,
             status=self.status,
         )
+        document["synthesis"] = None if self.synthesis is None else self.synthesis.to_json()
+        document["costUsd"] = self.cost_usd
+        return document
+
+
+class SynthesisResult(msgspec.Struct, frozen=True):
+    """How the synthesis ended: the chair's decision, or why there is none (``error_kind`` and
+    ``error_message``), and what it took (zero when served from the cache)."""
+
+    synthesis: Synthesis | None = None
+    provider: str | None = None
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    cached: bool = False
+    error_kind: str | None = None
+    error_message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{decision, recommendation, confidence, consensus, conflicts, blindSpots, conditions,
+        provider, model, usage, costUsd, latencyMs, cached, error}`` (the decision's fields null
+        when it failed; ``error`` ``{kind, message}`` then, else null)."""
+        decided: dict[str, Any] = (
+            synthesis_json(self.synthesis) if self.synthesis is not None else dict.fromkeys(_DECISION_KEYS)
+        )
+        return {
+            **decided,
+            "provider": self.provider,
+            "model": self.model,
+            "usage": {"inputTokens": self.input_tokens, "outputTokens": self.output_tokens},
+            "costUsd": self.cost_usd,
+            "latencyMs": round(self.latency_ms, 3),
+            "cached": self.cached,
+            "error": None
+            if self.error_kind is None
+            else {"kind": self.error_kind, "message": self.error_message},
+        }
+
+
+_DECISION_KEYS = (
+    "decision", "recommendation", "confidence", "consensus", "conflicts", "blindSpots", "conditions",
+)
+
+
+class _CachedSynthesis(msgspec.Struct, frozen=True):
+    """A cached synthesis: the chair's reply and who wrote it (read again on use)."""
+
+    text: str
+    provider: str
+    model: str
 
 
 async def run_analysis(
@@ -91,10 +160,14 @@ async def run_analysis(
     max_tokens: int = 1024,
     temperature: float | None = None,
     cache_scope: str | None = None,
+    synthesize: bool = True,
     clock: Callable[[], float] = time.monotonic,
 ) -> AnalysisRun:
-    """Ask ``question`` from every perspective through ``setup``'s route; never raises for a
-    provider's fault (a perspective that fails everywhere is a failed result).
+    """Ask ``question`` from every perspective, each through its route (``[analysis.routes]``,
+    else the default), then the chair (``[analysis] synthesis_route``) for a decision over the
+    answers, unless ``synthesize`` is False or the policy turns it off; never raises for a
+    provider's fault (a perspective that fails everywhere is a failed result, a synthesis that
+    fails makes the analysis ``partial``).
 
     ``routing`` carries the client, the state (its cache is used when it has one), the hooks and
     the run id every perspective's attempts are recorded under. ``cache_ttl_ms`` of 0 turns the
@@ -147,8 +220,9 @@ async def run_analysis(
             if left <= 0:
                 finish(failed_result(p, kind="deadline", message="the analysis's deadline was reached"))
                 return
+            own = setup.for_perspective(p.id).plan
             perspective_plan = msgspec.structs.replace(
-                plan, limits=msgspec.structs.replace(plan.limits, deadline_s=left)
+                own, limits=msgspec.structs.replace(own.limits, deadline_s=left)
             )
             request = perspective_request(p, question, max_tokens=max_tokens, temperature=temperature)
             outcome = await route(
@@ -196,6 +270,19 @@ async def run_analysis(
             tg.start_soon(ask, p)
     ordered = tuple(results[p.id] for p in perspectives)
     status = analysis_status(ordered, policy.analysis.min_perspectives)
+    chair = setup.for_synthesis() if synthesize else None
+    synthesis: SynthesisResult | None = None
+    if chair is not None and any(r.answered for r in ordered):
+        request = synthesis_request(
+            question, synthesis_answers(ordered), withhold=_names(setup), temperature=temperature
+        )
+        key = f"synthesis:{synthesis_cache_key(request)}" + (f"@{cache_scope}" if cache_scope else "")
+        if hooks.synthesis_started is not None:
+            hooks.synthesis_started()
+        left = deadline - clock()
+        synthesis = await _synthesize(request, chair, routed, ledger, left, (cache, key, cache_ttl_ms), clock)
+        if synthesis.error_kind is not None and status == "ok":
+            status = "partial"
     return AnalysisRun(
         question=question,
         results=ordered,
@@ -206,7 +293,70 @@ async def run_analysis(
         execution_ms=(clock() - started_at) * 1000.0,
         timestamp=timestamp,
         cost_usd=sum((a.cost_usd for a in attempts), 0.0),
+        synthesis=synthesis,
     )
+
+
+def _names(setup: RouteSetup) -> list[str]:
+    """Every provider and model name of the policy: withheld from the chair's request."""
+    return sorted({n for spec in setup.providers.values() for n in (spec.name, spec.model) if n})
+
+
+async def _synthesize(
+    request: ChatRequest,
+    chair: RouteSetup,
+    routed: Routing,
+    ledger: Ledger,
+    left_s: float,
+    cached: tuple[Cache | None, str, int],
+    clock: Callable[[], float],
+) -> SynthesisResult:
+    """The chair's decision: from the cache (``cached``: the cache, the key of these answers, the
+    TTL) when a fresh one is there, else asked by the synthesis route, under what is left of the
+    analysis's budget and deadline."""
+    cache, key, ttl_ms = cached
+    if cache is not None:
+        payload = await cache.get(key, int(time.time() * 1000), ttl_ms)
+        if payload is not None:
+            kept = msgspec.json.decode(payload, type=_CachedSynthesis)
+            match parse_synthesis(kept.text):
+                case Success(decided):
+                    served = SynthesisResult(provider=kept.provider, model=kept.model, cached=True)
+                    return msgspec.structs.replace(served, synthesis=decided)
+    if left_s <= 0:
+        return SynthesisResult(error_kind="deadline", error_message="the analysis's deadline was reached")
+    limits = msgspec.structs.replace(chair.plan.limits, deadline_s=left_s)
+    plan = msgspec.structs.replace(chair.plan, limits=limits)
+    tokens = affordable_max_tokens(request, (t.provider for t in leaves(plan)), ledger.left())
+    request = msgspec.structs.replace(request, max_tokens=tokens)
+    outcome = await route(plan, request, routed, clock=clock, ledger=ledger, perspective=SOURCE_ID)
+    c = outcome.completion
+    if c is None or outcome.provider is None:
+        error = outcome.error
+        return SynthesisResult(
+            cost_usd=outcome.cost_usd,
+            provider=outcome.attempts[-1].provider if outcome.attempts else None,
+            error_kind=error.kind.value if error else "cancelled",
+            error_message=error.message if error else "no answer",
+        )
+    spent = SynthesisResult(
+        provider=outcome.provider,
+        model=c.model,
+        input_tokens=c.usage.input_tokens,
+        output_tokens=c.usage.output_tokens,
+        cost_usd=outcome.cost_usd,
+        latency_ms=sum(a.latency_ms for a in outcome.attempts if a.outcome == "ok"),
+    )
+    match parse_synthesis(c.content):
+        case Success(decided):
+            if cache is not None:
+                kept = _CachedSynthesis(text=c.content, provider=outcome.provider, model=c.model)
+                await cache.put(key, SOURCE_ID, msgspec.json.encode(kept), int(time.time() * 1000))
+            return msgspec.structs.replace(spent, synthesis=decided)
+        case Failure(problem):
+            kind, message = problem.kind.value, problem.message
+            return msgspec.structs.replace(spent, error_kind=kind, error_message=message)
+    raise AssertionError("unreachable")
 
 
 def _answers(outcome: RunOutcome) -> list[PerspectiveAnswer]:

@@ -16,6 +16,7 @@ from rmcli.notices import announce_backoff, announce_failed_over, announce_skipp
 from rmcli.output import safe_text
 from rmcli.question import shorten_question
 from rmcli.spinner import LiveLine, wants_live
+from rmcli.synthesis_view import synthesis_failed_line, synthesis_text_lines
 from rmcli.tables import Column, print_table
 from rmcore.attempts import AttemptRecord
 from rmcore.events import Backoff, FailedOver, TargetSkipped
@@ -57,6 +58,17 @@ def print_text(run: AnalysisRun, first_provider: str) -> None:
         f" · Cost: {figures.cost(run.cost_usd)}" + (f" · {cached} from the cache" if cached else "")
     )
     console.print(Panel(head, title="Multi-Perspective Analysis", title_align="left", expand=False))
+    chair = run.synthesis
+    if chair is not None:
+        if chair.synthesis is not None:
+            lines = synthesis_text_lines(chair.synthesis, min(console.width, 100))
+            who = f"(the synthesis, by {chair.provider}" + (", cached)" if chair.cached else ")")
+            lines[0] = f"{lines[0]} {safe_text(who)}"
+        else:
+            lines = [synthesis_failed_line(chair.error_kind or "failed", chair.error_message or "")]
+        for line in lines:
+            console.print(Text(line))
+        console.print()
 
     rows = []
     for r in run.results:
@@ -76,8 +88,9 @@ def print_text(run: AnalysisRun, first_provider: str) -> None:
         ],
         rows,
     )
-    console.print(Text("Summary", style="bold"))
-    console.print(Text(safe_text(run.summary)))
+    if chair is None or chair.synthesis is None:  # the keyword summary stands in for the synthesis
+        console.print(Text("Summary", style="bold"))
+        console.print(Text(safe_text(run.summary)))
     for r in run.results:
         console.print()
         console.print(Text(f"── {r.perspective} ──", style="bold"))
@@ -128,6 +141,7 @@ class LiveProgress:
         self._failed = 0
         self._total: int | None = None
         self._spent = 0.0
+        self._deciding = False
         self._line = LiveLine(self.status, console=console)
 
     def hooks(self) -> Hooks:
@@ -139,6 +153,7 @@ class LiveProgress:
             attempt_ended=self.attempt_ended,
             perspective_started=self.started,
             perspective_finished=self.finished,
+            synthesis_started=self.deciding,
         )
 
     def start(self) -> None:
@@ -167,6 +182,8 @@ class LiveProgress:
         running = len(self._started - self._ended)
         counted = f"{done}/{self._total}" if self._total is not None else f"{done}"
         parts = [f"Analysing: {counted} done", f"{running} running"]
+        if self._deciding:
+            parts = [f"Deciding: the synthesis over {counted} perspectives"]
         if self._failed:
             parts.append(f"{self._failed} failed")
         parts.append(f"${self._spent:.6f} spent")
@@ -193,6 +210,9 @@ class LiveProgress:
 
     def attempt_ended(self, record: AttemptRecord) -> None:
         self._spent += record.cost_usd
+
+    def deciding(self) -> None:
+        self._deciding = True
 
     def started(self, perspective: Perspective) -> None:
         self._started.add(perspective.id)

@@ -519,8 +519,10 @@ class Client:
         hooks: Hooks | None = None,
         setup: RouteSetup | None = None,
         cache_scope: str | None = None,
+        synthesis: bool = True,
     ) -> AnalysisRun:
-        """The multi-perspective analysis; with ``persist_history`` it is saved in ``agent_id``'s
+        """The multi-perspective analysis, then the synthesis over it (unless ``synthesis`` is
+        False or the policy turns it off); with ``persist_history`` it is saved in ``agent_id``'s
         history. ``setup`` replaces the client's route for this call (``compare`` gives each
         provider its own), ``cache_scope`` keeps its cached answers apart."""
         _check_analyze(question, agent_id)
@@ -541,6 +543,7 @@ class Client:
                 use_cache=use_cache,
                 cache_ttl_ms=ttl_ms,
                 cache_scope=_model_scope(cache_scope, self._model),
+                synthesize=synthesis,
             )
         if persist_history:
             await state.history.add(
@@ -615,10 +618,12 @@ async def analyze(
     state_home: Path | None = None,
     hooks: Hooks | None = None,
     model: str | None = None,
+    synthesis: bool = True,
 ) -> AnalysisRun:
-    """The multi-perspective analysis of ``rmgr analyze``; with ``persist_history`` it is saved in
-    ``agent_id``'s history (``rmgr history``). ``perspectives`` are ids (default: the policy's);
-    ``model`` replaces the model sent to the route's providers."""
+    """The multi-perspective analysis of ``rmgr analyze``, and its synthesis unless ``synthesis``
+    is False; with ``persist_history`` it is saved in ``agent_id``'s history (``rmgr history``).
+    ``perspectives`` are ids (default: the policy's); ``model`` replaces the model sent to the
+    route's providers."""
     _check_analyze(question, agent_id)
     async with Client(
         policy,
@@ -636,6 +641,7 @@ async def analyze(
             persist_history=persist_history,
             use_cache=use_cache,
             hooks=hooks,
+            synthesis=synthesis,
         )
 
 
@@ -659,6 +665,7 @@ async def compare(
     hooks: Hooks | None = None,
     on_done: Callable[[str, AnalysisRun], None] | None = None,
     model: str | None = None,
+    synthesis: bool = True,
 ) -> dict[str, AnalysisRun]:
     """The analysis on each of ``providers`` alone, at once, as ``rmgr compare`` runs it; the runs
     by provider name, in the order given. Comparison runs are not saved in the history.
@@ -686,6 +693,7 @@ async def compare(
                 use_cache=use_cache,
                 setup=setup,
                 cache_scope=_model_scope(f"compare:{name}", model),
+                synthesis=synthesis,
             )
             if on_done is not None:
                 on_done(name, results[name])

@@ -1,5 +1,6 @@
 """How ``rmgr compare`` looks on a terminal: the providers side by side, one column each, and a
-row per figure (status, time, overall confidence, each perspective's confidence, tokens, cost).
+row per figure (status, the synthesis's decision, time, overall confidence, each perspective's
+confidence, tokens, cost).
 
 Perspectives as rows keep the table as narrow as the providers compared: three providers fit 80
 columns whatever the number of perspectives. Errors are listed under the table, whole, rather
@@ -32,6 +33,7 @@ def _figures(row: Mapping[str, Any], ids: Sequence[str]) -> list[str]:
 
     return [
         str(row["status"]),
+        str(row.get("decision") or "-"),
         figures.duration(row.get("executionTime")),
         conf(row.get("overallConfidence")),
         *(conf(perspectives.get(i)) for i in ids),
@@ -42,7 +44,7 @@ def _figures(row: Mapping[str, Any], ids: Sequence[str]) -> list[str]:
 
 
 def _labels(ids: Sequence[str]) -> list[str]:
-    return ["Status", "Time", "Overall", *ids, "Tokens in", "Tokens out", "Cost"]
+    return ["Status", "Decision", "Time", "Overall", *ids, "Tokens in", "Tokens out", "Cost"]
 
 
 def comparison_table(

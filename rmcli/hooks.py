@@ -31,8 +31,8 @@ class Hooks:
     notices; ``text`` each piece of an answer streamed by an attempt that runs alone;
     ``state_unavailable`` one line when a shared state cannot be reached and the run goes on
     with this host's; ``perspective_started`` / ``perspective_finished`` (with how many are done
-    and of how many) frame each perspective of an analysis. Hooks are called from the run's
-    tasks and must not block.
+    and of how many) frame each perspective of an analysis, and ``synthesis_started`` says its
+    synthesis is asked. Hooks are called from the run's tasks and must not block.
     """
 
     attempt_started: Callable[[StartAttempt], None] | None = None
@@ -44,6 +44,7 @@ class Hooks:
     state_unavailable: Callable[[str], None] | None = None
     perspective_started: Callable[[Perspective], None] | None = None
     perspective_finished: Callable[[PerspectiveResult, int, int], None] | None = None
+    synthesis_started: Callable[[], None] | None = None
 
 
 _NAMES = tuple(f.name for f in dataclasses.fields(Hooks))

@@ -457,12 +457,15 @@ def render_markdown(
     summary: str,
     execution_ms: float,
     cost_usd: float,
+    synthesis: str = "",
 ) -> str:
     """``rmgr analyze --format markdown``: a document to paste into a pull request or a note.
 
-    A heading with the question quoted, the status, overall confidence, time and cost; a table
-    (perspective | confidence | provider | one-line finding); the summary; then each perspective
-    in full. Table cells are kept on one line with ``|`` escaped.
+    A heading with the question quoted, the status, overall confidence, time and cost; the
+    ``synthesis`` section when given (Markdown, made by the shell); a table (perspective |
+    confidence | provider | one-line finding); the keyword summary when no synthesis decided
+    (``summary`` empty leaves it out); then each perspective in full. Table cells are kept on one
+    line with ``|`` escaped.
     """
     out = ["# Multi-perspective analysis", ""]
     out += [f"> {line}" if line.strip() else ">" for line in question.strip().splitlines()]
@@ -471,6 +474,7 @@ def render_markdown(
         f"**Status:** {status} · **Overall confidence:** {_confidence_text(overall)} · "
         f"**Time:** {_duration(execution_ms)} · **Cost:** ${cost_usd:.4f}",
         "",
+        *([synthesis.rstrip("\n"), ""] if synthesis else []),
         "| Perspective | Confidence | Provider | Finding |",
         "|---|---|---|---|",
     ]
@@ -485,7 +489,8 @@ def render_markdown(
             finding = f"failed: {r.error_kind}"
         cells = [_cell(r.perspective), _confidence_text(r.confidence), _cell(provider), _cell(finding)]
         out.append("| " + " | ".join(cells) + " |")
-    out += ["", "## Summary", "", *_markdown_blocks(summary)]
+    if summary:
+        out += ["", "## Summary", "", *_markdown_blocks(summary)]
     for r in results:
         out += ["", f"## {r.perspective}", ""]
         if not r.answered:

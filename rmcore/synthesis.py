@@ -45,6 +45,8 @@ from returns.result import Failure, Result, Success
 
 from rmcore.base import Base
 from rmcore.errors import ErrorKind, ProviderError
+from rmcore.pricing import estimate_prompt_tokens
+from rmcore.providers import ProviderSpec
 from rmcore.report import PerspectiveAnswer, PerspectiveResult
 from rmcore.requests import ChatRequest
 
@@ -53,6 +55,7 @@ __all__ = [
     "DECISIONS",
     "MAX_ANSWER_CHARS",
     "MAX_UNSTRUCTURED_CHARS",
+    "MIN_SYNTHESIS_TOKENS",
     "NO_ANSWERS",
     "SOURCE_ID",
     "SYNTHESIS_CACHE_SCHEMA",
@@ -62,6 +65,7 @@ __all__ = [
     "WITHHELD",
     "Decision",
     "Synthesis",
+    "affordable_max_tokens",
     "answer_labels",
     "answer_text",
     "cap_text",
@@ -86,6 +90,10 @@ ends with :data:`CUT_MARKER`."""
 
 MAX_UNSTRUCTURED_CHARS = 4000
 """The longest recommendation kept from a reply that held no JSON object (the whole reply, cut)."""
+
+MIN_SYNTHESIS_TOKENS = 600
+"""The fewest ``max_tokens`` the synthesis is asked with to fit a budget (:func:`affordable_max_tokens`):
+about what a terse decision takes; a budget that cannot pay for that many refuses the request."""
 
 SYNTHESIS_MAX_TOKENS = 1500
 """The default ``max_tokens`` of the synthesis request: the JSON object with a paragraph and four
@@ -547,3 +555,27 @@ def synthesis_json(s: Synthesis) -> dict[str, Any]:
         "blindSpots": list(s.blind_spots),
         "conditions": list(s.conditions),
     }
+
+
+def affordable_max_tokens(
+    request: ChatRequest,
+    providers: Iterable[ProviderSpec],
+    left_usd: float,
+    *,
+    ceiling: int = SYNTHESIS_MAX_TOKENS,
+    floor: int = MIN_SYNTHESIS_TOKENS,
+) -> int:
+    """The ``max_tokens`` to ask the synthesis with: as many as ``ceiling``, fewer when ``left_usd``
+    (what is left of the analysis's budget) could not pay for the worst case of ``request`` at
+    one of ``providers`` (its prompt estimate at the input price plus the tokens at the output
+    price), but never fewer than ``floor`` (then the budget refuses the request, as it would any).
+    A budget that has paid for the perspectives thus still gets its decision, shorter if need be,
+    rather than a refusal for an allowance it would not have used."""
+    tokens = ceiling
+    prompt = estimate_prompt_tokens(request)
+    for spec in providers:
+        if spec.output_usd_per_mtok <= 0:
+            continue
+        spare_usd = left_usd - prompt * spec.input_usd_per_mtok / 1_000_000
+        tokens = min(tokens, int(spare_usd * 1_000_000 / spec.output_usd_per_mtok))
+    return max(floor, min(tokens, ceiling))

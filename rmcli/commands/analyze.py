@@ -58,14 +58,22 @@ def _print(result: AnalysisRun, document: dict[str, Any], fmt: Format, first_pro
     if fmt == "json":
         emit_json(document)
     elif fmt == "markdown":
+        from rmcli.synthesis_view import synthesis_failed_markdown, synthesis_markdown
+
+        chair, section = result.synthesis, ""
+        if chair is not None and chair.synthesis is not None:
+            section = synthesis_markdown(chair.synthesis)
+        elif chair is not None:
+            section = synthesis_failed_markdown(chair.error_kind or "failed", chair.error_message or "")
         text = render_markdown(
             shorten_question(result.question),
             result.results,
             status=result.status,
             overall=result.overall,
-            summary=result.summary,
+            summary="" if chair is not None and chair.synthesis is not None else result.summary,
             execution_ms=result.execution_ms,
             cost_usd=result.cost_usd,
+            synthesis=section,
         )
         sys.stdout.write(safe_text(text) + "\n")
         sys.stdout.flush()
@@ -85,6 +93,7 @@ def _analyze(
     agent_id: str,
     no_history: bool,
     no_cache: bool,
+    no_synthesis: bool,
     command: str,
 ) -> int:
     progress = LiveProgress(live=wants_live(as_json=fmt == "json"))
@@ -96,6 +105,7 @@ def _analyze(
         "agent_id": agent_id,
         "persist_history": not no_history,
         "use_cache": not no_cache,
+        "synthesis": not no_synthesis,
     }
     text = read_question(question, file)
     return interrupt.run(lambda: _analysis(client, text, options, fmt, progress))
@@ -138,6 +148,7 @@ def analyze(
     agent_id: str = "default",
     no_history: bool = False,
     no_cache: bool = False,
+    no_synthesis: bool = False,
 ) -> int:
     """Analyse a question from several perspectives at once.
 
@@ -174,6 +185,8 @@ def analyze(
         Do not save the analysis in the history.
     no_cache
         Ask every perspective afresh (and do not store the answers).
+    no_synthesis
+        Skip the synthesis (the decision over the perspectives).
     """
     return _analyze(
         question,
@@ -187,6 +200,7 @@ def analyze(
         agent_id,
         no_history,
         no_cache,
+        no_synthesis,
         "analyze",
     )
 
@@ -205,6 +219,7 @@ def run(
     agent_id: str = "default",
     no_history: bool = False,
     no_cache: bool = False,
+    no_synthesis: bool = False,
 ) -> int:
     """Analyse a question under a policy: analyze --policy FILE.
 
@@ -237,6 +252,8 @@ def run(
         Do not save the analysis in the history.
     no_cache
         Ask every perspective afresh.
+    no_synthesis
+        Skip the synthesis (the decision over the perspectives).
     """
     return _analyze(
         question,
@@ -250,6 +267,7 @@ def run(
         agent_id,
         no_history,
         no_cache,
+        no_synthesis,
         "run",
     )
 
@@ -265,12 +283,19 @@ def _compare_row(name: str, result: AnalysisRun | None, error: str | None) -> di
             "perspectives": {},
             "usage": None,
             "costUsd": 0.0,
+            "decision": None,
         }
     failed = [r for r in result.results if r.error_kind is not None]
+    chair = result.synthesis
+    if not failed and chair is not None and chair.error_kind is not None:
+        error = f"synthesis: {chair.error_kind}: {chair.error_message}"
+    else:
+        error = f"{failed[0].error_kind}: {failed[0].error_message}" if failed else None
     return {
         "provider": name,
         "status": result.status,
-        "error": (f"{failed[0].error_kind}: {failed[0].error_message}" if failed else None),
+        "error": error,
+        "decision": None if chair is None or chair.synthesis is None else chair.synthesis.decision,
         "executionTime": round(result.execution_ms, 1),
         "overallConfidence": result.overall,
         "perspectives": {r.id: r.confidence for r in result.results},
@@ -293,12 +318,14 @@ def compare(
     perspectives: str | None = None,
     format: Literal["text", "json"] = "text",
     no_cache: bool = False,
+    no_synthesis: bool = False,
 ) -> int:
     """Run the analysis on each provider alone, side by side.
 
-    For each provider: time, overall and per-perspective confidence, tokens, cost; a provider
-    that fails shows its error. Comparison runs are not saved in the history. Exit code 0 when
-    every provider answered fully, 3 when some did not, 1 when none did, 2 for bad input.
+    For each provider: its decision (the synthesis), time, overall and per-perspective
+    confidence, tokens, cost; a provider that fails shows its error. Comparison runs are not
+    saved in the history. Exit code 0 when every provider answered fully, 3 when some did not, 1
+    when none did, 2 for bad input.
 
     Example: rmgr compare "Build or buy?" --providers glm-direct,openai-direct
 
@@ -320,6 +347,8 @@ def compare(
         text or json.
     no_cache
         Ask every perspective afresh.
+    no_synthesis
+        Skip each provider's synthesis (its decision over the perspectives).
     """
     names = (
         [n.strip() for n in providers.split(",") if n.strip()] if providers else api.configured_providers()
@@ -341,6 +370,7 @@ def compare(
             use_cache=not no_cache,
             on_done=done,
             model=model,
+            synthesis=not no_synthesis,
         )
     )
     setups = list(results)

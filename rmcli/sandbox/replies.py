@@ -85,6 +85,20 @@ def default_reply(provider: str, request: dict[str, Any]) -> str:
     quote = " ".join(words[:_QUOTED_WORDS]) + (" ..." if len(words) > _QUOTED_WORDS else "")
     digest = hashlib.sha256(f"{provider}\n{' '.join(words)}".encode()).digest()
     confidence = 0.6 + (digest[0] % 31) / 100
+    if '"blindSpots"' in text:
+        # The synthesis of an analysis asks the chair for its decision as one JSON object.
+        return json.dumps(
+            {
+                "decision": ("go", "conditional", "no-go")[digest[1] % 3],
+                "recommendation": f"A simulated decision of the rmgr sandbox ({provider}), deterministic "
+                "for a given prompt: weigh the perspectives' answers, then run a small pilot first.",
+                "confidence": round(confidence, 2),
+                "consensus": ["A pilot lowers the risk of the change."],
+                "conflicts": ["How much effort the change takes: estimates differ."],
+                "blindSpots": ["What it costs to undo the change."],
+                "conditions": ["The pilot shows a clear gain."],
+            }
+        )
     asked = _ANALYSIS_PROMPT.search(text)
     if asked is not None and '"confidence"' in text:
         # An analysis prompt asks for one JSON object: answer in that form, as a model would.

@@ -104,14 +104,16 @@ async def execute(
     *,
     cache: bool = True,
 ) -> int:
-    """``rmgr analyze`` as the command runs it: a ``Client`` with the live progress's hooks, then
-    the report in ``fmt``; the exit code."""
+    """``rmgr analyze --no-synthesis`` as the command runs it: a ``Client`` with the live
+    progress's hooks, then the report in ``fmt``; the exit code. (These tests count the
+    perspectives' requests; tests/cli/test_synthesis.py tests the synthesis.)"""
     client = api.Client(setup.policy, env=env, hooks=LiveProgress(live=False).hooks(), command="analyze")
     options = {
         "perspectives": [p.id for p in perspectives],
         "agent_id": "tests",
         "persist_history": True,
         "use_cache": cache,
+        "synthesis": False,
     }
     return await _analysis(client, QUESTION, options, fmt)  # type: ignore[arg-type]
 
@@ -125,7 +127,10 @@ async def analyse(
     hooks: Hooks | None = None,
     **options: Any,
 ) -> AnalysisRun:
-    """``run_analysis`` itself, on the state ``env`` chooses and an HTTP client of its own."""
+    """``run_analysis`` itself, on the state ``env`` chooses and an HTTP client of its own; without
+    the synthesis unless ``options`` ask for it (these tests count the perspectives' requests;
+    tests/cli/test_synthesis.py tests the synthesis)."""
+    options.setdefault("synthesize", False)
     async with api.records(env=env) as state, httpx.AsyncClient(timeout=None, transport=transport) as client:
         routing = Routing(
             client=client,

@@ -274,7 +274,7 @@ async def test_client_checks_the_route_once_and_keeps_its_store_and_connection(
     assert run.status == "ok"
     assert opened == [tmp_path]
     assert box.connections("glm-direct") == 1
-    assert await attempts(tmp_path) == ["glm-direct"] * 4
+    assert await attempts(tmp_path) == ["glm-direct"] * 5  # three asks, a perspective, the synthesis
     assert await history_questions(tmp_path) == [("default", "Should we adopt a queue?")]
 
 

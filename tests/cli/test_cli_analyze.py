@@ -175,7 +175,8 @@ def test_run_with_the_primary_down_prints_the_box_and_the_table(user: Cli, box: 
         assert f"── {title} ──" in out
     assert done.stderr.count(PRIMARY_FAILED) == 1
     assert done.stderr.count(TRYING_FALLBACK) == 1
-    assert box.requests("glm-direct") == 8
+    assert box.requests("glm-direct") == 9  # eight perspectives, then the synthesis
+    assert out.index("Decision: ") < out.index("Finding")
 
 
 def test_run_json_gives_eight_perspectives_with_the_documented_fields(user: Cli) -> None:
@@ -213,23 +214,24 @@ def test_run_json_gives_eight_perspectives_with_the_documented_fields(user: Cli)
     assert ("aiceo-gateway", "connection") in outcomes
     assert ("glm-direct", "ok") in outcomes
     answered = [a for a in document["attempts"] if a["outcome"] == "ok"]
-    assert len(answered) == 8
+    assert len(answered) == 9  # eight perspectives, then the synthesis
     assert document["usage"]["inputTokens"] == sum(a["inputTokens"] for a in document["attempts"])
-    assert document["usage"]["outputTokens"] == sum(
+    assert document["usage"]["outputTokens"] == document["synthesis"]["usage"]["outputTokens"] + sum(
         p["metadata"]["usage"]["outputTokens"] for p in document["perspectives"]
     )
     assert document["usage"]["costUsd"] > 0
+    assert document["costUsd"] == document["usage"]["costUsd"]
 
 
 def test_a_second_run_comes_from_the_cache_until_the_ttl(direct: Cli, box: Box) -> None:
     """The second identical run sends no request and says it came from the cache; the hits and
     misses are counted; once the answers are older than ANALYSIS_CACHE_TTL_MS, it asks again."""
-    first = direct.run("analyze", QUESTION)
+    first = direct.run("analyze", QUESTION, "--no-synthesis")
     assert first.returncode == 0, first.stderr
     assert box.requests("glm-direct") == 8
     box.reset()
 
-    second = direct.run("analyze", QUESTION)
+    second = direct.run("analyze", QUESTION, "--no-synthesis")
 
     assert second.returncode == 0, second.stderr
     assert box.requests("glm-direct") == 0
@@ -241,7 +243,9 @@ def test_a_second_run_comes_from_the_cache_until_the_ttl(direct: Cli, box: Box) 
     assert stats["hitRate"] == 0.5
 
     time.sleep(0.06)
-    third = direct.run("analyze", QUESTION, "--format", "json", env={"ANALYSIS_CACHE_TTL_MS": "50"})
+    third = direct.run(
+        "analyze", QUESTION, "--format", "json", "--no-synthesis", env={"ANALYSIS_CACHE_TTL_MS": "50"}
+    )
 
     assert third.returncode == 0, third.stderr
     assert box.requests("glm-direct") == 8
@@ -250,8 +254,9 @@ def test_a_second_run_comes_from_the_cache_until_the_ttl(direct: Cli, box: Box) 
 
 def test_no_cache_asks_again(direct: Cli, box: Box) -> None:
     """``--no-cache`` asks every perspective even when fresh answers are cached."""
-    assert direct.run("analyze", QUESTION, "--perspectives", "security").returncode == 0
-    done = direct.run("analyze", QUESTION, "--perspectives", "security", "--no-cache", "--format", "json")
+    args = ("analyze", QUESTION, "--perspectives", "security", "--no-synthesis")
+    assert direct.run(*args).returncode == 0
+    done = direct.run(*args, "--no-cache", "--format", "json")
 
     assert done.returncode == 0, done.stderr
     assert box.requests("glm-direct") == 2
@@ -320,7 +325,8 @@ def test_two_analyses_at_once_both_finish_and_are_both_saved(direct: Cli, box: B
     assert questions == [f"{QUESTION} (team 1)", f"{QUESTION} (team 2)"]
     code, stats = direct.json("cache", "stats", "--json")
     assert code == 0
-    assert (stats["entries"], stats["hits"], stats["misses"]) == (16, 0, 16)
+    # Eight perspectives and a synthesis, twice.
+    assert (stats["entries"], stats["hits"], stats["misses"]) == (18, 0, 18)
 
 
 # --- compare --------------------------------------------------------------------------------------
@@ -357,7 +363,9 @@ def test_compare_shows_three_rows_one_with_its_error(direct: Cli) -> None:
     out = done.stdout
     assert re.search(r"┃\s*┃\s*aiceo-gateway ┃\s*glm-direct ┃\s*openai-direct ┃", out)
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
-    assert list(rows) == ["Status", "Time", "Overall", "security", "ux", "Tokens in", "Tokens out", "Cost"]
+    assert list(rows) == [
+        "Status", "Decision", "Time", "Overall", "security", "ux", "Tokens in", "Tokens out", "Cost"
+    ]
     assert re.match(r"│ Status\s*│\s*failed │\s*ok │\s*ok │", rows["Status"])
     human_time = r"(?:\d+ ms|\d+\.\d s)"  # 340 ms, 2.0 s: never 0.34 s or 340.123 ms
     assert re.match(rf"│ Time\s*│\s*{human_time} │\s*{human_time} │\s*{human_time} │", rows["Time"])
@@ -378,8 +386,8 @@ def test_compare_json_keeps_each_providers_own_answers(direct: Cli, box: Box) ->
         code, rows = direct.json(*args)
         assert code == 3
         documents.append(rows)
-    assert box.requests("glm-direct") == 2
-    assert box.requests("openai-direct") == 2
+    assert box.requests("glm-direct") == 3  # two perspectives and the synthesis, then all cached
+    assert box.requests("openai-direct") == 3
 
     first, second = documents
     for rows in documents:
@@ -437,7 +445,8 @@ def test_a_compare_route_keeps_every_providers_answer_in_json_text_and_cache(dir
     text = direct.run(*args)
     assert text.returncode == 0, text.stderr
     assert text.stdout.count("Answer 2 · Confidence:") == 2
-    assert box.requests("glm-direct") == box.requests("openai-direct") == 2
+    # Two perspectives and the synthesis (a compare route asks both), then all from the cache.
+    assert box.requests("glm-direct") == box.requests("openai-direct") == 3
 
 
 # --- options and configuration errors -------------------------------------------------------------
@@ -450,10 +459,10 @@ def test_perspectives_option_picks_those_perspectives(direct: Cli, box: Box) -> 
 
     assert code == 0
     assert [p["id"] for p in document["perspectives"]] == ["ux", "security"]
-    assert box.requests("glm-direct") == 2
+    assert box.requests("glm-direct") == 3  # and the synthesis
     code, groups = direct.json("usage", "--by", "perspective", "--format", "json")
     assert code == 0
-    assert {g["perspective"]: g["requests"] for g in groups} == {"security": 1, "ux": 1}
+    assert {g["perspective"]: g["requests"] for g in groups} == {"security": 1, "ux": 1, "synthesis": 1}
 
 
 def test_unknown_perspective_is_exit_2_before_any_request(direct: Cli, box: Box) -> None:

@@ -276,26 +276,27 @@ def test_clear_needs_yes_and_honours_before(saved: Saved) -> None:
 
 
 def test_cache_stats_count_hits_and_misses_and_clear_resets_them(saved: Saved) -> None:
-    """``cache stats --json`` counts the lookups of every run: the three perspectives asked so far
-    were misses; asking the first question again is two hits. ``cache clear`` removes the
-    answers and starts the counts afresh."""
+    """``cache stats --json`` counts the lookups of every run: the three perspectives and two
+    syntheses asked so far were misses; asking the first question again is three hits (two
+    perspectives and the synthesis). ``cache clear`` removes the answers and starts the counts
+    afresh."""
     code, before = saved.cli.json("cache", "stats", "--json")
     assert code == 0
-    assert (before["entries"], before["freshEntries"], before["hits"], before["misses"]) == (3, 3, 0, 3)
+    assert (before["entries"], before["freshEntries"], before["hits"], before["misses"]) == (5, 5, 0, 5)
     assert before["ttlMs"] == 3_600_000
     assert before["bytes"] > 0
 
     again = saved.cli.run("analyze", QUESTION, "--perspectives", "security,ux", "--no-history")
     assert again.returncode == 0, again.stderr
     code, after = saved.cli.json("cache", "stats", "--json")
-    assert (after["entries"], after["hits"], after["misses"]) == (3, 2, 3)
-    assert after["hitRate"] == pytest.approx(0.4)
+    assert (after["entries"], after["hits"], after["misses"]) == (5, 3, 5)
+    assert after["hitRate"] == pytest.approx(0.375)
 
     table = saved.cli.run("cache", "stats")
-    assert re.search(r"Hits / misses\s*│ 2 / 3 \(40\.0%\)", table.stdout)
+    assert re.search(r"Hits / misses\s*│ 3 / 5 \(37\.5%\)", table.stdout)
 
     cleared = saved.cli.run("cache", "clear")
-    assert (cleared.returncode, cleared.stdout) == (0, "Removed 3 cached answers\n")
+    assert (cleared.returncode, cleared.stdout) == (0, "Removed 5 cached answers\n")
     code, empty = saved.cli.json("cache", "stats", "--json")
     assert (empty["entries"], empty["hits"], empty["misses"], empty["hitRate"]) == (0, 0, 0, None)
 

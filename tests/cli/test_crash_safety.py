@@ -179,7 +179,7 @@ def test_an_ask_killed_while_its_provider_hangs_leaves_a_usable_store(
     assert seeded.returncode == 0, seeded.stderr
     history = history_snapshot(crash.home)
     rows_before = attempt_rows(crash.home)
-    assert len(history) == 1 and len(rows_before) == 8
+    assert len(history) == 1 and len(rows_before) == 9  # eight perspectives and the synthesis
 
     box.set_mode("aiceo-gateway", "status:500")
     box.set_mode("glm-direct", "hang")

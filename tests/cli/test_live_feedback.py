@@ -140,6 +140,18 @@ def test_progress_counts_cached_answers_as_done_never_running() -> None:
     assert progress.status().startswith("Analysing: 1/2 done · 0 running · $0.000000 spent")
 
 
+def test_progress_says_when_the_synthesis_is_asked() -> None:
+    """Once the perspectives are in and the synthesis is asked, the line says so (with the money
+    spent and the time), not "0 running"."""
+    progress = LiveProgress(live=False, clock=FakeClock())
+    hooks = progress.hooks()
+    assert hooks.perspective_finished is not None and hooks.synthesis_started is not None
+    failed = failed_result(BUILTIN["ux"], kind="timeout", message="slow")
+    hooks.perspective_finished(failed, 1, 1)
+    hooks.synthesis_started()
+    assert progress.status().startswith("Deciding: the synthesis over 1/1 perspectives · 1 failed · $")
+
+
 def test_progress_off_a_terminal_draws_nothing(capsys: pytest.CaptureFixture[str]) -> None:
     """``live=False``: no line, no per-perspective lines, on the console or on stderr."""
     console, out = terminal()

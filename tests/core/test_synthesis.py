@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from returns.result import Failure, Success
 from rmcore.completion import Usage
 from rmcore.errors import ErrorKind
 from rmcore.perspectives import BUILTIN
+from rmcore.pricing import worst_case_usd
 from rmcore.report import answered_result, failed_result, perspective_answer
 from rmcore.synthesis import (
     CUT_MARKER,
@@ -26,6 +28,7 @@ from rmcore.synthesis import (
     USER_PROMPT_TEMPLATE,
     WITHHELD,
     Synthesis,
+    affordable_max_tokens,
     answer_labels,
     answer_text,
     cap_text,
@@ -36,6 +39,7 @@ from rmcore.synthesis import (
     synthesis_request,
     withhold_names,
 )
+from tests.core.helpers import spec
 
 QUESTION = "Should we move billing to event sourcing?"
 
@@ -551,3 +555,31 @@ def test_any_object_gives_a_decision_among_four_and_a_confidence_on_the_scale(ob
     assert s.confidence is None or 0.0 <= s.confidence <= 1.0
     for points in (s.consensus, s.conflicts, s.blind_spots, s.conditions):
         assert all(isinstance(p, str) and p and p == p.strip() for p in points)
+
+
+@given(
+    left=st.floats(min_value=0.0, max_value=1.0),
+    prices=st.lists(st.floats(min_value=0.1, max_value=100.0), min_size=1, max_size=3),
+)
+def test_the_synthesis_asks_for_what_the_budget_left_can_pay(left: float, prices: list[float]) -> None:
+    """``max_tokens`` is the ceiling when the budget left allows it; else the most whose worst case
+    fits at every provider of the route; never below the floor (the budget then refuses it)."""
+    request = synthesis_request(QUESTION, [("Security", "Fine.")])
+    specs = [spec(f"p{n}", price) for n, price in enumerate(prices)]
+    tokens = affordable_max_tokens(request, specs, left, ceiling=1500, floor=600)
+    assert 600 <= tokens <= 1500
+    asked, one_more = (msgspec.structs.replace(request, max_tokens=n) for n in (tokens, tokens + 1))
+    fits = [worst_case_usd(asked, s) <= left + 1e-12 for s in specs]
+    more = [worst_case_usd(one_more, s) <= left for s in specs]
+    if 600 < tokens < 1500:
+        assert all(fits) and not all(more)
+    if tokens == 1500:
+        assert all(fits)
+
+
+def test_free_providers_and_a_large_budget_get_the_ceiling() -> None:
+    """A provider that charges nothing for output, or a budget far above the worst case, leaves
+    ``max_tokens`` at the ceiling."""
+    request = synthesis_request(QUESTION, [("Security", "Fine.")])
+    assert affordable_max_tokens(request, [spec("free", 0.0)], 0.0) == SYNTHESIS_MAX_TOKENS
+    assert affordable_max_tokens(request, [spec("dear", 30.0)], 100.0) == SYNTHESIS_MAX_TOKENS
