@@ -231,17 +231,46 @@ def show(entry_id: str, /, *, format: Literal["json", "markdown"] = "markdown") 
                 flags=tuple(p.get("flags", ())),
             )
         )
+    section, decided = _synthesis_section(document.get("synthesis"))
     text = render_markdown(
         document.get("question", entry.question),
         results,
         status=document.get("status", entry.status),
         overall=document.get("overallConfidence"),
-        summary=document.get("summary", ""),
+        summary="" if decided else document.get("summary", ""),
         execution_ms=document.get("executionTime", 0.0),
         cost_usd=(document.get("usage") or {}).get("costUsd", 0.0),
+        synthesis=section,
     )
     sys.stdout.write(safe_text(text) + "\n")
     return 0
+
+
+def _synthesis_section(saved: Any) -> tuple[str, bool]:
+    """The markdown of a saved analysis's synthesis (none for analyses saved without one), and
+    whether it decided."""
+    from rmcli.synthesis_view import synthesis_failed_markdown, synthesis_markdown
+    from rmcore.synthesis import Synthesis
+
+    if not isinstance(saved, dict):
+        return "", False
+    error = saved.get("error")
+    if isinstance(error, dict) or saved.get("decision") is None:
+        kind, message = (error.get("kind"), error.get("message")) if isinstance(error, dict) else (None, None)
+        return synthesis_failed_markdown(str(kind or "failed"), str(message or "")), False
+    try:
+        decided = Synthesis(
+            decision=saved["decision"],
+            recommendation=saved.get("recommendation") or "",
+            confidence=saved.get("confidence"),
+            consensus=tuple(saved.get("consensus") or ()),
+            conflicts=tuple(saved.get("conflicts") or ()),
+            blind_spots=tuple(saved.get("blindSpots") or ()),
+            conditions=tuple(saved.get("conditions") or ()),
+        )
+    except (TypeError, ValueError):
+        return "", False
+    return synthesis_markdown(decided), True
 
 
 def stats(*, agent_id: str | None = "default", all_agents: bool = False, json: bool = False) -> int:

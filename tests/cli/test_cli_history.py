@@ -168,7 +168,8 @@ def test_list_refuses_bad_filters(saved: Saved, args: tuple[str, ...], message: 
 
 def test_show_by_id_prefix_in_markdown_and_json(saved: Saved) -> None:
     """``history show PREFIX`` finds the analysis by the start of its id: as JSON it is exactly
-    the document ``rmgr analyze --format json`` printed; as Markdown, the report."""
+    the document ``rmgr analyze --format json`` printed; as Markdown, the report, its synthesis
+    first."""
     prefix = saved.recent_id[:6]
 
     code, document = saved.cli.json("history", "show", prefix, "--format", "json")
@@ -185,6 +186,9 @@ def test_show_by_id_prefix_in_markdown_and_json(saved: Saved) -> None:
     assert "## User Experience" in lines
     overall = f"{saved.document['overallConfidence']:.2f}"
     assert f"**Status:** ok · **Overall confidence:** {overall}" in markdown.stdout
+    decision = saved.document["synthesis"]["decision"].upper()
+    assert lines.index("## Synthesis") < lines.index("| Perspective | Confidence | Provider | Finding |")
+    assert f"**Decision:** {decision}" in markdown.stdout and "## Summary" not in lines
 
 
 @pytest.mark.parametrize(
