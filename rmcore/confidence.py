@@ -26,12 +26,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeGuard
 
 from rmcore.base import Base
 
-__all__ = ["ConfidenceSource", "ParsedAnswer", "overall_confidence", "parse_answer", "parse_confidence_text"]
+__all__ = [
+    "ConfidenceSource",
+    "ParsedAnswer",
+    "embedded_objects",
+    "overall_confidence",
+    "parse_answer",
+    "parse_confidence_text",
+]
 
 ConfidenceSource = Literal["json", "text"]
 
@@ -222,8 +229,9 @@ def _decode_object(text: str) -> dict[str, Any] | None:
     return value if _is_answer(value) else None
 
 
-def _embedded_objects(text: str) -> list[dict[str, Any]]:
-    """Every top-level JSON object in ``text`` that looks like an answer, in order."""
+def embedded_objects(text: str, pick: Callable[[Any], dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """Every top-level JSON value in ``text`` (among prose, raw line breaks inside strings
+    accepted, as models write them) that ``pick`` keeps, as ``pick`` returns it, in order."""
     decoder = json.JSONDecoder(strict=False)
     found: list[dict[str, Any]] = []
     position = text.find("{")
@@ -233,10 +241,16 @@ def _embedded_objects(text: str) -> list[dict[str, Any]]:
         except (ValueError, RecursionError):
             position = text.find("{", position + 1)
             continue
-        if _is_answer(value):
-            found.append(value)
+        kept = pick(value)
+        if kept is not None:
+            found.append(kept)
         position = text.find("{", end)
     return found
+
+
+def _embedded_objects(text: str) -> list[dict[str, Any]]:
+    """Every top-level JSON object in ``text`` that looks like an answer, in order."""
+    return embedded_objects(text, lambda value: value if _is_answer(value) else None)
 
 
 def _is_answer(value: Any) -> TypeGuard[dict[str, Any]]:

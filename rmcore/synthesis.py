@@ -44,6 +44,7 @@ from typing import Any, Literal, TypeGuard, get_args
 from returns.result import Failure, Result, Success
 
 from rmcore.base import Base
+from rmcore.confidence import embedded_objects
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.pricing import estimate_prompt_tokens
 from rmcore.providers import ProviderSpec
@@ -388,20 +389,7 @@ def _decode_object(text: str) -> dict[str, Any] | None:
 
 def _embedded_objects(text: str) -> list[dict[str, Any]]:
     """Every top-level JSON object in ``text`` that is a synthesis, in order."""
-    decoder = json.JSONDecoder(strict=False)
-    found: list[dict[str, Any]] = []
-    position = text.find("{")
-    while position != -1:
-        try:
-            value, end = decoder.raw_decode(text, position)
-        except (ValueError, RecursionError):
-            position = text.find("{", position + 1)
-            continue
-        obj = _unwrapped(value)
-        if obj is not None:
-            found.append(obj)
-        position = text.find("{", end)
-    return found
+    return embedded_objects(text, _unwrapped)
 
 
 def _find_object(text: str) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ import msgspec
 from returns.result import Failure, Success
 
 from rmcli import figures
+from rmcli.circuit_view import duration
 from rmcli.commands import read_records
 from rmcli.errors import ConfigError
 from rmcli.output import emit_json, json_ready
@@ -234,7 +235,7 @@ def _print_caps(windows: Sequence[CapUsage], now: float) -> None:
             describe_amount(w.resource, w.used),
             describe_amount(w.resource, w.reserved),
             describe_amount(w.resource, w.limit),
-            f"{format_moment(w.resets_at)} (in {_duration(w.resets_at - now)})",
+            f"{format_moment(w.resets_at)} (in {duration(w.resets_at - now)})",
         ]
         for w in windows
     ]
@@ -247,17 +248,3 @@ def _window(w: CapUsage) -> str:
         start = int(w.window)
         return f"{window_words(w.resets_at - start)} window from {format_moment(start)}"
     return w.window
-
-
-def _duration(seconds: float) -> str:
-    whole = max(round(seconds), 0)
-    days, rest = divmod(whole, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min"
-    return f"{secs} s"
