@@ -22,6 +22,13 @@ attempt ends, one call (``Caps.end``) settles its reservation with what it reall
 its slot back, whatever happened. A shared state that cannot be reached refuses paid attempts,
 or, when the policy says ``on_state_unavailable = "fail_open"``, counts them in this host's own
 state instead.
+
+Routes that share a budget (a ``Ledger``: the perspectives of one analysis) wait for each other.
+An engine whose next attempt does not fit the budget now, but would once attempts running
+elsewhere settle, says so (``Engine.waiting_for_budget``) instead of skipping its target. Its run
+then also awaits the ledger's signal (``_BudgetSignal``, one ``anyio.Event`` per ledger, kept
+here, fired whenever a run sharing it settles an attempt) and feeds the engine ``TimePassed``
+when it fires, so the engine looks for room again; the deadline ends the wait as always.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import contextlib
 import math
 import random
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +108,30 @@ _SLOT_POLL_S: Final = (0.005, 0.01, 0.02, 0.05)
 """The pauses between asks for a busy provider slot: short at first, then every 50 ms."""
 
 _NO_HOOKS: Final = Hooks()
+
+
+class _BudgetSignal:
+    """Tells the routes sharing a ``Ledger`` that one of them settled an attempt (room may have
+    been made): ``event`` is set, then replaced by a fresh one for the next settlement."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+
+    def fire(self) -> None:
+        event, self.event = self.event, anyio.Event()
+        event.set()
+
+
+_BUDGET_SIGNALS: weakref.WeakKeyDictionary[Ledger, _BudgetSignal] = weakref.WeakKeyDictionary()
+"""The signal of each ledger some route has waited on; a ledger nobody waited on has none (and
+its settlements cost no more than a look-up)."""
+
+
+def _budget_signal(ledger: Ledger) -> _BudgetSignal:
+    signal = _BUDGET_SIGNALS.get(ledger)
+    if signal is None:
+        signal = _BUDGET_SIGNALS[ledger] = _BudgetSignal()
+    return signal
 
 
 class ProviderLimits:
@@ -220,6 +252,7 @@ class _Run:
         self.probes: dict[str, float] = {}  # probes this run was given and has not yet sent
         self.providers: dict[int, str] = {}  # the provider of each attempt started
         self.in_flight: dict[int, tuple[str, AttemptRecord, float]] = {}  # sent, not yet settled
+        self.watcher: anyio.CancelScope | None = None  # the task awaiting the ledger's signal
 
     async def run(self) -> RunOutcome:
         """Route the request to its end."""
@@ -235,8 +268,28 @@ class _Run:
                 return await self.drive(receive)
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
+            if not self.engine.finished:
+                # Cancelled from outside: what its attempts hold in a shared budget is let go,
+                # so that the routes waiting for room do not wait for it.
+                version = self.engine.ledger.version
+                self.engine.abandon()
+                self.budget_moved(version)
             if self.in_flight:
                 await self.settle_interrupted()
+
+    def feed(self, event: Event) -> list[Action]:
+        """``engine.handle(event)``, then, if it settled an attempt of a shared budget, the
+        ledger's signal to the routes waiting for room."""
+        version = self.engine.ledger.version
+        actions = self.engine.handle(event)
+        self.budget_moved(version)
+        return actions
+
+    def budget_moved(self, version: int) -> None:
+        """Fire the ledger's signal if it moved since ``version`` and some route waits on it."""
+        ledger = self.engine.ledger
+        if ledger.version != version and (signal := _BUDGET_SIGNALS.get(ledger)) is not None:
+            signal.fire()
 
     async def drive(self, receive: MemoryObjectReceiveStream[Event] | None = None) -> RunOutcome:
         """Work through the engine's actions, waiting for events (from ``receive``, the task
@@ -251,6 +304,8 @@ class _Run:
                     case Finish(outcome=outcome):
                         for scope in self.scopes.values():
                             scope.cancel()
+                        if self.watcher is not None:
+                            self.watcher.cancel()
                         await self.flush_records()
                         if self.group is not None and self.tasks:
                             self.group.cancel_scope.cancel()
@@ -263,7 +318,7 @@ class _Run:
                     case CheckHealth(provider=spec):
                         self.spawn(action, partial(self.health, spec))
                     case AdmitCircuit(provider=spec):
-                        actions.extend(engine.handle(await self.admit(spec)))
+                        actions.extend(self.feed(await self.admit(spec)))
                     case FailedOver():
                         if hooks.failed_over is not None:
                             hooks.failed_over(action)
@@ -275,17 +330,30 @@ class _Run:
                             hooks.backing_off(action, max(until - self.clock(), 0.0))
                 await self.flush_records()
             wake = engine.next_wakeup()
+            room: anyio.Event | None = None
+            if engine.waiting_for_budget:
+                if engine.ledger.version != engine.budget_version:
+                    # Another route settled since the engine last looked: it looks again now.
+                    actions.extend(self.feed(TimePassed(at=self.clock())))
+                    continue
+                room = _budget_signal(engine.ledger).event
+                if receive is not None and self.watcher is None:
+                    self.watch(room)
             event: Event | None = None
+            freed = False
             with anyio.move_on_after(max((wake or math.inf) - self.clock(), 0.0)):
-                if receive is None:
-                    await anyio.sleep_forever()  # nothing runs: only time moves the engine
-                else:
+                if receive is not None:
                     event = await receive.receive()
+                elif room is not None:
+                    await room.wait()  # nothing of this run runs: another route must make room
+                    freed = True
+                else:
+                    await anyio.sleep_forever()  # nothing runs: only time moves the engine
             if event is not None:
                 await self.observe(event)
-            elif wake is not None and self.clock() >= wake:
+            elif freed or (wake is not None and self.clock() >= wake):
                 # Only once the moment has really come: a Retry-After is never cut short.
-                actions.extend(engine.handle(TimePassed(at=self.clock())))
+                actions.extend(self.feed(TimePassed(at=self.clock())))
 
     async def start(self, action: StartAttempt) -> None:
         engine = self.engine
@@ -308,6 +376,22 @@ class _Run:
         ended = await self.attempt(action, scope)
         if ended is not None:
             await self.observe(ended)
+
+    def watch(self, room: anyio.Event) -> None:
+        """Await ``room`` (the ledger's signal) in a task of the group, then send the engine
+        ``TimePassed`` through the group's stream, where this run waits for its own events."""
+        assert self.group is not None
+        scope = self.watcher = anyio.CancelScope()
+
+        async def watching() -> None:
+            with scope:
+                await room.wait()
+                self.watcher = None
+                if self.send is not None:
+                    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        self.send.send_nowait(TimePassed(at=self.clock()))
+
+        self.group.start_soon(watching)
 
     def spawn(self, action: Action, work: Callable[[], Awaitable[None]]) -> None:
         if self.group is None:
@@ -441,7 +525,7 @@ class _Run:
             self.scopes.pop(event.attempt_id, None)
         if isinstance(event, AttemptRefused):  # nothing was sent
             await self.release_probe(self.providers.get(event.attempt_id, ""))
-        self.actions.extend(self.engine.handle(event))
+        self.actions.extend(self.feed(event))
         # Before any action: the breakers must know how the attempt ended before the engine's
         # next AdmitCircuit is answered.
         await self.flush_records()

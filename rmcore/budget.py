@@ -5,6 +5,13 @@ they share one ``max_usd``. Each engine reserves an attempt's worst case before 
 settles the reservation with the real cost when it ends, so that the runs together never start
 more than the budget can pay for. A ``Ledger`` is a plain in-memory value: engines in one process
 (one event loop) share it without locks.
+
+A worst case is much more than an attempt usually costs, so a run whose next attempt does not fit
+*now* may well fit once the attempts running beside it settle. Such a run waits rather than gives
+up (see ``rmcore.engine``): it gives up with ``budget`` only when the attempt could not fit even
+if every reservation were released at no cost (``left_at_best``). ``version`` counts the
+settlements, the only changes that can make room, so that the shell knows when a waiting run is
+worth another look.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ class Ledger:
         self.max_usd = max_usd
         self.spent_usd = spent_usd
         self._reserved: dict[Hashable, float] = {}
+        self.version = 0
+        """Bumped by every ``settle``: a run waiting for room looks again when it has changed."""
 
     @property
     def reserved_usd(self) -> float:
@@ -31,6 +40,11 @@ class Ledger:
         """What may still be committed: the budget less spending and reservations."""
         return self.max_usd - self.spent_usd - self.reserved_usd
 
+    def left_at_best(self) -> float:
+        """What would be left if every running attempt settled at no cost: the most any attempt
+        can ever be given (an attempt whose worst case exceeds it can never start)."""
+        return self.max_usd - self.spent_usd
+
     def reserve(self, key: Hashable, usd: float) -> None:
         """Hold ``usd`` for the attempt ``key`` until it is settled."""
         self._reserved[key] = usd
@@ -39,3 +53,4 @@ class Ledger:
         """The attempt ``key`` ended and cost ``cost_usd``: release its reservation, spend that."""
         self._reserved.pop(key, None)
         self.spent_usd += cost_usd
+        self.version += 1

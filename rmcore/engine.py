@@ -33,6 +33,18 @@ Rules that hold for the whole run, whatever the strategy (DESIGN §4):
   the time left, and at the deadline every running attempt is cancelled;
 - no attempt starts whose worst-case cost (prompt estimate plus ``max_tokens`` at the provider's
   prices), added to what was spent and what running attempts may still cost, exceeds the budget;
+- a target whose attempt does not fit the budget *now*, but would once the attempts running
+  beside it (this run's own, in a race or a hedge, or other runs' sharing its ``Ledger``: the
+  perspectives of an analysis) settled, waits for room instead of being skipped: worst cases are
+  far above what attempts usually cost. It holds nothing while it waits (``waiting_for_budget``)
+  and looks again whenever the ledger's ``version`` has moved: at once when this run settled an
+  attempt, and on the next event otherwise, so the shell feeds ``TimePassed`` when another run
+  sharing the ledger settled one. It is skipped with ``budget`` only when it could not fit even
+  if every running attempt settled at no cost (``Ledger.left_at_best``), and the deadline ends
+  the wait like any other. A run with nothing running beside it therefore skips at once, as a
+  single ``ask`` always did. A race (fastest, compare) starts what fits and holds the rest until
+  room is made or the race is decided; a hedge is not started while every running target of its
+  route waits for room, and its delay restarts when one of them gets its request out;
 - an attempt the shell could not reserve a cap's share for (``AttemptRefused``: a daily or
   monthly budget or a provider's quota is used up, or the shared state is down and the policy
   fails closed) was never sent: it is not recorded, and its target is skipped like one whose
@@ -131,6 +143,11 @@ class _Node(abc.ABC):
     def worst_case(self) -> float:
         """The least worst-case cost of a request through this node."""
 
+    @abc.abstractmethod
+    def budget_waiting(self) -> bool:
+        """True when this node runs, yet nothing below it is under way but waits for room in
+        the budget (no request in flight, no backoff, no check pending)."""
+
     def _end(self, status: _Status, now: float, error: ProviderError | None = None) -> None:
         self.status = status
         self.error = error
@@ -151,6 +168,10 @@ class _TargetRun(_Node):
         self.tries = 0
         self.attempt: int | None = None
         self.probe = False
+        self.waits_for_budget = False
+        """Its next attempt waits for room in the budget (``Engine.wait_for_budget``)."""
+        self.waited_for_budget = False
+        """It waited for room before the attempt it is about to start (or has started)."""
 
     def first_provider(self) -> str:
         return self.name
@@ -159,6 +180,9 @@ class _TargetRun(_Node):
         engine = self.engine
         worst = Usage(input_tokens=engine.prompt_tokens, output_tokens=engine.request.max_tokens)
         return cost_usd(worst, self.target.provider)
+
+    def budget_waiting(self) -> bool:
+        return self.waits_for_budget and not self.done
 
     def start(self, now: float) -> None:
         self.status = _Status.RUNNING
@@ -176,6 +200,9 @@ class _TargetRun(_Node):
         worst = self.worst_case()
         left = engine.budget_left()
         if worst > left + _USD_EPSILON:
+            if engine.room_may_come(worst):
+                engine.wait_for_budget(self)
+                return
             self.skip(
                 ErrorKind.BUDGET,
                 f"worst case ${worst:.6f} exceeds the ${max(left, 0.0):.6f} left of the "
@@ -188,8 +215,13 @@ class _TargetRun(_Node):
             return
         self.tries += 1
         self.attempt = engine.start_attempt(self, now)
+        if self.waited_for_budget:
+            self.waited_for_budget = False
+            if self.parent is not None:
+                self.parent.resumed(now)
 
     def skip(self, kind: ErrorKind, message: str, now: float, *, keep_error: bool = False) -> None:
+        self.waits_for_budget = False
         self.engine.note_skip(SkippedTarget(provider=self.name, kind=kind, message=message))
         error = self.error if keep_error and self.error else ProviderError(kind=kind, message=message)
         self._end(_Status.FAILED, now, error)
@@ -242,6 +274,7 @@ class _TargetRun(_Node):
         if self.done:
             return
         self.wake_at = None
+        self.waits_for_budget = False
         if self.attempt is not None:
             self.engine.cancel_attempt(self.attempt, now, ErrorKind.CANCELLED)
         self.status = _Status.CANCELLED
@@ -260,6 +293,16 @@ class _Composite(_Node):
 
     def worst_case(self) -> float:
         return min(child.worst_case() for child in self.children)
+
+    def budget_waiting(self) -> bool:
+        running = self.running()
+        return bool(running) and all(c.budget_waiting() for c in running)
+
+    def resumed(self, now: float) -> None:
+        """A target below this node waited for room in the budget and has now started its
+        attempt; the hedges above it restart their delay (``_Hedged``)."""
+        if self.parent is not None:
+            self.parent.resumed(now)
 
     def started(self) -> list[_Node]:
         return [c for c in self.children if c.status is not _Status.IDLE]
@@ -379,9 +422,20 @@ class _Hedged(_Composite):
             return
         nxt = self.next_idle()
         self.wake_at = None
+        if self.budget_waiting():
+            # Nothing of this route is in flight, only waiting for room in the budget: a hedge
+            # would only wait beside it. The delay starts again when one gets its request out.
+            return
         if nxt is not None:
             nxt.start(now)
             self.arm(now)
+
+    def resumed(self, now: float) -> None:
+        # The hedge delay counts from the latest request out, as it does for a target started
+        # on time.
+        if not self.done:
+            self.arm(now)
+        super().resumed(now)
 
     def child_ended(self, child: _Node, now: float) -> None:
         idle_before = self.next_idle()
@@ -445,6 +499,8 @@ class Engine:
         self._health: dict[str, HealthObserved] = {}
         self._circuits: dict[str, CircuitAnswered] = {}
         self._waiting: dict[str, list[_TargetRun]] = {}
+        self._budget_waiters: list[_TargetRun] = []
+        self._budget_seen = self.ledger.version
         self._first_attempts = 0
         self._retries = 0
         self._finished = False
@@ -480,6 +536,19 @@ class Engine:
     def finished(self) -> bool:
         """True once ``Finish`` was emitted."""
         return self._finished
+
+    @property
+    def waiting_for_budget(self) -> bool:
+        """True while a target waits for room in the budget: its attempt would fit once attempts
+        running now (this run's or, through a shared ledger, other runs') settle. The shell then
+        feeds ``TimePassed`` as soon as the ledger's ``version`` differs from ``budget_version``
+        (another run settled an attempt), besides the usual events and wake-ups."""
+        return not self._finished and any(n.budget_waiting() for n in self._budget_waiters)
+
+    @property
+    def budget_version(self) -> int:
+        """The ledger's ``version`` when the waiting targets last looked for room."""
+        return self._budget_seen
 
     def start(self, now: float) -> list[Action]:
         """Begin the run at moment ``now``."""
@@ -526,7 +595,25 @@ class Engine:
                 self._circuits[event.provider] = event
                 for node in self._waiting.pop(f"circuit:{event.provider}", []):
                     node.step(event.at)
+        if not isinstance(event, AttemptHeld):
+            # Not on AttemptHeld: the shell feeds it in passing and expects no action back.
+            self._look_for_room(event.at)
         return self._flush()
+
+    def abandon(self) -> None:
+        """The shell gave the run up from outside (a cancellation) before ``Finish``: release
+        what its running attempts hold in the ledger, so that runs sharing it do not wait for
+        them. Each is charged the prompt's estimate (it may have been billed), one still held
+        back nothing. The run is over: it takes no more events."""
+        if self._finished:
+            return
+        prompt = Usage(input_tokens=self.prompt_tokens, estimated=True)
+        for attempt_id, (node, _, _) in self._running.items():
+            spent = 0.0 if attempt_id in self._held else cost_usd(prompt, node.target.provider)
+            self.ledger.settle((id(self), attempt_id), spent)
+        self._running.clear()
+        self._held.clear()
+        self._finished = True
 
     # -- used by the nodes ---------------------------------------------------------------------
 
@@ -580,6 +667,33 @@ class Engine:
 
     def budget_left(self) -> float:
         return self.ledger.left()
+
+    def room_may_come(self, worst: float) -> bool:
+        """True when an attempt of worst case ``worst``, which does not fit now, would fit once
+        the attempts running now settled: something is reserved, and the budget less what was
+        spent can hold it."""
+        ledger = self.ledger
+        return ledger.reserved_usd > _USD_EPSILON and worst <= ledger.left_at_best() + _USD_EPSILON
+
+    def wait_for_budget(self, node: _TargetRun) -> None:
+        """``node`` waits for room in the budget; it is stepped again when the ledger moves."""
+        if not any(n.budget_waiting() for n in self._budget_waiters):
+            self._budget_seen = self.ledger.version
+        node.waits_for_budget = True
+        node.waited_for_budget = True
+        self._budget_waiters.append(node)
+
+    def _look_for_room(self, now: float) -> None:
+        """Step the targets waiting for room again, first come first served, each time the
+        ledger has moved since they last looked (a settlement on the way may move it again)."""
+        while not self._finished and self._budget_seen != self.ledger.version:
+            seen = self.ledger.version
+            waiters, self._budget_waiters = self._budget_waiters, []
+            for node in waiters:
+                if node.budget_waiting() and not self._finished:
+                    node.waits_for_budget = False
+                    node.step(now)
+            self._budget_seen = seen
 
     def take_retry(self) -> bool:
         retry = self.plan.retry
@@ -730,12 +844,14 @@ class Engine:
 
     def _time_passed(self, now: float) -> None:
         if now >= self.deadline:
+            # Said before the cancellations below release what the running attempts hold.
+            error = self._deadline_error([n for n in self._budget_waiters if n.budget_waiting()])
             for attempt_id in list(self._running):
                 self.cancel_attempt(attempt_id, now, ErrorKind.DEADLINE)
             self._root.cancel(now)
             # A compare route may hold answers by now: they are the run's result, not lost to
             # the target that was still running.
-            self._finish(now, None if self.answers else self._deadline_error())
+            self._finish(now, None if self.answers else error)
             return
         for node in self._nodes():
             if not self._finished and isinstance(node, _TargetRun | _Composite) and not node.done:
@@ -774,11 +890,16 @@ class Engine:
         )
         self.ledger.settle((id(self), attempt_id), self._attempts[-1].cost_usd)
 
-    def _deadline_error(self) -> ProviderError:
-        return ProviderError(
-            kind=ErrorKind.DEADLINE,
-            message=f"the run's deadline of {self.plan.limits.deadline_s:g} s was reached",
-        )
+    def _deadline_error(self, waited: list[_TargetRun] | None = None) -> ProviderError:
+        message = f"the run's deadline of {self.plan.limits.deadline_s:g} s was reached"
+        if waited:
+            worst = min(n.worst_case() for n in waited)
+            names = ", ".join(dict.fromkeys(n.name for n in waited))
+            message += (
+                f" while {names} waited for room in the ${self.ledger.max_usd:.6f} budget (worst case"
+                f" ${worst:.6f}, ${max(self.ledger.left(), 0.0):.6f} left beside the attempts running)"
+            )
+        return ProviderError(kind=ErrorKind.DEADLINE, message=message)
 
     def _exhausted_error(self, last: ProviderError | None) -> ProviderError:
         sent = [a for a in self._attempts if a.outcome != "ok"]

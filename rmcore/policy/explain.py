@@ -6,12 +6,13 @@ defaults filled in by the schema)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rmcore.conduct import STRATEGIES, Order
 from rmcore.errors import ErrorKind
-from rmcore.policy.resolve import all_route_providers
+from rmcore.policy.resolve import all_route_providers, route_providers
 from rmcore.policy.schema import DEFAULT_STRATEGY, DEFAULT_WEIGHT, HedgeAfter, Policy, Strategy, Target
 from rmcore.providers import ProviderSpec
 from rmcore.quota import DEFAULT_QUOTA_WINDOW_S, window_words
@@ -218,7 +219,7 @@ def _paragraphs(policy: Policy, providers: Mapping[str, ProviderSpec]) -> list[s
         f" {_s(limits.deadline_s)}; nothing waits or runs past it.",
         f"Budget: {_usd(limits.max_usd)} for the whole run. Before each request its worst case (the prompt's"
         " estimate plus max_tokens at the provider's prices) is compared with what is left: a request"
-        " that could exceed it is not sent.",
+        " that could exceed it is not sent." + _perspectives_at_once(policy, providers),
         _caps(policy, providers),
         f"Circuit breaker: {policy.breaker.failure_threshold} consecutive failures open a provider's circuit"
         f" for {_s(policy.breaker.cooldown_s)}; then one probe decides whether it closes. A target whose"
@@ -299,3 +300,65 @@ def _s(seconds: float) -> str:
 
 def _usd(amount: float) -> str:
     return f"${amount:.2f}" if round(amount, 2) == amount else f"${amount:g}"
+
+
+def _perspectives_at_once(policy: Policy, providers: Mapping[str, ProviderSpec]) -> str:
+    """How many perspectives of an analysis the budget lets run at once, at the prices of the
+    cheapest and the dearest provider their routes name (and with every target of a racing route
+    at once): each request reserves its worst case (the longest perspective prompt with a short
+    question, plus the default max_tokens) until it settles, and the perspectives that do not fit
+    wait for room (``rmcore.engine``)."""
+    # Imported here: rmcore.perspectives imports rmcore.policy.schema, whose package imports this.
+    from rmcore.conduct import Concurrency
+    from rmcore.perspectives import perspective_request, select_perspectives
+    from rmcore.pricing import worst_case_usd
+    from rmcore.requests import DEFAULT_MAX_TOKENS
+
+    analysis = policy.analysis
+    chosen = select_perspectives(analysis.perspectives, policy.perspectives).value_or([])
+    routes = sorted({analysis.route_for(p.id) for p in chosen})
+    names = {name for route in routes for name in route_providers(policy, route) if name in providers}
+    if not chosen or not names:
+        return ""
+    requests = [perspective_request(p, "", max_tokens=DEFAULT_MAX_TOKENS) for p in chosen]
+    worst = {name: max(worst_case_usd(r, providers[name]) for r in requests) for name in names}
+    cheapest = min(sorted(worst), key=lambda n: worst[n])
+    dearest = max(sorted(worst), key=lambda n: worst[n])
+    count = len(chosen)
+
+    def at_once(usd: float) -> int:
+        return count if usd <= 0 else min(count, math.floor(policy.limits.max_usd / usd + 1e-9))
+
+    costs = f"{_usd_3(worst[cheapest])} at {cheapest}"
+    runs = [f"{at_once(worst[cheapest])} can run at once at {cheapest}'s prices"]
+    fits = [at_once(worst[cheapest])]
+    if dearest != cheapest:
+        costs += f" and {_usd_3(worst[dearest])} at {dearest}"
+        runs.append(f"{at_once(worst[dearest])} at {dearest}'s")
+        fits.append(at_once(worst[dearest]))
+    for route in routes:
+        chosen_route = policy.named_route(route)
+        if chosen_route is None or STRATEGIES[chosen_route.strategy].concurrency is not Concurrency.ALL:
+            continue
+        racing = sum(worst[n] for n in route_providers(policy, route) if n in worst)
+        label = "the route's" if not policy.routes else f'route "{route}"\'s'
+        runs.append(f"{at_once(racing)} with all {label} targets racing ({_usd_3(racing)} a perspective)")
+        fits.append(at_once(racing))
+    if min(fits) >= count:
+        return (
+            f" In an analysis the perspectives share it: a perspective's request costs at most {costs}"
+            f" (a short question, {DEFAULT_MAX_TOKENS} tokens of answer), so all {count} can run at once."
+        )
+    return (
+        f" In an analysis the perspectives share it: a perspective's request costs at most {costs}"
+        f" (a short question, {DEFAULT_MAX_TOKENS} tokens of answer), so {_and(runs)}; the others"
+        " wait for running ones to settle (most cost far less than their worst case) instead of failing."
+    )
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _usd_3(amount: float) -> str:
+    return f"${amount:.3g}"

@@ -3,18 +3,25 @@ stating the conduct it checks."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator
 
 import anyio
 import httpx
+import msgspec
 import pytest
 
+from rmcli.hooks import Hooks
 from rmcli.runner import Routing, route
 from rmcli.sandbox import Sandbox
+from rmcore.attempts import AttemptRecord
+from rmcore.budget import Ledger
 from rmcore.errors import ErrorKind
-from rmcore.events import RunOutcome
+from rmcore.events import RunOutcome, StartAttempt
 from rmcore.plan import RetryRules, RunLimits, RunPlan, TargetPlan
+from rmcore.policy.schema import Strategy
+from rmcore.pricing import worst_case_usd
 from rmcore.providers import ProviderSpec, builtin_providers
 from rmcore.requests import ChatRequest
 
@@ -271,3 +278,125 @@ async def test_a_cancelled_slow_attempt_is_seen_leaving_by_the_server(box: Sandb
     await anyio.sleep(0.2)
     [logged] = box.requests("glm-direct")
     assert logged.outcome == "client_left"
+
+
+# --- routes sharing a budget (the perspectives of an analysis) ------------------------------------
+
+
+def priced(box: Sandbox, name: str, usd_per_mtok_in: float, usd_per_mtok_out: float) -> TargetPlan:
+    """Provider ``name`` of the sandbox at the prices given, so that a test sets its worst cases."""
+    spec = msgspec.structs.replace(
+        specs(box)[name], input_usd_per_mtok=usd_per_mtok_in, output_usd_per_mtok=usd_per_mtok_out
+    )
+    return TargetPlan(provider=spec)
+
+
+async def shared(
+    box: Sandbox, plans: list[RunPlan], ledger: Ledger, hooks: Hooks | None = None
+) -> list[RunOutcome]:
+    """Route one request per plan at the same time, every route sharing ``ledger``."""
+    keys = {spec.key_env: box.env()[spec.key_env] for spec in specs(box).values() if spec.key_env}
+    outcomes: dict[int, RunOutcome] = {}
+    async with httpx.AsyncClient(timeout=None) as client:
+        routing = Routing(client, lambda s: keys.get(s.key_env or ""), hooks=hooks or Hooks())
+
+        async def one(i: int, plan: RunPlan) -> None:
+            outcomes[i] = await route(plan, REQUEST, routing, seed=i, ledger=ledger)
+
+        async with anyio.create_task_group() as tg:
+            for i, plan in enumerate(plans):
+                tg.start_soon(one, i, plan)
+    return [outcomes[i] for i in range(len(plans))]
+
+
+async def test_routes_sharing_a_budget_wait_for_room_instead_of_failing(box: Sandbox) -> None:
+    """Four routes to a slow provider share a budget that holds two worst cases: two run at a
+    time, the others wait for them to settle (each costs far less than its worst case), and all
+    four answer; never more than two requests in flight, never more spent than the budget."""
+    box.set_mode("openai-direct", "slow:0.2")
+    openai = target(box, "openai-direct")
+    worst = worst_case_usd(REQUEST, openai.provider)
+    ledger = Ledger(2.5 * worst)
+    in_flight, most = 0, 0
+
+    def started(_: StartAttempt) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+
+    def ended(_: AttemptRecord) -> None:
+        nonlocal in_flight
+        in_flight -= 1
+
+    plan = RunPlan(targets=(openai,), limits=RunLimits(deadline_s=10.0, max_usd=1.0))
+    begun = time.monotonic()
+    outcomes = await shared(box, [plan] * 4, ledger, Hooks(attempt_started=started, attempt_ended=ended))
+    assert all(o.ok for o in outcomes), [o.error for o in outcomes]
+    assert most == 2 and time.monotonic() - begun >= 0.4
+    assert ledger.spent_usd <= ledger.max_usd and ledger.reserved_usd == 0.0
+    assert math.isclose(ledger.spent_usd, sum(o.cost_usd for o in outcomes))
+
+
+async def test_a_racer_waiting_for_another_route_starts_when_that_route_settles(box: Sandbox) -> None:
+    """Route A holds most of the budget on a slow provider; route B races a slow glm-direct
+    against a fast openai-direct, and only glm fits beside A. B's openai racer waits, starts the
+    moment A settles (its run waits on its own attempts and on the budget at once), and wins
+    long before glm would answer."""
+    box.set_mode("anthropic-direct", "slow:0.3")
+    box.set_mode("glm-direct", "slow:2")
+    dear = priced(box, "anthropic-direct", 10.0, 30.0)
+    fast = priced(box, "openai-direct", 10.0, 30.0)
+    cheap = priced(box, "glm-direct", 0.5, 0.5)
+    worst, worst_glm = worst_case_usd(REQUEST, dear.provider), worst_case_usd(REQUEST, cheap.provider)
+    ledger = Ledger(1.6 * worst + 1.1 * worst_glm)
+    a = RunPlan(targets=(dear,), limits=RunLimits(deadline_s=10.0))
+    b = RunPlan(targets=(cheap, fast), strategy=Strategy.FASTEST, limits=RunLimits(deadline_s=10.0))
+    begun = time.monotonic()
+    first, second = await shared(box, [a, b], ledger)
+    assert first.ok and second.ok and second.provider == "openai-direct", second
+    assert time.monotonic() - begun < 1.5
+    assert ledger.reserved_usd == 0.0 and ledger.spent_usd <= ledger.max_usd
+
+
+async def test_a_route_waiting_for_room_ends_at_its_deadline(box: Sandbox) -> None:
+    """The route holding the budget outlasts the other's deadline: the waiting route ends with
+    ``deadline`` at its deadline, having sent nothing."""
+    box.set_mode("openai-direct", "slow:1")
+    openai = target(box, "openai-direct")
+    ledger = Ledger(1.5 * worst_case_usd(REQUEST, openai.provider))
+    holder = RunPlan(targets=(openai,), limits=RunLimits(deadline_s=10.0))
+    waiter = RunPlan(targets=(openai,), limits=RunLimits(deadline_s=0.3))
+    begun = time.monotonic()
+    held, waited = await shared(box, [holder, waiter], ledger)
+    assert held.ok and waited.error is not None and waited.error.kind is ErrorKind.DEADLINE
+    assert waited.attempts == () and "waited for room" in waited.error.message
+    assert time.monotonic() - begun < 1.8
+
+
+async def test_a_route_cancelled_from_outside_lets_go_of_its_share_of_the_budget(box: Sandbox) -> None:
+    """A route given up by its caller mid-request releases what it reserved at once, so that a
+    route waiting for room starts without waiting for the abandoned request's timeout."""
+    box.set_mode("anthropic-direct", "slow:5")
+    slow, quick = target(box, "anthropic-direct"), priced(box, "glm-direct", 3.0, 15.0)
+    worst = max(worst_case_usd(REQUEST, slow.provider), worst_case_usd(REQUEST, quick.provider))
+    ledger = Ledger(1.5 * worst)
+    keys = {spec.key_env: box.env()[spec.key_env] for spec in specs(box).values() if spec.key_env}
+    result: list[RunOutcome] = []
+    async with httpx.AsyncClient(timeout=None) as client:
+        routing = Routing(client, lambda s: keys.get(s.key_env or ""))
+
+        async def abandoned() -> None:
+            with anyio.move_on_after(0.3):
+                await route(RunPlan(targets=(slow,)), REQUEST, routing, seed=1, ledger=ledger)
+
+        async def waiting() -> None:
+            await anyio.sleep(0.05)  # after the slow one has reserved its worst case
+            result.append(await route(RunPlan(targets=(quick,)), REQUEST, routing, seed=2, ledger=ledger))
+
+        begun = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(abandoned)
+            tg.start_soon(waiting)
+    [outcome] = result
+    assert outcome.ok and time.monotonic() - begun < 2.0
+    assert ledger.reserved_usd == 0.0
