@@ -33,15 +33,19 @@ def _confidence(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.2f}"
 
 
-def providers_line(run: AnalysisRun, first_provider: str) -> str:
-    """Which providers answered, and whether a fallback served (the seed's "glm-direct (fallback)")."""
-    used = list(dict.fromkeys(r.provider for r in run.results if r.error_kind is None and r.provider))
+def providers_line(run: AnalysisRun, first_provider: Callable[[str], str]) -> str:
+    """Which providers answered, and whether a fallback served (the seed's "glm-direct (fallback)"):
+    a provider is marked when it answered a perspective whose route, ``first_provider(id)``, puts
+    another target first."""
+    answered = [r for r in run.results if r.error_kind is None and r.provider]
+    used = list(dict.fromkeys(r.provider for r in answered if r.provider))
     if not used:
         return "none answered"
-    return ", ".join(f"{p} (fallback)" if p != first_provider else p for p in used)
+    fallbacks = {r.provider for r in answered if r.provider != first_provider(r.id)}
+    return ", ".join(f"{p} (fallback)" if p in fallbacks else p for p in used)
 
 
-def print_text(run: AnalysisRun, first_provider: str) -> None:
+def print_text(run: AnalysisRun, first_provider: Callable[[str], str]) -> None:
     """The whole report on stdout."""
     from rich.console import Console
     from rich.panel import Panel

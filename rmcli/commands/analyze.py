@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,7 +40,9 @@ def _split(perspectives: str | None) -> list[str] | None:
     return ids
 
 
-def _report(result: AnalysisRun, fmt: Format, first_provider: str, min_perspectives: int) -> int:
+def _report(
+    result: AnalysisRun, fmt: Format, first_provider: Callable[[str], str], min_perspectives: int
+) -> int:
     """Print the analysis in ``fmt`` and the closing notices; the exit code."""
     _print(result, result.to_json(), fmt, first_provider)
     failed = [r for r in result.results if r.error_kind is not None]
@@ -54,7 +57,9 @@ def _report(result: AnalysisRun, fmt: Format, first_provider: str, min_perspecti
     return exit_code(result.status)
 
 
-def _print(result: AnalysisRun, document: dict[str, Any], fmt: Format, first_provider: str) -> None:
+def _print(
+    result: AnalysisRun, document: dict[str, Any], fmt: Format, first_provider: Callable[[str], str]
+) -> None:
     if fmt == "json":
         emit_json(document)
     elif fmt == "markdown":
@@ -130,7 +135,11 @@ async def _analysis(
     with progress or LiveProgress(live=False):
         async with client:
             result = await client.analyze(question, **options)
-    first = next(leaves(client.setup.plan)).provider.name
+    setup = client.setup
+
+    def first(perspective: str) -> str:
+        return next(leaves(setup.for_perspective(perspective).plan)).provider.name
+
     return _report(result, fmt, first, client.policy.analysis.min_perspectives)
 
 

@@ -93,7 +93,7 @@ def _walk(value: Any, annotation: Any, path: PathKey, data: Any) -> list[ShapeIs
                 found.extend(_walk(item, field.type, (*path, key), data))
         for name, field in fields.items():
             if field.required and name not in value:
-                found.append(ShapeIssue(path=(*path, name), message="missing required key"))
+                found.append(ShapeIssue(path=(*path, name), message=_missing((*path, name))))
     elif isinstance(inner, _Entries):
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
@@ -169,6 +169,12 @@ def _explain_table_entry(data: Any, path: PathKey, fallback: str) -> tuple[PathK
     return path, fallback
 
 
+def _missing(path: PathKey) -> str:
+    if path == ("version",):
+        return "missing required key; a policy starts with `version = 1`"
+    return "missing required key"
+
+
 def _rewrite(data: Any, path: PathKey, message: str) -> tuple[PathKey, str]:
     unknown = re.fullmatch(r"Object contains unknown field `(.*)`", message, re.DOTALL)
     if unknown:
@@ -176,7 +182,7 @@ def _rewrite(data: Any, path: PathKey, message: str) -> tuple[PathKey, str]:
         return issue.path, issue.message
     missing = re.fullmatch(r"Object missing required field `(.*)`", message, re.DOTALL)
     if missing:
-        return (*path, missing.group(1)), "missing required key"
+        return (*path, missing.group(1)), _missing((*path, missing.group(1)))
     value = _value_at(data, path)
     if path[:1] == ("providers",) and path[-1:] != ("kind",) and isinstance(value, str):
         value = _HIDDEN  # a misplaced string in a provider table might be a pasted key: never echo it

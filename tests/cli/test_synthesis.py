@@ -107,6 +107,24 @@ def test_the_text_report_opens_with_the_decision(user: Cli) -> None:
     assert "\nSummary\n" not in done.stdout
 
 
+def test_a_perspective_answered_by_its_own_routes_first_target_is_no_fallback(
+    user: Cli, box: tuple[BlockingPortal, Sandbox]
+) -> None:
+    """security goes by ``deep`` (anthropic-direct first), the others by ``default`` (glm-direct):
+    neither served as a fallback. With anthropic-direct down, glm-direct answers security as the
+    fallback of ``deep``."""
+    policy = write_policy(user.home, "panel.toml", PANEL)
+    done = user.run("run", "--policy", str(policy), QUESTION, "--perspectives", "security,ux", "--no-cache")
+    assert done.returncode == 0, done.stderr
+    assert "Provider: anthropic-direct, glm-direct\n" in done.stdout.replace("│", "").replace("  ", "")
+
+    portal, sandbox = box
+    portal.call(sandbox.set_mode, "anthropic-direct", "down")
+    done = user.run("run", "--policy", str(policy), QUESTION, "--perspectives", "security,ux", "--no-cache")
+    assert done.returncode == 0, done.stderr
+    assert "Provider: glm-direct (fallback)" in done.stdout
+
+
 def test_no_synthesis_sends_no_synthesis_request(user: Cli, box: tuple[BlockingPortal, Sandbox]) -> None:
     """``--no-synthesis``: the perspectives only; the JSON's synthesis is null."""
     policy = write_policy(user.home, "panel.toml", PANEL)

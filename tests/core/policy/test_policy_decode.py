@@ -220,7 +220,7 @@ def test_missing_version_has_no_line() -> None:
     """A missing ``version`` is reported without a line, since no line writes it."""
     issue = only_issue('name = "x"\n')
     assert (issue.path, issue.line) == ("$.version", None)
-    assert str(issue) == "policy.toml: $.version: missing required key"
+    assert str(issue) == "policy.toml: $.version: missing required key; a policy starts with `version = 1`"
 
 
 def test_missing_required_key_of_a_perspective_points_at_its_table() -> None:
