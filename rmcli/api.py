@@ -395,7 +395,6 @@ class Client:
     ) -> None:
         self._env = _environment(env, state_home)
         self._setup = _setup(policy, self._env, route_names(self._env, provider, fallback), model)
-        self._observes_latency = self._setup.uses_observed_latency()
         self._observed: tuple[float, RouteSetup] | None = None
         self._transport = transport
         self._record = record
@@ -467,11 +466,14 @@ class Client:
             clean=self._clean,
         )
 
-    async def _routed(self, state: State | None, setup: RouteSetup | None = None) -> RouteSetup:
+    async def _routed(
+        self, state: State | None, setup: RouteSetup | None = None, *, every_route: bool = False
+    ) -> RouteSetup:
         """The route, with ``"p95"`` hedges resolved from the state's latencies of the last day
-        (every flow resolves them here, the same way)."""
+        (every flow resolves them here, the same way); with ``every_route``, the policy's other
+        routes too (an analysis sends perspectives and the synthesis by them)."""
         setup = setup or self._setup
-        if state is None or not setup.uses_observed_latency():
+        if state is None or not setup.uses_observed_latency(every_route=every_route):
             return setup
         now = time.monotonic()
         cached = self._observed
@@ -530,7 +532,7 @@ class Client:
         routed = setup or self._setup
         chosen = _perspectives(routed, perspectives)
         state = await self._open_state()
-        routed = await self._routed(state, routed)
+        routed = await self._routed(state, routed, every_route=True)
         with await self._client() as client:
             routing = self._routing(client, state, hooks, "analyze")
             if cache_scope:

@@ -96,12 +96,16 @@ class RouteSetup:
         route: str = DEFAULT_ROUTE,
         source: str | None = None,
         siblings: dict[str, RouteSetup] | None = None,
+        observed_p95_s: Mapping[str, float] | None = None,
     ) -> None:
         self.policy = policy
         self.providers = providers
         self.plan = plan
         self.route = route
         self.source = source or f'policy "{policy.name or DEFAULT_ROUTE}"'
+        self._observed = observed_p95_s
+        """The latencies ``"p95"`` hedges were resolved from (``with_observed_latency``), for the
+        other routes' plans too."""
         self._siblings: dict[str, RouteSetup] = {} if siblings is None else siblings
         self._siblings.setdefault(route, self)
 
@@ -119,10 +123,23 @@ class RouteSetup:
             raise ConfigError(
                 f'no route named "{name}" in {self.source}; routes: {", ".join(self.route_names())}'
             )
-        match build_plan(self.policy, self.providers, route=name, breakers=self.plan.breaker.enabled):
+        built = build_plan(
+            self.policy,
+            self.providers,
+            observed_p95_s=self._observed,
+            route=name,
+            breakers=self.plan.breaker.enabled,
+        )
+        match built:
             case Success(plan):
                 return RouteSetup(
-                    self.policy, self.providers, plan, route=name, source=self.source, siblings=self._siblings
+                    self.policy,
+                    self.providers,
+                    plan,
+                    route=name,
+                    source=self.source,
+                    siblings=self._siblings,
+                    observed_p95_s=self._observed,
                 )
             case Failure(problem):
                 raise ConfigError(f"{self.source}: route {name}: {problem}")
@@ -138,13 +155,15 @@ class RouteSetup:
         analysis = self.policy.analysis
         return self.for_route(analysis.synthesis_route) if analysis.synthesis else None
 
-    def uses_observed_latency(self) -> bool:
-        """True when this setup's route (nested routes included) waits for the observed p95 latency."""
-        text = msgspec.json.encode(self.policy.named_route(self.route))
-        return b'"p95"' in text
+    def uses_observed_latency(self, *, every_route: bool = False) -> bool:
+        """True when this setup's route (nested routes included), or with ``every_route`` any of
+        the policy's routes (an analysis may use them all), waits for the observed p95 latency."""
+        names = self.route_names() if every_route else (self.route,)
+        return any(b'"p95"' in msgspec.json.encode(self.policy.named_route(name)) for name in names)
 
     def with_observed_latency(self, observed_p95_s: Mapping[str, float]) -> RouteSetup:
-        """The same route with ``hedge_after_s = "p95"`` resolved from observed latencies."""
+        """The same route with ``hedge_after_s = "p95"`` resolved from observed latencies, as are
+        the other routes' (``for_route``) of the setup it returns."""
         plan = build_plan(
             self.policy,
             self.providers,
@@ -152,7 +171,14 @@ class RouteSetup:
             route=self.route,
             breakers=self.plan.breaker.enabled,
         ).unwrap()
-        return RouteSetup(self.policy, self.providers, plan, route=self.route, source=self.source)
+        return RouteSetup(
+            self.policy,
+            self.providers,
+            plan,
+            route=self.route,
+            source=self.source,
+            observed_p95_s=observed_p95_s,
+        )
 
 
 class _NoSuchFile(ConfigError):

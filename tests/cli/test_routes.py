@@ -209,6 +209,18 @@ def test_observed_latency_is_resolved_per_route() -> None:
     assert leaf_names(resolved) == ["openai-direct", "glm-direct"]
 
 
+def test_an_analysis_resolves_the_p95_of_every_route() -> None:
+    """An analysis sends by every route: the default route does not hedge on ``"p95"``, the
+    chair does, so the policy as a whole uses observed latency; the default setup resolved from
+    it hands the chair the observed figure, not the 2 s guess."""
+    setup = route_for(panel(), dict(ENV))
+    assert setup.uses_observed_latency(every_route=True)
+    resolved = setup.with_observed_latency({"openai-direct": 0.75})
+    assert resolved.for_synthesis() is not None
+    assert resolved.for_route("chair").plan.hedge_after_s == 0.75
+    assert setup.for_route("chair").plan.hedge_after_s == 2.0
+
+
 def test_every_route_s_providers_are_checked_when_the_route_is_loaded() -> None:
     """A provider only a named route uses must have its key too: the run is refused before it
     starts, rather than failing at the synthesis."""
