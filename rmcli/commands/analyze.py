@@ -179,7 +179,8 @@ def analyze(
     policy
         A policy (file or bundled name): route, limits, budget, perspectives.
     provider
-        Use this provider (overrides the route, or AI_PROVIDER).
+        Use this provider for every perspective and the synthesis (replaces the targets of
+        every route; overrides AI_PROVIDER).
     fallback
         Fall back to this provider (overrides AI_FALLBACK_PROVIDER).
     model
@@ -246,7 +247,8 @@ def run(
     file
         Read the question from this file.
     provider
-        Use this provider (overrides the policy's route).
+        Use this provider for every perspective and the synthesis (replaces the targets of
+        every route).
     fallback
         Fall back to this provider.
     model
