@@ -24,7 +24,8 @@ from rmcore.quota import CapUsage, Charge, Refusal
 from rmcore.usage import AttemptRow
 
 __all__ = [
-    "HISTORY_ID_MIN_PREFIX", "AttemptClaim", "Attempts", "Cache", "CacheStats", "Caps", "Circuits", "History",
+    "HISTORY_ID_MIN_PREFIX", "AttemptClaim", "Attempts", "Cache", "CacheStats", "Caps", "Circuits",
+    "Conversations", "History",
     "HistoryEntry", "HistoryStats", "Origin", "Slot", "SlotBusy", "State", "StoreError", "StoreUnavailable",
 ]
 
@@ -239,16 +240,29 @@ class History(Protocol):
         """Entries newest first (of every agent when ``agent_id`` is None)."""
 
 
+class Conversations(Protocol):
+    """Chat conversations (``rmgr chat``, ``rmgr ask --continue``): each one's messages so far as
+    opaque bytes, replaced whole at every turn."""
+
+    async def save(self, conversation_id: str, payload: bytes, now_ms: int) -> None:
+        """Store ``payload`` as the conversation's messages so far (it is created on first save);
+        it becomes the latest conversation."""
+    async def get(self, conversation_id: str) -> bytes | None:
+        """The conversation's messages, or None when there is none of that id."""
+    async def latest(self) -> tuple[str, bytes] | None:
+        """The id and messages of the conversation saved last, or None when there is none."""
+
+
 class State:
     """One of each concern, opened together by ``open_state`` and closed together.
     ``where`` names the state for messages (a path, or a URL without its password)."""
 
     def __init__(
         self, *, attempts: Attempts, circuits: Circuits, caps: Caps, cache: Cache, history: History,
-        where: str, local_caps: Caps | None = None, closers: Sequence[Any] = (),
+        conversations: Conversations, where: str, local_caps: Caps | None = None, closers: Sequence[Any] = (),
     ) -> None:
         self.attempts, self.circuits, self.caps = attempts, circuits, caps
-        self.cache, self.history, self.where = cache, history, where
+        self.cache, self.history, self.conversations, self.where = cache, history, conversations, where
         self.local_caps = local_caps
         """This host's own caps, counted in while a shared state is unreachable and the policy
         fails open; None when the state is not shared (its caps are local already)."""

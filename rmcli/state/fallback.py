@@ -19,7 +19,7 @@ from typing import Any, Final, cast
 
 import anyio
 
-from rmcli.state.base import Attempts, Cache, Caps, Circuits, History, State, StoreUnavailable
+from rmcli.state.base import Attempts, Cache, Caps, Circuits, Conversations, History, State, StoreUnavailable
 from rmcli.state.sqlite import open_sqlite
 
 __all__ = ["BOOKKEEPING", "RETRY_AFTER_S", "Fallback"]
@@ -29,7 +29,7 @@ RETRY_AFTER_S: Final = 1.0
 
 BOOKKEEPING: Final[Mapping[str, tuple[str, ...]]] = {
     "attempts": ("sent", "settle"), "circuits": ("admit", "record", "release_probe"), "cache": ("get", "put"),
-    "history": ("add",),
+    "history": ("add",), "conversations": ("save",),
 }
 """Per concern, the methods that go to this host's state while the shared one is unreachable."""
 
@@ -60,7 +60,8 @@ class Fallback:
             attempts=cast(Attempts, _Routed(self, "attempts")),
             circuits=cast(Circuits, _Routed(self, "circuits")),
             caps=cast(Caps, _Routed(self, "caps")), cache=cast(Cache, _Routed(self, "cache")),
-            history=cast(History, _Routed(self, "history")), where=self.shared.where,
+            history=cast(History, _Routed(self, "history")),
+            conversations=cast(Conversations, _Routed(self, "conversations")), where=self.shared.where,
             local_caps=cast(Caps, _Routed(self, "caps", local=True)), closers=[self],
         )
 

@@ -26,7 +26,7 @@ import stat
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Final, Self, TypeVar
+from typing import Final, Self, TypeVar, cast
 
 import anyio
 
@@ -100,6 +100,10 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ("DROP INDEX IF EXISTS attempts_key",),
     # 6 -> 7: the analysis perspective that sent an attempt (``usage --by perspective``).
     ("ALTER TABLE attempts ADD COLUMN perspective TEXT",),
+    # 7 -> 8: chat conversations, each row its messages so far; ``seq`` grows at every save, so
+    # the highest is the conversation saved last.
+    ("""CREATE TABLE conversations (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+            created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, payload BLOB NOT NULL)""",),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -497,6 +501,32 @@ class SqliteHistory(_Part):
         return [self._entry(row) for row in rows]
 
 
+class SqliteConversations(_Part):
+    """``Conversations`` in the ``conversations`` table: a save replaces the row under a new
+    ``seq``, so that the latest is the one with the highest."""
+
+    async def save(self, conversation_id: str, payload: bytes, now_ms: int) -> None:
+        def replace(conn: sqlite3.Connection) -> None:
+            sql = "SELECT created_ms FROM conversations WHERE id = ?"
+            found = conn.execute(sql, (conversation_id,)).fetchone()
+            created = now_ms if found is None else found[0]
+            conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            conn.execute(
+                "INSERT INTO conversations (id, created_ms, updated_ms, payload) VALUES (?, ?, ?, ?)",
+                (conversation_id, created, now_ms, bytes(payload)),
+            )
+
+        await self._db.run(replace, "BEGIN IMMEDIATE")
+
+    async def get(self, conversation_id: str) -> bytes | None:
+        rows = await self._db.rows("SELECT payload FROM conversations WHERE id = ?", (conversation_id,))
+        return bytes(cast(bytes, rows[0][0])) if rows else None
+
+    async def latest(self) -> tuple[str, bytes] | None:
+        rows = await self._db.rows("SELECT id, payload FROM conversations ORDER BY seq DESC LIMIT 1")
+        return (str(rows[0][0]), bytes(cast(bytes, rows[0][1]))) if rows else None
+
+
 def _where(agent_id: str | None, *conditions: tuple[str, object]) -> tuple[str, list[object]]:
     """The WHERE clause of the conditions whose value is not None, and their values."""
     kept = [(sql, value) for sql, value in (("agent_id = ?", agent_id), *conditions) if value is not None]
@@ -518,7 +548,7 @@ def open_sqlite(home: Path, *, check: bool = False, busy_timeout_s: float = DEFA
     db = Database.open(home, busy_timeout_s=busy_timeout_s, check=check)
     return State(
         attempts=SqliteAttempts(db), circuits=SqliteCircuits(db), caps=SqliteCaps(db), cache=SqliteCache(db),
-        history=SqliteHistory(db), where=str(db.path), closers=[db],
+        history=SqliteHistory(db), conversations=SqliteConversations(db), where=str(db.path), closers=[db],
     )
 
 

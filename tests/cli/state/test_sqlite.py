@@ -56,7 +56,7 @@ async def test_schema_is_versioned_and_in_wal_mode(tmp_path: Path) -> None:
     await open_sqlite(tmp_path).aclose()
     path = tmp_path / DB_FILENAME
     assert sql(path, "PRAGMA application_id") == [(APPLICATION_ID,)]
-    assert sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(7,)]
+    assert sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(8,)]
     assert sql(path, "PRAGMA journal_mode") == [("wal",)]
     indexes = {row[1] for row in sql(path, "PRAGMA index_list(attempts)")}
     assert indexes == {"attempts_started_at"}  # an attempt is settled by its row id, not its key
@@ -352,6 +352,7 @@ async def test_a_brand_new_schema_comes_from_the_migrations_in_order(tmp_path: P
         "cap_windows",
         "reservations",
         "slots",
+        "conversations",
     }
 
 
