@@ -17,6 +17,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Self
 
+from rmcli.state.conversations import Conversations
 from rmcore.attempts import AttemptRecord, Origin
 from rmcore.base import Base
 from rmcore.breaker import Admission, CircuitState
@@ -24,8 +25,7 @@ from rmcore.quota import CapUsage, Charge, Refusal
 from rmcore.usage import AttemptRow
 
 __all__ = [
-    "HISTORY_ID_MIN_PREFIX", "AttemptClaim", "Attempts", "Cache", "CacheStats", "Caps", "Circuits",
-    "Conversations", "History",
+    "HISTORY_ID_MIN_PREFIX", "AttemptClaim", "Attempts", "Cache", "CacheStats", "Caps", "Circuits", "History",
     "HistoryEntry", "HistoryStats", "Origin", "Slot", "SlotBusy", "State", "StoreError", "StoreUnavailable",
 ]
 
@@ -238,19 +238,6 @@ class History(Protocol):
         limit: int | None = None,
     ) -> list[HistoryEntry]:
         """Entries newest first (of every agent when ``agent_id`` is None)."""
-
-
-class Conversations(Protocol):
-    """Chat conversations (``rmgr chat``, ``rmgr ask --continue``): each one's messages so far as
-    opaque bytes, replaced whole at every turn."""
-
-    async def save(self, conversation_id: str, payload: bytes, now_ms: int) -> None:
-        """Store ``payload`` as the conversation's messages so far (it is created on first save);
-        it becomes the latest conversation."""
-    async def get(self, conversation_id: str) -> bytes | None:
-        """The conversation's messages, or None when there is none of that id."""
-    async def latest(self) -> tuple[str, bytes] | None:
-        """The id and messages of the conversation saved last, or None when there is none."""
 
 
 class State:

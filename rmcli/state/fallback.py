@@ -19,7 +19,7 @@ from typing import Any, Final, cast
 
 import anyio
 
-from rmcli.state.base import Attempts, Cache, Caps, Circuits, Conversations, History, State, StoreUnavailable
+from rmcli.state.base import Caps, State, StoreUnavailable
 from rmcli.state.sqlite import open_sqlite
 
 __all__ = ["BOOKKEEPING", "RETRY_AFTER_S", "Fallback"]
@@ -29,7 +29,7 @@ RETRY_AFTER_S: Final = 1.0
 
 BOOKKEEPING: Final[Mapping[str, tuple[str, ...]]] = {
     "attempts": ("sent", "settle"), "circuits": ("admit", "record", "release_probe"), "cache": ("get", "put"),
-    "history": ("add",), "conversations": ("save",),
+    "history": ("add",), "conversations": ("save",), "caps": (),
 }
 """Per concern, the methods that go to this host's state while the shared one is unreachable."""
 
@@ -56,14 +56,9 @@ class Fallback:
 
     def state(self) -> State:
         """The ``State`` whose every call goes through this policy."""
-        return State(
-            attempts=cast(Attempts, _Routed(self, "attempts")),
-            circuits=cast(Circuits, _Routed(self, "circuits")),
-            caps=cast(Caps, _Routed(self, "caps")), cache=cast(Cache, _Routed(self, "cache")),
-            history=cast(History, _Routed(self, "history")),
-            conversations=cast(Conversations, _Routed(self, "conversations")), where=self.shared.where,
-            local_caps=cast(Caps, _Routed(self, "caps", local=True)), closers=[self],
-        )
+        concerns: dict[str, Any] = {name: _Routed(self, name) for name in BOOKKEEPING}
+        local_caps = cast(Caps, _Routed(self, "caps", local=True))
+        return State(**concerns, where=self.shared.where, local_caps=local_caps, closers=[self])
 
     async def local(self) -> State:
         """This host's own state, opened on first use in a worker thread (creating the file may hold

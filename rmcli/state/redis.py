@@ -41,6 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rmcli.state import base, redacted_url, rules
 from rmcli.state.base import SlotBusy, State, StoreError, StoreUnavailable
+from rmcli.state.conversations import RedisConversations
 from rmcli.state.rules import CapsRules, CircuitRules, Decide, convert
 from rmcore.attempts import AttemptRecord, Origin
 from rmcore.breaker import CircuitState
@@ -152,12 +153,6 @@ redis.call('HSET', KEYS[1], 'agent_id', ARGV[2], 'question', ARGV[3], 'status', 
            'confidence', ARGV[5], 'created_ms', ARGV[6], 'member', member, 'payload', ARGV[7])
 for i = 2, 3 do redis.call('ZADD', KEYS[i], ARGV[6], member) end
 return redis.call('ZADD', KEYS[4], 0, ARGV[1])
-""")
-
-# KEYS: payloads, recent, seq. ARGV: id, payload. The conversation becomes the latest.
-_CONVERSATION_SAVE: Final = _Script("""
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
 """)
 
 # KEYS: an index (all, or one agent's). ARGV: the entry key prefix, 'ZREVRANGEBYSCORE' (newest
@@ -631,28 +626,6 @@ def open_redis(url: str, *, prefix: str = DEFAULT_PREFIX) -> State:
         attempts=RedisAttempts(r), circuits=RedisCircuits(r), caps=RedisCaps(r), cache=RedisCache(r),
         history=RedisHistory(r), conversations=RedisConversations(r), where=shown, closers=[r],
     )
-
-
-class RedisConversations(_Part):
-    """``Conversations``: the payloads in one hash, their ids in a sorted set by save order."""
-
-    async def save(self, conversation_id: str, payload: bytes, now_ms: int) -> None:
-        await self._r.run(_CONVERSATION_SAVE, self._keys(), [conversation_id, bytes(payload)])
-
-    async def get(self, conversation_id: str) -> bytes | None:
-        found = await self._r.command("HGET", self._keys()[0], conversation_id)
-        return None if found is None else _bytes(found)
-
-    async def latest(self) -> tuple[str, bytes] | None:
-        newest = await self._r.command("ZRANGE", self._keys()[1], -1, -1)
-        if not newest:
-            return None
-        conversation_id = _text(newest[0])
-        payload = await self.get(conversation_id)
-        return None if payload is None else (conversation_id, payload)
-
-    def _keys(self) -> list[str]:
-        return [self._k("conversations:", name) for name in ("payload", "recent", "seq")]
 
 
 def _url_problem(url: str) -> str | None:

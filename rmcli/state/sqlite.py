@@ -26,12 +26,13 @@ import stat
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Final, Self, TypeVar, cast
+from typing import Final, Self, TypeVar
 
 import anyio
 
 from rmcli.state import base, rules
 from rmcli.state.base import SlotBusy, State, StoreError
+from rmcli.state.conversations import SqliteConversations
 from rmcli.state.rules import CapsRules, CircuitRules, Decide, convert
 from rmcore.attempts import AttemptRecord, Origin
 from rmcore.breaker import CircuitState
@@ -100,10 +101,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ("DROP INDEX IF EXISTS attempts_key",),
     # 6 -> 7: the analysis perspective that sent an attempt (``usage --by perspective``).
     ("ALTER TABLE attempts ADD COLUMN perspective TEXT",),
-    # 7 -> 8: chat conversations, each row its messages so far; ``seq`` grows at every save, so
-    # the highest is the conversation saved last.
-    ("""CREATE TABLE conversations (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
-            created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL, payload BLOB NOT NULL)""",),
+    # 7 -> 8: chat conversations (``rmcli.state.conversations``).
+    ("CREATE TABLE conversations (seq INTEGER PRIMARY KEY, id TEXT UNIQUE, saved_ms INTEGER, payload BLOB)",),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -499,32 +498,6 @@ class SqliteHistory(_Part):
         sql = f"SELECT {_HISTORY} FROM history{where} ORDER BY created_ms DESC, seq DESC LIMIT ?"
         rows = await self._db.rows(sql, [*params, -1 if limit is None else limit])
         return [self._entry(row) for row in rows]
-
-
-class SqliteConversations(_Part):
-    """``Conversations`` in the ``conversations`` table: a save replaces the row under a new
-    ``seq``, so that the latest is the one with the highest."""
-
-    async def save(self, conversation_id: str, payload: bytes, now_ms: int) -> None:
-        def replace(conn: sqlite3.Connection) -> None:
-            sql = "SELECT created_ms FROM conversations WHERE id = ?"
-            found = conn.execute(sql, (conversation_id,)).fetchone()
-            created = now_ms if found is None else found[0]
-            conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
-            conn.execute(
-                "INSERT INTO conversations (id, created_ms, updated_ms, payload) VALUES (?, ?, ?, ?)",
-                (conversation_id, created, now_ms, bytes(payload)),
-            )
-
-        await self._db.run(replace, "BEGIN IMMEDIATE")
-
-    async def get(self, conversation_id: str) -> bytes | None:
-        rows = await self._db.rows("SELECT payload FROM conversations WHERE id = ?", (conversation_id,))
-        return bytes(cast(bytes, rows[0][0])) if rows else None
-
-    async def latest(self) -> tuple[str, bytes] | None:
-        rows = await self._db.rows("SELECT id, payload FROM conversations ORDER BY seq DESC LIMIT 1")
-        return (str(rows[0][0]), bytes(cast(bytes, rows[0][1]))) if rows else None
 
 
 def _where(agent_id: str | None, *conditions: tuple[str, object]) -> tuple[str, list[object]]:
