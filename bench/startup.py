@@ -52,7 +52,7 @@ def engine_decisions_per_second(seconds: float = 1.0) -> float:
 
     plan = RunPlan(targets=tuple(TargetPlan(provider=spec(n)) for n in "abcd"))
     sims = {n: SimProvider(replies=(SimReply(latency_s=0.1, kind=ErrorKind.SERVER_ERROR),)) for n in "abc"}
-    request = ChatRequest(prompt="Should we migrate to Kubernetes?")
+    request = ChatRequest.ask("Should we migrate to Kubernetes?")
     steps = 0
     started = time.process_time()
     while time.process_time() - started < seconds:

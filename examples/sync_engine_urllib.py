@@ -49,7 +49,7 @@ def run(env: dict[str, str], prompt: str) -> rmcore.RunOutcome:
     builtins = rmcore.builtin_providers(env)
     policy = rmcore.decode_policy(POLICY, "policy.toml", builtins).unwrap()
     plan = rmcore.build_plan(policy, rmcore.resolve_providers(policy, builtins), breakers=False).unwrap()
-    request = rmcore.ChatRequest(prompt=prompt, stream=False)
+    request = rmcore.ChatRequest.ask(prompt, stream=False)
     engine = rmcore.Engine(plan, request, seed=42, epoch_s=time.time())
     actions = list(engine.start(time.monotonic()))
     while True:

@@ -51,6 +51,7 @@ import msgspec
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from rmcli.errors import ConfigError
 from rmcli.health import HEALTH_TIMEOUT_S, check_health
 from rmcli.hooks import Hooks
 from rmcli.output import err
@@ -82,7 +83,7 @@ from rmcore.events import (
     TargetSkipped,
     TimePassed,
 )
-from rmcore.plan import RunPlan, leaves
+from rmcore.plan import RunPlan, leaves, unsupported
 from rmcore.pricing import cost_usd, estimate_prompt_tokens
 from rmcore.providers import ProviderSpec
 from rmcore.quota import Charge, Refusal, Resource, attempt_charges, attempt_settlement
@@ -204,7 +205,15 @@ async def route(
     ``routing.hooks.text`` receives the answer's text as it streams, for attempts that run alone
     (never those of a race or a hedge). ``ledger`` is a budget shared with other routes running at
     the same time (the perspectives of an analysis); ``perspective`` is recorded with each attempt
-    (the analysis perspective this run answers)."""
+    (the analysis perspective this run answers).
+
+    A request that no target of ``plan`` can carry (it needs tools, images or a JSON answer, and
+    every target's format lacks one: :func:`rmcore.plan.unsupported`) is bad input, not a
+    provider's fault: ``ConfigError`` before anything is sent or recorded. Every run goes through
+    here, so every entry (ask, chat, the analysis) is checked the same way."""
+    problem = unsupported(plan, request)
+    if problem is not None:
+        raise ConfigError(problem.message)
     engine = Engine(
         plan,
         request,

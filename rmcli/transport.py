@@ -319,7 +319,7 @@ async def _answer(
             usage=_partial_usage(request, 0),
         )
     # An error reply is classified by its status and what was read of it, even when cut short.
-    match wire.parse_response(action.provider, status, headers, body, time.time()):
+    match wire.parse_response(action.provider, status, headers, body, time.time(), request):
         case Success(completion):
             if on_text is not None and completion.content:
                 on_text(completion.content)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rmcore.attempts import AttemptRecord
     from rmcore.budget import Ledger
+    from rmcore.chat_request import OpenAIRequest, decode_openai_chat, decode_openai_request
     from rmcore.completion import Completion, Usage
     from rmcore.confidence import ParsedAnswer, overall_confidence, parse_answer
     from rmcore.engine import Engine
@@ -93,7 +94,17 @@ if TYPE_CHECKING:
         render_markdown,
         summarize,
     )
-    from rmcore.requests import ChatRequest, HttpRequest
+    from rmcore.requests import (
+        ChatRequest,
+        HttpRequest,
+        ImagePart,
+        Message,
+        ResponseFormat,
+        TextPart,
+        Tool,
+        ToolCall,
+        ToolChoice,
+    )
     from rmcore.simulate import SimProvider, SimReply, Simulation
     from rmcore.synthesis import (
         Synthesis,
@@ -118,6 +129,16 @@ _LAZY = {
     "CapUsage": "rmcore.quota",
     "Charge": "rmcore.quota",
     "ChatRequest": "rmcore.requests",
+    "ImagePart": "rmcore.requests",
+    "Message": "rmcore.requests",
+    "ResponseFormat": "rmcore.requests",
+    "TextPart": "rmcore.requests",
+    "Tool": "rmcore.requests",
+    "ToolCall": "rmcore.requests",
+    "ToolChoice": "rmcore.requests",
+    "OpenAIRequest": "rmcore.chat_request",
+    "decode_openai_chat": "rmcore.chat_request",
+    "decode_openai_request": "rmcore.chat_request",
     "CheckHealth": "rmcore.events",
     "CircuitAnswered": "rmcore.events",
     "Completion": "rmcore.completion",
@@ -223,7 +244,10 @@ __all__ = [
     "HealthObserved",
     "HealthReport",
     "HttpRequest",
+    "ImagePart",
     "Ledger",
+    "Message",
+    "OpenAIRequest",
     "ParsedAnswer",
     "Period",
     "Perspective",
@@ -236,6 +260,7 @@ __all__ = [
     "ProviderSpec",
     "Refusal",
     "Resource",
+    "ResponseFormat",
     "RunOutcome",
     "RunPlan",
     "SimProvider",
@@ -246,7 +271,11 @@ __all__ = [
     "StreamParser",
     "Synthesis",
     "TargetSkipped",
+    "TextPart",
     "TimePassed",
+    "Tool",
+    "ToolCall",
+    "ToolChoice",
     "Usage",
     "analysis_json",
     "analysis_status",
@@ -261,6 +290,8 @@ __all__ = [
     "charges_for",
     "classify_failure",
     "cost_usd",
+    "decode_openai_chat",
+    "decode_openai_request",
     "decode_policy",
     "default_policy",
     "encode_policy",

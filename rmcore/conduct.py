@@ -31,7 +31,8 @@
 #   sent      a request left for the provider: the attempt is recorded, billed (at least its
 #             prompt's estimate) and counted in `rmgr usage`. The unsent kinds describe a target
 #             passed over before anything was sent (`budget`, `quota`, `circuit_open`,
-#             `unhealthy`): no record, no cost, and the fail-over notice is the "Skipped" line.
+#             `unhealthy`, `unsupported`): no record, no cost, and the fail-over notice is the
+#             "Skipped" line.
 #   retried   retried on the same target, after a full-jitter back-off, by default (`retry.on`).
 #   then      what happens once the retries (if any) are spent: FAIL_OVER to the next target at
 #             once, STOP the whole run with the provider's reason (`retry.stop_on`), or END: the
@@ -39,8 +40,10 @@
 #             a hedge, or the run was interrupted) and nothing follows it.
 #   breaking  says the *provider* is broken, not the request or the run: it counts towards
 #             opening the provider's circuit (`[breaker] failure_threshold`).
-#   failure   counted as a failure (in `rmgr usage` and a run's status). Only `cancelled` is not:
-#             a race's loser was sent and may be billed, but it is no verdict on anyone.
+#   failure   counted as a failure (in `rmgr usage` and a run's status). `cancelled` is not: a
+#             race's loser was sent and may be billed, but it is no verdict on anyone; nor is
+#             `unsupported`: the request needs what the target's format cannot carry (tools,
+#             images, a JSON answer), which says nothing of the provider's health.
 #
 # A kind that is sent and does not END is the provider's (or its connection's) verdict on an
 # attempt: only those may be listed in `retry.on` and `retry.stop_on`.
@@ -146,6 +149,7 @@ _KINDS: dict[ErrorKind, Conduct] = {
     ErrorKind.QUOTA:              Conduct(_UNSENT, _ONCE,  _OVER, _SPARES,  _FAILS),
     ErrorKind.CIRCUIT_OPEN:       Conduct(_UNSENT, _ONCE,  _OVER, _SPARES,  _FAILS),
     ErrorKind.UNHEALTHY:          Conduct(_UNSENT, _ONCE,  _OVER, _BREAKS,  _FAILS),
+    ErrorKind.UNSUPPORTED:        Conduct(_UNSENT, _ONCE,  _OVER, _SPARES,  _NO_FAILURE),
 }  # fmt: skip
 
 CONDUCT: Mapping[ErrorKind, Conduct] = MappingProxyType(_KINDS)
@@ -175,7 +179,7 @@ CONFIGURABLE_KINDS: frozenset[ErrorKind] = frozenset(k for k, c in CONDUCT.items
 """Kinds ``retry.on`` and ``retry.stop_on`` may name: how a provider ends an attempt."""
 
 NOT_FAILURES: frozenset[ErrorKind] = frozenset(k for k, c in CONDUCT.items() if not c.failure)
-"""Kinds that are no failure (``cancelled``)."""
+"""Kinds that are no failure (``cancelled``, ``unsupported``)."""
 
 DEFAULT_RETRY_ON: tuple[ErrorKind, ...] = tuple(k for k, c in CONDUCT.items() if c.retried)
 """``retry.on`` when a policy does not set it."""

@@ -49,6 +49,9 @@ Rules that hold for the whole run, whatever the strategy (DESIGN §4):
   monthly budget or a provider's quota is used up, or the shared state is down and the policy
   fails closed) was never sent: it is not recorded, and its target is skipped like one whose
   circuit is open;
+- a target that cannot carry what the request needs (tools, images, a JSON answer:
+  ``rmcore.capabilities``) is skipped with ``unsupported`` before anything else is asked of it,
+  and nothing is sent to it;
 - a provider whose circuit is open is skipped without a request; a half-open one gets one probe;
   once an attempt of a provider failed in a way that counts against it, its breaker is asked
   again before another target of that provider (it may appear several times in a tree) starts.
@@ -65,6 +68,7 @@ from collections.abc import Callable
 from rmcore.attempts import AttemptRecord
 from rmcore.backoff import backoff_s
 from rmcore.budget import Ledger
+from rmcore.capabilities import in_words, missing, needs
 from rmcore.completion import Usage
 from rmcore.conduct import CONDUCT, STRATEGIES, Concurrency, Order
 from rmcore.errors import ErrorKind, ProviderError
@@ -356,7 +360,10 @@ class _Composite(_Node):
             self._end(_Status.OK, now)
         else:
             failed = [c for c in self.children if c.error is not None]
-            source = failed[-1] if failed else last
+            # A target passed over because of what the request needs is not why the route failed:
+            # the route's error is the last other one, when there is one.
+            carried = [c for c in failed if c.error is not None and c.error.kind is not ErrorKind.UNSUPPORTED]
+            source = (carried or failed)[-1] if failed else last
             self.failed_provider = source.failed_provider or source.first_provider()
             self._end(_Status.FAILED, now, source.error)
 
@@ -482,6 +489,8 @@ class Engine:
         self.request = request
         self.prompt_tokens = estimate_prompt_tokens(request)
         """The prompt's estimated tokens (``rmcore.pricing``), what an attempt costs at least."""
+        self.needs = needs(request)
+        """What the request needs its providers to carry beyond text (``rmcore.capabilities``)."""
         self._seed = seed
         self._rng: random.Random | None = None
         self._epoch_s = epoch_s
@@ -626,9 +635,14 @@ class Engine:
         self._out.append(action)
 
     def gate(self, node: _TargetRun, now: float) -> object | None:
-        """Before a target's first attempt: its circuit, then its health. None when it may go on;
-        otherwise the node waits for an answer or has been skipped."""
+        """Before a target's first attempt: whether it can carry the request, then its circuit,
+        then its health. None when it may go on; otherwise the node waits for an answer or has
+        been skipped."""
         name = node.name
+        lacking = missing(self.needs, node.target.provider.carries)
+        if lacking:
+            node.skip(ErrorKind.UNSUPPORTED, f"cannot carry {in_words(lacking)}", now)
+            return node
         if self.plan.breaker.enabled:
             answer = self._circuits.get(name)
             if answer is None:
@@ -911,6 +925,11 @@ class Engine:
             when = f"; the first will be probed in {soonest:.0f} s" if soonest is not None else ""
             return ProviderError(
                 kind=ErrorKind.CIRCUIT_OPEN, message=f"every target's circuit is open ({names}){when}"
+            )
+        if self._skipped and all(s.kind is ErrorKind.UNSUPPORTED for s in self._skipped) and not sent:
+            names = "; ".join(f"{s.provider}: {s.message}" for s in self._skipped)
+            return ProviderError(
+                kind=ErrorKind.UNSUPPORTED, message=f"no target can carry {in_words(self.needs)} ({names})"
             )
         if last is not None and not self._skipped and len({a.provider for a in sent}) <= 1:
             return last

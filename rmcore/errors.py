@@ -62,6 +62,9 @@ class ErrorKind(enum.StrEnum):
     """The health check before use failed."""
     CANCELLED = "cancelled"
     """Lost a race or a hedge, or the run was cancelled."""
+    UNSUPPORTED = "unsupported"
+    """The target cannot carry what the request needs (tools, images, a JSON answer): nothing
+    is sent to it. No verdict on the provider."""
 
 
 class ProviderError(Base, frozen=True):

@@ -344,8 +344,8 @@ def perspective_request(
     ``source_id`` is ``"<id>-analysis"``, as the seed sends it to an AICEO gateway. ``temperature``
     of ``None`` leaves the provider's default; ``0.0`` is sent as 0.
     """
-    return ChatRequest(
-        prompt=user_prompt(p, question),
+    return ChatRequest.ask(
+        user_prompt(p, question),
         system=p.system,
         max_tokens=max_tokens,
         temperature=temperature,

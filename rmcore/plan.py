@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from returns.result import Failure, Result, Success
 
 from rmcore.base import Base
+from rmcore.capabilities import Capability, in_words, missing, needs
 from rmcore.errors import ErrorKind
 from rmcore.policy.schema import (
     DEFAULT_HEDGE_AFTER_S,
@@ -35,6 +36,7 @@ from rmcore.policy.schema import (
 from rmcore.problems import Problem, ProblemKind, collect
 from rmcore.providers import ProviderSpec
 from rmcore.quota import Cap, policy_caps
+from rmcore.requests import ChatRequest
 
 __all__ = [
     "BreakerRules",
@@ -45,6 +47,7 @@ __all__ = [
     "TargetPlan",
     "build_plan",
     "leaves",
+    "unsupported",
 ]
 
 
@@ -122,6 +125,8 @@ class RunPlan(Base, frozen=True):
     check_before_use: bool = False
     caps: tuple[Cap, ...] = ()
     on_state_unavailable: str = Budget().on_state_unavailable
+    route_name: str = DEFAULT_ROUTE
+    """The name of the policy's route this plan runs (``default``: ``[route]``), for messages."""
 
     @property
     def route(self) -> RoutePlan:
@@ -136,6 +141,36 @@ def leaves(node: RunPlan | RoutePlan | TargetPlan) -> Iterator[TargetPlan]:
         return
     for target in node.targets:
         yield from leaves(target)
+
+
+def unsupported(plan: RunPlan, request: ChatRequest) -> Problem | None:
+    """Why no target of ``plan`` can carry ``request``, or None when one can (or it needs
+    nothing beyond text). The engine skips each target that cannot carry it (``unsupported``);
+    when that is every target, the run must not start: the shell checks this first and says which
+    feature and which targets (``this request needs tools; no target of route default can carry
+    it (aiceo-gateway: text only)``)."""
+    needed = needs(request)
+    if not needed:
+        return None
+    specs = {t.provider.name: t.provider for t in leaves(plan)}
+    if any(not missing(needed, spec.carries) for spec in specs.values()):
+        return None
+    reasons = [f"{name}: {_lacks(spec, needed)}" for name, spec in specs.items()]
+    what = in_words(needed)
+    it = "it" if len(needed) == 1 else "them"
+    return Problem(
+        kind=ProblemKind.UNSUPPORTED_REQUEST,
+        message=(
+            f"this request needs {what}; no target of route {plan.route_name} can carry {it}"
+            f" ({'; '.join(reasons)})"
+        ),
+        subject=what,
+    )
+
+
+def _lacks(spec: ProviderSpec, needed: frozenset[Capability]) -> str:
+    """What ``spec`` lacks of ``needed``, in words: ``text only`` when it carries nothing."""
+    return "text only" if not spec.carries else f"cannot carry {in_words(missing(needed, spec.carries))}"
 
 
 def build_plan(
@@ -277,4 +312,5 @@ class _Planner:
             check_before_use=policy.health.check_before_use,
             caps=policy_caps(policy, self.providers, self.route_name),
             on_state_unavailable=policy.budget.on_state_unavailable,
+            route_name=self.route_name,
         )

@@ -44,6 +44,10 @@ class ProblemKind(enum.StrEnum):
     """No perspective was selected."""
     UNREADABLE_TIME = "unreadable_time"
     """A start time (``--since``) in none of the accepted forms."""
+    INVALID_REQUEST = "invalid_request"
+    """A chat request (OpenAI-shaped JSON) that cannot be read: ``subject`` is its ``$.path``."""
+    UNSUPPORTED_REQUEST = "unsupported_request"
+    """The request needs what no target of its route can carry (tools, images, a JSON answer)."""
 
 
 class PolicyIssue(Base, frozen=True):

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from types import MappingProxyType
 from urllib.parse import urlsplit, urlunsplit
 
 from rmcore.base import Base
+from rmcore.capabilities import ALL_CAPABILITIES, Capability
 
 __all__ = [
     "BUILTIN_NAMES",
+    "KIND_SUPPORTS",
     "ProviderKind",
     "ProviderSpec",
     "builtin_providers",
@@ -37,6 +40,17 @@ class ProviderKind(enum.StrEnum):
     """Anthropic's Messages API."""
     AICEO = "aiceo"
     """The AICEO gateway: a queueing proxy with its own envelope."""
+
+
+KIND_SUPPORTS: Mapping[ProviderKind, frozenset[Capability]] = MappingProxyType(
+    {
+        ProviderKind.OPENAI: ALL_CAPABILITIES,
+        ProviderKind.ANTHROPIC: ALL_CAPABILITIES,
+        ProviderKind.AICEO: frozenset(),
+    }
+)
+"""What each wire format carries beyond text: the AICEO gateway's envelope holds one prompt and
+one system text, nothing else."""
 
 
 class ProviderSpec(Base, frozen=True):
@@ -70,6 +84,15 @@ class ProviderSpec(Base, frozen=True):
     url_from: str = ""
     """Where ``url`` was set, named for a person to change it: the environment variable
     (``OPENAI_API_URL``) or the policy key (``providers.NAME.url``); error messages show it."""
+    supports: frozenset[Capability] | None = None
+    """What it carries beyond text, as a policy declared it (``[providers.NAME] supports``);
+    None for what its kind carries (:data:`KIND_SUPPORTS`). Read :attr:`carries`."""
+
+    @property
+    def carries(self) -> frozenset[Capability]:
+        """What it carries beyond text: as declared, else what its kind carries. A request that
+        needs more is never sent to it (``rmcore.capabilities``)."""
+        return KIND_SUPPORTS[self.kind] if self.supports is None else self.supports
 
 
 BUILTIN_NAMES: tuple[str, ...] = ("aiceo-gateway", "glm-direct", "anthropic-direct", "openai-direct")

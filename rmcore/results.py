@@ -29,9 +29,9 @@ def attempt_json(record: AttemptRecord) -> dict[str, Any]:
 
 
 def ask_json(outcome: RunOutcome, latency_ms: float) -> dict[str, Any]:
-    """``rmgr ask --json``: ``{content, provider, model, usage, costUsd, latencyMs, fallbackUsed,
-    attempts}``, plus ``error`` (``{kind, message}``, null on success), ``skipped`` targets and
-    ``answers`` (every answer received: several for a ``compare`` route)."""
+    """``rmgr ask --json``: ``{content, toolCalls, finishReason, provider, model, usage, costUsd,
+    latencyMs, fallbackUsed, attempts}``, plus ``error`` (``{kind, message}``, null on success),
+    ``skipped`` targets and ``answers`` (every answer received: several for a ``compare`` route)."""
     completion = outcome.completion
     return {
         "content": completion.content if completion else None,
@@ -41,6 +41,11 @@ def ask_json(outcome: RunOutcome, latency_ms: float) -> dict[str, Any]:
             "inputTokens": completion.usage.input_tokens if completion else 0,
             "outputTokens": completion.usage.output_tokens if completion else 0,
         },
+        "toolCalls": [
+            {"id": call.id, "name": call.name, "arguments": call.arguments} for call in completion.tool_calls
+        ]
+        if completion
+        else [],
         "finishReason": completion.finish_reason if completion else None,
         "costUsd": outcome.cost_usd,
         "latencyMs": round(latency_ms, 3),

@@ -308,8 +308,8 @@ def synthesis_request(
         count=len(blocks),
         answers="\n\n".join(blocks) if blocks else NO_ANSWERS,
     )
-    return ChatRequest(
-        prompt=prompt,
+    return ChatRequest.ask(
+        prompt,
         system=SYSTEM_PROMPT,
         max_tokens=max_tokens,
         temperature=temperature,

@@ -295,7 +295,7 @@ def simulate(
             pass
         case Failure(problem):
             raise ConfigError(f"{file}: {problem}")
-    request = ChatRequest(prompt=prompt, max_tokens=max_tokens)
+    request = ChatRequest.ask(prompt, max_tokens=max_tokens)
     result = run_simulation(plan, request, sims, seed=seed)
     print(f"Simulating {policy.name} ({policy.route.strategy.value}); every time is virtual.")
     worst = max((worst_case_usd(request, t.provider) for t in leaves(plan)), default=0.0)

@@ -7,8 +7,8 @@ Three stages, each reported as ``FILE:LINE: $.path: message``:
    unknown key, wrong type and value out of range, each with its full path and, for typos, a
    "did you mean" suggestion.
 3. Meaning (all issues together): version, known provider names, complete new providers, URLs,
-   variable names, quotas, target tables, named routes (``[routes.NAME]``: their names, targets
-   and the routes ``[analysis]`` names), retry kinds (those
+   variable names, quotas, capabilities listed once, target tables, named routes
+   (``[routes.NAME]``: their names, targets and the routes ``[analysis]`` names), retry kinds (those
    :data:`rmcore.conduct.CONFIGURABLE_KINDS` allows), perspectives, budget caps.
 
 The stages are joined as a ``returns`` pipeline: each is a ``Result``, and the first failure
@@ -269,6 +269,9 @@ def _check_providers(policy: Policy, known: Collection[str]) -> Iterator[tuple[P
                 "there is no quota for this window: set `requests_per_window` or"
                 " `tokens_per_window` too, or leave `quota_window_s` out"
             )
+        for index, capability in enumerate(override.supports or ()):
+            if capability in (override.supports or ())[:index]:
+                yield (*path, "supports", index), f"`{capability.value}` is listed twice"
         if override.key_env is not None and not _ENV_VAR.fullmatch(override.key_env):
             yield (*path, "key_env"), (
                 "must name an environment variable (letters, digits and '_', not starting with a"

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from rmcore.capabilities import in_words
 from rmcore.conduct import STRATEGIES, Order
 from rmcore.errors import ErrorKind
 from rmcore.policy.resolve import all_route_providers, route_providers
@@ -165,7 +166,17 @@ def _provider(name: str, providers: Mapping[str, ProviderSpec]) -> str:
     else:
         price = f"{_usd(spec.input_usd_per_mtok)}/{_usd(spec.output_usd_per_mtok)} per M tokens in/out"
     key = "" if spec.key_required else ", no key needed"
-    return f"{name}: {spec.model or 'no model'}{where}, {price}{key}"
+    return f"{name}: {spec.model or 'no model'}{where}, {price}{key}{_carries(spec)}"
+
+
+def _carries(spec: ProviderSpec) -> str:
+    """What the provider carries beyond text, said only when it is not everything by its kind's
+    default: ``text only`` (the AICEO gateway), or what the policy's ``supports`` lists."""
+    if not spec.carries:
+        return ", text only"
+    if spec.supports is None:
+        return ""
+    return f", carries {in_words(spec.carries)}"
 
 
 def _attempts(settings: _Settings, top: _Settings) -> str:

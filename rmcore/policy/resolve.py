@@ -33,6 +33,8 @@ def resolve_providers(policy: Policy, builtins: Mapping[str, ProviderSpec]) -> d
     fields merged over it field by field, then the providers the policy adds (in its order).
 
     A quota of 0 (``requests_per_window``, ``tokens_per_window``) removes a built-in's quota.
+    ``supports`` replaces what the provider's kind carries (a built-in whose ``kind`` the policy
+    changes carries what its new kind does, unless the policy says ``supports`` too).
     A new provider without ``key_env`` needs no key (``key_required=False``): local servers often
     take none. ``problems`` says what makes a provider unusable: for a built-in whose URL the
     policy sets, the policy's URL replaces the environment's (and its problems); for a new
@@ -76,6 +78,8 @@ def _merge(base: ProviderSpec, override: ProviderOverride) -> ProviderSpec:
     for quota in _QUOTAS:
         if changes.get(quota) == 0:
             changes[quota] = None
+    if override.supports is not None:
+        changes["supports"] = frozenset(override.supports)
     if override.url is not None:
         problem = check_url(override.url)
         changes["problems"] = (f"url: {problem}",) if problem else ()
@@ -110,6 +114,7 @@ def _new(name: str, override: ProviderOverride) -> ProviderSpec:
         builtin=False,
         problems=tuple(problems),
         url_from=f"providers.{name}.url",
+        supports=None if override.supports is None else frozenset(override.supports),
     )
 
 

@@ -21,6 +21,7 @@ from typing import Annotated, Literal, TypeAlias
 import msgspec
 
 from rmcore.base import Base
+from rmcore.capabilities import Capability
 from rmcore.conduct import CONFIGURABLE_KINDS, DEFAULT_RETRY_ON, DEFAULT_STOP_ON, Strategy
 from rmcore.errors import ErrorKind
 from rmcore.providers import ProviderKind
@@ -122,6 +123,9 @@ class ProviderOverride(Base, frozen=True):
     quota_window_s: WindowSeconds | None = None
     """The length of the quota windows, aligned to the Unix epoch (3600 s when a quota is set
     without it)."""
+    supports: tuple[Capability, ...] | None = None
+    """What the provider carries beyond text (``["tools", "images", "json_schema"]``; ``[]`` for
+    text only), replacing what its kind carries: a request that needs more is never sent to it."""
 
 
 class TargetTable(Base, frozen=True):

@@ -184,7 +184,7 @@ def _rewrite(data: Any, path: PathKey, message: str) -> tuple[PathKey, str]:
     if missing:
         return (*path, missing.group(1)), _missing((*path, missing.group(1)))
     value = _value_at(data, path)
-    if path[:1] == ("providers",) and path[-1:] != ("kind",) and isinstance(value, str):
+    if path[:1] == ("providers",) and not _named_value(path) and isinstance(value, str):
         value = _HIDDEN  # a misplaced string in a provider table might be a pasted key: never echo it
     got = "" if value is _MISSING else f", got {_show(value)}"
     if message.startswith("Invalid enum value"):
@@ -208,6 +208,12 @@ def _rewrite(data: Any, path: PathKey, message: str) -> tuple[PathKey, str]:
         expected = " or ".join(_TYPE_WORDS.get(t, t) for t in kinds)
         return path, f"expected {expected}{got}"
     return path, message
+
+
+def _named_value(path: PathKey) -> bool:
+    """True when the value at ``path`` of a provider table is one of a fixed set of names
+    (its ``kind``, a capability it ``supports``): echoing it cannot leak a pasted key."""
+    return path[-1:] == ("kind",) or path[-2:-1] == ("supports",)
 
 
 def _unknown_key(path: PathKey, key: str) -> ShapeIssue:

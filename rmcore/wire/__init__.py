@@ -47,16 +47,23 @@ def build_request(provider: ProviderSpec, request: ChatRequest, api_key: str | N
 
 
 def parse_response(
-    provider: ProviderSpec, status: int, headers: Mapping[str, str], body: bytes, now: float
+    provider: ProviderSpec,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    request: ChatRequest | None = None,
 ) -> Result[Completion, ProviderError]:
-    """The completion in a whole reply, or the classified failure (``headers`` lower-cased,
-    ``now`` in Unix seconds for an HTTP-date Retry-After). A 404 or 405 from a URL that is not a
-    full endpoint says so, with the endpoint it probably meant (``endpoint.wrong_endpoint``)."""
+    """The completion in a whole reply to ``request``, or the classified failure (``headers``
+    lower-cased, ``now`` in Unix seconds for an HTTP-date Retry-After). A 404 or 405 from a URL
+    that is not a full endpoint says so, with the endpoint it probably meant
+    (``endpoint.wrong_endpoint``). Pass the request: an Anthropic reply carrying a
+    ``response_format`` answer is read with it (``rmcore.wire.anthropic``)."""
     match provider.kind:
         case ProviderKind.OPENAI:
             parsed = openai.parse_response(provider, status, headers, body, now)
         case ProviderKind.ANTHROPIC:
-            parsed = anthropic.parse_response(provider, status, headers, body, now)
+            parsed = anthropic.parse_response(provider, status, headers, body, now, request)
         case ProviderKind.AICEO:
             parsed = aiceo.parse_response(provider, status, headers, body, now)
     return parsed.alt(lambda error: _with_endpoint_hint(provider, error))

@@ -1,7 +1,9 @@
 """The AICEO gateway's envelope: a queueing proxy in front of GLM, never streamed.
 
 Request: ``POST`` with ``X-API-Key`` and ``{provider, model, priority, source: "recursivemanager",
-sourceId, messages: [{role, content}], temperature?, maxTokens}``.
+sourceId, messages: [{role, content}], temperature?, maxTokens}``. Text only: a conversation is
+flattened to its text messages (:mod:`rmcore.wire.messages`, which says what cannot go over); the
+router never sends the gateway tools, images or a ``response_format``.
 
 Reply: ``{success, response: {content, model, usage: {inputTokens, outputTokens}}, error?,
 metadata: {waitTime, queueDepth, requestId, provider}}``. A ``success: false`` reply reports its

@@ -1,15 +1,22 @@
 """Anthropic's Messages API.
 
-Request: ``POST`` with ``x-api-key``, ``anthropic-version: 2023-06-01`` and ``{model, system?,
-messages: [{role: user, content}], max_tokens, temperature?, stream?}`` (the system prompt is a
-top-level string, ``max_tokens`` is required).
+Request: ``POST`` with ``x-api-key``, ``anthropic-version: 2023-06-01`` and the request translated
+by :mod:`rmcore.wire.anthropic_request` (``{model, system?, messages, max_tokens, temperature?,
+top_p?, stop_sequences?, tools?, tool_choice?, stream?}``).
 
-Reply: ``{content: [{type: text, text}, ...], model, stop_reason, usage: {input_tokens,
-output_tokens}}``. Streamed: ``message_start`` (model, input tokens), ``content_block_start``,
-``content_block_delta`` (``text_delta``), ``content_block_stop``, ``message_delta`` (stop_reason,
-cumulative output tokens), ``message_stop``, with ``ping`` events anywhere and an ``error`` event
-when the request fails mid-stream. Unknown event types are ignored, as Anthropic's versioning
-policy asks of clients.
+Reply: ``{content: [{type: text, text} | {type: tool_use, id, name, input}, ...], model,
+stop_reason, usage: {input_tokens, output_tokens}}``. Streamed: ``message_start`` (model, input
+tokens), ``content_block_start`` (a ``tool_use`` block brings its id and name),
+``content_block_delta`` (``text_delta``, or ``input_json_delta`` slices of a tool's input JSON),
+``content_block_stop``, ``message_delta`` (stop_reason, cumulative output tokens),
+``message_stop``, with ``ping`` events anywhere and an ``error`` event when the request fails
+mid-stream. Unknown event and block types are ignored, as Anthropic's versioning policy asks of
+clients.
+
+A call of the answer tool that carries a ``response_format`` (see ``anthropic_request``) is the
+answer itself: its input JSON becomes the reply's text (streamed as it arrives), not a tool call,
+and a ``tool_use`` stop reason with no other call becomes ``stop``. To know that tool, the parser
+needs the request: ``parse_response(..., request=)`` and every stream parser have it.
 """
 
 from __future__ import annotations
@@ -23,13 +30,13 @@ from returns.pipeline import flow
 from returns.pointfree import bind
 from returns.result import Result
 
-from rmcore.completion import Completion
+from rmcore.completion import Completion, normalise_finish_reason
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.providers import ProviderKind, ProviderSpec
-from rmcore.requests import ChatRequest, HttpRequest
+from rmcore.requests import ChatRequest, HttpRequest, ToolCall
+from rmcore.wire.anthropic_request import answer_tool_name, anthropic_body
 from rmcore.wire.classify import is_error_body, stream_error
 from rmcore.wire.decode import decode_any, decode_as
-from rmcore.wire.messages import ChatMessage
 from rmcore.wire.reply import Reply, accepted, decoded, not_withheld
 from rmcore.wire.sse import SseEvent
 from rmcore.wire.stream import EventStreamParser
@@ -40,15 +47,6 @@ __all__ = ["ANTHROPIC_VERSION", "AnthropicStreamParser", "build_request", "parse
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-class _Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    model: str
-    system: str | None = None
-    messages: tuple[ChatMessage, ...]
-    max_tokens: int
-    temperature: float | None = None
-    stream: bool = False
-
-
 class _Usage(msgspec.Struct, frozen=True):
     input_tokens: TokenCount | None = None
     output_tokens: TokenCount | None = None
@@ -57,6 +55,9 @@ class _Usage(msgspec.Struct, frozen=True):
 class _Block(msgspec.Struct, frozen=True):
     type: str
     text: str | None = None
+    id: str = ""
+    name: str = ""
+    input: msgspec.Raw = msgspec.Raw()
 
 
 class _Response(msgspec.Struct, frozen=True):
@@ -74,11 +75,13 @@ class _StreamMessage(msgspec.Struct, frozen=True):
 class _StreamDelta(msgspec.Struct, frozen=True):
     type: str | None = None
     text: str | None = None
+    partial_json: str | None = None
     stop_reason: str | None = None
 
 
 class _StreamEvent(msgspec.Struct, frozen=True):
     type: str | None = None
+    index: int = 0
     message: _StreamMessage | None = None
     content_block: _Block | None = None
     delta: _StreamDelta | None = None
@@ -93,29 +96,28 @@ def build_request(provider: ProviderSpec, request: ChatRequest, api_key: str | N
         headers.append(("x-api-key", api_key))
     headers.append(("anthropic-version", ANTHROPIC_VERSION))
     headers.append(("accept", "text/event-stream" if request.stream else "application/json"))
-    body = _Body(
-        model=provider.model,
-        system=request.system or None,
-        messages=(ChatMessage(role="user", content=request.prompt),),
-        max_tokens=request.max_tokens,
-        temperature=request.temperature,
-        stream=request.stream,
-    )
     return HttpRequest(
-        method="POST", url=provider.url, headers=tuple(headers), body=msgspec.json.encode(body)
+        method="POST", url=provider.url, headers=tuple(headers), body=anthropic_body(provider.model, request)
     )
 
 
 def parse_response(
-    provider: ProviderSpec, status: int, headers: Mapping[str, str], body: bytes, now: float
+    provider: ProviderSpec,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: float,
+    request: ChatRequest | None = None,
 ) -> Result[Completion, ProviderError]:
-    """The completion in a whole (non-streamed) reply, or why there is none: the steps of
-    :mod:`rmcore.wire.reply`, then the message's text blocks."""
+    """The completion in a whole (non-streamed) reply to ``request``, or why there is none: the
+    steps of :mod:`rmcore.wire.reply`, then the message's text and tool-use blocks. Without the
+    request, a call of the answer tool stays a tool call."""
+    answer_tool = answer_tool_name(request) if request is not None else None
     return flow(
         Reply(kind=ProviderKind.ANTHROPIC, status=status, headers=headers, body=body, now=now),
         accepted,
         bind(decoded(_Response, _malformed)),
-        bind(partial(_answer, provider, status)),
+        bind(partial(_answer, provider, status, answer_tool)),
     )
 
 
@@ -127,24 +129,50 @@ def _malformed(status: int) -> ProviderError:
     )
 
 
-def _answer(provider: ProviderSpec, status: int, reply: _Response) -> Result[Completion, ProviderError]:
-    """The message's text, unless the provider withheld it (its stop reason)."""
-    content = "".join(b.text for b in reply.content if b.type == "text" and b.text)
+def _answer(
+    provider: ProviderSpec, status: int, answer_tool: str | None, reply: _Response
+) -> Result[Completion, ProviderError]:
+    """The message's text and tool calls, unless the provider withheld it (its stop reason). The
+    answer tool's input is text."""
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for block in reply.content:
+        if block.type == "text" and block.text:
+            texts.append(block.text)
+        elif block.type == "tool_use" and block.name == answer_tool:
+            texts.append(_input_text(block.input))
+        elif block.type == "tool_use":
+            calls.append(ToolCall(id=block.id, name=block.name, arguments=_input_text(block.input)))
+    content = "".join(texts)
     usage = reply.usage or _Usage()
+    output = content + "".join(c.arguments for c in calls)
     return not_withheld(content, reply.stop_reason, refused=False, status=status).map(
         lambda text: Completion(
             content=text,
             model=reply.model or provider.model,
-            usage=usage_from(usage.input_tokens, usage.output_tokens, text),
-            finish_reason=reply.stop_reason,
+            usage=usage_from(usage.input_tokens, usage.output_tokens, output),
+            finish_reason=normalise_finish_reason(reply.stop_reason, has_tool_calls=bool(calls)),
+            tool_calls=tuple(calls),
         )
     )
 
 
+def _input_text(raw: msgspec.Raw) -> str:
+    """A tool-use block's ``input`` as JSON text, exactly as sent (``{}`` when absent)."""
+    return bytes(raw).decode() if raw else "{}"
+
+
 class AnthropicStreamParser(EventStreamParser):
-    """Parses a streamed message: text deltas until ``message_stop``."""
+    """Parses a streamed message: text deltas and tool-use blocks until ``message_stop``. The
+    answer tool's input slices are text deltas (see the module's docstring)."""
 
     terminator = "message_stop"
+
+    def __init__(self, provider: ProviderSpec, request: ChatRequest) -> None:
+        super().__init__(provider, request)
+        self._answer_tool = answer_tool_name(request)
+        self._answer_blocks: dict[int, str] = {}
+        """Index of each answer-tool block, to the text to show if no slice of its input came."""
 
     def _on_event(self, event: SseEvent) -> str | None:
         data = event.data.strip()
@@ -167,11 +195,12 @@ class AnthropicStreamParser(EventStreamParser):
             if parsed.message.usage is not None and parsed.message.usage.input_tokens is not None:
                 self._input_tokens = parsed.message.usage.input_tokens
         elif kind == "content_block_start" and parsed.content_block is not None:
-            block = parsed.content_block
-            return block.text if block.type == "text" and block.text else None
+            return self._block_started(parsed.index, parsed.content_block)
         elif kind == "content_block_delta" and parsed.delta is not None:
-            delta = parsed.delta
-            return delta.text if delta.type == "text_delta" and delta.text else None
+            return self._block_delta(parsed.index, parsed.delta)
+        elif kind == "content_block_stop":
+            self._tools.close(parsed.index)
+            return self._answer_blocks.pop(parsed.index, None) or None
         elif kind == "message_delta":
             if parsed.delta is not None and parsed.delta.stop_reason is not None:
                 self._finish_reason = parsed.delta.stop_reason
@@ -182,4 +211,24 @@ class AnthropicStreamParser(EventStreamParser):
                     self._output_tokens = parsed.usage.output_tokens
         elif kind == "message_stop":
             self._done = True
+        return None
+
+    def _block_started(self, index: int, block: _Block) -> str | None:
+        if block.type == "text":
+            return block.text or None
+        if block.type == "tool_use" and block.name == self._answer_tool:
+            self._answer_blocks[index] = _input_text(block.input)
+        elif block.type == "tool_use":
+            self._tools.begin(index, id=block.id, name=block.name, default_arguments=_input_text(block.input))
+        return None
+
+    def _block_delta(self, index: int, delta: _StreamDelta) -> str | None:
+        if delta.type == "text_delta":
+            return delta.text or None
+        if delta.type != "input_json_delta" or not delta.partial_json:
+            return None
+        if index in self._answer_blocks:
+            self._answer_blocks[index] = ""  # its input arrives as text: nothing more to show at its end
+            return delta.partial_json
+        self._tools.piece(index, arguments=delta.partial_json)
         return None

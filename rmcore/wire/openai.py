@@ -1,13 +1,16 @@
 """The OpenAI chat-completions format: OpenAI itself, GLM, and any OpenAI-compatible server.
 
 Request: ``POST`` the endpoint with ``Authorization: Bearer KEY`` (none for keyless local servers)
-and ``{model, messages, max_tokens, temperature?, stream?, stream_options?}``. A streamed request
-asks for ``stream_options.include_usage`` so that the last chunk before ``data: [DONE]`` carries the
-token counts (with empty ``choices``).
+and the whole request as given (:mod:`rmcore.wire.openai_request`). A streamed request asks for
+``stream_options.include_usage`` so that the last chunk before ``data: [DONE]`` carries the token
+counts (with empty ``choices``).
 
-Reply: ``{choices: [{message: {content, refusal?}, finish_reason}], model, usage: {prompt_tokens,
-completion_tokens}}``; streamed, ``data:`` chunks with ``choices[0].delta.content`` ending with
-``data: [DONE]``. An error inside the stream comes as ``data: {"error": {...}}``.
+Reply: ``{choices: [{message: {content, refusal?, tool_calls?}, finish_reason}], model, usage:
+{prompt_tokens, completion_tokens}}``, a tool call as ``{id, type: function, function: {name,
+arguments}}``; streamed, ``data:`` chunks with ``choices[0].delta.content`` and
+``choices[0].delta.tool_calls[i]`` pieces (by ``index``; the first brings ``id`` and ``name``, each
+a slice of ``function.arguments``), ending with ``data: [DONE]``. An error inside the stream comes
+as ``data: {"error": {...}}``.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ from returns.pipeline import flow
 from returns.pointfree import bind
 from returns.result import Failure, Result
 
-from rmcore.completion import Completion
+from rmcore.completion import Completion, normalise_finish_reason
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.providers import ProviderKind, ProviderSpec
-from rmcore.requests import ChatRequest, HttpRequest
+from rmcore.requests import ChatRequest, HttpRequest, ToolCall
 from rmcore.wire.classify import is_error_body, stream_error
 from rmcore.wire.decode import decode_any, decode_as
-from rmcore.wire.messages import ChatMessage, chat_messages
+from rmcore.wire.openai_request import openai_body
 from rmcore.wire.reply import Reply, accepted, decoded, not_withheld
 from rmcore.wire.sse import SseEvent
 from rmcore.wire.stream import EventStreamParser
@@ -38,27 +41,25 @@ __all__ = ["OpenAIStreamParser", "build_request", "parse_response"]
 DONE = "[DONE]"
 
 
-class _StreamOptions(msgspec.Struct, frozen=True):
-    include_usage: bool
-
-
-class _Body(msgspec.Struct, frozen=True, omit_defaults=True):
-    model: str
-    messages: tuple[ChatMessage, ...]
-    max_tokens: int
-    temperature: float | None = None
-    stream: bool = False
-    stream_options: _StreamOptions | None = None
-
-
 class _Usage(msgspec.Struct, frozen=True):
     prompt_tokens: TokenCount | None = None
     completion_tokens: TokenCount | None = None
 
 
+class _Function(msgspec.Struct, frozen=True):
+    name: str
+    arguments: str = ""
+
+
+class _ToolCall(msgspec.Struct, frozen=True):
+    function: _Function
+    id: str = ""
+
+
 class _Message(msgspec.Struct, frozen=True):
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _Choice(msgspec.Struct, frozen=True):
@@ -72,9 +73,21 @@ class _Response(msgspec.Struct, frozen=True):
     usage: _Usage | None = None
 
 
+class _FunctionPiece(msgspec.Struct, frozen=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCallPiece(msgspec.Struct, frozen=True):
+    index: int = 0
+    id: str | None = None
+    function: _FunctionPiece | None = None
+
+
 class _Delta(msgspec.Struct, frozen=True):
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[_ToolCallPiece] | None = None
 
 
 class _ChunkChoice(msgspec.Struct, frozen=True):
@@ -96,16 +109,8 @@ def build_request(provider: ProviderSpec, request: ChatRequest, api_key: str | N
     if api_key is not None:
         headers.append(("Authorization", f"Bearer {api_key}"))
     headers.append(("Accept", "text/event-stream" if request.stream else "application/json"))
-    body = _Body(
-        model=provider.model,
-        messages=chat_messages(request),
-        max_tokens=request.max_tokens,
-        temperature=request.temperature,
-        stream=request.stream,
-        stream_options=_StreamOptions(include_usage=True) if request.stream else None,
-    )
     return HttpRequest(
-        method="POST", url=provider.url, headers=tuple(headers), body=msgspec.json.encode(body)
+        method="POST", url=provider.url, headers=tuple(headers), body=openai_body(provider.model, request)
     )
 
 
@@ -131,26 +136,38 @@ def parse_response(
 
 
 def _answer(provider: ProviderSpec, status: int, reply: _Response) -> Result[Completion, ProviderError]:
-    """The first choice's answer, unless there is none or the provider withheld it."""
+    """The first choice's answer (text and tool calls), unless there is none or the provider
+    withheld it."""
     if not reply.choices:
         return Failure(_malformed(status, "no choices"))
     choice = reply.choices[0]
     usage = reply.usage or _Usage()
     message = choice.message
+    calls = tuple(
+        ToolCall(id=c.id or f"call_{i}", name=c.function.name, arguments=c.function.arguments)
+        for i, c in enumerate(message.tool_calls or ())
+    )
+    output = (message.content or "") + "".join(c.arguments for c in calls)
     return not_withheld(
-        message.content or "", choice.finish_reason, refused=bool(message.refusal), status=status
+        message.content or "",
+        choice.finish_reason,
+        refused=bool(message.refusal) and not calls,
+        status=status,
     ).map(
         lambda content: Completion(
             content=content,
             model=reply.model or provider.model,
-            usage=usage_from(usage.prompt_tokens, usage.completion_tokens, content),
-            finish_reason=choice.finish_reason,
+            usage=usage_from(usage.prompt_tokens, usage.completion_tokens, output),
+            finish_reason=normalise_finish_reason(choice.finish_reason, has_tool_calls=bool(calls)),
+            tool_calls=calls,
         )
     )
 
 
 class OpenAIStreamParser(EventStreamParser):
-    """Parses a streamed chat completion: deltas until ``data: [DONE]``."""
+    """Parses a streamed chat completion: text deltas and tool-call pieces until ``data: [DONE]``.
+    A finish reason closes every tool call; one still open when the stream is cut is named in the
+    ``stream_truncated`` message."""
 
     terminator = "data: [DONE]"
 
@@ -182,10 +199,15 @@ class OpenAIStreamParser(EventStreamParser):
         if not chunk.choices:
             return None
         choice = next((c for c in chunk.choices if c.index == 0), chunk.choices[0])
+        if choice.delta is not None:
+            for piece in choice.delta.tool_calls or ():
+                function = piece.function or _FunctionPiece()
+                self._tools.piece(
+                    piece.index, id=piece.id, name=function.name, arguments=function.arguments or ""
+                )
+            if choice.delta.refusal:
+                self._refusal.append(choice.delta.refusal)
         if choice.finish_reason:
             self._finish_reason = choice.finish_reason
-        if choice.delta is None:
-            return None
-        if choice.delta.refusal:
-            self._refusal.append(choice.delta.refusal)
-        return choice.delta.content or None
+            self._tools.close_all()
+        return (choice.delta.content or None) if choice.delta is not None else None

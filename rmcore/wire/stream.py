@@ -4,26 +4,27 @@ OpenAI and Anthropic parsers share.
 The shell creates one parser per response whose status is 200, feeds it every body chunk as it
 arrives (split anywhere), shows the text deltas it returns, aborts when ``error`` is set, and calls
 ``finish`` when the body ends. A stream is a success only when its terminating event arrived:
-``finish`` on a stream cut short is ``Failure(stream_truncated)``, however much text came.
+``finish`` on a stream cut short is ``Failure(stream_truncated)``, however much text came, and
+whether or not it was cut inside a tool call (the message says which). Tool calls are assembled
+from their pieces (:mod:`rmcore.wire.tool_calls`) and come back in the ``Completion``.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from functools import partial
 from typing import Protocol
 
-from returns.pipeline import flow, is_successful
-from returns.pointfree import bind, map_
+from returns.pipeline import is_successful
 from returns.result import Failure, Result, Success
 
-from rmcore.completion import Completion
+from rmcore.completion import Completion, normalise_finish_reason
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.providers import ProviderSpec
-from rmcore.requests import ChatRequest
+from rmcore.requests import ChatRequest, ToolCall
 from rmcore.wire.reply import not_withheld
 from rmcore.wire.sse import SseDecoder, SseEvent
+from rmcore.wire.tool_calls import ToolCallAssembly
 from rmcore.wire.usage import usage_from
 
 __all__ = ["EventStreamParser", "StreamParser", "WholeBodyParser"]
@@ -72,6 +73,7 @@ class EventStreamParser(abc.ABC):
         self._output_tokens: int | None = None
         self._finish_reason: str | None = None
         self._refusal: list[str] = []
+        self._tools = ToolCallAssembly()
 
     @property
     def error(self) -> ProviderError | None:
@@ -99,13 +101,14 @@ class EventStreamParser(abc.ABC):
         return deltas
 
     def finish(self) -> Result[Completion, ProviderError]:
-        """Success only when the terminating event arrived and the answer was not withheld: the
-        stream's text, through the same :func:`~rmcore.wire.reply.not_withheld` step as a whole
-        reply, made a ``Completion``."""
-        return flow(
-            self._text(),
-            bind(partial(not_withheld, finish_reason=self._finish_reason, refused=bool(self._refusal))),
-            map_(self._completion),
+        """Success only when the terminating event arrived, every tool call was whole and the
+        answer was not withheld: the stream's text and tool calls, through the same
+        :func:`~rmcore.wire.reply.not_withheld` step as a whole reply, made a ``Completion``."""
+        return Result.do(
+            self._completion(content, calls)
+            for text in self._text()
+            for calls in self._tool_calls()
+            for content in not_withheld(text, self._finish_reason, refused=bool(self._refusal) and not calls)
         )
 
     def _text(self) -> Result[str, ProviderError]:
@@ -113,23 +116,35 @@ class EventStreamParser(abc.ABC):
         if self._error is not None:
             return Failure(self._error)
         if not self._done:
+            where = f", inside tool call {name}" if (name := self._tools.open_call()) else ""
             return Failure(
                 ProviderError(
                     kind=ErrorKind.STREAM_TRUNCATED,
                     message=(
                         f"the stream ended before {self.terminator}, after {self._chars} characters of text"
+                        f"{where}"
                     ),
                     status=200,
                 )
             )
         return Success("".join(self._parts))
 
-    def _completion(self, content: str) -> Completion:
+    def _tool_calls(self) -> Result[tuple[ToolCall, ...], ProviderError]:
+        """The assembled tool calls; a call without a name makes the stream malformed."""
+        return self._tools.calls().alt(
+            lambda what: ProviderError(
+                kind=ErrorKind.MALFORMED_RESPONSE, message=f"malformed stream: {what}", status=200
+            )
+        )
+
+    def _completion(self, content: str, calls: tuple[ToolCall, ...]) -> Completion:
+        output = content + self._tools.arguments_text()
         return Completion(
             content=content,
             model=self._model or self._provider.model,
-            usage=usage_from(self._input_tokens, self._output_tokens, content, self._request),
-            finish_reason=self._finish_reason,
+            usage=usage_from(self._input_tokens, self._output_tokens, output, self._request),
+            finish_reason=normalise_finish_reason(self._finish_reason, has_tool_calls=bool(calls)),
+            tool_calls=calls,
         )
 
     def _stopped(self) -> bool:

@@ -32,7 +32,7 @@ async def four_at_once(limit: int | None) -> tuple[float, list[float]]:
 
             async def one(i: int) -> None:
                 routing = Routing(client, lambda s: env["GLM_API_KEY"], limits=shared)
-                outcome = await route(plan, ChatRequest(prompt=f"q{i}"), routing)
+                outcome = await route(plan, ChatRequest.ask(f"q{i}"), routing)
                 assert outcome.ok
                 latencies.extend(a.latency_ms for a in outcome.attempts)
 

@@ -86,7 +86,7 @@ def _chat(box: Sandbox, name: str, stream: bool) -> tuple[dict[str, Any], dict[s
 
 
 def _request(stream: bool) -> ChatRequest:
-    return ChatRequest(prompt="Say something long.", max_tokens=50, stream=stream)
+    return ChatRequest.ask("Say something long.", max_tokens=50, stream=stream)
 
 
 @pytest.mark.anyio
@@ -199,7 +199,7 @@ async def _attempt(handler: Any, *, stream: bool = False) -> AttemptSucceeded | 
     spec = _spec()
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         return await perform_attempt(
-            client, _action(spec), ChatRequest(prompt="hi", stream=stream), "k" * 12, time.monotonic
+            client, _action(spec), ChatRequest.ask("hi", stream=stream), "k" * 12, time.monotonic
         )
 
 
@@ -372,7 +372,7 @@ async def test_a_cut_off_stream_is_charged_at_most_max_tokens() -> None:
     event = await _attempt(handler, stream=True)
     assert isinstance(event, AttemptFailed) and event.error.kind is ErrorKind.MALFORMED_RESPONSE
     assert event.error.message == "stream larger than the 16 MiB limit; cut off there"
-    assert event.usage is not None and event.usage.output_tokens == ChatRequest(prompt="hi").max_tokens
+    assert event.usage is not None and event.usage.output_tokens == ChatRequest.ask("hi").max_tokens
 
 
 # -- rmgr ask end to end, its memory measured ----------------------------------------------------------

@@ -27,7 +27,7 @@ from rmcore.requests import ChatRequest
 
 pytestmark = pytest.mark.anyio
 
-REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", system="You are terse.", max_tokens=200)
+REQUEST = ChatRequest.ask("Should we migrate to Kubernetes?", system="You are terse.", max_tokens=200)
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ async def test_requests_carry_the_reference_headers_and_bodies(box: Sandbox) -> 
 
 async def test_temperature_zero_is_sent_as_zero(box: Sandbox) -> None:
     """A temperature of 0 is sent as 0, not left out as if unset."""
-    request = ChatRequest(prompt="x", temperature=0.0)
+    request = ChatRequest.ask("x", temperature=0.0)
     assert (await run(box, target(box, "openai-direct"), request=request)).ok
     [sent] = box.requests("openai-direct")
     assert sent.body["temperature"] == 0

@@ -37,7 +37,7 @@ from tests.cli.state.backends import Backend
 
 pytestmark = pytest.mark.anyio
 
-REQUEST = ChatRequest(prompt="Should we shard the orders database now?", max_tokens=100)
+REQUEST = ChatRequest.ask("Should we shard the orders database now?", max_tokens=100)
 WORST_USD = 1.0
 """glm-direct's worst case for ``REQUEST`` at the prices ``glm`` gives it: 100 tokens at $0.01."""
 NO_HOOKS = Hooks()
@@ -162,6 +162,7 @@ def with_parts(state: State, **parts: object) -> State:
         "caps": state.caps,
         "cache": state.cache,
         "history": state.history,
+        "conversations": state.conversations,
         "local_caps": state.local_caps,
     }
     return State(**{**concerns, **parts}, where=state.where)  # type: ignore[arg-type]
@@ -434,7 +435,13 @@ async def test_a_state_lost_while_the_request_runs_keeps_the_spend_on_this_host(
 
 def test_quota_is_a_skip_kind() -> None:
     """A target skipped for its quota gets the "Skipped provider" line, not a fail-over warning."""
-    assert {ErrorKind.QUOTA, ErrorKind.BUDGET, ErrorKind.CIRCUIT_OPEN, ErrorKind.UNHEALTHY} == SKIP_KINDS
+    assert {
+        ErrorKind.QUOTA,
+        ErrorKind.BUDGET,
+        ErrorKind.CIRCUIT_OPEN,
+        ErrorKind.UNHEALTHY,
+        ErrorKind.UNSUPPORTED,
+    } == SKIP_KINDS
 
 
 async def test_a_short_slot_lease_is_renewed_while_its_request_runs(

@@ -33,7 +33,7 @@ from rmcore.providers import ProviderSpec, builtin_providers
 from rmcore.requests import ChatRequest
 from tests.cli.helpers import REPO, Cli, SandboxProcess
 
-REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", max_tokens=200)
+REQUEST = ChatRequest.ask("Should we migrate to Kubernetes?", max_tokens=200)
 POLICIES = REPO / "policies"
 SHIPPED = sorted(POLICIES.glob("*.toml"))
 NEW_POLICIES = ("balanced", "compare", "cost-first", "fastest", "hedged", "race-then-fallback")

@@ -47,14 +47,14 @@ NOW = 1_700_000_000.0
 QUESTION = "Should we migrate to Kubernetes?"
 """The question the tests ask, as the seed's examples do."""
 
-REQUEST = ChatRequest(prompt=QUESTION, max_tokens=100)
+REQUEST = ChatRequest.ask(QUESTION, max_tokens=100)
 """A small streamed request: the prompt above, at most 100 tokens of answer."""
 
 
 def chat_request(prompt: str = QUESTION, **fields: Any) -> ChatRequest:
     """A ``ChatRequest`` for ``prompt`` (100 tokens of answer unless ``max_tokens`` is given)."""
     fields.setdefault("max_tokens", 100)
-    return ChatRequest(prompt=prompt, **fields)
+    return ChatRequest.ask(prompt, **fields)
 
 
 def spec(

@@ -56,7 +56,16 @@ def test_breaking_kinds_are_exactly_the_provider_failures() -> None:
 
 @pytest.mark.parametrize(
     "kind",
-    ["bad_request", "context_length", "content_filter", "cancelled", "budget", "deadline", "circuit_open"],
+    [
+        "bad_request",
+        "context_length",
+        "content_filter",
+        "cancelled",
+        "budget",
+        "deadline",
+        "circuit_open",
+        "unsupported",
+    ],
 )
 def test_request_and_run_failures_do_not_count(kind: str) -> None:
     """Failures of the request or of the run (bad request, context length, content filter, cancelled,

@@ -47,7 +47,7 @@ SPEC = ProviderSpec(
     input_usd_per_mtok=10.0,
     output_usd_per_mtok=30.0,
 )
-REQUEST = ChatRequest(prompt="Should we?", max_tokens=1000)
+REQUEST = ChatRequest.ask("Should we?", max_tokens=1000)
 PLAN = RunPlan(targets=(TargetPlan(provider=SPEC),), limits=RunLimits(max_usd=1.0))
 
 
@@ -355,7 +355,7 @@ def shared_runs(draw: st.DrawFn, *, roomy: bool = False) -> tuple[list[Engine], 
             limits=RunLimits(deadline_s=draw(st.floats(2.0, 60.0)) if not roomy else 10_000.0),
             retry=RetryRules(backoff_initial_s=0.1, backoff_max_s=0.5),
         )
-        request = ChatRequest(prompt="q" * draw(st.integers(1, 400)), max_tokens=draw(st.integers(50, 2_000)))
+        request = ChatRequest.ask("q" * draw(st.integers(1, 400)), max_tokens=draw(st.integers(50, 2_000)))
         plans.append((plan, request))
     worsts = [worst_case_usd(r, t.provider) for p, r in plans for t in leaves(p)]
     if roomy:
@@ -426,7 +426,7 @@ def test_eight_perspectives_share_a_budget_that_holds_two_worst_cases() -> None:
         input_usd_per_mtok=10.0,
         output_usd_per_mtok=30.0,
     )
-    request = ChatRequest(prompt="p" * 900, max_tokens=1024)
+    request = ChatRequest.ask("p" * 900, max_tokens=1024)
     plan = RunPlan(targets=(TargetPlan(provider=openai),), limits=RunLimits(max_usd=0.10))
     ledger = Ledger(0.10)
     engines = [Engine(plan, request, seed=i, ledger=ledger) for i in range(8)]

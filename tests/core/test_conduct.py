@@ -24,7 +24,7 @@ from rmcore.requests import ChatRequest
 from rmcore.simulate import SimProvider, SimReply, Simulation, simulate
 from rmcore.usage import AttemptRow, summarize
 
-REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", max_tokens=100)
+REQUEST = ChatRequest.ask("Should we migrate to Kubernetes?", max_tokens=100)
 CONFIGURABLE = sorted(conduct.CONFIGURABLE_KINDS)
 """The kinds a provider can end an attempt with (and a policy can list in ``retry``)."""
 
@@ -70,12 +70,13 @@ def test_every_strategy_has_exactly_one_row() -> None:
 
 def test_a_row_is_consistent_with_itself() -> None:
     """An unsent kind is never retried (nothing was tried); a kind that stops the run is not
-    retried first; only ``cancelled`` is no failure; a run's own endings are not configurable."""
+    retried first; only ``cancelled`` and ``unsupported`` are no failure; a run's own endings are
+    not configurable."""
     for kind, row in CONDUCT.items():
         assert not (row.retried and not row.sent), kind
         assert not (row.retried and row.stops), kind
         assert row.fails_over == (row.then is Then.FAIL_OVER)
-        assert row.failure == (kind is not ErrorKind.CANCELLED)
+        assert row.failure == (kind not in (ErrorKind.CANCELLED, ErrorKind.UNSUPPORTED))
         assert row.configurable == (row.sent and row.then is not Then.END)
 
 
@@ -160,6 +161,7 @@ def test_sent_kinds_are_the_attempt_kinds() -> None:
         ErrorKind.QUOTA,
         ErrorKind.CIRCUIT_OPEN,
         ErrorKind.UNHEALTHY,
+        ErrorKind.UNSUPPORTED,
     } == conduct.UNSENT_KINDS
 
 

@@ -22,7 +22,7 @@ from rmcore.requests import ChatRequest
 from rmcore.simulate import SimProvider, SimReply, simulate
 from tests.core.helpers import failure, spec
 
-REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", max_tokens=100)
+REQUEST = ChatRequest.ask("Should we migrate to Kubernetes?", max_tokens=100)
 
 
 def plan(*names: str, max_attempts: int = 2, **limits: float) -> RunPlan:
@@ -216,7 +216,7 @@ def scenarios(draw: st.DrawFn) -> tuple[RunPlan, ChatRequest, dict[str, SimProvi
         ),
         check_before_use=draw(st.booleans()),
     )
-    request = ChatRequest(prompt=draw(st.text(max_size=200)), max_tokens=draw(st.integers(1, 4_000)))
+    request = ChatRequest.ask(draw(st.text(max_size=200)), max_tokens=draw(st.integers(1, 4_000)))
     sims = {n: draw(providers) for n in names}
     return run_plan, request, sims, draw(st.integers(0, 2**32))
 

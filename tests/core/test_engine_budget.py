@@ -30,7 +30,7 @@ from rmcore.pricing import worst_case_usd
 from rmcore.requests import ChatRequest
 from tests.core.helpers import answer, failure, spec
 
-REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", max_tokens=1000)
+REQUEST = ChatRequest.ask("Should we migrate to Kubernetes?", max_tokens=1000)
 WORST = worst_case_usd(REQUEST, spec("a"))
 """The worst case of one attempt at any provider of these tests (all priced alike)."""
 

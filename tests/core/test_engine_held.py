@@ -25,7 +25,7 @@ from rmcore.policy.schema import Strategy
 from rmcore.requests import ChatRequest
 from tests.core.helpers import spec
 
-REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", max_tokens=100)
+REQUEST = ChatRequest.ask("Should we migrate to Kubernetes?", max_tokens=100)
 
 
 def race(ledger: Ledger | None = None, deadline_s: float = 30.0) -> tuple[Engine, StartAttempt, StartAttempt]:

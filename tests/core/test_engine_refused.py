@@ -33,7 +33,7 @@ from rmcore.requests import ChatRequest
 from rmcore.simulate import SimStep, describe
 from tests.core.helpers import answer, spec
 
-REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", max_tokens=100)
+REQUEST = ChatRequest.ask("Should we migrate to Kubernetes?", max_tokens=100)
 QUOTA_FULL = "the 5-hour request quota provider:a:requests:18000s (2400 of 2400 requests used) is full"
 BUDGET_FULL = "the daily budget policy:p:usd:day ($5.00 of $5.00 used) cannot take this request"
 

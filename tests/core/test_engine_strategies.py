@@ -45,7 +45,7 @@ START_S = 1_000.0
 NAMES = ("a", "b", "c", "d")
 EPS = 1e-9
 USD_EPS = 1e-12
-REQUEST = ChatRequest(prompt="Should we migrate to Kubernetes?", max_tokens=100)
+REQUEST = ChatRequest.ask("Should we migrate to Kubernetes?", max_tokens=100)
 
 # Kinds a provider can end an attempt with (the others describe runs or skipped targets), and
 # those a random policy may list in ``retry.on``.
@@ -240,7 +240,7 @@ def scenarios(
         failure_threshold=draw(st.integers(1, 4)),
         cooldown_s=draw(st.floats(min_value=0.0, max_value=60.0)),
     )
-    request = ChatRequest(prompt=draw(st.text(max_size=80)), max_tokens=draw(st.integers(1, 2_000)))
+    request = ChatRequest.ask(draw(st.text(max_size=80)), max_tokens=draw(st.integers(1, 2_000)))
     dearest = max(worst_case_usd(request, p) for p in specs.values())
     # A generous budget, or one of a few worst cases, where what running attempts may still cost
     # decides whether another can start.

@@ -8,7 +8,13 @@ import pytest
 
 from rmcore.errors import ATTEMPT_KINDS, ErrorKind, ProviderError
 
-UNSENT = {ErrorKind.BUDGET, ErrorKind.QUOTA, ErrorKind.CIRCUIT_OPEN, ErrorKind.UNHEALTHY}
+UNSENT = {
+    ErrorKind.BUDGET,
+    ErrorKind.QUOTA,
+    ErrorKind.CIRCUIT_OPEN,
+    ErrorKind.UNHEALTHY,
+    ErrorKind.UNSUPPORTED,
+}
 
 CONTRACT = {
     "connection",
@@ -30,6 +36,7 @@ CONTRACT = {
     "circuit_open",
     "unhealthy",
     "cancelled",
+    "unsupported",
 }
 """The kinds of DESIGN §4, as they appear in JSON ``outcome`` and in ``retry.on``."""
 
@@ -48,8 +55,8 @@ def test_each_kind_is_its_lower_case_name_and_reads_back(kind: ErrorKind) -> Non
 
 
 def test_attempt_kinds_leave_out_exactly_the_targets_skipped_unsent() -> None:
-    """A request actually sent can end in every kind but budget, quota, circuit_open and
-    unhealthy, which describe targets passed over without a request."""
+    """A request actually sent can end in every kind but budget, quota, circuit_open, unhealthy
+    and unsupported, which describe targets passed over without a request."""
     assert frozenset(ErrorKind) - ATTEMPT_KINDS == UNSENT
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,14 +13,15 @@ from hypothesis import strategies as st
 from rmcore.completion import Usage
 from rmcore.pricing import cost_usd, estimate_prompt_tokens, worst_case_usd
 from rmcore.providers import ProviderSpec
-from rmcore.requests import ChatRequest
+from rmcore.requests import ChatRequest, ImagePart, Message, ResponseFormat, TextPart, Tool, ToolCall
 from tests.core.helpers import chat_request, spec
+from tests.core.request_strategies import chat_requests
 
 PRICES = st.floats(min_value=0.0, max_value=1_000.0)
 TOKENS = st.integers(min_value=0, max_value=10_000_000)
 USAGES = st.builds(Usage, input_tokens=TOKENS, output_tokens=TOKENS, estimated=st.booleans())
 REQUESTS = st.builds(
-    ChatRequest,
+    ChatRequest.ask,
     prompt=st.text(max_size=300),
     system=st.none() | st.text(max_size=100),
     max_tokens=st.integers(min_value=1, max_value=200_000),
@@ -46,22 +48,61 @@ def test_nothing_used_costs_nothing_and_a_free_provider_costs_nothing() -> None:
 
 def test_the_prompt_estimate_is_a_token_per_three_bytes_plus_an_overhead_per_message() -> None:
     """ceil(bytes / 3) + 8 for the prompt, and the same for a system text when there is one."""
-    assert estimate_prompt_tokens(ChatRequest(prompt="abcdefg")) == 3 + 8
-    assert estimate_prompt_tokens(ChatRequest(prompt="abcdefg", system="xyz")) == (3 + 8) + (1 + 8)
-    assert estimate_prompt_tokens(ChatRequest(prompt="")) == 8
+    assert estimate_prompt_tokens(ChatRequest.ask("abcdefg")) == 3 + 8
+    assert estimate_prompt_tokens(ChatRequest.ask("abcdefg", system="xyz")) == (3 + 8) + (1 + 8)
+    assert estimate_prompt_tokens(ChatRequest.ask("")) == 8
 
 
 def test_an_empty_system_text_is_no_message() -> None:
     """An empty system text adds no per-message overhead: it is not sent."""
-    assert estimate_prompt_tokens(ChatRequest(prompt="hello", system="")) == estimate_prompt_tokens(
-        ChatRequest(prompt="hello")
+    assert estimate_prompt_tokens(ChatRequest.ask("hello", system="")) == estimate_prompt_tokens(
+        ChatRequest.ask("hello")
     )
 
 
 def test_the_estimate_counts_utf8_bytes_not_characters() -> None:
     """Three "é" are six UTF-8 bytes, so two tokens, where three ASCII letters are one."""
-    assert estimate_prompt_tokens(ChatRequest(prompt="ééé")) == 2 + 8
-    assert estimate_prompt_tokens(ChatRequest(prompt="eee")) == 1 + 8
+    assert estimate_prompt_tokens(ChatRequest.ask("ééé")) == 2 + 8
+    assert estimate_prompt_tokens(ChatRequest.ask("eee")) == 1 + 8
+
+
+def test_every_message_of_a_conversation_is_counted() -> None:
+    """Each message's text and overhead, an assistant's calls (id, name, arguments) and a tool
+    result's id with its message."""
+    request = ChatRequest(
+        messages=(
+            Message(role="user", content="abc"),
+            Message(role="assistant", tool_calls=(ToolCall(id="i", name="f", arguments="{}"),)),
+            Message(role="tool", content="r", tool_call_id="i"),
+        )
+    )
+    assert estimate_prompt_tokens(request) == (1 + 8) + (math.ceil(4 / 3) + 8) + (1 + 8)
+
+
+def test_an_image_counts_a_thousand_tokens() -> None:
+    """An image is a fixed 1,000 tokens, besides its message's text."""
+    parts = (TextPart(text="abc"), ImagePart(url="data:image/png;base64," + "A" * 3000))
+    request = ChatRequest(messages=(Message(role="user", content=parts),))
+    assert estimate_prompt_tokens(request) == 1 + 8 + 1_000
+
+
+def test_tool_definitions_and_a_json_schema_count_like_messages() -> None:
+    """A tool's name, description and schema bytes; a response format's schema."""
+    schema = msgspec.Raw(b'{"type":"object"}')  # 17 bytes
+    tool = Tool(name="fff", description="ddd", parameters=schema)
+    plain = estimate_prompt_tokens(ChatRequest.ask("abc"))
+    with_tool = estimate_prompt_tokens(ChatRequest.ask("abc", tools=(tool,)))
+    assert with_tool - plain == math.ceil((3 + 3 + 17) / 3) + 8
+    fmt = ResponseFormat(type="json_schema", name="x", schema=schema)
+    assert (
+        estimate_prompt_tokens(ChatRequest.ask("abc", response_format=fmt)) - plain == math.ceil(17 / 3) + 8
+    )
+
+
+@given(chat_requests())
+def test_a_conversation_costs_at_least_its_prompt_alone(request: ChatRequest) -> None:
+    """Counting the whole conversation never estimates less than its last prompt alone."""
+    assert estimate_prompt_tokens(request) >= estimate_prompt_tokens(ChatRequest.ask(request.prompt))
 
 
 def test_the_worst_case_is_the_prompt_estimate_plus_max_tokens_at_the_prices() -> None:
@@ -114,7 +155,7 @@ def test_more_max_tokens_never_lowers_the_worst_case(
 ) -> None:
     """Raising ``max_tokens`` can only raise the worst case."""
     provider = priced(input_usd, output_usd)
-    bigger = ChatRequest(prompt=request.prompt, system=request.system, max_tokens=request.max_tokens + more)
+    bigger = ChatRequest.ask(request.prompt, system=request.system, max_tokens=request.max_tokens + more)
     assert worst_case_usd(bigger, provider) >= worst_case_usd(request, provider)
 
 
@@ -122,6 +163,6 @@ def test_more_max_tokens_never_lowers_the_worst_case(
 def test_the_prompt_estimate_errs_high(prompt: str, system: str | None) -> None:
     """The estimate is at least one token per four UTF-8 bytes (what tokenisers average on prose),
     plus one overhead per message sent, so that budgets err on the side of not spending."""
-    estimate = estimate_prompt_tokens(ChatRequest(prompt=prompt, system=system))
+    estimate = estimate_prompt_tokens(ChatRequest.ask(prompt, system=system))
     texts = [prompt] + ([system] if system else [])
     assert estimate >= sum(math.ceil(len(t.encode()) / 4) for t in texts) + 8 * len(texts)

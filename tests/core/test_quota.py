@@ -222,7 +222,7 @@ def test_an_attempt_charges_the_same_worst_case_the_engine_holds() -> None:
         input_usd_per_mtok=2.0,
         output_usd_per_mtok=4.0,
     )
-    request = ChatRequest(prompt="Is the budget safe?", max_tokens=500)
+    request = ChatRequest.ask("Is the budget safe?", max_tokens=500)
     all_caps = [
         Cap(key="policy:p:usd:day", scope="policy:p", resource=Resource.USD, limit=5.0, period=Period.DAY),
         Cap(

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import msgspec
+
 from rmcore.attempts import AttemptRecord
 from rmcore.completion import Usage
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.events import ProviderAnswer, RunOutcome, SkippedTarget
+from rmcore.requests import ToolCall
 from rmcore.results import ask_json, attempt_json
 from tests.core.helpers import completion
 
@@ -30,6 +33,7 @@ ASK_KEYS = {
     "provider",
     "model",
     "usage",
+    "toolCalls",
     "finishReason",
     "costUsd",
     "latencyMs",
@@ -132,3 +136,15 @@ def test_results_are_plain_json() -> None:
     for outcome in (ANSWERED, FAILED):
         doc = ask_json(outcome, latency_ms=1.0)
         assert json.loads(json.dumps(doc)) == doc
+
+
+def test_tool_calls_come_back_in_one_shape() -> None:
+    """The tool calls the model asked for: ``[{id, name, arguments}]``, arguments the JSON text
+    as produced; none is an empty list, for an answer and for a failure alike."""
+    call = ToolCall(id="call_1", name="get_weather", arguments='{"city": "Paris"}')
+    asked = msgspec.structs.replace(ANSWER, content="", tool_calls=(call,), finish_reason="tool_calls")
+    doc = ask_json(msgspec.structs.replace(ANSWERED, completion=asked), latency_ms=1.0)
+    assert doc["toolCalls"] == [{"id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}]
+    assert doc["finishReason"] == "tool_calls"
+    assert ask_json(ANSWERED, latency_ms=1.0)["toolCalls"] == []
+    assert ask_json(FAILED, latency_ms=1.0)["toolCalls"] == []

@@ -93,13 +93,14 @@ def test_nested_target_tables_decode_to_any_depth() -> None:
 
 
 def test_non_attempt_kinds_are_the_run_level_kinds() -> None:
-    """The kinds that cannot end an attempt are budget, quota, circuit_open, unhealthy, deadline and
-    cancelled."""
+    """The kinds that cannot end an attempt are budget, quota, circuit_open, unhealthy,
+    unsupported, deadline and cancelled."""
     assert {k.value for k in NON_ATTEMPT_KINDS} == {
         "budget",
         "quota",
         "circuit_open",
         "unhealthy",
+        "unsupported",
         "deadline",
         "cancelled",
     }

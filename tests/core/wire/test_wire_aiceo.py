@@ -21,8 +21,8 @@ PROVIDER = ProviderSpec(
     aiceo_provider="glm",
     aiceo_priority="normal",
 )
-REQUEST = ChatRequest(
-    prompt="Analyze X",
+REQUEST = ChatRequest.ask(
+    "Analyze X",
     system="You are an expert",
     max_tokens=2000,
     temperature=0.0,
@@ -65,7 +65,7 @@ def test_request_headers_and_body_are_never_streamed() -> None:
 
 def test_request_without_key_system_or_temperature() -> None:
     """Without a key, system text or temperature, none of them is sent; the source id defaults to ``ask``."""
-    http = build_request(PROVIDER, ChatRequest(prompt="Q"), None)
+    http = build_request(PROVIDER, ChatRequest.ask("Q"), None)
     assert all(name != "X-API-Key" for name, _ in http.headers)
     body = json.loads(http.body)
     assert body["messages"] == [{"role": "user", "content": "Q"}]

@@ -12,14 +12,14 @@ from returns.result import Failure, Result, Success
 from rmcore.completion import Completion, Usage
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.providers import ProviderKind, ProviderSpec
-from rmcore.requests import ChatRequest
+from rmcore.requests import ChatRequest, ToolCall
 from rmcore.wire import build_request, parse_response, stream_parser
 from tests.core.helpers import split
 
 PROVIDER = ProviderSpec(
     name="claude", kind=ProviderKind.ANTHROPIC, url="http://127.0.0.1:8001/v1/messages", model="claude-test"
 )
-REQUEST = ChatRequest(prompt="Say hi", system="Be brief", max_tokens=64, temperature=0.0, stream=True)
+REQUEST = ChatRequest.ask("Say hi", system="Be brief", max_tokens=64, temperature=0.0, stream=True)
 NOW = 1_700_000_000.0
 
 
@@ -90,7 +90,7 @@ EXPECTED = Completion(
     content="Héllo, 世界 🎉",
     model="claude-test-20250101",
     usage=Usage(input_tokens=25, output_tokens=15),
-    finish_reason="end_turn",
+    finish_reason="stop",
 )
 
 
@@ -124,7 +124,7 @@ def test_streaming_request_headers_and_body() -> None:
 
 def test_whole_request_without_key_system_or_temperature() -> None:
     """Without a key, system text or temperature none is sent; ``max_tokens`` always is."""
-    http = build_request(PROVIDER, ChatRequest(prompt="Q", stream=False), None)
+    http = build_request(PROVIDER, ChatRequest.ask("Q", stream=False), None)
     assert [name for name, _ in http.headers] == ["content-type", "anthropic-version", "accept"]
     assert json.loads(http.body) == {
         "model": "claude-test",
@@ -156,13 +156,15 @@ def reply(**overrides: object) -> bytes:
 
 
 def test_whole_reply_joins_text_blocks() -> None:
-    """A whole reply's text blocks are joined; model, usage and stop reason are kept."""
+    """A whole reply's text blocks are joined and its tool_use block is a tool call (its input as
+    JSON text); model and usage are kept, the stop reason normalised (``end_turn`` is ``stop``)."""
     assert parse_response(PROVIDER, 200, {}, reply(), NOW) == Success(
         Completion(
             content="Hello world",
             model="claude-test-20250101",
             usage=Usage(input_tokens=10, output_tokens=4),
-            finish_reason="end_turn",
+            finish_reason="stop",
+            tool_calls=(ToolCall(id="t", name="n", arguments="{}"),),
         )
     )
 
@@ -175,7 +177,7 @@ def test_missing_usage_is_estimated() -> None:
             content="12345",
             model="claude-test",
             usage=Usage(output_tokens=2, estimated=True),
-            finish_reason="max_tokens",
+            finish_reason="length",
         )
     )
 

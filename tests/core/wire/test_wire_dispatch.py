@@ -22,7 +22,7 @@ PROVIDERS = {
     kind: ProviderSpec(name=f"p-{kind}", kind=kind, url="http://127.0.0.1:9999/x", model=f"m-{kind}")
     for kind in ProviderKind
 }
-REQUEST = ChatRequest(prompt="p", system="s", stream=True)
+REQUEST = ChatRequest.ask("p", system="s", stream=True)
 
 KEYS = [
     "error",

@@ -20,7 +20,7 @@ from tests.core.helpers import split
 PROVIDER = ProviderSpec(
     name="local", kind=ProviderKind.OPENAI, url="http://127.0.0.1:8000/v1/chat/completions", model="gpt-test"
 )
-REQUEST = ChatRequest(prompt="Say hi", system="Be brief", max_tokens=50, temperature=0.0, stream=True)
+REQUEST = ChatRequest.ask("Say hi", system="Be brief", max_tokens=50, temperature=0.0, stream=True)
 NOW = 1_700_000_000.0
 
 
@@ -91,7 +91,7 @@ def test_streaming_request_headers_and_body() -> None:
 
 def test_whole_request_without_key_system_or_temperature() -> None:
     """Without a key, system text or temperature none is sent; ``max_tokens`` always is."""
-    http = build_request(PROVIDER, ChatRequest(prompt="Q", stream=False), None)
+    http = build_request(PROVIDER, ChatRequest.ask("Q", stream=False), None)
     assert http.headers == (("Content-Type", "application/json"), ("Accept", "application/json"))
     assert json.loads(http.body) == {
         "model": "gpt-test",
@@ -102,7 +102,7 @@ def test_whole_request_without_key_system_or_temperature() -> None:
 
 def test_temperature_is_sent_as_given() -> None:
     """A temperature is sent as the request gives it."""
-    http = build_request(PROVIDER, ChatRequest(prompt="Q", temperature=0.7), "k")
+    http = build_request(PROVIDER, ChatRequest.ask("Q", temperature=0.7), "k")
     assert json.loads(http.body)["temperature"] == 0.7
 
 

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from returns.result import Failure, Result, Success
 
-from rmcore.completion import Completion, Usage
+from rmcore.completion import Completion, Usage, normalise_finish_reason
 from rmcore.errors import ErrorKind, ProviderError
 from rmcore.pricing import estimate_prompt_tokens
 from rmcore.providers import ProviderKind, ProviderSpec
@@ -27,7 +27,7 @@ from rmcore.wire.sse import SseEvent
 from rmcore.wire.stream import EventStreamParser, StreamParser, WholeBodyParser
 from tests.core.helpers import spec, split
 
-REQUEST = ChatRequest(prompt="Say hi", system="Be brief", max_tokens=64, stream=True)
+REQUEST = ChatRequest.ask("Say hi", system="Be brief", max_tokens=64, stream=True)
 INPUT_TOKENS = 12
 OUTPUT_TOKENS = 7
 
@@ -87,7 +87,7 @@ class Format:
             content="".join(pieces),
             model=self.model,
             usage=Usage(input_tokens=INPUT_TOKENS, output_tokens=OUTPUT_TOKENS),
-            finish_reason=self.finish,
+            finish_reason=normalise_finish_reason(self.finish),
         )
 
     def __repr__(self) -> str:
