@@ -4,6 +4,12 @@
 openai-direct) on 127.0.0.1, speaking their real wire formats, streaming included, with a fault
 mode each (``MODES_HELP``) and a control API for other processes. ``serve`` runs one until
 cancelled and prints the ``export`` lines that point the product at it.
+
+Beyond text, the OpenAI and Anthropic formats take whole conversations: a request with tools is
+answered with a tool call, one ending in tool results with text that quotes them, images are
+counted in the answer, a ``response_format`` asking for JSON gets JSON, a stop sequence cuts the
+answer (``chat.py``, ``schema.py``); and a malformed request is refused with the provider's own
+400, as its API words it (``validation.py``). The gateway carries text only.
 """
 
 from rmcli.sandbox.modes import MODES_HELP, Mode, ModeKind, parse_mode

@@ -12,6 +12,14 @@ Three formats:
   events message_start, content_block_start, ping, content_block_delta (text_delta)...,
   content_block_stop, message_delta (stop reason, output tokens), message_stop.
 - The AICEO gateway: ``{success, response: {content, model, usage}, metadata}``, never streamed.
+
+A tool call answer (``chat.py`` decides when) is, in OpenAI's format, ``message.tool_calls`` with
+``finish_reason`` ``tool_calls``; streamed, a first delta with the call's index, id, type, name and
+empty arguments, then the arguments in several pieces, then a chunk with the finish reason. In
+Anthropic's, a ``tool_use`` content block with ``stop_reason`` ``tool_use``; streamed, a
+content_block_start with the block (empty ``input``), content_block_delta events with
+``input_json_delta`` pieces, content_block_stop, then message_delta with the stop reason. What each
+format refuses in a request is in ``validation.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from typing import Any
 
 import msgspec
 
-from rmcli.sandbox.replies import split_deltas
+from rmcli.sandbox.chat import ToolCall
+from rmcli.sandbox.replies import split_deltas, split_pieces
+from rmcli.sandbox.validation import Problem, aiceo_problem, anthropic_problem, openai_problem
 
 __all__ = [
     "AiceoFormat",
@@ -66,6 +76,10 @@ class Answer:
     request_id: str
     created: int
     """Unix seconds."""
+    tool_call: ToolCall | None = None
+    """The answer is this tool call (its text is then empty)."""
+    stop_sequence: str | None = None
+    """The request's stop sequence the text was cut at."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,26 +94,13 @@ def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _messages_problem(body: Mapping[str, Any], roles: frozenset[str]) -> str | None:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "messages: field required (a non-empty list)"
-    for index, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            return f"messages.{index}: must be an object"
-        role = message.get("role")
-        if role not in roles:
-            return f"messages.{index}.role: unexpected role {role!r}"
-        if "content" not in message:
-            return f"messages.{index}.content: field required"
-    return None
-
-
 class WireFormat(abc.ABC):
     """One provider's endpoints, authentication, errors and answers."""
 
     kind: str
     request_id_header = "x-request-id"
+    carries_tools = True
+    """Whether the format has tools, images and structured output (the gateway's has text only)."""
 
     def __init__(self, chat_path: str, health_path: str, models: tuple[str, ...]) -> None:
         self.chat_path = chat_path
@@ -133,7 +134,7 @@ class WireFormat(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def body_problem(self, body: Mapping[str, Any]) -> str | None:
+    def body_problem(self, body: Mapping[str, Any]) -> Problem | None:
         """Why a chat request body is refused (400), or ``None``."""
 
     @abc.abstractmethod
@@ -146,8 +147,17 @@ class WireFormat(abc.ABC):
         return model if isinstance(model, str) and model else self.default_model
 
     @abc.abstractmethod
-    def error_body(self, status: int, message: str | None, request_id: str) -> dict[str, Any]:
-        """The provider's error body for ``status``; ``message`` ``None`` gives its usual wording."""
+    def error_body(
+        self,
+        status: int,
+        message: str | None,
+        request_id: str,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> dict[str, Any]:
+        """The provider's error body for ``status``; ``message`` ``None`` gives its usual wording.
+        ``param`` and ``code`` name the offending parameter and the error's code, where the format
+        has them (OpenAI)."""
 
     @abc.abstractmethod
     def health_body(self, state: ServerState) -> dict[str, Any]:
@@ -169,6 +179,8 @@ class StreamingFormat(WireFormat):
 
     def stream_events(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
         """A streamed answer, one encoded server-sent event per item, the terminating one last."""
+        if answer.tool_call is not None:
+            return self.tool_call_events(answer, body, answer.tool_call)
         return [
             *self.stream_opening(answer, body),
             *(self.stream_text(answer, body, piece) for piece in split_deltas(answer.text)),
@@ -187,11 +199,22 @@ class StreamingFormat(WireFormat):
     def stream_closing(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
         """The events after the last text: stop reason, usage, the terminating event last."""
 
+    @abc.abstractmethod
+    def tool_call_events(self, answer: Answer, body: Mapping[str, Any], call: ToolCall) -> list[bytes]:
+        """A streamed tool call answer, its arguments in several pieces, the terminating event last."""
+
 
 class OpenAIFormat(StreamingFormat):
     """OpenAI chat completions, as spoken by OpenAI and by OpenAI-compatible servers such as GLM."""
 
     kind = "openai"
+
+    def __init__(
+        self, chat_path: str, health_path: str, models: tuple[str, ...], *, json_word_rule: bool = True
+    ) -> None:
+        super().__init__(chat_path, health_path, models)
+        self.json_word_rule = json_word_rule
+        """OpenAI's rule that a ``json_object`` request says "json" in its messages (GLM has none)."""
 
     def auth_problem(self, headers: Mapping[str, str], key: str) -> str | None:
         value = headers.get("authorization", "")
@@ -202,14 +225,8 @@ class OpenAIFormat(StreamingFormat):
             return "Incorrect API key provided."
         return None
 
-    def body_problem(self, body: Mapping[str, Any]) -> str | None:
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return "you must provide a model parameter"
-        for field in ("max_tokens", "max_completion_tokens"):
-            if body.get(field) is not None and not _positive_int(body[field]):
-                return f"Invalid '{field}': expected an integer of at least 1."
-        return _messages_problem(body, frozenset({"system", "developer", "user", "assistant", "tool"}))
+    def body_problem(self, body: Mapping[str, Any]) -> Problem | None:
+        return openai_problem(body, json_word_rule=self.json_word_rule)
 
     def max_tokens(self, body: Mapping[str, Any]) -> int | None:
         for field in ("max_completion_tokens", "max_tokens"):
@@ -218,8 +235,15 @@ class OpenAIFormat(StreamingFormat):
                 return value
         return None
 
-    def error_body(self, status: int, message: str | None, request_id: str) -> dict[str, Any]:
-        kind, code, usual = {
+    def error_body(
+        self,
+        status: int,
+        message: str | None,
+        request_id: str,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> dict[str, Any]:
+        kind, usual_code, usual = {
             400: ("invalid_request_error", None, "The request is not valid."),
             401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
             403: ("invalid_request_error", None, "You are not allowed to use this model."),
@@ -230,9 +254,9 @@ class OpenAIFormat(StreamingFormat):
             503: ("server_error", None, "The engine is currently overloaded. Try again later."),
             504: ("server_error", None, "Gateway timeout."),
         }.get(status, ("server_error" if status >= 500 else "invalid_request_error", None, f"HTTP {status}."))
-        if message is not None and message != usual:
-            code = None  # the machine-readable code belongs to the usual failure only
-        return {"error": {"message": message or usual, "type": kind, "param": None, "code": code}}
+        if code is None and (message is None or message == usual):
+            code = usual_code  # the usual machine-readable code belongs to the usual failure only
+        return {"error": {"message": message or usual, "type": kind, "param": param, "code": code}}
 
     def health_body(self, state: ServerState) -> dict[str, Any]:
         return {
@@ -246,19 +270,33 @@ class OpenAIFormat(StreamingFormat):
     def _completion_id(self, answer: Answer) -> str:
         return f"chatcmpl-sandbox-{answer.request_id}"
 
+    @staticmethod
+    def _finish(answer: Answer) -> str:
+        if answer.tool_call is not None:
+            return "tool_calls"
+        return "length" if answer.cut_short else "stop"
+
+    def _call_id(self, answer: Answer) -> str:
+        return f"call_sandbox_{answer.request_id}"
+
     def answer_body(self, answer: Answer, body: Mapping[str, Any]) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
+        if answer.tool_call is not None:
+            message["content"] = None
+            message["tool_calls"] = [
+                {
+                    "id": self._call_id(answer),
+                    "type": "function",
+                    "function": {"name": answer.tool_call.name, "arguments": answer.tool_call.arguments_json},
+                }
+            ]
         return {
             "id": self._completion_id(answer),
             "object": "chat.completion",
             "created": answer.created,
             "model": answer.model,
             "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": answer.text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "length" if answer.cut_short else "stop",
-                }
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": self._finish(answer)}
             ],
             "usage": self._usage(answer),
         }
@@ -300,11 +338,37 @@ class OpenAIFormat(StreamingFormat):
     def stream_closing(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
         options = body.get("stream_options")
         include_usage = isinstance(options, Mapping) and options.get("include_usage") is True
-        events = [self._chunk_event(answer, body, self._choice({}, "length" if answer.cut_short else "stop"))]
+        events = [self._chunk_event(answer, body, self._choice({}, self._finish(answer)))]
         if include_usage:
             events.append(self._chunk_event(answer, body, [], usage=True))
         events.append(b"data: [DONE]\n\n")
         return events
+
+    def tool_call_events(self, answer: Answer, body: Mapping[str, Any], call: ToolCall) -> list[bytes]:
+        first = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": self._call_id(answer),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": ""},
+                }
+            ],
+            "refusal": None,
+        }
+        pieces = [
+            self._chunk_event(
+                answer, body, self._choice({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
+            )
+            for p in split_pieces(call.arguments_json)
+        ]
+        return [
+            self._chunk_event(answer, body, self._choice(first)),
+            *pieces,
+            *self.stream_closing(answer, body),
+        ]
 
 
 class AnthropicFormat(StreamingFormat):
@@ -334,24 +398,21 @@ class AnthropicFormat(StreamingFormat):
             return "anthropic-version: header is required"
         return None
 
-    def body_problem(self, body: Mapping[str, Any]) -> str | None:
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return "model: field required"
-        if "max_tokens" not in body:
-            return "max_tokens: field required"
-        if not _positive_int(body["max_tokens"]):
-            return "max_tokens: must be an integer of at least 1"
-        system = body.get("system")
-        if system is not None and not isinstance(system, str | list):
-            return "system: must be a string or a list of text blocks"
-        return _messages_problem(body, frozenset({"user", "assistant"}))
+    def body_problem(self, body: Mapping[str, Any]) -> Problem | None:
+        return anthropic_problem(body)
 
     def max_tokens(self, body: Mapping[str, Any]) -> int | None:
         value = body.get("max_tokens")
         return value if isinstance(value, int) and _positive_int(value) else None
 
-    def error_body(self, status: int, message: str | None, request_id: str) -> dict[str, Any]:
+    def error_body(
+        self,
+        status: int,
+        message: str | None,
+        request_id: str,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> dict[str, Any]:
         kind, usual = {
             400: ("invalid_request_error", "The request is not valid."),
             401: ("authentication_error", "invalid x-api-key"),
@@ -380,6 +441,14 @@ class AnthropicFormat(StreamingFormat):
         ]
         return {"data": data, "has_more": False, "first_id": self.models[0], "last_id": self.models[-1]}
 
+    @staticmethod
+    def _stop_reason(answer: Answer) -> str:
+        if answer.tool_call is not None:
+            return "tool_use"
+        if answer.cut_short:
+            return "max_tokens"
+        return "stop_sequence" if answer.stop_sequence is not None else "end_turn"
+
     def _message(self, answer: Answer, content: list[dict[str, Any]], done: bool) -> dict[str, Any]:
         return {
             "id": f"msg_sandbox_{answer.request_id}",
@@ -387,15 +456,26 @@ class AnthropicFormat(StreamingFormat):
             "role": "assistant",
             "model": answer.model,
             "content": content,
-            "stop_reason": ("max_tokens" if answer.cut_short else "end_turn") if done else None,
-            "stop_sequence": None,
+            "stop_reason": self._stop_reason(answer) if done else None,
+            "stop_sequence": answer.stop_sequence if done else None,
             "usage": {
                 "input_tokens": answer.input_tokens,
                 "output_tokens": answer.output_tokens if done else 1,
             },
         }
 
+    def _tool_use(self, answer: Answer, call: ToolCall, arguments: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "tool_use",
+            "id": f"toolu_sandbox_{answer.request_id}",
+            "name": call.name,
+            "input": arguments,
+        }
+
     def answer_body(self, answer: Answer, body: Mapping[str, Any]) -> dict[str, Any]:
+        if answer.tool_call is not None:
+            block = self._tool_use(answer, answer.tool_call, answer.tool_call.arguments)
+            return self._message(answer, [block], done=True)
         return self._message(answer, [{"type": "text", "text": answer.text}], done=True)
 
     @staticmethod
@@ -417,17 +497,39 @@ class AnthropicFormat(StreamingFormat):
         )
 
     def stream_closing(self, answer: Answer, body: Mapping[str, Any]) -> list[bytes]:
-        stop = "max_tokens" if answer.cut_short else "end_turn"
         return [
             self._event({"type": "content_block_stop", "index": 0}),
             self._event(
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": stop, "stop_sequence": None},
+                    "delta": {
+                        "stop_reason": self._stop_reason(answer),
+                        "stop_sequence": answer.stop_sequence,
+                    },
                     "usage": {"output_tokens": answer.output_tokens},
                 }
             ),
             self._event({"type": "message_stop"}),
+        ]
+
+    def tool_call_events(self, answer: Answer, body: Mapping[str, Any], call: ToolCall) -> list[bytes]:
+        block = self._tool_use(answer, call, {})
+        pieces = [
+            self._event(
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": p},
+                }
+            )
+            for p in split_pieces(call.arguments_json)
+        ]
+        return [
+            self._event({"type": "message_start", "message": self._message(answer, [], done=False)}),
+            self._event({"type": "content_block_start", "index": 0, "content_block": block}),
+            self._event({"type": "ping"}),
+            *pieces,
+            *self.stream_closing(answer, body),
         ]
 
 
@@ -435,6 +537,7 @@ class AiceoFormat(WireFormat):
     """The AICEO gateway: a queueing proxy in front of GLM with its own envelope; never streams."""
 
     kind = "aiceo"
+    carries_tools = False
     MAX_CONCURRENT = 8
     QUOTA = 2400
 
@@ -449,14 +552,21 @@ class AiceoFormat(WireFormat):
             return "Missing API key: send it in the X-API-Key header"
         return None if value.strip() == key else "Invalid API key"
 
-    def body_problem(self, body: Mapping[str, Any]) -> str | None:
-        return _messages_problem(body, frozenset({"system", "user", "assistant"}))
+    def body_problem(self, body: Mapping[str, Any]) -> Problem | None:
+        return aiceo_problem(body)
 
     def max_tokens(self, body: Mapping[str, Any]) -> int | None:
         value = body.get("maxTokens")
         return value if isinstance(value, int) and _positive_int(value) else None
 
-    def error_body(self, status: int, message: str | None, request_id: str) -> dict[str, Any]:
+    def error_body(
+        self,
+        status: int,
+        message: str | None,
+        request_id: str,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> dict[str, Any]:
         usual = {
             400: "Bad request",
             401: "Invalid API key",
@@ -510,7 +620,10 @@ def builtin_formats() -> dict[str, WireFormat]:
     return {
         "aiceo-gateway": AiceoFormat("/api/glm/submit", "/api/glm/status", ("glm-4.7",)),
         "glm-direct": OpenAIFormat(
-            "/api/paas/v4/chat/completions", "/api/paas/v4/models", ("glm-4.7", "glm-4.5-air")
+            "/api/paas/v4/chat/completions",
+            "/api/paas/v4/models",
+            ("glm-4.7", "glm-4.5-air"),
+            json_word_rule=False,
         ),
         "anthropic-direct": AnthropicFormat(
             "/v1/messages", "/v1/models", ("claude-sonnet-4-5", "claude-haiku-4-5")

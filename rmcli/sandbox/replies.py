@@ -12,15 +12,25 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from rmcli.sandbox.chat import Chat, read_chat
+from rmcli.sandbox.schema import example_value, pick_word_in
+
 __all__ = [
+    "TEXT_ONLY",
     "ReplyFunction",
     "count_words",
+    "cut_at_stop",
     "cut_to_words",
     "default_reply",
     "last_user_text",
     "request_text",
     "split_deltas",
+    "split_pieces",
 ]
+
+TEXT_ONLY = frozenset({"aiceo-gateway"})
+"""The providers whose format carries text only: ``default_reply`` ignores the fields they do not
+know (tools, ``response_format``), as the gateway itself does."""
 
 ReplyFunction = Callable[[str, dict[str, Any]], str]
 """``reply(provider_name, request_json) -> text``: what a sandbox provider answers."""
@@ -79,7 +89,15 @@ def default_reply(provider: str, request: dict[str, Any]) -> str:
 
     Deterministic (the same prompt always gets the same words) and it states a confidence, derived
     from a hash of the prompt, so that an analysis run against the sandbox has one to read.
+
+    Beyond text (``chat.py``): a conversation that ends with tool results is answered "According
+    to NAME: RESULT"; an analysis or synthesis prompt gets its JSON object as before; else a
+    ``response_format`` (or Anthropic ``output_format``) asking for JSON gets a JSON object; and a
+    request with images gets the paragraph after "I received N image(s) (TYPES). ".
     """
+    chat = read_chat(request, text_only=provider in TEXT_ONLY)
+    if chat.results:
+        return " ".join(f"According to {result.name}: {result.text}" for result in chat.results)
     text = last_user_text(request)
     words = text.split()
     quote = " ".join(words[:_QUOTED_WORDS]) + (" ..." if len(words) > _QUOTED_WORDS else "")
@@ -118,11 +136,43 @@ def default_reply(provider: str, request: dict[str, Any]) -> str:
                 "so that tests can compare runs.",
             }
         )
-    return (
+    paragraph = (
         f"This is {provider}, a simulated provider of the rmgr sandbox, answering the prompt that "
         f'begins "{quote}". The answer is generated locally and is deterministic: the same prompt '
         f"always gets the same words, so that tests can compare them. Confidence: {confidence:.2f}"
     )
+    if chat.json_answer:
+        return _json_answer(chat, paragraph)
+    if chat.images:
+        count = len(chat.images)
+        received = f"I received {count} image{'s' if count != 1 else ''} ({', '.join(chat.images)}). "
+        return received + paragraph
+    return paragraph
+
+
+def _json_answer(chat: Chat, paragraph: str) -> str:
+    """The JSON object answering a request for JSON: ``{"answer": paragraph}``, or an object made up
+    from the schema (``schema.py``)."""
+    if chat.schema is None:
+        return json.dumps({"answer": paragraph})
+    return json.dumps(example_value({"type": "object", **chat.schema}, pick_word_in(chat.user_texts)))
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, str | None]:
+    """``text`` up to the first of ``stops`` that occurs in it (the stop itself left out), and that
+    stop; ``text`` whole and ``None`` when none occurs."""
+    found = [(text.find(stop), stop) for stop in stops if stop and stop in text]
+    if not found:
+        return text, None
+    index, stop = min(found)
+    return text[:index], stop
+
+
+def split_pieces(text: str, count: int = 4) -> list[str]:
+    """``text`` cut into at most ``count`` pieces of about the same length (a tool call's arguments,
+    streamed in several pieces as the providers do)."""
+    count = max(1, min(count, len(text)))
+    return [text[i * len(text) // count : (i + 1) * len(text) // count] for i in range(count)]
 
 
 def split_deltas(text: str) -> list[str]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from rmcli.sandbox.chat import planned_call, read_chat
 from rmcli.sandbox.connection import HttpConnection
 from rmcli.sandbox.control import control_answer, control_unreadable
 from rmcli.sandbox.formats import (
@@ -36,7 +37,14 @@ from rmcli.sandbox.formats import (
 )
 from rmcli.sandbox.listener import Handler, Listener
 from rmcli.sandbox.modes import OK, Mode, ModeKind, format_seconds, parse_mode
-from rmcli.sandbox.replies import ReplyFunction, count_words, cut_to_words, default_reply, request_text
+from rmcli.sandbox.replies import (
+    ReplyFunction,
+    count_words,
+    cut_at_stop,
+    cut_to_words,
+    default_reply,
+    request_text,
+)
 from rmcli.sandbox.request import HttpError, Request
 from rmcore.providers import BUILTIN_NAMES
 
@@ -440,8 +448,10 @@ class Sandbox:
         outcome: Outcome,
         message: str | None = None,
         extra: tuple[tuple[str, str], ...] = (),
+        param: str | None = None,
+        code: str | None = None,
     ) -> None:
-        body = ex.provider.format.error_body(status, message, ex.request_id)
+        body = ex.provider.format.error_body(status, message, ex.request_id, param, code)
         await self._send_json(ex, status, encode_json(body), outcome, extra)
 
     async def _provider_exchange(self, provider: _Provider, request: Request, http: HttpConnection) -> None:
@@ -497,9 +507,11 @@ class Sandbox:
         if not is_object:
             await self._send_error(ex, 400, Outcome.BAD_REQUEST, "The body is not a JSON object.")
             return
-        problem = fmt.body_problem(body)
-        if problem is not None:
-            await self._send_error(ex, 400, Outcome.BAD_REQUEST, problem)
+        refused = fmt.body_problem(body)
+        if refused is not None:
+            await self._send_error(
+                ex, 400, Outcome.BAD_REQUEST, refused.message, param=refused.param, code=refused.code
+            )
             return
         try:
             answer = self._answer(provider, body, request.body, ex.request_id)
@@ -514,21 +526,34 @@ class Sandbox:
             provider.in_flight -= 1
 
     def _answer(self, provider: _Provider, body: dict[str, Any], raw: bytes, request_id: str) -> Answer:
+        """The answer to a request: a tool call when it asks for one (``chat.py``), else the reply
+        function's text, cut at the request's first stop sequence in it, then at its max tokens."""
         fmt = provider.format
-        # The reply function gets a copy of its own (decoding again is cheaper than a deep copy).
-        text = self._reply(provider.name, _decode_json(raw))
-        cap = fmt.max_tokens(body)
-        cut_short = cap is not None and count_words(text) > cap
-        if cap is not None and cut_short:
-            text = cut_to_words(text, cap)
+        chat = read_chat(body, text_only=not fmt.carries_tools)
+        call = planned_call(chat)
+        stop: str | None = None
+        if call is not None:
+            text = ""
+            output_tokens = max(1, count_words(call.arguments_json))
+            cut_short = False
+        else:
+            # The reply function gets a copy of its own (decoding again is cheaper than a deep copy).
+            text, stop = cut_at_stop(self._reply(provider.name, _decode_json(raw)), chat.stops)
+            cap = fmt.max_tokens(body)
+            cut_short = cap is not None and count_words(text) > cap
+            if cap is not None and cut_short:
+                text, stop = cut_to_words(text, cap), None
+            output_tokens = count_words(text)
         return Answer(
             text=text,
             model=fmt.model(body),
             input_tokens=max(1, count_words(request_text(body))),
-            output_tokens=count_words(text),
+            output_tokens=output_tokens,
             cut_short=cut_short,
             request_id=request_id,
             created=int(time.time()),
+            tool_call=call,
+            stop_sequence=stop,
         )
 
     async def _send_answer(self, ex: _Exchange, answer: Answer) -> None:
@@ -600,7 +625,9 @@ class Sandbox:
         fmt = ex.provider.format
         huge = ex.mode.kind is ModeKind.HUGE
         # What a huge reply's usage says: the words of the fill (each unit holds two).
-        answer = dataclasses.replace(answer, output_tokens=self._huge_bytes * 2 // len(_FILL_UNIT))
+        answer = dataclasses.replace(
+            answer, output_tokens=self._huge_bytes * 2 // len(_FILL_UNIT), tool_call=None, stop_sequence=None
+        )
         pause = 0.0 if huge else ex.mode.seconds or 0.0
         self._record(ex, Outcome.HUGE if huge else Outcome.ENDLESS, 200)
         headers = [(fmt.request_id_header, ex.request_id), ("connection", "close")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import socket
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from rmcli.sandbox import MODES_HELP, NAMES, Mode, ModeKind, Outcome, Sandbox, parse_mode, serve
+from rmcli.sandbox.schema import example_value, pick_word, pick_word_in
 
 pytestmark = [
     pytest.mark.anyio,
@@ -333,6 +335,694 @@ async def test_a_failing_reply_function_answers_500_in_the_provider_shape() -> N
         assert response.status_code == 500
         assert response.json()["error"]["type"] == "api_error"
         assert sandbox.requests("anthropic-direct")[-1].outcome is Outcome.REPLY_FAILED
+
+
+# -- the whole chat request: tools, tool results, images, structured output, stop ----------------------
+
+WEATHER_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+    "required": ["city"],
+}
+OPENAI_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": WEATHER_SCHEMA,
+        },
+    }
+]
+ANTHROPIC_TOOLS = [
+    {"name": "get_weather", "description": "The weather in a city.", "input_schema": WEATHER_SCHEMA}
+]
+WEATHER_QUESTION = "What is the weather in Paris today?"
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+JPEG_HEAD = base64.b64encode(b"\xff\xd8\xff\xe0" + b"\x00" * 12).decode()
+
+
+def openai_tool_body(**extra: Any) -> dict[str, Any]:
+    messages = [
+        {"role": "system", "content": "Use the tools."},
+        {"role": "user", "content": WEATHER_QUESTION},
+    ]
+    return {"model": "gpt-test", "messages": messages, "tools": OPENAI_TOOLS, **extra}
+
+
+def openai_follow_up(call_id: str = "call_1", result: str = "18 degrees and sunny") -> list[dict[str, Any]]:
+    """A conversation ending with the result of a get_weather call."""
+    call = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+    }
+    return [
+        {"role": "user", "content": WEATHER_QUESTION},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call_id, "content": result},
+    ]
+
+
+def anthropic_tool_body(**extra: Any) -> dict[str, Any]:
+    messages = [{"role": "user", "content": WEATHER_QUESTION}]
+    return {
+        "model": "claude-test",
+        "max_tokens": 300,
+        "messages": messages,
+        "tools": ANTHROPIC_TOOLS,
+        **extra,
+    }
+
+
+def anthropic_follow_up(
+    tool_use_id: str = "toolu_1", result: str = "18 degrees and sunny"
+) -> list[dict[str, Any]]:
+    return [
+        {"role": "user", "content": WEATHER_QUESTION},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": tool_use_id, "name": "get_weather", "input": {"city": "Paris"}}
+            ],
+        },
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": tool_use_id, "content": result}]},
+    ]
+
+
+async def send(
+    client: httpx.AsyncClient, sandbox: Sandbox, name: str, body: dict[str, Any]
+) -> httpx.Response:
+    return await client.post(sandbox.url(name), headers=auth(sandbox, name), json=body)
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [
+        ("What is the weather in Paris today?", "Paris"),
+        ("In Paris, is it raining?", "Paris"),
+        ("Paris or Lyon. Which is warmer?", "Lyon"),
+        ("Tell me, I wonder about Rome's weather", "Rome"),
+        ("What now?", "What"),
+        ("weather please", "please"),
+        ("", "example"),
+    ],
+)
+def test_made_up_strings_are_a_capitalised_word_of_the_user_text(text: str, word: str) -> None:
+    assert pick_word(text) == word
+
+
+def test_a_made_up_string_comes_from_an_earlier_user_text_when_the_last_has_none() -> None:
+    assert pick_word_in(["I live in Paris.", "What is the weather there?"]) == "Paris"
+    assert pick_word_in(["I live in Paris.", "And in Lyon?"]) == "Lyon"
+    assert pick_word_in(["no names here", "What now?"]) == "What"
+    assert pick_word_in([]) == "example"
+
+
+def test_made_up_values_follow_the_schema_types() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "days": {"type": "integer", "minimum": 3, "maximum": 10},
+            "ratio": {"type": "number", "maximum": 0.5},
+            "metric": {"type": "boolean"},
+            "unit": {"type": "string", "enum": ["c", "f"]},
+            "when": {"type": "string", "format": "date"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "place": {"type": "object", "properties": {"lat": {"type": "number"}}, "required": ["lat"]},
+            "note": {"type": ["string", "null"]},
+            "optional": {"type": "string"},
+        },
+        "required": ["city", "days", "ratio", "metric", "unit", "when", "tags", "place", "note"],
+    }
+    assert example_value(schema, "Paris") == {
+        "city": "Paris",
+        "days": 3,
+        "ratio": 0.5,
+        "metric": True,
+        "unit": "c",
+        "when": "2025-01-01",
+        "tags": ["Paris"],
+        "place": {"lat": 1},
+        "note": "Paris",
+    }
+    assert example_value({"type": "object", "properties": {"a": {"type": "integer"}}}, "x") == {"a": 1}
+
+
+@pytest.mark.parametrize("name", ["openai-direct", "glm-direct"])
+async def test_openai_format_answers_a_tool_request_with_a_tool_call(name: str) -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        body = openai_tool_body(tool_choice="auto", stop=["END"], top_p=0.9, seed=7, temperature=0)
+        response = await send(client, sandbox, name, body)
+        assert response.status_code == 200, response.text
+        choice = response.json()["choices"][0]
+        assert choice["finish_reason"] == "tool_calls"
+        message = choice["message"]
+        assert message["content"] is None and message["role"] == "assistant"
+        [call] = message["tool_calls"]
+        assert call["id"].startswith("call_") and call["type"] == "function"
+        assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+        assert response.json()["usage"]["completion_tokens"] >= 1
+        assert sandbox.requests(name)[-1].body == body  # the log keeps the body as received
+
+
+async def test_a_tool_call_takes_its_arguments_from_the_whole_conversation() -> None:
+    messages = [
+        {"role": "system", "content": "You help travellers."},
+        {"role": "user", "content": "I am flying to Paris tomorrow."},
+        {"role": "assistant", "content": "Have a good trip!"},
+        {"role": "user", "content": "What will the weather be like there?"},
+    ]
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        body = openai_tool_body(messages=messages, tool_choice="auto", stream=True)
+        events = sse_events((await send(client, sandbox, "openai-direct", body)).text)
+        chunks = [json.loads(data) for _, data in events[:-1]]
+        deltas = [c["choices"][0]["delta"] for c in chunks]
+        arguments = "".join(d["tool_calls"][0]["function"]["arguments"] for d in deltas if "tool_calls" in d)
+        assert arguments == '{"city": "Paris"}'
+        anthropic = anthropic_tool_body(system="You help travellers.", messages=messages[1:])
+        message = (await send(client, sandbox, "anthropic-direct", anthropic)).json()
+        assert message["content"][0]["input"] == {"city": "Paris"}
+
+
+async def test_openai_stream_of_a_tool_call_has_its_arguments_in_pieces() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        body = openai_tool_body(stream=True, stream_options={"include_usage": True})
+        response = await send(client, sandbox, "openai-direct", body)
+        events = sse_events(response.text)
+        assert events[-1] == (None, "[DONE]")
+        chunks = [json.loads(data) for _, data in events[:-1]]
+        deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+        first = deltas[0]
+        assert first["role"] == "assistant" and first["content"] is None
+        [opening] = first["tool_calls"]
+        assert opening["index"] == 0 and opening["id"].startswith("call_") and opening["type"] == "function"
+        assert opening["function"] == {"name": "get_weather", "arguments": ""}
+        pieces = [d["tool_calls"][0]["function"]["arguments"] for d in deltas[1:] if "tool_calls" in d]
+        assert len(pieces) >= 3
+        assert all(d["tool_calls"][0]["index"] == 0 and "id" not in d["tool_calls"][0] for d in deltas[1:-1])
+        assert "".join(pieces) == '{"city": "Paris"}'
+        finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
+        assert finishes == [None] * (len(finishes) - 1) + ["tool_calls"]
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] >= 1
+
+
+async def test_openai_tool_choice_decides_between_a_call_and_text() -> None:
+    second = {
+        "type": "function",
+        "function": {
+            "name": "book_table",
+            "parameters": {
+                "type": "object",
+                "properties": {"restaurant": {"type": "string"}, "people": {"type": "integer", "minimum": 2}},
+                "required": ["restaurant", "people"],
+            },
+        },
+    }
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        tools = [*OPENAI_TOOLS, second]
+        forced = {"type": "function", "function": {"name": "book_table"}}
+        named = (
+            await send(client, sandbox, "openai-direct", openai_tool_body(tools=tools, tool_choice=forced))
+        ).json()
+        call = named["choices"][0]["message"]["tool_calls"][0]["function"]
+        assert call == {"name": "book_table", "arguments": '{"restaurant": "Paris", "people": 2}'}
+
+        none = (await send(client, sandbox, "openai-direct", openai_tool_body(tool_choice="none"))).json()
+        assert none["choices"][0]["finish_reason"] == "stop"
+        assert "tool_calls" not in none["choices"][0]["message"]
+        assert "openai-direct" in none["choices"][0]["message"]["content"]
+
+        follow_up = openai_tool_body(messages=openai_follow_up(), tool_choice="auto")
+        answered = (await send(client, sandbox, "openai-direct", follow_up)).json()["choices"][0]
+        assert answered["finish_reason"] == "stop"
+        assert answered["message"]["content"] == "According to get_weather: 18 degrees and sunny"
+
+        # A forced choice calls again, even after a result: the API guarantees a call.
+        required = openai_tool_body(messages=openai_follow_up(), tool_choice="required")
+        again = (await send(client, sandbox, "openai-direct", required)).json()["choices"][0]
+        assert again["finish_reason"] == "tool_calls"
+
+
+async def test_openai_tool_result_follow_up_streams_text_that_quotes_it() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        body = openai_tool_body(messages=openai_follow_up(result="rain"), stream=True)
+        events = sse_events((await send(client, sandbox, "glm-direct", body)).text)
+        chunks = [json.loads(data) for _, data in events[:-1]]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        assert text == "According to get_weather: rain"
+        assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_anthropic_format_answers_a_tool_request_with_a_tool_use_block() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        body = anthropic_tool_body(
+            system=[{"type": "text", "text": "Use the tools."}],
+            tool_choice={"type": "auto"},
+            stop_sequences=["END"],
+            top_p=0.9,
+        )
+        message = (await send(client, sandbox, "anthropic-direct", body)).json()
+        assert message["stop_reason"] == "tool_use" and message["stop_sequence"] is None
+        [block] = message["content"]
+        assert block["type"] == "tool_use" and block["id"].startswith("toolu_")
+        assert (block["name"], block["input"]) == ("get_weather", {"city": "Paris"})
+        assert sandbox.requests("anthropic-direct")[-1].body == body
+
+        streamed = await send(client, sandbox, "anthropic-direct", {**body, "stream": True})
+        events = sse_events(streamed.text)
+        names = [event for event, _ in events]
+        datas = [json.loads(data) for _, data in events]
+        pieces = [d["delta"] for d in datas if d["type"] == "content_block_delta"]
+        assert names == [
+            "message_start",
+            "content_block_start",
+            "ping",
+            *["content_block_delta"] * len(pieces),
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
+        ]
+        assert datas[1]["content_block"] == {
+            "type": "tool_use",
+            "id": datas[1]["content_block"]["id"],
+            "name": "get_weather",
+            "input": {},
+        }
+        assert len(pieces) >= 3 and all(p["type"] == "input_json_delta" for p in pieces)
+        assert json.loads("".join(p["partial_json"] for p in pieces)) == {"city": "Paris"}
+        assert datas[-2]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
+
+
+async def test_anthropic_tool_choice_and_a_tool_result_follow_up() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        none = (
+            await send(client, sandbox, "anthropic-direct", anthropic_tool_body(tool_choice={"type": "none"}))
+        ).json()
+        assert none["stop_reason"] == "end_turn" and none["content"][0]["type"] == "text"
+
+        follow_up = anthropic_tool_body(messages=anthropic_follow_up(), tool_choice={"type": "auto"})
+        answered = (await send(client, sandbox, "anthropic-direct", follow_up)).json()
+        assert answered["stop_reason"] == "end_turn"
+        assert answered["content"] == [
+            {"type": "text", "text": "According to get_weather: 18 degrees and sunny"}
+        ]
+
+        forced = anthropic_tool_body(
+            messages=anthropic_follow_up(), tool_choice={"type": "tool", "name": "get_weather"}
+        )
+        again = (await send(client, sandbox, "anthropic-direct", forced)).json()
+        assert again["stop_reason"] == "tool_use"
+
+
+@pytest.mark.parametrize(
+    ("change", "message", "param", "code"),
+    [
+        (
+            {"messages": [*openai_follow_up()[:2], {"role": "tool", "content": "18"}]},
+            "Missing parameter 'tool_call_id': messages with role 'tool' must have a 'tool_call_id'.",
+            "messages.[2].tool_call_id",
+            None,
+        ),
+        (
+            {"messages": [openai_follow_up()[0], openai_follow_up()[2]]},
+            "messages with role 'tool' must be a response to a preceeding message with 'tool_calls'",
+            "messages.[1].role",
+            None,
+        ),
+        (
+            {
+                "messages": [
+                    *openai_follow_up()[:2],
+                    {"role": "tool", "tool_call_id": "call_9", "content": "x"},
+                ]
+            },
+            "'tool_call_id' of 'call_9' not found in 'tool_calls' of previous message",
+            "messages.[2].tool_call_id",
+            None,
+        ),
+        (
+            {"messages": [*openai_follow_up()[:2], {"role": "user", "content": "And?"}]},
+            "The following tool_call_ids did not have response messages: call_1",
+            "messages.[2].role",
+            None,
+        ),
+        (
+            {
+                "messages": [
+                    openai_follow_up()[0],
+                    {
+                        "role": "assistant",
+                        "tool_calls": [{"id": "call_1", "type": "function", "function": {"arguments": "{}"}}],
+                    },
+                    openai_follow_up()[2],
+                ]
+            },
+            "Missing required parameter: 'messages[1].tool_calls[0].function.name'.",
+            "messages[1].tool_calls[0].function.name",
+            "missing_required_parameter",
+        ),
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "get_time"}}},
+            "function 'get_time' is not one of the functions in 'tools'",
+            "tool_choice",
+            "invalid_value",
+        ),
+        (
+            {"tools": None, "tool_choice": "required"},
+            "'tool_choice' is only allowed when 'tools' are specified.",
+            "tool_choice",
+            None,
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "get weather"}}]},
+            "string does not match pattern",
+            "tools[0].function.name",
+            "invalid_value",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "system",
+                        "content": [{"type": "image_url", "image_url": {"url": "https://x.io/a.png"}}],
+                    }
+                ]
+            },
+            "Image URLs are only allowed for messages with role 'user'",
+            "messages[0].content[0].type",
+            "invalid_value",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "data:image/bmp;base64,AAAA"}}
+                        ],
+                    }
+                ]
+            },
+            "but got unsupported MIME type 'image/bmp'.",
+            "messages[0].content[0].image_url.url",
+            "invalid_value",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "video", "video": {}}]}]},
+            "Invalid value: 'video'. Supported values are: 'text', 'image_url'",
+            "messages[0].content[0].type",
+            "invalid_value",
+        ),
+        (
+            {"response_format": {"type": "json_object"}},
+            "'messages' must contain the word 'json' in some form",
+            "messages",
+            None,
+        ),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}},
+            "Missing required parameter: 'response_format.json_schema.name'.",
+            "response_format.json_schema.name",
+            "missing_required_parameter",
+        ),
+        ({"top_p": 1.5}, "Expected a value <= 1, but got 1.5 instead.", "top_p", "decimal_above_max_value"),
+        (
+            {"seed": "7"},
+            "Invalid type for 'seed': expected an integer, but got a string instead.",
+            "seed",
+            "invalid_type",
+        ),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "array too long", "stop", "array_above_max_length"),
+        (
+            {"stream_options": {"include_usage": True}},
+            "only allowed when 'stream' is enabled",
+            "stream_options",
+            None,
+        ),
+    ],
+)
+async def test_openai_refuses_a_malformed_request_as_the_api_does(
+    change: dict[str, Any], message: str, param: str, code: str | None
+) -> None:
+    body = {k: v for k, v in {**openai_tool_body(), **change}.items() if v is not None}
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        response = await send(client, sandbox, "openai-direct", body)
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert message in error["message"]
+        assert (error["param"], error["code"]) == (param, code)
+        assert sandbox.requests("openai-direct")[-1].outcome is Outcome.BAD_REQUEST
+
+
+async def test_glm_has_no_json_word_rule() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        body = {**chat_body("glm-direct"), "response_format": {"type": "json_object"}}
+        response = await send(client, sandbox, "glm-direct", body)
+        assert response.status_code == 200
+        assert "glm-direct" in json.loads(response.json()["choices"][0]["message"]["content"])["answer"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"messages": [{"role": "user", "content": "Hi."}, {"role": "user", "content": "Hello?"}]},
+            'messages: roles must alternate between "user" and "assistant", but found multiple "user" roles '
+            "in a row",
+        ),
+        (
+            {"messages": [*anthropic_follow_up()[:2], anthropic_follow_up("toolu_2")[2]]},
+            "messages.1: `tool_use` ids were found without `tool_result` blocks immediately after: toolu_1.",
+        ),
+        (
+            {
+                "messages": [
+                    *anthropic_follow_up()[:2],
+                    {
+                        "role": "user",
+                        "content": [
+                            anthropic_follow_up()[2]["content"][0],
+                            {"type": "tool_result", "tool_use_id": "toolu_2", "content": "x"},
+                        ],
+                    },
+                ]
+            },
+            "messages.2.content.1: unexpected `tool_use_id` found in `tool_result` blocks: toolu_2. Each "
+            "`tool_result` block must have a corresponding `tool_use` block in the previous message.",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "n", "input": {}}]}
+                ]
+            },
+            "messages.0.content.0: `tool_use` blocks can only be in `assistant` messages",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]},
+            "messages: text content blocks must be non-empty",
+        ),
+        (
+            {"messages": [{"role": "user", "content": ""}]},
+            "messages.0: all messages must have non-empty content except for the optional final assistant "
+            "message",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image",
+                                "source": {"type": "base64", "media_type": "image/bmp", "data": "AAAA"},
+                            }
+                        ],
+                    }
+                ]
+            },
+            "messages.0.content.0.image.source.base64.media_type: Input should be 'image/jpeg', 'image/png'",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image",
+                                "source": {"type": "base64", "media_type": "image/png", "data": JPEG_HEAD},
+                            }
+                        ],
+                    }
+                ]
+            },
+            "the image appears to be a image/jpeg image",
+        ),
+        ({"tools": [{"name": "get_weather"}]}, "tools.0.custom.input_schema: Field required"),
+        ({"tool_choice": {"type": "tool", "name": "get_time"}}, "no tool named 'get_time'"),
+        ({"tool_choice": {"type": "required"}}, "Input tag 'required' found using 'type' does not match"),
+        ({"tool_choice": "auto"}, "tool_choice: Input should be a valid dictionary"),
+        ({"stop_sequences": "END"}, "stop_sequences: Input should be a valid list"),
+        ({"top_p": 1.5}, "top_p: Input should be less than or equal to 1"),
+        ({"system": [{"type": "image"}]}, "system.0.type: Input should be 'text'"),
+    ],
+)
+async def test_anthropic_refuses_a_malformed_conversation_as_the_api_does(
+    change: dict[str, Any], message: str
+) -> None:
+    body = {**anthropic_tool_body(), **change}
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        response = await send(client, sandbox, "anthropic-direct", body)
+        assert response.status_code == 400
+        assert response.json()["type"] == "error"
+        error = response.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert message in error["message"]
+
+
+async def test_images_are_counted_and_named_in_the_answer_and_logged_as_sent() -> None:
+    openai_parts = [
+        {"type": "text", "text": "What is in these pictures?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_1PX}"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg", "detail": "low"}},
+    ]
+    anthropic_blocks = [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_1PX}},
+        {"type": "text", "text": "What is in this picture?"},
+    ]
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        body: dict[str, Any] = {"model": "gpt-test", "messages": [{"role": "user", "content": openai_parts}]}
+        text = (await send(client, sandbox, "openai-direct", body)).json()["choices"][0]["message"]["content"]
+        assert text.startswith("I received 2 images (image/png, url). This is openai-direct")
+        assert 'begins "What is in these pictures?"' in text
+        assert sandbox.requests("openai-direct")[-1].body == body
+
+        body = {
+            "model": "claude-test",
+            "max_tokens": 300,
+            "messages": [{"role": "user", "content": anthropic_blocks}],
+        }
+        streamed = await send(client, sandbox, "anthropic-direct", {**body, "stream": True})
+        datas = [json.loads(data) for _, data in sse_events(streamed.text)]
+        text = "".join(d["delta"]["text"] for d in datas if d["type"] == "content_block_delta")
+        assert text.startswith("I received 1 image (image/png). This is anthropic-direct")
+        async with httpx.AsyncClient(base_url=sandbox.control_url) as control:
+            log = (await control.get("/log/anthropic-direct")).json()["requests"]
+        assert log[-1]["body"] == {**body, "stream": True}
+
+
+async def test_response_format_is_answered_with_json_in_each_format() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "temperature": {"type": "number"},
+            "sunny": {"type": "boolean"},
+        },
+        "required": ["city", "temperature", "sunny"],
+        "additionalProperties": False,
+    }
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        as_schema = {
+            "type": "json_schema",
+            "json_schema": {"name": "weather", "strict": True, "schema": schema},
+        }
+        body = openai_tool_body(tools=None, response_format=as_schema)
+        del body["tools"]
+        content = (await send(client, sandbox, "openai-direct", body)).json()["choices"][0]["message"][
+            "content"
+        ]
+        assert json.loads(content) == {"city": "Paris", "temperature": 1, "sunny": True}
+
+        body["messages"][0]["content"] = "Answer in JSON."
+        body["response_format"] = {"type": "json_object"}
+        content = (await send(client, sandbox, "openai-direct", body)).json()["choices"][0]["message"][
+            "content"
+        ]
+        assert "openai-direct" in json.loads(content)["answer"]
+
+        ask = {
+            "model": "claude-test",
+            "max_tokens": 300,
+            "messages": [{"role": "user", "content": WEATHER_QUESTION}],
+            "output_config": {"format": {"type": "json_schema", "schema": schema}},
+        }
+        message = (await send(client, sandbox, "anthropic-direct", ask)).json()
+        assert json.loads(message["content"][0]["text"]) == {"city": "Paris", "temperature": 1, "sunny": True}
+
+
+async def test_a_stop_sequence_cuts_the_answer_there() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        whole = (await post(client, sandbox, "openai-direct")).json()["choices"][0]["message"]["content"]
+        cut = (await post(client, sandbox, "openai-direct", stop=["simulated", "zzz"])).json()["choices"][0]
+        assert cut["message"]["content"] == whole[: whole.index("simulated")] == "This is openai-direct, a "
+        assert cut["finish_reason"] == "stop"
+        events = sse_events(
+            (await post(client, sandbox, "openai-direct", stream=True, stop="simulated")).text
+        )
+        chunks = [json.loads(data) for _, data in events[:-1]]
+        assert (
+            "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+            == "This is openai-direct, a "
+        )
+
+        message = (await post(client, sandbox, "anthropic-direct", stop_sequences=["simulated"])).json()
+        assert message["content"][0]["text"] == "This is anthropic-direct, a "
+        assert (message["stop_reason"], message["stop_sequence"]) == ("stop_sequence", "simulated")
+        streamed = await post(client, sandbox, "anthropic-direct", stream=True, stop_sequences=["simulated"])
+        datas = [json.loads(data) for _, data in sse_events(streamed.text)]
+        assert datas[-2]["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "simulated"}
+        missing = (await post(client, sandbox, "anthropic-direct", stop_sequences=["nowhere"])).json()
+        assert (missing["stop_reason"], missing["stop_sequence"]) == ("end_turn", None)
+
+
+async def test_the_gateway_ignores_tools_and_response_format_and_refuses_content_parts() -> None:
+    async with Sandbox() as sandbox, httpx.AsyncClient() as client:
+        extra = {"tools": OPENAI_TOOLS, "tool_choice": "required", "response_format": {"type": "json_object"}}
+        body = {**chat_body("aiceo-gateway"), **extra}
+        answer = (await send(client, sandbox, "aiceo-gateway", body)).json()
+        assert answer["success"] is True
+        assert answer["response"]["content"].startswith("This is aiceo-gateway")
+        assert sandbox.requests("aiceo-gateway")[-1].body == body
+
+        parts = [
+            {"type": "text", "text": "Hi"},
+            {"type": "image_url", "image_url": {"url": "https://x.io/a.png"}},
+        ]
+        refused = await send(
+            client,
+            sandbox,
+            "aiceo-gateway",
+            {**chat_body("aiceo-gateway"), "messages": [{"role": "user", "content": parts}]},
+        )
+        assert refused.status_code == 400
+        assert refused.json()["success"] is False
+        assert "carries text only" in refused.json()["error"]
+        tool_message = {"role": "tool", "tool_call_id": "call_1", "content": "18"}
+        refused = await send(
+            client, sandbox, "aiceo-gateway", {**chat_body("aiceo-gateway"), "messages": [tool_message]}
+        )
+        assert refused.status_code == 400 and "unexpected role 'tool'" in refused.json()["error"]
+
+
+async def test_fault_modes_apply_to_tool_calls_too() -> None:
+    async with Sandbox({"anthropic-direct": "truncate"}) as sandbox, httpx.AsyncClient() as client:
+        received = b""
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with client.stream(
+                "POST",
+                sandbox.url("anthropic-direct"),
+                headers=auth(sandbox, "anthropic-direct"),
+                json=anthropic_tool_body(stream=True),
+            ) as response:
+                async for piece in response.aiter_bytes():
+                    received += piece
+        assert b'"type":"tool_use"' in received and b"message_stop" not in received
+        assert sandbox.requests("anthropic-direct")[0].outcome is Outcome.TRUNCATE
 
 
 # -- refusals: auth, paths, bodies -------------------------------------------------------------------

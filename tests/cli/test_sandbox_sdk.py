@@ -6,8 +6,11 @@ stream that does not end the documented way), these SDKs would fail to parse it.
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import openai
+import pydantic
 import pytest
 
 from rmcli.sandbox import Sandbox
@@ -199,3 +202,232 @@ async def test_sdk_streams_see_a_truncated_stream_as_an_error_not_a_complete_ans
         finally:
             await ant.close()
             await oai.close()
+
+
+# -- the whole chat request: tools, tool results, images, structured output ------------------------
+
+WEATHER_QUESTION = "What is the weather in Paris today?"
+WEATHER_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+    "required": ["city"],
+}
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+class GetWeather(pydantic.BaseModel):
+    """The weather in a city."""
+
+    city: str
+
+
+class Weather(pydantic.BaseModel):
+    city: str
+    temperature: float
+    sunny: bool
+
+
+@pytest.mark.parametrize("name", ["openai-direct", "glm-direct"])
+async def test_openai_sdk_parses_a_tool_call_plain_and_streamed_and_the_follow_up(name: str) -> None:
+    tools: list[openai.types.chat.ChatCompletionToolParam] = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER_SCHEMA}}
+    ]
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [
+        {"role": "user", "content": WEATHER_QUESTION}
+    ]
+    async with Sandbox() as sandbox:
+        client = openai_client(sandbox, name)
+        try:
+            completion = await client.chat.completions.create(
+                model="sdk-model", messages=messages, tools=tools, tool_choice="auto", seed=7, top_p=0.9
+            )
+            choice = completion.choices[0]
+            assert choice.finish_reason == "tool_calls"
+            assert choice.message.tool_calls is not None
+            call = choice.message.tool_calls[0]
+            assert call.type == "function"
+            assert call.function.name == "get_weather"
+            assert json.loads(call.function.arguments) == {"city": "Paris"}
+
+            pieces: list[str] = []
+            async with client.chat.completions.stream(
+                model="sdk-model", messages=messages, tools=[openai.pydantic_function_tool(GetWeather)]
+            ) as stream:
+                async for event in stream:
+                    if event.type == "tool_calls.function.arguments.delta":
+                        pieces.append(event.arguments_delta)
+                    elif event.type == "tool_calls.function.arguments.done":
+                        assert event.parsed_arguments == GetWeather(city="Paris")
+                final = await stream.get_final_completion()
+            assert len([p for p in pieces if p]) >= 3
+            assert final.choices[0].finish_reason == "tool_calls"
+            assert final.choices[0].message.tool_calls is not None
+            streamed_call = final.choices[0].message.tool_calls[0]
+            assert streamed_call.function.name == "GetWeather"
+            assert streamed_call.function.parsed_arguments == GetWeather(city="Paris")
+
+            follow_up: list[openai.types.chat.ChatCompletionMessageParam] = [
+                *messages,
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": call.id,
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": call.function.arguments},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": call.id, "content": "18 degrees and sunny"},
+            ]
+            answered = await client.chat.completions.create(
+                model="sdk-model", messages=follow_up, tools=tools
+            )
+            assert answered.choices[0].finish_reason == "stop"
+            assert answered.choices[0].message.content == "According to get_weather: 18 degrees and sunny"
+
+            with pytest.raises(openai.BadRequestError) as caught:
+                await client.chat.completions.create(
+                    model="sdk-model", messages=[messages[0], follow_up[2]], tools=tools
+                )
+            assert caught.value.param == "messages.[1].role"
+        finally:
+            await client.close()
+        assert sandbox.requests(name)[0].body["tools"] == tools
+        assert (sandbox.requests(name)[0].body["seed"], sandbox.requests(name)[0].body["top_p"]) == (7, 0.9)
+
+
+async def test_openai_sdk_sends_an_image_and_parses_a_json_schema_answer() -> None:
+    async with Sandbox() as sandbox:
+        client = openai_client(sandbox, "openai-direct")
+        try:
+            image = await client.chat.completions.create(
+                model="sdk-model",
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "What is in this picture?"},
+                            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_1PX}"}},
+                        ],
+                    }
+                ],
+            )
+            text = image.choices[0].message.content
+            assert text is not None and text.startswith("I received 1 image (image/png). ")
+
+            parsed = await client.chat.completions.parse(
+                model="sdk-model",
+                messages=[{"role": "user", "content": WEATHER_QUESTION}],
+                response_format=Weather,
+            )
+            assert parsed.choices[0].message.parsed == Weather(city="Paris", temperature=1, sunny=True)
+        finally:
+            await client.close()
+        sent = sandbox.requests("openai-direct")[-1].body["response_format"]
+        assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "Weather"
+
+
+async def test_anthropic_sdk_parses_a_tool_use_plain_and_streamed_and_the_follow_up() -> None:
+    tools: list[anthropic.types.ToolParam] = [
+        {"name": "get_weather", "description": "The weather in a city.", "input_schema": WEATHER_SCHEMA}
+    ]
+    question: anthropic.types.MessageParam = {"role": "user", "content": WEATHER_QUESTION}
+    async with Sandbox() as sandbox:
+        client = anthropic_client(sandbox)
+        try:
+            message = await client.messages.create(
+                model="claude-sdk",
+                max_tokens=400,
+                system="Use the tools.",
+                messages=[question],
+                tools=tools,
+                tool_choice={"type": "auto"},
+                stop_sequences=["END"],
+                extra_body={"top_p": 0.9},  # this SDK no longer has the parameter; the API still takes it
+            )
+            assert message.stop_reason == "tool_use"
+            block = message.content[0]
+            assert block.type == "tool_use"
+            assert (block.name, block.input) == ("get_weather", {"city": "Paris"})
+
+            partials: list[str] = []
+            async with client.messages.stream(
+                model="claude-sdk",
+                max_tokens=400,
+                messages=[question],
+                tools=tools,
+                tool_choice={"type": "any"},
+            ) as stream:
+                async for event in stream:
+                    if event.type == "input_json":
+                        partials.append(event.partial_json)
+                final = await stream.get_final_message()
+            assert len(partials) >= 3
+            assert final.stop_reason == "tool_use"
+            streamed = final.content[0]
+            assert streamed.type == "tool_use" and streamed.input == {"city": "Paris"}
+
+            follow_up: list[anthropic.types.MessageParam] = [
+                question,
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "tool_result", "tool_use_id": block.id, "content": "18 degrees and sunny"}
+                    ],
+                },
+            ]
+            async with client.messages.stream(
+                model="claude-sdk", max_tokens=400, messages=follow_up, tools=tools
+            ) as stream:
+                text = "".join([piece async for piece in stream.text_stream])
+                answered = await stream.get_final_message()
+            assert text == "According to get_weather: 18 degrees and sunny"
+            assert answered.stop_reason == "end_turn"
+
+            with pytest.raises(anthropic.BadRequestError) as caught:
+                await client.messages.create(
+                    model="claude-sdk", max_tokens=400, messages=[question, question], tools=tools
+                )
+            assert "roles must alternate" in str(caught.value)
+        finally:
+            await client.close()
+        sent = sandbox.requests("anthropic-direct")[-2].body["messages"]
+        assert sent[2]["content"][0]["tool_use_id"] == sent[1]["content"][0]["id"] == block.id
+
+
+async def test_anthropic_sdk_sends_an_image_block() -> None:
+    async with Sandbox() as sandbox:
+        client = anthropic_client(sandbox)
+        try:
+            message = await client.messages.create(
+                model="claude-sdk",
+                max_tokens=400,
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image",
+                                "source": {"type": "base64", "media_type": "image/png", "data": PNG_1PX},
+                            },
+                            {
+                                "type": "image",
+                                "source": {"type": "url", "url": "https://example.com/cat.jpg"},
+                            },
+                            {"type": "text", "text": "What is in these pictures?"},
+                        ],
+                    }
+                ],
+            )
+            block = message.content[0]
+            assert block.type == "text"
+            assert block.text.startswith("I received 2 images (image/png, url). This is anthropic-direct")
+        finally:
+            await client.close()
