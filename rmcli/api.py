@@ -30,6 +30,7 @@ import httpx
 import msgspec
 from returns.result import Failure, Success
 
+from rmcli import conversation
 from rmcli.analysis import AnalysisRun, run_analysis
 from rmcli.config import (
     ConfigError,
@@ -42,6 +43,7 @@ from rmcli.config import (
     route_for,
     route_names,
 )
+from rmcli.conversation import Conversation
 from rmcli.environment import api_key, key_problem, load_environment
 from rmcli.environment import state_home as _home
 from rmcli.health import HEALTH_TIMEOUT_S, check_many
@@ -57,7 +59,7 @@ from rmcore.perspectives import Perspective, select_perspectives
 from rmcore.plan import build_plan
 from rmcore.policy import Breaker, Policy, all_route_providers, resolve_providers
 from rmcore.providers import ProviderSpec, builtin_providers
-from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
+from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest, TextPart
 from rmcore.usage import observed_p95_s
 
 __all__ = [
@@ -70,6 +72,7 @@ __all__ = [
     "Provider",
     "analyze",
     "ask",
+    "chat",
     "circuit_board",
     "compare",
     "create",
@@ -358,6 +361,21 @@ def _check_ask(prompt: str, system: str | None, max_tokens: int, temperature: fl
         raise ConfigError(f"temperature must be between 0 and 2 (got {temperature})")
 
 
+def _check_chat(request: ChatRequest) -> None:
+    if not request.messages:
+        raise ConfigError("the request holds no message")
+    for number, message in enumerate(request.messages):
+        texts = [message.content] if isinstance(message.content, str) else [
+            part.text for part in message.content if isinstance(part, TextPart)
+        ]
+        for text in texts:
+            check_text(f"message {number + 1} ({message.role})", text, empty_ok=True)
+    if request.max_tokens < 1:
+        raise ConfigError(f"max_tokens must be at least 1 (got {request.max_tokens})")
+    if request.temperature is not None and not 0.0 <= request.temperature <= 2.0:
+        raise ConfigError(f"temperature must be between 0 and 2 (got {request.temperature})")
+
+
 def _check_analyze(question: str, agent_id: str) -> None:
     check_text("the question", question)
     check_text("agent_id", agent_id)
@@ -501,14 +519,33 @@ class Client:
         apply; without it each reply is read whole. ``route`` picks one of the policy's named
         routes (``[routes.NAME]``; default: ``[route]``); a name it lacks is a ``ConfigError``."""
         _check_ask(prompt, system, max_tokens, temperature)
-        chosen = None if route is None else self._setup.for_route(route)
-        request = ChatRequest(
-            prompt=prompt, system=system, max_tokens=max_tokens, temperature=temperature, stream=stream
+        request = ChatRequest.ask(
+            prompt, system=system, max_tokens=max_tokens, temperature=temperature, stream=stream
         )
+        return await self.chat(request, hooks=hooks, route=route)
+
+    async def chat(
+        self, request: ChatRequest, *, hooks: Hooks | None = None, route: str | None = None
+    ) -> RunOutcome:
+        """The whole chat request (a conversation, tools, images, a JSON answer, ...) routed by
+        the policy, translated for each provider the route reaches; a target whose format cannot
+        carry what the request needs is skipped, and a route none of whose targets can is a
+        ``ConfigError`` before anything is sent. ``route`` as in :meth:`ask`."""
+        _check_chat(request)
+        chosen = None if route is None else self._setup.for_route(route)
         state = await self._open_state() if self._record else None
         setup = await self._routed(state, chosen)
         with await self._client() as client:
             return await run_route(setup.plan, request, self._routing(client, state, hooks, "ask"))
+
+    async def last_conversation(self) -> Conversation | None:
+        """The conversation kept last (by ``rmgr ask`` or ``rmgr chat``), None when there is none."""
+        return await conversation.latest(await self._open_state())
+
+    async def keep_conversation(self, kept: Conversation) -> None:
+        """Keep ``kept`` in the state as the conversation to continue (not when not recording)."""
+        if self._record:
+            await conversation.save(await self._open_state(), kept, int(time.time() * 1000))
 
     async def analyze(
         self,
@@ -603,6 +640,37 @@ async def ask(
             hooks=hooks,
             route=route,
         )
+
+
+async def chat(
+    request: ChatRequest,
+    *,
+    policy: PolicyInput = None,
+    provider: str | None = None,
+    fallback: str | None = None,
+    env: Mapping[str, str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    state_home: Path | None = None,
+    record: bool = True,
+    hooks: Hooks | None = None,
+    model: str | None = None,
+    route: str | None = None,
+) -> RunOutcome:
+    """The whole chat request (``rmcore.requests.ChatRequest``: a conversation, tools, images,
+    a JSON answer, ...) routed by the policy, as :meth:`Client.chat` routes it; the other
+    arguments as for :func:`ask`. ``rmcore.chat_request.decode_openai_chat`` reads one from an
+    OpenAI-shaped JSON body."""
+    async with Client(
+        policy,
+        provider=provider,
+        fallback=fallback,
+        env=env,
+        transport=transport,
+        state_home=state_home,
+        record=record,
+        model=model,
+    ) as client:
+        return await client.chat(request, hooks=hooks, route=route)
 
 
 async def analyze(

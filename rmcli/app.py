@@ -92,6 +92,7 @@ COMMANDS: tuple[tuple[str, str, str, str], ...] = (
     ("", "run", f"{_C}.analyze:run", "Analyse a question under a policy: analyze --policy FILE."),
     ("", "compare", f"{_C}.analyze:compare", "Run the analysis on each provider alone, side by side."),
     ("", "ask", f"{_C}.ask:ask", "Ask one question, routed by the policy; the answer streams."),
+    ("", "chat", f"{_C}.chat:chat", "Talk with the policy's route: each line read is your turn."),
     ("", "providers", f"{_C}.providers:providers", "List the configured providers (never their keys)."),
     ("", "health", f"{_C}.providers:health", "Check providers concurrently: up or not, why, how fast."),
     ("", "usage", f"{_C}.usage:usage", "Requests, failures, latency, tokens and cost, grouped."),

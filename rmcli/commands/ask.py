@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import cyclopts
+import msgspec
+from returns.result import Failure, Success
 
 from rmcli import api, interrupt
+from rmcli.conversation import Conversation, answered
 from rmcli.errors import ConfigError
 from rmcli.hooks import Hooks
 from rmcli.notices import announce_backoff, announce_failed_over, announce_skipped
 from rmcli.output import LiveText, emit_json, err, safe_text
-from rmcli.question import read_question
+from rmcli.question import STDIN, read_question
 from rmcli.spinner import Spinner, wants_live
 from rmcore.attempts import AttemptRecord
+from rmcore.chat_request import decode_openai_chat
 from rmcore.events import RunOutcome, StartAttempt
-from rmcore.requests import DEFAULT_MAX_TOKENS
+from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
 from rmcore.results import ask_json
 
-__all__ = ["ask"]
+__all__ = ["Announcer", "ask", "show_reply"]
 
 
-class _Announcer:
+class Announcer:
     """Tells the person at the terminal what the routing does, the way the seed does (stderr),
     and streams the answer to stdout as it arrives; on a terminal a spinner turns on stderr until
     the first words (or the whole answer) arrive."""
@@ -87,6 +92,8 @@ def ask(
     max_tokens: int = DEFAULT_MAX_TOKENS,
     temperature: float | None = None,
     json: bool = False,
+    request: Annotated[str | None, cyclopts.Parameter(allow_leading_hyphen=True)] = None,
+    continue_: Annotated[bool, cyclopts.Parameter(name=["--continue", "-c"], negative=())] = False,
 ) -> int:
     """Ask one question, routed by the policy; the answer streams.
 
@@ -124,50 +131,106 @@ def ask(
     temperature
         Sampling temperature, 0 to 2; 0 is sent as 0. Unset: the provider's default.
     json
-        Print one JSON object (content, provider, model, usage, costUsd, latencyMs, fallbackUsed,
-        attempts) instead of streaming text.
+        Print one JSON object (content, toolCalls, finishReason, provider, model, usage, costUsd,
+        latencyMs, fallbackUsed, attempts) instead of streaming text.
+    request
+        Send a whole chat request: a JSON file (- for stdin) in the OpenAI chat-completions shape
+        (messages, tools, tool_choice, response_format, stop, top_p, seed, max_tokens, ...),
+        translated for whichever provider the route reaches. Its model, when it names one of the
+        policy's routes, picks that route; otherwise it is not sent (use --model).
+    continue_
+        Continue the last conversation (of ask or chat): the question is sent after it.
     """
     if max_tokens < 1:
         raise ConfigError(f"--max-tokens must be at least 1 (got {max_tokens})")
     if temperature is not None and not 0.0 <= temperature <= 2.0:
         raise ConfigError(f"--temperature must be between 0 and 2 (got {temperature})")
-    announcer = _Announcer(not json and sys.stdout.isatty(), Spinner(live=wants_live(as_json=json)))
+    announcer = Announcer(not json and sys.stdout.isatty(), Spinner(live=wants_live(as_json=json)))
     client = api.Client(policy, provider=provider, fallback=fallback, model=model, hooks=announcer.hooks())
     if route is not None:
         try:
             client.setup.for_route(route)  # an unknown name is refused before the prompt is read
         except ConfigError as exc:
             raise ConfigError(f"--route {route}: {exc}") from None
-    question = read_question(prompt, file, what="prompt")
-    request = {"system": system, "max_tokens": max_tokens, "temperature": temperature, "route": route}
-    return interrupt.run(lambda: _ask(client, question, request, announcer, json))
+    if request is not None:
+        if prompt is not None or file is not None or system is not None or continue_:
+            raise ConfigError(
+                "--request holds the whole request: give no prompt, --file, --system or --continue with it"
+            )
+        whole, named = read_request(request)
+        if route is None and named is not None and named in client.setup.route_names():
+            route = named
+        # Streamed whatever the file says, as every ask is: the first-token and idle limits apply.
+        turn = _Turn(request=msgspec.structs.replace(whole, stream=True), route=route)
+    else:
+        if continue_ and system is not None:
+            raise ConfigError("--system starts a new conversation; it cannot be given with --continue")
+        question = read_question(prompt, file, what="prompt")
+        asked = ChatRequest.ask(question, system=system, max_tokens=max_tokens, temperature=temperature)
+        turn = _Turn(request=asked, route=route, resume=continue_)
+    return interrupt.run(lambda: _ask(client, turn, announcer, json))
 
 
 async def demo_ask(env: dict[str, str], prompt: str, as_json: bool) -> int:
     """``rmgr demo --ask``: ``ask`` in ``env`` (the sandbox's)."""
-    announcer = _Announcer(not as_json and sys.stdout.isatty(), Spinner(live=wants_live(as_json=as_json)))
+    announcer = Announcer(not as_json and sys.stdout.isatty(), Spinner(live=wants_live(as_json=as_json)))
     client = api.Client(env=env, hooks=announcer.hooks())
-    return await _ask(client, prompt, {}, announcer, as_json)
+    return await _ask(client, _Turn(request=ChatRequest.ask(prompt)), announcer, as_json)
 
 
-async def _ask(
-    client: api.Client, prompt: str, options: dict[str, Any], announcer: _Announcer, as_json: bool
-) -> int:
-    started = time.monotonic()
-    announcer.spinner.start()
+@dataclass(frozen=True)
+class _Turn:
+    """What one ``ask`` sends: ``request``, after the last conversation when ``resume``."""
+
+    request: ChatRequest
+    route: str | None = None
+    resume: bool = False
+
+
+async def _ask(client: api.Client, turn: _Turn, announcer: Announcer, as_json: bool) -> int:
+    """Send the turn; show the reply; keep the conversation it makes (for ``--continue``)."""
+    async with client:
+        conversation = await client.last_conversation() if turn.resume else None
+        if turn.resume and conversation is None:
+            raise ConfigError("no conversation to continue yet — ask once without --continue")
+        request = turn.request
+        if conversation is not None:
+            messages = (*conversation.messages, *request.messages)
+            request = msgspec.structs.replace(request, messages=messages)
+        started = time.monotonic()
+        announcer.spinner.start()
+        try:
+            outcome = await client.chat(request, route=turn.route)
+        finally:
+            announcer.spinner.stop()
+        latency_ms = (time.monotonic() - started) * 1000.0
+        if outcome.completion is not None:
+            kept = answered(conversation or Conversation.new(), request.messages, outcome.completion)
+            await client.keep_conversation(kept)
+    return show_reply(outcome, latency_ms, announcer, as_json, request.max_tokens)
+
+
+def read_request(source: str) -> tuple[ChatRequest, str | None]:
+    """The chat request in the JSON file ``source`` (``-``: stdin) and the model it names; a
+    ``ConfigError`` naming the file and the ``$.path`` of what is wrong."""
+    where = "stdin" if source == STDIN else source
     try:
-        async with client:
-            outcome = await client.ask(prompt, **options)
-    finally:
-        announcer.spinner.stop()
-    latency_ms = (time.monotonic() - started) * 1000.0
-    return _show(outcome, latency_ms, announcer, as_json, options.get("max_tokens", DEFAULT_MAX_TOKENS))
+        body = sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--request {where}: cannot read it ({exc.strerror or exc})") from None
+    match decode_openai_chat(body):
+        case Success(found):
+            return found.request, found.model
+        case Failure(problem):
+            raise ConfigError(f"--request {where}: {problem}")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _show(
-    outcome: RunOutcome, latency_ms: float, announcer: _Announcer, as_json: bool, max_tokens: int
+def show_reply(
+    outcome: RunOutcome, latency_ms: float, announcer: Announcer, as_json: bool, max_tokens: int
 ) -> int:
-    """Print the answer (or the JSON result) and the closing notices; the exit code."""
+    """Print the answer (or the JSON result) and the closing notices; the exit code (0 answered,
+    1 not). Tool calls the model asks for are printed after its text, one a line."""
     live = announcer.live
     if as_json:
         emit_json(ask_json(outcome, latency_ms))
@@ -181,7 +244,10 @@ def _show(
             announcer.end_text()
         else:
             sys.stdout.write(safe_text(outcome.completion.content))
-        sys.stdout.write("\n")
+        if outcome.completion.content or not outcome.completion.tool_calls:
+            sys.stdout.write("\n")
+        for call in outcome.completion.tool_calls:
+            sys.stdout.write(safe_text(f"Tool call {call.id}: {call.name}({call.arguments})") + "\n")
         sys.stdout.flush()
     if outcome.completion is not None:
         if outcome.completion.finish_reason in ("length", "max_tokens"):

@@ -87,13 +87,16 @@ def run_rmgr(
     home: Path,
     command: Sequence[str] = RMGR,
     timeout: float = RUN_TIMEOUT_S,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``rmgr ARGS`` in ``home`` (working directory, ``HOME`` and ``RECURSIVEMANAGER_HOME``)
-    with a clean environment plus ``env``; stdout and stderr are captured as UTF-8 text."""
+    with a clean environment plus ``env``, ``stdin`` piped in when given; stdout and stderr are
+    captured as UTF-8 text."""
     return subprocess.run(
         [*command, *args],
         env=clean_env(home, env),
         cwd=home,
+        input=stdin,
         capture_output=True,
         text=True,
         encoding="utf-8",
@@ -120,9 +123,10 @@ class Cli:
         *args: str,
         env: Mapping[str, str] | None = None,
         command: Sequence[str] = RMGR,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """``rmgr ARGS`` with the shared variables and ``env`` over them."""
-        return run_rmgr(args, {**self.env, **(env or {})}, home=self.home, command=command)
+        """``rmgr ARGS`` with the shared variables and ``env`` over them, ``stdin`` piped in."""
+        return run_rmgr(args, {**self.env, **(env or {})}, home=self.home, command=command, stdin=stdin)
 
     def json(self, *args: str, env: Mapping[str, str] | None = None) -> tuple[int, Any]:
         """Run a command that prints one JSON document; its exit code and the parsed document."""
