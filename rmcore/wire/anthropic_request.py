@@ -13,7 +13,9 @@
 - ``tools`` as ``{name, description, input_schema}`` (an empty object schema when a tool has no
   parameters); ``tool_choice`` ``auto``/``required``/``none``/``function`` as ``{type: auto}``,
   ``{type: any}``, ``{type: none}``, ``{type: tool, name}``; ``stop`` as ``stop_sequences``;
-  ``temperature``, ``top_p`` and ``max_tokens`` as they are.
+  ``top_p`` and ``max_tokens`` as they are; ``temperature`` too, except that Anthropic's scale
+  ends at 1 where OpenAI's ends at 2: above 1 it is sent as 1 (both ends mean "most varied"),
+  rather than have Anthropic refuse the request.
 - ``seed`` has no equivalent and is dropped (the core has no logger: the router notes it).
 - ``response_format`` ``json_schema`` (or ``json_object``) is carried by a forced tool, the
   format's documented way to get JSON of a given schema: a tool named after the schema
@@ -40,13 +42,16 @@ import msgspec
 
 from rmcore.requests import ChatRequest, ImagePart, Message, Part, ResponseFormat, TextPart, Tool, ToolChoice
 
-__all__ = ["DEFAULT_ANSWER_TOOL", "EMPTY_SCHEMA", "answer_tool_name", "anthropic_body"]
+__all__ = ["DEFAULT_ANSWER_TOOL", "EMPTY_SCHEMA", "MAX_TEMPERATURE", "answer_tool_name", "anthropic_body"]
 
 DEFAULT_ANSWER_TOOL = "json_answer"
 """The answer tool's name when the response format names no schema (``json_object``)."""
 
 EMPTY_SCHEMA = b'{"type":"object","properties":{}}'
 """The ``input_schema`` of a tool defined without parameters (the format requires one)."""
+
+MAX_TEMPERATURE = 1.0
+"""The top of Anthropic's temperature scale (OpenAI's goes to 2)."""
 
 _ANY_OBJECT = b'{"type":"object"}'
 _ANSWER_DESCRIPTION = (
@@ -136,7 +141,7 @@ def anthropic_body(model: str, request: ChatRequest) -> bytes:
         system=_system(request.messages),
         messages=_merged(request.messages),
         max_tokens=request.max_tokens,
-        temperature=request.temperature,
+        temperature=None if request.temperature is None else min(request.temperature, MAX_TEMPERATURE),
         top_p=request.top_p,
         stop_sequences=request.stop,
         tools=tools,
@@ -180,7 +185,7 @@ def _content(blocks: list[_Block]) -> str | tuple[_Block, ...]:
 
 def _blocks(message: Message) -> list[_Block]:
     if message.role == "tool":
-        result = _parts(message.content)
+        result = [b for b in _parts(message.content) if not (isinstance(b, _TextBlock) and not b.text)]
         content = message.content if isinstance(message.content, str) else tuple(result)
         return [_ToolResultBlock(tool_use_id=message.tool_call_id or "", content=content)]
     blocks: list[_Block] = list(_parts(message.content))
@@ -219,7 +224,7 @@ def _input(arguments: str) -> msgspec.Raw:
 
 def _tools_and_choice(request: ChatRequest) -> tuple[tuple[_ToolOut, ...], _ToolChoiceOut | None]:
     tools = [_tool(t) for t in request.tools]
-    choice = _tool_choice(request.tool_choice)
+    choice = _tool_choice(request.tool_choice) if request.tools else None  # none to choose among
     answer = answer_tool_name(request)
     if answer is None or request.response_format is None:
         return tuple(tools), choice

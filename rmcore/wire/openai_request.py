@@ -117,7 +117,8 @@ def openai_body(model: str, request: ChatRequest) -> bytes:
         seed=request.seed,
         stop=request.stop,
         tools=tuple(_tool(t) for t in request.tools),
-        tool_choice=_tool_choice(request.tool_choice),
+        # A choice among no tools is refused by the API ("only allowed when tools are specified").
+        tool_choice=_tool_choice(request.tool_choice) if request.tools else None,
         response_format=_response_format(request.response_format),
         stream=request.stream,
         stream_options=_StreamOptions(include_usage=True) if request.stream else None,

@@ -23,7 +23,7 @@ from rmcore.requests import (
     ToolCall,
     ToolChoice,
 )
-from rmcore.wire.anthropic_request import EMPTY_SCHEMA, anthropic_body
+from rmcore.wire.anthropic_request import EMPTY_SCHEMA, MAX_TEMPERATURE, anthropic_body
 from tests.core.request_strategies import chat_requests
 
 WEATHER = Tool(
@@ -355,9 +355,10 @@ def carried(request: ChatRequest) -> tuple[object, ...]:
             continue
         side = "assistant" if m.role == "assistant" else "user"
         if m.role == "tool":
-            items: list[object] = [("result", m.tool_call_id, m.content)]
+            texts = m.content if isinstance(m.content, str) else tuple(p for p in m.content if _kept(p))
+            items: list[object] = [("result", m.tool_call_id, texts)]
         else:
-            items = [_item(p) for p in _as_parts(m.content) if not (isinstance(p, TextPart) and not p.text)]
+            items = [_item(p) for p in _as_parts(m.content) if _kept(p)]
             items += [("call", c.id, c.name, json.loads(c.arguments or "{}")) for c in m.tool_calls]
         if turns and turns[-1][0] == side:
             turns[-1][1].extend(items)
@@ -376,13 +377,17 @@ def carried(request: ChatRequest) -> tuple[object, ...]:
         systems,
         ordered,
         tools,
-        request.tool_choice,
+        request.tool_choice if request.tools else None,  # a choice among no tools is not sent
         request.stop,
         request.max_tokens,
-        request.temperature,
+        None if request.temperature is None else min(request.temperature, MAX_TEMPERATURE),
         request.top_p,
         request.stream,
     )
+
+
+def _kept(part: Part) -> bool:
+    return not (isinstance(part, TextPart) and not part.text)
 
 
 def _as_parts(content: str | tuple[Part, ...]) -> tuple[Part, ...]:
