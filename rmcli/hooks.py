@@ -32,7 +32,9 @@ class Hooks:
     ``state_unavailable`` one line when a shared state cannot be reached and the run goes on
     with this host's; ``perspective_started`` / ``perspective_finished`` (with how many are done
     and of how many) frame each perspective of an analysis, and ``synthesis_started`` says its
-    synthesis is asked. Hooks are called from the run's tasks and must not block.
+    synthesis is asked; ``adjusted`` says what an attempt's format cannot carry of the request as
+    given and how it is sent instead (``rmcore.wire.adjustments``). Hooks are called from the
+    run's tasks and must not block.
     """
 
     attempt_started: Callable[[StartAttempt], None] | None = None
@@ -45,6 +47,7 @@ class Hooks:
     perspective_started: Callable[[Perspective], None] | None = None
     perspective_finished: Callable[[PerspectiveResult, int, int], None] | None = None
     synthesis_started: Callable[[], None] | None = None
+    adjusted: Callable[[StartAttempt, tuple[str, ...]], None] | None = None
 
 
 _NAMES = tuple(f.name for f in dataclasses.fields(Hooks))

@@ -88,6 +88,7 @@ from rmcore.pricing import cost_usd, estimate_prompt_tokens
 from rmcore.providers import ProviderSpec
 from rmcore.quota import Charge, Refusal, Resource, attempt_charges, attempt_settlement
 from rmcore.requests import ChatRequest
+from rmcore.wire import adjustments
 
 __all__ = ["LEASE_MARGIN_S", "SLOT_LEASE_S", "SLOT_RENEW_S", "ProviderLimits", "Routing", "route"]
 
@@ -375,6 +376,8 @@ class _Run:
             raise _NeedsTasks
         if self.hooks.attempt_started is not None:
             self.hooks.attempt_started(action)
+        if self.hooks.adjusted is not None and (notes := adjustments(action.provider, engine.request)):
+            self.hooks.adjusted(action, notes)
         scope = self.scopes[action.attempt_id] = anyio.CancelScope()
         self.providers[action.attempt_id] = action.provider.name
         # Held until its request leaves: cancelled before that, it sent nothing and is no attempt.

@@ -174,7 +174,11 @@ class Trace:
             backing_off=self._backing_off,
             skipped=self._skipped,
             perspective_started=_label_perspective,
+            adjusted=self._adjusted,
         )
+
+    def _adjusted(self, action: StartAttempt, notes: tuple[str, ...]) -> None:
+        self.line(f"attempt {action.attempt_no} on {action.provider.name}: {'; '.join(notes)}")
 
     def _started(self, action: StartAttempt) -> None:
         spec = action.provider

@@ -19,13 +19,14 @@ from rmcore.completion import Completion
 from rmcore.errors import ProviderError
 from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest, HttpRequest
-from rmcore.wire import aiceo, anthropic, endpoint, openai
+from rmcore.wire import aiceo, anthropic, anthropic_request, endpoint, openai
 from rmcore.wire.classify import classify_failure
 from rmcore.wire.retry_after import parse_retry_after
 from rmcore.wire.stream import StreamParser
 
 __all__ = [
     "StreamParser",
+    "adjustments",
     "build_request",
     "classify_failure",
     "parse_response",
@@ -44,6 +45,20 @@ def build_request(provider: ProviderSpec, request: ChatRequest, api_key: str | N
             return anthropic.build_request(provider, request, api_key)
         case ProviderKind.AICEO:
             return aiceo.build_request(provider, request, api_key)
+
+
+def adjustments(provider: ProviderSpec, request: ChatRequest) -> tuple[str, ...]:
+    """What ``provider``'s format cannot carry of ``request`` as given, and how it is sent
+    instead, in words (for ``--verbose``): Anthropic has no ``seed``, and its temperature ends at
+    1. Empty when the request goes as given."""
+    if provider.kind is not ProviderKind.ANTHROPIC:
+        return ()
+    notes = []
+    if request.seed is not None:
+        notes.append(f"seed {request.seed} not sent (the Messages API has none)")
+    if request.temperature is not None and request.temperature > anthropic_request.MAX_TEMPERATURE:
+        notes.append(f"temperature {request.temperature:g} sent as {anthropic_request.MAX_TEMPERATURE:g}")
+    return tuple(notes)
 
 
 def parse_response(

@@ -17,6 +17,7 @@ from rmcli.sandbox import Sandbox
 from tests.cli.helpers import Cli, write_policy
 
 ONE_OPENAI = 'version = 1\n[route]\ntargets = ["openai-direct"]\n'
+ONE_ANTHROPIC = 'version = 1\n[route]\ntargets = ["anthropic-direct"]\n'
 OPENAI_THEN_ANTHROPIC = 'version = 1\n[route]\ntargets = ["openai-direct", "anthropic-direct"]\n'
 GATEWAY_THEN_OPENAI = 'version = 1\n[route]\ntargets = ["aiceo-gateway", "openai-direct"]\n'
 GATEWAY_ONLY = 'version = 1\n[route]\ntargets = ["aiceo-gateway"]\n'
@@ -186,3 +187,11 @@ def test_a_failed_turn_is_not_kept(user: Cli, box: tuple[BlockingPortal, Sandbox
     assert user.run("ask", "-c", "three", "--policy", str(policy)).returncode == 0
     last = bodies(box, "openai-direct")[-1]
     assert [m["content"] for m in last["messages"] if m["role"] == "user"] == ["one", "three"]
+
+
+def test_verbose_says_what_a_format_cannot_carry(user: Cli) -> None:
+    """Anthropic has no seed: --verbose says it was not sent, and the answer comes all the same."""
+    policy = write_policy(user.home, "one-anthropic.toml", ONE_ANTHROPIC)
+    done = user.run("--verbose", "ask", "--request", request_file(user.home), "--policy", str(policy))
+    assert done.returncode == 0, done.stderr
+    assert "anthropic-direct: seed 7 not sent" in done.stderr

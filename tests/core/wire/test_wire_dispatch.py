@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from returns.result import Failure, Result, Success
@@ -15,8 +16,9 @@ from rmcore.completion import Completion
 from rmcore.errors import ProviderError
 from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest
-from rmcore.wire import anthropic, build_request, parse_response, stream_parser
+from rmcore.wire import adjustments, anthropic, build_request, parse_response, stream_parser
 from rmcore.wire.aiceo import SOURCE
+from tests.core.helpers import spec
 
 PROVIDERS = {
     kind: ProviderSpec(name=f"p-{kind}", kind=kind, url="http://127.0.0.1:9999/x", model=f"m-{kind}")
@@ -203,3 +205,14 @@ def test_the_wire_formats_import_nothing_impure() -> None:
         env={"PYTHONPATH": str(root)},
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_adjustments_name_what_anthropic_cannot_carry_as_given() -> None:
+    request = ChatRequest.ask("hi", temperature=1.5)
+    request = msgspec.structs.replace(request, seed=7)
+    assert adjustments(spec("o", kind=ProviderKind.OPENAI), request) == ()
+    assert adjustments(spec("a", kind=ProviderKind.ANTHROPIC), request) == (
+        "seed 7 not sent (the Messages API has none)",
+        "temperature 1.5 sent as 1",
+    )
+    assert adjustments(spec("a", kind=ProviderKind.ANTHROPIC), ChatRequest.ask("hi")) == ()
