@@ -10,8 +10,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
+from rmcli import api
 from tests.cli.helpers import REPO, RMGR, Cli, SandboxProcess, clean_env, sandbox_process
 
 pytestmark = pytest.mark.slow
@@ -133,8 +135,13 @@ def test_a_damaged_state_database_is_found_before_anything_is_sent(cli: Cli, box
     """A ``state.db`` with pages overwritten: ask and analyze exit 2 naming its path, and no
     request reaches a provider."""
     runner = cli.with_env(box.env)
-    for i in range(30):
-        assert runner.run("ask", f"warm-up question {i} " + "x" * 2000).returncode == 0
+
+    async def warm_up() -> None:  # a database of many pages, written as rmgr writes it
+        async with api.Client(env=clean_env(cli.home, box.env), state_home=cli.home) as client:
+            for i in range(30):
+                assert (await client.ask(f"warm-up question {i} " + "x" * 2000)).completion is not None
+
+    anyio.run(warm_up)
     box.clear_logs()
     database = Path(cli.home) / "state.db"
     size = database.stat().st_size
