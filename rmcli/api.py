@@ -451,6 +451,15 @@ class Client:
         self._state = None
         await exits.aclose()
 
+    async def open(self) -> None:
+        """Open the state (when recording) and the first connection pool now instead of on the
+        first call: a long-running caller (``rmgr serve``) learns of an unusable state at
+        start-up, and its first request waits for neither. A ``ConfigError`` when the state
+        cannot be used."""
+        if self._record:
+            await self._open_state()
+        await self._client()
+
     async def _client(self) -> AbstractContextManager[httpx.AsyncClient]:
         if self._pools is None:
             self._pools = _Pools(self._transport)
@@ -621,25 +630,19 @@ async def ask(
     (``[routes.NAME]``; default: ``[route]``). To route many calls, a ``Client`` does the set-up
     once instead of on every call."""
     _check_ask(prompt, system, max_tokens, temperature)
-    async with Client(
-        policy,
+    return await chat(
+        ChatRequest.ask(prompt, system=system, max_tokens=max_tokens, temperature=temperature, stream=stream),
+        policy=policy,
         provider=provider,
         fallback=fallback,
         env=env,
         transport=transport,
         state_home=state_home,
         record=record,
+        hooks=hooks,
         model=model,
-    ) as client:
-        return await client.ask(
-            prompt,
-            system=system,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stream=stream,
-            hooks=hooks,
-            route=route,
-        )
+        route=route,
+    )
 
 
 async def chat(

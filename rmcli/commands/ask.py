@@ -26,7 +26,7 @@ from rmcore.events import RunOutcome, StartAttempt
 from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest
 from rmcore.results import ask_json
 
-__all__ = ["Announcer", "ask", "show_reply"]
+__all__ = ["Announcer", "ask", "check_options", "show_reply"]
 
 
 class Announcer:
@@ -141,10 +141,7 @@ def ask(
     continue_
         Continue the last conversation (of ask or chat): the question is sent after it.
     """
-    if max_tokens < 1:
-        raise ConfigError(f"--max-tokens must be at least 1 (got {max_tokens})")
-    if temperature is not None and not 0.0 <= temperature <= 2.0:
-        raise ConfigError(f"--temperature must be between 0 and 2 (got {temperature})")
+    check_options(max_tokens, temperature)
     announcer = Announcer(not json and sys.stdout.isatty(), Spinner(live=wants_live(as_json=json)))
     client = api.Client(policy, provider=provider, fallback=fallback, model=model, hooks=announcer.hooks())
     if route is not None:
@@ -169,6 +166,14 @@ def ask(
         asked = ChatRequest.ask(question, system=system, max_tokens=max_tokens, temperature=temperature)
         turn = _Turn(request=asked, route=route, resume=continue_)
     return interrupt.run(lambda: _ask(client, turn, announcer, json))
+
+
+def check_options(max_tokens: int, temperature: float | None) -> None:
+    """Refuse ``--max-tokens`` and ``--temperature`` no provider takes, before anything is read."""
+    if max_tokens < 1:
+        raise ConfigError(f"--max-tokens must be at least 1 (got {max_tokens})")
+    if temperature is not None and not 0.0 <= temperature <= 2.0:
+        raise ConfigError(f"--temperature must be between 0 and 2 (got {temperature})")
 
 
 async def demo_ask(env: dict[str, str], prompt: str, as_json: bool) -> int:

@@ -11,7 +11,7 @@ import anyio
 import cyclopts
 
 from rmcli import api, interrupt
-from rmcli.commands.ask import Announcer, show_reply
+from rmcli.commands.ask import Announcer, check_options, show_reply
 from rmcli.config import check_text
 from rmcli.conversation import Conversation, answered
 from rmcli.errors import ConfigError
@@ -69,10 +69,7 @@ def chat(
     continue_
         Take up the last conversation (of chat or ask) instead of starting a new one.
     """
-    if max_tokens < 1:
-        raise ConfigError(f"--max-tokens must be at least 1 (got {max_tokens})")
-    if temperature is not None and not 0.0 <= temperature <= 2.0:
-        raise ConfigError(f"--temperature must be between 0 and 2 (got {temperature})")
+    check_options(max_tokens, temperature)
     if system is not None:
         check_text("--system", system)
         if continue_:
