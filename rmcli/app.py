@@ -93,6 +93,7 @@ COMMANDS: tuple[tuple[str, str, str, str], ...] = (
     ("", "compare", f"{_C}.analyze:compare", "Run the analysis on each provider alone, side by side."),
     ("", "ask", f"{_C}.ask:ask", "Ask one question, routed by the policy; the answer streams."),
     ("", "chat", f"{_C}.chat:chat", "Talk with the policy's route: each line read is your turn."),
+    ("", "serve", f"{_C}.serve:serve", "Serve the policy's routes as OpenAI and Anthropic HTTP APIs."),
     ("", "providers", f"{_C}.providers:providers", "List the configured providers (never their keys)."),
     ("", "health", f"{_C}.providers:health", "Check providers concurrently: up or not, why, how fast."),
     ("", "usage", f"{_C}.usage:usage", "Requests, failures, latency, tokens and cost, grouped."),

@@ -1,0 +1,127 @@
+"""``rmgr serve``: the policy's routes as an OpenAI- and Anthropic-compatible HTTP API (``rmcli.serve``)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import cyclopts
+
+from rmcli import api
+from rmcli.environment import load_environment
+from rmcli.errors import ConfigError
+from rmcli.output import err
+from rmcli.serve.keys import KEYS_VARIABLE, is_loopback, parse_keys
+
+__all__ = ["serve"]
+
+_POLICY_VARIABLE = "_RMGR_SERVE_POLICY"
+_NO_AUTH_VARIABLE = "_RMGR_SERVE_NO_AUTH"
+"""How ``--workers N`` hands the options to its worker processes (they inherit the environment)."""
+
+
+def serve(
+    *,
+    policy: Annotated[Path | None, cyclopts.Parameter(name=["--policy", "-p"])] = None,
+    host: str = "127.0.0.1",
+    port: int = 4000,
+    workers: int = 1,
+    no_auth: bool = False,
+) -> int:
+    """Serve the policy's routes as OpenAI and Anthropic HTTP APIs.
+
+    POST /v1/chat/completions (streamed or not, tools, images, response_format), POST
+    /v1/messages (Anthropic's shape), GET /v1/models (default and each [routes.NAME]: a
+    request's model picks the route) and GET /health. Clients
+    send one of the comma-separated keys in RMGR_SERVE_KEYS (Authorization: Bearer KEY or
+    x-api-key: KEY); a client's key is never sent upstream, logged or stored. Fail-over is
+    invisible to a stream until its first text; a stream cut after that ends with an error
+    event, never a finish_reason. Every attempt is accounted (rmgr usage). SIGTERM or Ctrl-C
+    stops accepting, lets requests in flight finish, then exits 0; exit 2 for bad configuration.
+
+    Example: RMGR_SERVE_KEYS=sk-local-1 rmgr serve --policy cost-first --port 4000
+
+    Parameters
+    ----------
+    policy
+        A policy (file or bundled name): routes, limits, retries, budget.
+    host
+        The address to listen on.
+    port
+        The port to listen on.
+    workers
+        Worker processes sharing the port and the state.
+    no_auth
+        Ask clients for no key; only with a loopback host (127.0.0.1, ::1, localhost).
+    """
+    env = load_environment()
+    keys = parse_keys(env)
+    if no_auth and not is_loopback(host):
+        raise ConfigError(
+            f"--no-auth is allowed on a loopback host only (127.0.0.1, ::1, localhost), not {host}"
+        )
+    if not keys and not no_auth:
+        raise ConfigError(
+            f"{KEYS_VARIABLE} is not set: give the clients' keys, comma-separated "
+            f"(e.g. {KEYS_VARIABLE}=sk-local-1), or --no-auth on a loopback host"
+        )
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1 (got {workers})")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be between 0 and 65535 (got {port})")
+    # A bad policy or a missing provider key: exit 2 before listening.
+    routes = api.Client(policy, command="serve").setup.route_names()
+    err(f"INFO: serving models {', '.join(routes)} on http://{_authority(host, port)}/v1")
+    return _run(policy, host, port, workers, () if no_auth else keys)
+
+
+def _run(policy: Path | None, host: str, port: int, workers: int, keys: tuple[bytes, ...]) -> int:
+    """Serve until SIGTERM or SIGINT; uvicorn stops accepting, lets requests finish, closes."""
+    import uvicorn
+
+    from rmcli.serve.app import Gateway, Settings
+
+    # uvicorn handles the signals itself, then raises the one it caught again once it is done:
+    # that must end the process with 0 (a graceful stop), not rmgr's "interrupted".
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    logging = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    logging["handlers"]["access"]["stream"] = "ext://sys.stderr"  # stdout holds results, never logs
+    options = {
+        "host": host,
+        "port": port,
+        "http": "httptools",
+        "lifespan": "on",
+        "log_level": "info",
+        "log_config": logging,
+    }
+    if workers == 1:
+        config = uvicorn.Config(Gateway(Settings(policy=policy, keys=keys)), **options)  # type: ignore[arg-type]
+        try:
+            uvicorn.Server(config).run()
+        except SystemExit as stop:  # uvicorn said why above: the state, or the address in use
+            if stop.code == uvicorn.config.STARTUP_FAILURE:
+                raise ConfigError(f"rmgr serve could not start on {_authority(host, port)}") from None
+            raise
+        return 0
+    os.environ[_POLICY_VARIABLE] = "" if policy is None else str(policy)
+    os.environ[_NO_AUTH_VARIABLE] = "" if keys else "1"
+    uvicorn.run("rmcli.commands.serve:worker_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    return 0
+
+
+def worker_app() -> object:
+    """The application of one of ``--workers N``'s processes, from the options ``_run`` left in
+    the environment (the keys are read again from ``RMGR_SERVE_KEYS``)."""
+    from rmcli.serve.app import Gateway, Settings
+
+    policy = os.environ.get(_POLICY_VARIABLE) or None
+    keys = () if os.environ.get(_NO_AUTH_VARIABLE) else parse_keys(load_environment())
+    return Gateway(Settings(policy=None if policy is None else Path(policy), keys=keys))
+
+
+def _authority(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
