@@ -20,14 +20,14 @@ OPENAI = spec("openai-direct", kind=ProviderKind.OPENAI)
 ANTHROPIC = spec("anthropic-direct", kind=ProviderKind.ANTHROPIC)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(chat_requests())
 def test_every_openai_body_is_one_openai_accepts(request: ChatRequest) -> None:
     body = json.loads(build_request(OPENAI, request, "key").body)
     assert openai_problem(body, json_word_rule=False) is None, body
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(chat_requests())
 def test_every_anthropic_body_is_one_anthropic_accepts(request: ChatRequest) -> None:
     """Anthropic refuses a message with no text (OpenAI takes it): such a request fails there
