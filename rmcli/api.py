@@ -355,10 +355,7 @@ def _check_ask(prompt: str, system: str | None, max_tokens: int, temperature: fl
     check_text("the prompt", prompt)
     if system is not None:
         check_text("the system text", system, empty_ok=True)
-    if max_tokens < 1:
-        raise ConfigError(f"max_tokens must be at least 1 (got {max_tokens})")
-    if temperature is not None and not 0.0 <= temperature <= 2.0:
-        raise ConfigError(f"temperature must be between 0 and 2 (got {temperature})")
+    _check_sampling(max_tokens, temperature)
 
 
 def _check_chat(request: ChatRequest) -> None:
@@ -370,10 +367,14 @@ def _check_chat(request: ChatRequest) -> None:
         ]
         for text in texts:
             check_text(f"message {number + 1} ({message.role})", text, empty_ok=True)
-    if request.max_tokens < 1:
-        raise ConfigError(f"max_tokens must be at least 1 (got {request.max_tokens})")
-    if request.temperature is not None and not 0.0 <= request.temperature <= 2.0:
-        raise ConfigError(f"temperature must be between 0 and 2 (got {request.temperature})")
+    _check_sampling(request.max_tokens, request.temperature)
+
+
+def _check_sampling(max_tokens: int, temperature: float | None) -> None:
+    if max_tokens < 1:
+        raise ConfigError(f"max_tokens must be at least 1 (got {max_tokens})")
+    if temperature is not None and not 0.0 <= temperature <= 2.0:
+        raise ConfigError(f"temperature must be between 0 and 2 (got {temperature})")
 
 
 def _check_analyze(question: str, agent_id: str) -> None:
@@ -531,7 +532,7 @@ class Client:
         request = ChatRequest.ask(
             prompt, system=system, max_tokens=max_tokens, temperature=temperature, stream=stream
         )
-        return await self.chat(request, hooks=hooks, route=route)
+        return await self._send(request, hooks, route)  # checked above: not again on every call
 
     async def chat(
         self, request: ChatRequest, *, hooks: Hooks | None = None, route: str | None = None
@@ -541,6 +542,9 @@ class Client:
         carry what the request needs is skipped, and a route none of whose targets can is a
         ``ConfigError`` before anything is sent. ``route`` as in :meth:`ask`."""
         _check_chat(request)
+        return await self._send(request, hooks, route)
+
+    async def _send(self, request: ChatRequest, hooks: Hooks | None, route: str | None) -> RunOutcome:
         chosen = None if route is None else self._setup.for_route(route)
         state = await self._open_state() if self._record else None
         setup = await self._routed(state, chosen)

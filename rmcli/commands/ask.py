@@ -73,6 +73,10 @@ class Announcer:
         sys.stdout.flush()
         self.printed = True
 
+    def next_turn(self) -> None:
+        """A turn of a conversation was shown whole: the next one's text is not a fail-over's."""
+        self.printed = False
+
     def end_text(self) -> None:
         """The streamed text ended: show what was held back (a possible start of a key)."""
         sys.stdout.write(self._text.flush())

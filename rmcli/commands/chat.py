@@ -126,11 +126,12 @@ async def _talk(
             finally:
                 announcer.spinner.stop()
             latency_ms = (time.monotonic() - started) * 1000.0
-            if show_reply(outcome, latency_ms, announcer, False, turns.max_tokens) != 0:
+            shown = show_reply(outcome, latency_ms, announcer, False, turns.max_tokens)
+            announcer.next_turn()
+            if shown != 0:
                 failed = True
                 continue
             assert outcome.completion is not None
-            announcer.printed = False
             conversation = answered(conversation, request.messages, outcome.completion)
             await client.keep_conversation(conversation)
     return 1 if failed else 0
