@@ -185,3 +185,9 @@ def run_workers(script: str, argv: Sequence[Sequence[str]], go: Path, timeout_s:
     ]
     assert not failures, "\n".join(failures)  # this module is not rewritten by pytest
     return [out for out, _ in results]
+
+
+HELD_S = 0.3
+"""Longer than a busy machine's scheduling pauses (the tests run on two workers: a callback was
+seen to "take" 0.2 s while its process waited for a core), far shorter than the 1 s a blocking
+client would hold the loop for on a stalled server."""

@@ -22,7 +22,7 @@ from rmcli.state.redis import DEFAULT_PREFIX, open_redis
 from rmcore import breaker, quota
 from rmcore.attempts import AttemptRecord
 from rmcore.quota import Charge, Refusal, Resource, refuse
-from tests.cli.state.backends import RedisServer, free_port
+from tests.cli.state.backends import HELD_S, RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -173,13 +173,13 @@ def test_a_stalled_redis_never_blocks_the_event_loop(
     own_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Redis stopped with SIGSTOP (connections accepted, nothing answered) while calls are made
-    under asyncio debug mode with ``slow_callback_duration = 0.05``: every call of the Redis state
+    under asyncio debug mode with ``slow_callback_duration = HELD_S``: every call of the Redis state
     raises ``StoreUnavailable`` within about the 1 s timeout, and asyncio logs no callback that held
-    the loop past 50 ms while it is stalled."""
+    the loop past ``HELD_S`` while it is stalled."""
 
     async def main() -> dict[str, tuple[BaseException | None, float]]:
         loop = asyncio.get_running_loop()
-        loop.slow_callback_duration = 0.05
+        loop.slow_callback_duration = HELD_S
         async with open_redis(own_server.url()) as state:
             await all_at_once(every_call(state))  # warm: connections made, scripts loaded
             caplog.clear()  # opening (imports, first connections) is start-up, not the stall
