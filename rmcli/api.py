@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import ssl
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
@@ -51,7 +52,15 @@ from rmcli.hooks import Hooks, fan_out
 from rmcli.output import err
 from rmcli.runner import ProviderLimits, Routing
 from rmcli.runner import route as run_route
-from rmcli.state import DB_FILENAME, State, StoreError, open_state, state_url
+from rmcli.state import (
+    DB_FILENAME,
+    AttemptClaim,
+    State,
+    StoreError,
+    StoreUnavailable,
+    open_state,
+    state_url,
+)
 from rmcore.breaker import CircuitState
 from rmcore.events import RunOutcome
 from rmcore.health import HealthReport
@@ -59,6 +68,7 @@ from rmcore.perspectives import Perspective, select_perspectives
 from rmcore.plan import build_plan
 from rmcore.policy import Breaker, Policy, all_route_providers, resolve_providers
 from rmcore.providers import ProviderSpec, builtin_providers
+from rmcore.quota import Cap, Refusal, client_admission
 from rmcore.requests import DEFAULT_MAX_TOKENS, ChatRequest, TextPart
 from rmcore.usage import observed_p95_s
 
@@ -89,6 +99,10 @@ PolicyInput = Path | str | Policy | None
 OBSERVED_LATENCY_REFRESH_S = 10.0
 """How long a ``Client`` reuses the observed p95 latencies a ``hedge_after_s = "p95"`` route waits
 for, before it reads them from the state again."""
+
+ADMISSION_LEASE_S = 30.0
+"""How long a client's admission (``Client.admit``) holds its reservation if its process dies
+between taking and settling it: it is settled at once otherwise."""
 
 POOL_SHARE = 4
 """How many calls at once a ``Client`` lets share one HTTP connection pool before it opens
@@ -535,21 +549,64 @@ class Client:
         return await self._send(request, hooks, route)  # checked above: not again on every call
 
     async def chat(
-        self, request: ChatRequest, *, hooks: Hooks | None = None, route: str | None = None
+        self,
+        request: ChatRequest,
+        *,
+        hooks: Hooks | None = None,
+        route: str | None = None,
+        caps: Sequence[Cap] = (),
     ) -> RunOutcome:
         """The whole chat request (a conversation, tools, images, a JSON answer, ...) routed by
         the policy, translated for each provider the route reaches; a target whose format cannot
         carry what the request needs is skipped, and a route none of whose targets can is a
-        ``ConfigError`` before anything is sent. ``route`` as in :meth:`ask`."""
+        ``ConfigError`` before anything is sent. ``route`` as in :meth:`ask`. ``caps`` are caps
+        over time beyond the policy's that every attempt of this call is charged against, like
+        ``[budget]``'s (``rmgr serve``: its client key's, ``rmcore.quota.client_caps``)."""
         _check_chat(request)
-        return await self._send(request, hooks, route)
+        return await self._send(request, hooks, route, tuple(caps))
 
-    async def _send(self, request: ChatRequest, hooks: Hooks | None, route: str | None) -> RunOutcome:
+    async def _send(
+        self, request: ChatRequest, hooks: Hooks | None, route: str | None, caps: tuple[Cap, ...] = ()
+    ) -> RunOutcome:
         chosen = None if route is None else self._setup.for_route(route)
         state = await self._open_state() if self._record else None
         setup = await self._routed(state, chosen)
+        plan = msgspec.structs.replace(setup.plan, caps=setup.plan.caps + caps) if caps else setup.plan
         with await self._client() as client:
-            return await run_route(setup.plan, request, self._routing(client, state, hooks, "ask"))
+            return await run_route(plan, request, self._routing(client, state, hooks, "ask"))
+
+    async def admit(self, caps: Sequence[Cap]) -> Refusal | None:
+        """Count one request against ``caps`` (``rmgr serve``'s client key's, from
+        ``rmcore.quota.client_caps``) in the state all processes share, or say why it may not go
+        (its ``rpm`` spent in this minute, or its day's budget): ``rmcore.quota.client_admission``.
+        While a shared state is unreachable, a policy that fails open counts on this host alone;
+        one that fails closed raises ``StoreUnavailable``. Nothing to count without a state."""
+        if not caps or not self._record:
+            return None
+        state = await self._open_state()
+        asked, kept = client_admission(caps, time.time())
+        claim = AttemptClaim(holder=f"admission-{uuid.uuid4().hex}", lease_s=ADMISSION_LEASE_S, charges=asked)
+        stores = [state.caps]
+        if state.local_caps is not None and self._setup.plan.on_state_unavailable == "fail_open":
+            stores.append(state.local_caps)
+        for store in stores:
+            try:
+                refused = await store.begin(claim, time.time())
+            except StoreUnavailable:
+                if store is stores[-1]:
+                    raise
+                continue
+            if refused is None:
+                await store.end(claim, kept, time.time())
+                return None
+            assert isinstance(refused, Refusal)  # the claim holds no slot
+            return refused
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def circuits(self) -> list[CircuitState]:
+        """The circuit breakers as the state holds them now (none without a state), for a
+        long-running caller's figures (``rmgr serve``'s ``/metrics``)."""
+        return await (await self._open_state()).circuits.all() if self._record else []
 
     async def last_conversation(self) -> Conversation | None:
         """The conversation kept last (by ``rmgr ask`` or ``rmgr chat``), None when there is none."""

@@ -41,6 +41,9 @@ __all__ = [
     "attempt_charges",
     "attempt_settlement",
     "charges_for",
+    "client_admission",
+    "client_caps",
+    "client_refusal_message",
     "describe_amount",
     "format_moment",
     "policy_caps",
@@ -163,16 +166,17 @@ def charges_for(
 ) -> tuple[Charge, ...]:
     """What one request to ``provider`` reserves: a charge against every cap in scope.
 
-    In scope are the caps of the whole policy (scope ``"policy:..."``) and those of ``provider``
-    (scope ``"provider:NAME"``); each is charged in the window that holds ``now_s``. The amount is
-    the request's worst case: ``worst_usd`` for dollars, ``worst_tokens`` for tokens, and 1 for
+    In scope are the caps of the whole policy (scope ``"policy:..."``), of the gateway's client key
+    the run serves (scope ``"client:NAME"``: the caller passes only that key's) and those of
+    ``provider`` (scope ``"provider:NAME"``); each is charged in the window that holds ``now_s``.
+    The amount is the request's worst case: ``worst_usd`` for dollars, ``worst_tokens`` for tokens, and 1 for
     requests. A charge of nothing (a dollar cap and a free provider) is left out: it can neither
     break a cap nor add to one, so a request with no charges needs no store at all.
     """
     amounts = {Resource.USD: worst_usd, Resource.REQUESTS: 1.0, Resource.TOKENS: float(worst_tokens)}
     charges: list[Charge] = []
     for cap in caps:
-        if not (cap.scope.startswith("policy:") or cap.scope == f"provider:{provider}"):
+        if not (cap.scope.startswith(("policy:", "client:")) or cap.scope == f"provider:{provider}"):
             continue
         amount = amounts[cap.resource]
         if amount <= 0:
@@ -288,6 +292,73 @@ def policy_caps(
                     )
                 )
     return tuple(caps)
+
+
+CLIENT_RPM_WINDOW_S = 60.0
+"""The window of a client key's ``rpm``: a minute, aligned to the Unix epoch."""
+_PROBE_USD = 1e-6
+"""What ``client_admission`` asks of a client's dollar cap: anything at all left of the day's."""
+
+
+def client_caps(policy: Policy, name: str) -> tuple[Cap, ...]:
+    """The caps ``[serve.keys.NAME]`` sets on the gateway's client key ``name`` (none when it sets
+    none): ``client:NAME:usd:day``, charged by every attempt of the key's requests like the
+    policy's own budget (scope ``client:NAME``), and ``client:NAME:requests:60s``, charged once per
+    request at the door by :func:`client_admission` (scope ``client-requests:NAME``, which no
+    attempt charges: a retry or a fail-over is not another request of the client's)."""
+    limits = policy.serve.keys.get(name)
+    if limits is None:
+        return ()
+    caps: list[Cap] = []
+    if limits.max_usd_per_day is not None:
+        caps.append(_dollar_cap(f"client:{name}", limits.max_usd_per_day, Period.DAY))
+    if limits.rpm is not None:
+        caps.append(
+            Cap(
+                key=f"client:{name}:requests:{_seconds(CLIENT_RPM_WINDOW_S)}s",
+                scope=f"client-requests:{name}",
+                resource=Resource.REQUESTS,
+                limit=float(limits.rpm),
+                period=Period.WINDOW,
+                window_s=CLIENT_RPM_WINDOW_S,
+            )
+        )
+    return tuple(caps)
+
+
+def client_admission(caps: Sequence[Cap], now_s: float) -> tuple[tuple[Charge, ...], tuple[Charge, ...]]:
+    """What a request of a client key with ``caps`` (:func:`client_caps`) reserves at the door at
+    ``now_s``, and what that reservation settles as once admitted: one request of its ``rpm``
+    (kept), and a millionth of a dollar of its day's budget (given back: it only asks whether any
+    of the budget is left, so that a client whose day is spent is refused before its request is
+    read further). Refused by :func:`refuse`, the reservation's ``Refusal`` says which and when it
+    resets."""
+    asked: list[Charge] = []
+    for cap in caps:
+        amount = 1.0 if cap.resource is Resource.REQUESTS else _PROBE_USD
+        window, resets_at = window_of(cap.period, cap.window_s, now_s)
+        asked.append(
+            Charge(
+                cap_key=cap.key, resource=cap.resource, window=window, resets_at=resets_at,
+                amount=amount, limit=cap.limit,
+            )
+        )
+    return tuple(asked), settled_amounts(asked, 0.0, 0)
+
+
+def client_refusal_message(name: str, refusal: Refusal) -> str:
+    """Why a request of the client key ``name`` was refused by its caps, for the client: its
+    ``rpm`` spent in this minute, or its day's budget."""
+    if refusal.resource is Resource.REQUESTS:
+        return (
+            f"client key {name} sent its {round(refusal.limit)} requests of this minute (rpm); "
+            f"the next minute starts at {format_moment(refusal.resets_at)}"
+        )
+    spent = describe_amount(Resource.USD, refusal.used)
+    return (
+        f"client key {name} has spent its daily budget ({spent} of "
+        f"{describe_amount(Resource.USD, refusal.limit)}); it resets at {format_moment(refusal.resets_at)}"
+    )
 
 
 def _seconds(window_s: float) -> str:

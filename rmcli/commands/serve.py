@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -14,12 +16,15 @@ from rmcli import api
 from rmcli.environment import load_environment
 from rmcli.errors import ConfigError
 from rmcli.output import err
-from rmcli.serve.keys import KEYS_VARIABLE, is_loopback, parse_keys
+from rmcli.serve.clients import Limits
+from rmcli.serve.keys import KEYS_VARIABLE, ClientKey, ClientKeysError, is_loopback, parse_keys
+from rmcli.serve.metrics import METRICS_DIR_VARIABLE
 
 __all__ = ["serve"]
 
 _POLICY_VARIABLE = "_RMGR_SERVE_POLICY"
 _NO_AUTH_VARIABLE = "_RMGR_SERVE_NO_AUTH"
+_LOG_CONTENT_VARIABLE = "_RMGR_SERVE_LOG_CONTENT"
 """How ``--workers N`` hands the options to its worker processes (they inherit the environment)."""
 
 
@@ -30,14 +35,17 @@ def serve(
     port: int = 4000,
     workers: int = 1,
     no_auth: bool = False,
+    log_content: bool = False,
 ) -> int:
     """Serve the policy's routes as OpenAI and Anthropic HTTP APIs.
 
     POST /v1/chat/completions (streamed or not, tools, images, response_format), POST
     /v1/messages (Anthropic's shape), GET /v1/models (default and each [routes.NAME]: a
-    request's model picks the route) and GET /health. Clients
+    request's model picks the route), GET /metrics (Prometheus) and GET /health. Clients
     send one of the comma-separated keys in RMGR_SERVE_KEYS (Authorization: Bearer KEY or
-    x-api-key: KEY); a client's key is never sent upstream, logged or stored. Fail-over is
+    x-api-key: KEY); a client's key is never sent upstream, logged or stored. NAME=KEY names a
+    key: the access log shows the name, and the policy's [serve.keys.NAME] max_usd_per_day and
+    rpm limit it across every worker and host sharing the state (429 past them). Fail-over is
     invisible to a stream until its first text; a stream cut after that ends with an error
     event, never a finish_reason. Every attempt is accounted (rmgr usage). SIGTERM or Ctrl-C
     stops accepting, lets requests in flight finish, then exits 0; exit 2 for bad configuration.
@@ -56,9 +64,15 @@ def serve(
         Worker processes sharing the port and the state.
     no_auth
         Ask clients for no key; only with a loopback host (127.0.0.1, ::1, localhost).
+    log_content
+        Show each request's last message and its answer (their first 500 characters) in the
+        access log on stderr; without it the log holds no content.
     """
     env = load_environment()
-    keys = parse_keys(env)
+    try:
+        keys = parse_keys(env)
+    except ClientKeysError as exc:
+        raise ConfigError(str(exc)) from None
     if no_auth and not is_loopback(host):
         raise ConfigError(
             f"--no-auth is allowed on a loopback host only (127.0.0.1, ::1, localhost), not {host}"
@@ -72,13 +86,17 @@ def serve(
         raise ConfigError(f"--workers must be at least 1 (got {workers})")
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535 (got {port})")
-    # A bad policy or a missing provider key: exit 2 before listening.
-    routes = api.Client(policy, command="serve").setup.route_names()
-    err(f"INFO: serving models {', '.join(routes)} on http://{_authority(host, port)}/v1")
-    return _run(policy, host, port, workers, () if no_auth else keys)
+    # A bad policy, a missing provider key, a limit on a key that is not there: exit 2 before listening.
+    setup = api.Client(policy, command="serve").setup
+    keys = () if no_auth else keys
+    Limits(setup.policy, keys)
+    err(f"INFO: serving models {', '.join(setup.route_names())} on http://{_authority(host, port)}/v1")
+    return _run(policy, host, port, workers, keys, log_content)
 
 
-def _run(policy: Path | None, host: str, port: int, workers: int, keys: tuple[bytes, ...]) -> int:
+def _run(
+    policy: Path | None, host: str, port: int, workers: int, keys: tuple[ClientKey, ...], log_content: bool
+) -> int:
     """Serve until SIGTERM or SIGINT; uvicorn stops accepting, lets requests finish, closes."""
     import uvicorn
 
@@ -97,9 +115,11 @@ def _run(policy: Path | None, host: str, port: int, workers: int, keys: tuple[by
         "lifespan": "on",
         "log_level": "info",
         "log_config": logging,
+        "access_log": False,  # the gateway writes its own line: model, key name, provider, cost
     }
     if workers == 1:
-        config = uvicorn.Config(Gateway(Settings(policy=policy, keys=keys)), **options)  # type: ignore[arg-type]
+        settings = Settings(policy=policy, keys=keys, log_content=log_content)
+        config = uvicorn.Config(Gateway(settings), **options)  # type: ignore[arg-type]
         try:
             uvicorn.Server(config).run()
         except SystemExit as stop:  # uvicorn said why above: the state, or the address in use
@@ -109,7 +129,13 @@ def _run(policy: Path | None, host: str, port: int, workers: int, keys: tuple[by
         return 0
     os.environ[_POLICY_VARIABLE] = "" if policy is None else str(policy)
     os.environ[_NO_AUTH_VARIABLE] = "" if keys else "1"
-    uvicorn.run("rmcli.commands.serve:worker_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    os.environ[_LOG_CONTENT_VARIABLE] = "1" if log_content else ""
+    figures = tempfile.mkdtemp(prefix="rmgr-serve-metrics-")  # each worker's counts, for /metrics
+    os.environ[METRICS_DIR_VARIABLE] = figures
+    try:
+        uvicorn.run("rmcli.commands.serve:worker_app", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    finally:
+        shutil.rmtree(figures, ignore_errors=True)
     return 0
 
 
@@ -120,7 +146,12 @@ def worker_app() -> object:
 
     policy = os.environ.get(_POLICY_VARIABLE) or None
     keys = () if os.environ.get(_NO_AUTH_VARIABLE) else parse_keys(load_environment())
-    return Gateway(Settings(policy=None if policy is None else Path(policy), keys=keys))
+    settings = Settings(
+        policy=None if policy is None else Path(policy),
+        keys=keys,
+        log_content=bool(os.environ.get(_LOG_CONTENT_VARIABLE)),
+    )
+    return Gateway(settings)
 
 
 def _authority(host: str, port: int) -> str:

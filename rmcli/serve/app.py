@@ -1,15 +1,18 @@
 """The gateway as a plain ASGI application: routing, the endpoints, one ``api.Client`` per worker.
 
 ``GET /health`` answers without a key; every other path needs one of the clients' keys
-(``keys``). ``GET /v1/models`` lists the policy's routes as model ids. ``POST
+(``keys``), and a named key's requests are held to its limits (``clients``). ``GET /v1/models``
+lists the policy's routes as model ids; ``GET /metrics`` gives the figures (``metrics``). ``POST
 /v1/chat/completions`` (OpenAI) and ``POST /v1/messages`` (Anthropic) read the request in their
 API's shape (``dialects``), run it on the route its ``model`` names (``default``: the policy's
 ``[route]``) through the worker's shared ``api.Client`` (every attempt recorded, as ``serve``),
-and answer in the same shape, streamed (``relay``) or whole; errors too.
+and answer in the same shape, streamed (``relay``) or whole; errors too. Each request ends
+with one access-log line on stderr (never a key; its content only with ``log_content``).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,10 +26,12 @@ from returns.result import Failure, Success
 from rmcli import api
 from rmcli.errors import ConfigError
 from rmcli.hooks import Hooks
+from rmcli.output import add_secret, err
 from rmcli.serve import openai_format as fmt
 from rmcli.serve.asgi import (
     BodyTooLarge,
     ClientGone,
+    Message,
     Receive,
     Scope,
     Send,
@@ -34,10 +39,14 @@ from rmcli.serve.asgi import (
     respond,
     watch_disconnect,
 )
+from rmcli.serve.clients import ClientLimited, Limits
 from rmcli.serve.dialects import ANTHROPIC, OPENAI, Decoded, Dialect
-from rmcli.serve.keys import authorized, presented_key
+from rmcli.serve.keys import ClientKey, authorized, presented_key
+from rmcli.serve.metrics import METRICS_DIR_VARIABLE, WRITE_EVERY_S, Counts, render
 from rmcli.serve.relay import Relay, unexpected
+from rmcli.state import StoreError, StoreUnavailable
 from rmcore.events import RunOutcome
+from rmcore.policy import all_route_providers
 from rmcore.requests import ChatRequest
 
 __all__ = ["DEFAULT_MODEL", "Gateway", "Settings"]
@@ -46,6 +55,10 @@ DEFAULT_MODEL = "default"
 """The model id of the policy's ``[route]``."""
 
 _HEALTHY = msgspec.json.encode({"status": "ok"})
+_PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+_ENDPOINTS = frozenset({"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/messages"})
+_CONTENT_CHARS = 500
+"""How much of a request's last message and of its answer ``log_content`` shows."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +68,25 @@ class Settings:
     environment and HTTP transport its ``api.Client`` uses (None: the process's)."""
 
     policy: Path | None = None
-    keys: tuple[bytes, ...] = ()
+    keys: tuple[ClientKey, ...] = ()
     env: dict[str, str] | None = field(default=None, repr=False)
     transport: httpx.AsyncBaseTransport | None = None
+    log_content: bool = False
+    """Show each request's last message and its answer (cut short) in the access log."""
+    access_log: bool = True
+
+
+@dataclass
+class _Exchange:
+    """What one request's access-log line and figures say about it."""
+
+    started: float
+    endpoint: str
+    status: int = 0
+    model: str = "-"
+    key_name: str = "-"
+    outcome: RunOutcome | None = None
+    asked: str | None = None
 
 
 class Gateway:
@@ -67,7 +96,13 @@ class Gateway:
         self.settings = settings
         self._client: api.Client | None = None
         self._routes: tuple[str, ...] = ()
+        self._providers: tuple[str, ...] = ()
         self._models = b""
+        self._limits: Limits | None = None
+        folder = os.environ.get(METRICS_DIR_VARIABLE)
+        self.counts = Counts(Path(folder) if folder else None)
+        for key in settings.keys:
+            add_secret(key.secret.decode(errors="replace"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -78,28 +113,44 @@ class Gateway:
     # --- start-up and shut-down ------------------------------------------------------------------
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """Open the worker's client at start-up (its state and first pool), close it at shut-down."""
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.start()
-                except ConfigError as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+        """Open the worker's client at start-up (its state and first pool), close it at shut-down;
+        meanwhile, leave this worker's figures for the others every second (``--workers N``)."""
+        async with anyio.create_task_group() as group:
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    try:
+                        await self.start()
+                    except ConfigError as exc:
+                        await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                        group.cancel_scope.cancel()
+                        return
+                    group.start_soon(self._write_counts)
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    group.cancel_scope.cancel()
+                    await self.stop()
+                    self.counts.write()
+                    await send({"type": "lifespan.shutdown.complete"})
                     return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+
+    async def _write_counts(self) -> None:
+        while True:
+            await anyio.sleep(WRITE_EVERY_S)
+            self.counts.write()
 
     async def start(self) -> None:
         """Make and open the client (a ``ConfigError`` for a bad policy or state)."""
         s = self.settings
-        client = api.Client(s.policy, env=s.env, transport=s.transport, record=True, command="serve")
+        client = api.Client(
+            s.policy, env=s.env, transport=s.transport, record=True, command="serve",
+            hooks=Hooks(attempt_ended=self.counts.attempt_ended),
+        )
+        self._limits = Limits(client.setup.policy, s.keys)
         await client.open()
         self._client = client
         self._routes = client.setup.route_names()
+        self._providers = tuple(all_route_providers(client.setup.policy))
         self._models = fmt.models_body(self._routes)
 
     async def stop(self) -> None:
@@ -111,31 +162,70 @@ class Gateway:
     # --- requests --------------------------------------------------------------------------------
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        exchange = _Exchange(time.perf_counter(), path if path in _ENDPOINTS else "other")
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+            await send(message)
+
+        self.counts.request_started()
+        try:
+            await self._serve(scope, receive, sending, exchange)
+        finally:
+            seconds = time.perf_counter() - exchange.started
+            self.counts.request_ended(exchange.endpoint, exchange.model, exchange.status, seconds)
+            if self.settings.access_log:
+                self._log(scope, exchange, seconds)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, exchange: _Exchange) -> None:
         path, method = scope["path"], scope["method"]
         if path == "/health":
             if method not in ("GET", "HEAD"):
                 return await _not_allowed(send, OPENAI)
             return await respond(send, 200, _HEALTHY)
         dialect = ANTHROPIC if path == "/v1/messages" else OPENAI
-        keys = self.settings.keys
-        if keys and not authorized(presented_key(scope["headers"]), keys):
-            message = "Missing or incorrect API key: send one of RMGR_SERVE_KEYS (Bearer or x-api-key)."
-            body = dialect.error_body(401, message, "invalid_api_key")
-            return await respond(send, 401, body, [(b"www-authenticate", b"Bearer")])
+        key: ClientKey | None = None
+        if keys := self.settings.keys:
+            key = authorized(presented_key(scope["headers"]), keys)
+            if key is None:
+                message = "Missing or incorrect API key: send one of RMGR_SERVE_KEYS (Bearer or x-api-key)."
+                body = dialect.error_body(401, message, "invalid_api_key")
+                return await respond(send, 401, body, [(b"www-authenticate", b"Bearer")])
+            exchange.key_name = key.name or "-"
         if path == "/v1/models":
             if method != "GET":
                 return await _not_allowed(send, OPENAI)
             return await respond(send, 200, self._models)
+        if path == "/metrics":
+            if method != "GET":
+                return await _not_allowed(send, OPENAI)
+            return await self._metrics(send)
         if path in ("/v1/chat/completions", "/v1/messages"):
             if method != "POST":
                 return await _not_allowed(send, dialect)
-            return await self._chat(scope, receive, send, dialect)
-        served = "/v1/chat/completions, /v1/messages, /v1/models and /health"
+            return await self._chat(scope, receive, send, dialect, key, exchange)
+        served = "/v1/chat/completions, /v1/messages, /v1/models, /metrics and /health"
         message = f"Unknown path {path}: this gateway serves {served}."
         await respond(send, 404, OPENAI.error_body(404, message, "not_found"))
 
-    async def _chat(self, scope: Scope, receive: Receive, send: Send, dialect: Dialect) -> None:
-        started = time.perf_counter()
+    async def _metrics(self, send: Send) -> None:
+        client = self._client
+        assert client is not None, "the worker has not started"
+        try:
+            circuits = await client.circuits()
+        except StoreError:
+            circuits = []  # the figures still go out; the breakers show as closed
+        body = render(self.counts.all_workers(), circuits, self._providers)
+        await send({"type": "http.response.start", "status": 200, "headers": [_PROMETHEUS]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _chat(
+        self, scope: Scope, receive: Receive, send: Send, dialect: Dialect, key: ClientKey | None,
+        exchange: _Exchange,
+    ) -> None:
+        started = exchange.started
         try:
             body = await read_body(scope, receive)
         except BodyTooLarge:
@@ -153,21 +243,62 @@ class Gateway:
         if model not in self._routes:
             message = f"No model {model!r}: the models are this policy's routes: {', '.join(self._routes)}."
             return await respond(send, 404, dialect.error_body(404, message, "model_not_found", "model"))
-        run = self._runner(decoded.request, None if model == DEFAULT_MODEL else model)
+        exchange.model = model
+        if self.settings.log_content:
+            exchange.asked = _last_text(decoded.request)
+        limits = self._limits
+        assert limits is not None and self._client is not None, "the worker has not started"
+        try:
+            await limits.admit(self._client, key)
+        except ClientLimited as limited:
+            self.counts.limited(limited.key_name, limited.reason)
+            return await _limited(send, dialect, limited)
+        except StoreUnavailable as exc:
+            message = f"{exc.message}; client keys' limits cannot be checked, so nothing is sent"
+            return await respond(send, 503, dialect.error_body(503, message, "state_unavailable"))
+        run = self._runner(decoded.request, None if model == DEFAULT_MODEL else model, key, exchange)
         if decoded.request.stream:
             return await Relay(dialect.stream(decoded, model)).run(receive, send, run)
         await self._whole(receive, send, run, dialect, model, started)
 
     def _runner(
-        self, request: ChatRequest, route: str | None
+        self, request: ChatRequest, route: str | None, key: ClientKey | None, exchange: _Exchange
     ) -> Callable[[Hooks | None], Awaitable[RunOutcome]]:
-        client = self._client
-        assert client is not None, "the worker has not started"
+        """The run of one request: its outcome kept for the access log, and a failure for want of
+        the client key's budget raised as ``ClientLimited`` (a 429)."""
+        client, limits = self._client, self._limits
+        assert client is not None and limits is not None, "the worker has not started"
+        spending = limits.spending(key)
 
         async def run(hooks: Hooks | None = None) -> RunOutcome:
-            return await client.chat(request, hooks=hooks, route=route)
+            outcome = await client.chat(request, hooks=hooks, route=route, caps=spending)
+            exchange.outcome = outcome
+            try:
+                limits.check_outcome(key, outcome)
+            except ClientLimited as limited:
+                self.counts.limited(limited.key_name, limited.reason)
+                raise
+            return outcome
 
         return run
+
+    def _log(self, scope: Scope, exchange: _Exchange, seconds: float) -> None:
+        """One access-log line: who, what, how it ended, who answered, at what cost; never a key."""
+        client = scope.get("client")
+        peer = f"{client[0]}:{client[1]}" if client else "-"
+        line = (
+            f'INFO:     {peer} - "{scope["method"]} {scope["path"]}" {exchange.status} '
+            f"model={exchange.model} key={exchange.key_name}"
+        )
+        outcome = exchange.outcome
+        if outcome is not None:
+            line += f" provider={outcome.provider or '-'} attempts={len(outcome.attempts)}"
+            line += f" cost_usd={outcome.cost_usd:.6f}"
+        line += f" ms={seconds * 1000:.1f}"
+        if exchange.asked is not None:
+            answer = outcome.completion.content if outcome is not None and outcome.completion else ""
+            line += f" asked={_quoted(exchange.asked)} answered={_quoted(answer)}"
+        err(line)
 
     async def _whole(
         self,
@@ -187,6 +318,9 @@ class Gateway:
                 outcome = await run(None)
             except ConfigError as exc:
                 refused = (400, str(exc), "unsupported")
+            except ClientLimited as limited:
+                group.cancel_scope.cancel()
+                return await _limited(send, dialect, limited)
             except Exception as exc:
                 refused = (500, unexpected(exc), "internal_error")
             group.cancel_scope.cancel()
@@ -220,6 +354,21 @@ def _outcome_headers(outcome: RunOutcome, started: float) -> list[tuple[bytes, b
     if outcome.provider is not None:
         headers.append((b"x-rmgr-provider", outcome.provider.encode()))
     return headers
+
+
+def _last_text(request: ChatRequest) -> str:
+    """The text of the request's last message (what ``log_content`` shows of it)."""
+    return request.messages[-1].text if request.messages else ""
+
+
+def _quoted(text: str) -> str:
+    cut = text[:_CONTENT_CHARS] + ("..." if len(text) > _CONTENT_CHARS else "")
+    return msgspec.json.encode(cut).decode()
+
+
+async def _limited(send: Send, dialect: Dialect, limited: ClientLimited) -> None:
+    body = dialect.error_body(429, limited.message, "rate_limit_exceeded")
+    await respond(send, 429, body, fmt.retry_after_header(limited.retry_after_s))
 
 
 async def _not_allowed(send: Send, dialect: Dialect) -> None:

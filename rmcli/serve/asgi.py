@@ -13,6 +13,7 @@ __all__ = [
     "BodyTooLarge",
     "ClientGone",
     "Headers",
+    "Message",
     "Receive",
     "Scope",
     "Send",

@@ -26,6 +26,7 @@ from rmcli.hooks import Hooks
 from rmcli.output import err, redact
 from rmcli.serve import openai_format as fmt
 from rmcli.serve.asgi import Receive, Send, respond, watch_disconnect
+from rmcli.serve.clients import ClientLimited
 from rmcore.attempts import AttemptRecord
 from rmcore.completion import Completion
 from rmcore.events import RunOutcome, StartAttempt
@@ -85,6 +86,7 @@ class _Done:
 
     outcome: RunOutcome | None
     refused: tuple[int, str, str] | None = None
+    retry_after_s: float | None = None
 
 
 _Item = str | _Cut | _Done
@@ -142,6 +144,9 @@ class Relay:
                     outcome = await chat(self.hooks())
                 except ConfigError as refused:
                     self._put(_Done(None, (400, str(refused), "unsupported")))
+                except ClientLimited as limited:
+                    refusal = (429, limited.message, "rate_limit_exceeded")
+                    self._put(_Done(None, refusal, limited.retry_after_s))
                 except Exception as exc:
                     self._put(_Done(None, (500, unexpected(exc), "internal_error")))
                 else:
@@ -203,6 +208,7 @@ class Relay:
             retry: list[tuple[bytes, bytes]] = []
             if done.refused is not None:
                 status, message, code = done.refused
+                retry = fmt.retry_after_header(done.retry_after_s)
             else:
                 assert outcome is not None and outcome.error is not None
                 error = fmt.run_error(outcome.error)

@@ -236,6 +236,7 @@ def _check(
     yield from _check_retry(policy)
     yield from _check_analysis(policy)
     yield from _check_budget(policy, defined)
+    yield from _check_serve(policy)
 
 
 def _check_finite(value: Any, path: PathKey) -> Iterator[tuple[PathKey, str]]:
@@ -414,6 +415,15 @@ def _check_budget(policy: Policy, defined: set[str]) -> Iterator[tuple[PathKey, 
             )
         if caps.daily_usd is None and caps.monthly_usd is None:
             yield path, "sets no cap: give `daily_usd`, `monthly_usd` or both"
+
+
+def _check_serve(policy: Policy) -> Iterator[tuple[PathKey, str]]:
+    for name, limits in policy.serve.keys.items():
+        path: PathKey = ("serve", "keys", name)
+        if not _NAME.fullmatch(name):
+            yield path, f"`{name}` is not a key name: letters, digits, '.', '_' and '-', as in NAME=KEY"
+        if limits.max_usd_per_day is None and limits.rpm is None:
+            yield path, "sets no limit: give `max_usd_per_day`, `rpm` or both"
 
 
 def _issue(

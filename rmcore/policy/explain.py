@@ -240,6 +240,24 @@ def _paragraphs(policy: Policy, providers: Mapping[str, ProviderSpec]) -> list[s
         f" at most {analysis.max_concurrency} at a time; it fails unless at least"
         f" {analysis.min_perspectives} succeed{'s' if analysis.min_perspectives == 1 else ''}."
         + _synthesis(policy),
+        *_client_keys(policy),
+    ]
+
+
+def _client_keys(policy: Policy) -> list[str]:
+    """``[serve.keys.NAME]``: what ``rmgr serve`` lets each named client key spend and send."""
+    limits = []
+    for name, key in policy.serve.keys.items():
+        parts = [f"{_usd(key.max_usd_per_day)} per UTC day"] if key.max_usd_per_day is not None else []
+        if key.rpm is not None:
+            parts.append(f"{key.rpm} request{'s' if key.rpm != 1 else ''} per minute")
+        limits.append(f"{name} at most {' and '.join(parts)}")
+    if not limits:
+        return []
+    return [
+        f"Client keys of rmgr serve: {'; '.join(limits)}. They are counted across every worker and"
+        " host that shares the state; a request past either limit gets 429 with Retry-After, and"
+        " nothing is sent for it."
     ]
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "Analysis",
     "Breaker",
     "Budget",
+    "ClientKeyLimits",
     "Health",
     "HedgeAfter",
     "Limits",
@@ -47,6 +48,7 @@ __all__ = [
     "ProviderOverride",
     "Retry",
     "Route",
+    "Serve",
     "Strategy",
     "Target",
     "TargetTable",
@@ -260,6 +262,25 @@ class Budget(Base, frozen=True):
     providers: dict[str, ProviderBudget] = msgspec.field(default_factory=dict)
 
 
+class ClientKeyLimits(Base, frozen=True):
+    """``[serve.keys.NAME]``: what ``rmgr serve`` lets the client key NAME (``NAME=KEY`` in
+    ``RMGR_SERVE_KEYS``) spend and send. Kept in the shared state, so every worker and host that
+    shares it counts the same use; a client over either limit gets 429 with ``Retry-After``."""
+
+    max_usd_per_day: NonNegativeFloat | None = None
+    """At most this much spent on the key's requests per UTC day (each attempt's worst case is
+    reserved before it is sent, like ``[budget]``)."""
+    rpm: PositiveInt | None = None
+    """At most this many requests per minute (windows of 60 s aligned to the Unix epoch)."""
+
+
+class Serve(Base, frozen=True):
+    """``[serve]``: settings of the gateway (``rmgr serve``)."""
+
+    keys: dict[str, ClientKeyLimits] = msgspec.field(default_factory=dict)
+    """``[serve.keys.NAME]``: limits per named client key."""
+
+
 class PerspectiveDef(Base, frozen=True):
     """``[perspectives.ID]``: a perspective beyond the eight (or a replacement for one of them)."""
 
@@ -289,6 +310,7 @@ class Policy(Base, frozen=True):
     analysis: Analysis = msgspec.field(default_factory=Analysis)
     perspectives: dict[str, PerspectiveDef] = msgspec.field(default_factory=dict)
     budget: Budget = msgspec.field(default_factory=Budget)
+    serve: Serve = msgspec.field(default_factory=Serve)
 
     def route_names(self) -> tuple[str, ...]:
         """Every route's name: ``default`` (``[route]``) first, then ``[routes.NAME]`` in file order."""

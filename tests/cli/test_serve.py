@@ -7,6 +7,7 @@ in a blocking portal, so that the whole file takes a few seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -27,6 +28,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from rmcli import api
 from rmcli.sandbox import Sandbox
 from rmcli.serve.app import Gateway, Settings
+from rmcli.serve.keys import ClientKey
 from rmcore.usage import AttemptRow
 from tests.cli.helpers import RMGR, Cli, clean_env, closed_url, write_policy
 
@@ -94,13 +96,20 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    home = tmp_path_factory.mktemp("serve")
-    policy = write_policy(home, "gateway.toml", POLICY)
+    keys = (ClientKey(KEY.encode()), ClientKey(b"sk-other-3b1d", "other"))
+    with serving(tmp_path_factory.mktemp("serve"), POLICY, keys) as box:
+        yield box
+
+
+@contextlib.contextmanager
+def serving(home: Path, policy_text: str, keys: tuple[ClientKey, ...]) -> Iterator[Served]:
+    """The sandbox, and a gateway over it with ``policy_text`` and ``keys``, state in ``home``."""
+    policy = write_policy(home, "gateway.toml", policy_text)
     with start_blocking_portal(backend="asyncio") as portal:
         sandbox = Sandbox()
         with portal.wrap_async_context_manager(sandbox):
             env = {**sandbox.env(), "RECURSIVEMANAGER_HOME": str(home)}
-            settings = Settings(policy=policy, keys=(KEY.encode(), b"sk-other"), env=env)
+            settings = Settings(policy=policy, keys=keys, env=env)
             port = _free_port()
             config = uvicorn.Config(
                 Gateway(settings),
@@ -196,7 +205,7 @@ def test_a_missing_or_wrong_key_is_401_in_openai_shape(box: Served, key: str | N
 
 
 def test_x_api_key_is_accepted_too(box: Served) -> None:
-    reply = httpx.get(f"{box.url}/v1/models", headers={"x-api-key": "sk-other"})
+    reply = httpx.get(f"{box.url}/v1/models", headers={"x-api-key": "sk-other-3b1d"})
     assert reply.status_code == 200
 
 

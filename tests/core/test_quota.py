@@ -23,6 +23,9 @@ from rmcore.quota import (
     attempt_charges,
     attempt_settlement,
     charges_for,
+    client_admission,
+    client_caps,
+    client_refusal_message,
     policy_caps,
     refuse,
     settled_amounts,
@@ -132,7 +135,7 @@ def test_a_fixed_window_needs_a_positive_length(window_s: float | None) -> None:
 
 # --- charges_for ----------------------------------------------------------------------------------
 
-SCOPES = ("policy:p", "policy:q", "provider:a", "provider:b", "provider:c")
+SCOPES = ("policy:p", "policy:q", "provider:a", "provider:b", "provider:c", "client:k", "client-requests:k")
 
 
 @st.composite
@@ -165,12 +168,14 @@ def caps(draw: st.DrawFn) -> list[Cap]:
 def test_charges_for_picks_exactly_the_caps_in_scope(
     all_caps: list[Cap], provider: str, worst_usd: float, worst_tokens: int, now_s: float
 ) -> None:
-    """A request is charged against the policy's caps and its own provider's, in order, each for a non-zero
-    amount in its window."""
+    """A request is charged against the policy's caps, its client key's and its own provider's, in
+    order, each for a non-zero amount in its window; never against a key's requests per minute."""
     charges = charges_for(all_caps, provider, worst_usd, worst_tokens, now_s)
     amount = {Resource.USD: worst_usd, Resource.REQUESTS: 1.0, Resource.TOKENS: float(worst_tokens)}
     in_scope = [
-        cap for cap in all_caps if cap.scope.startswith("policy:") or cap.scope == f"provider:{provider}"
+        cap
+        for cap in all_caps
+        if cap.scope.startswith(("policy:", "client:")) or cap.scope == f"provider:{provider}"
     ]
     assert [c.cap_key for c in charges] == [cap.key for cap in in_scope if amount[cap.resource] > 0]
     by_key = {cap.key: cap for cap in all_caps}
@@ -463,3 +468,57 @@ def test_a_quota_of_zero_removes_the_gateway_s_built_in_quota() -> None:
 def test_providers_outside_the_route_bring_no_quota() -> None:
     """Quotas of providers the route does not name are no caps of the policy."""
     assert caps_of('version = 1\n[route]\ntargets = ["glm-direct"]\n') == ()
+
+
+# --- a gateway's client keys ---------------------------------------------------------------------
+
+KEYS_POLICY = """
+    version = 1
+    [serve.keys.ci]
+    max_usd_per_day = 2.5
+    rpm = 30
+    [serve.keys.night]
+    rpm = 5
+"""
+
+
+def test_client_caps_are_a_daily_budget_and_requests_per_minute() -> None:
+    policy = policy_of(KEYS_POLICY)
+    usd, rpm = client_caps(policy, "ci")
+    assert (usd.key, usd.scope, usd.limit, usd.period) == ("client:ci:usd:day", "client:ci", 2.5, Period.DAY)
+    assert (rpm.key, rpm.scope, rpm.limit) == ("client:ci:requests:60s", "client-requests:ci", 30)
+    assert rpm.window_s == 60
+    assert [c.key for c in client_caps(policy, "night")] == ["client:night:requests:60s"]
+    assert client_caps(policy, "nobody") == ()
+
+
+@given(MOMENTS, st.floats(0.0, 1e4), st.integers(1, 10_000))
+def test_the_door_counts_one_request_and_keeps_none_of_the_budget(now_s: float, usd: float, rpm: int) -> None:
+    """Admission asks a request of the rpm and a sliver of the budget; it keeps the request only."""
+    policy = policy_of(f"version = 1\n[serve.keys.k]\nmax_usd_per_day = {usd!r}\nrpm = {rpm}\n")
+    asked, kept = client_admission(client_caps(policy, "k"), now_s)
+    assert [(c.resource, c.amount > 0) for c in asked] == [(Resource.USD, True), (Resource.REQUESTS, True)]
+    assert [c.amount for c in kept] == [0.0, 1.0]
+    assert [(c.window, c.resets_at) for c in asked] == [(c.window, c.resets_at) for c in kept]
+    assert all(c.resets_at > now_s for c in asked)
+    # A budget with anything left lets the request in; a spent one does not.
+    assert refuse(asked, {}) is None or usd < 1e-6
+    spent = {(c.cap_key, c.window): c.limit for c in asked if c.resource is Resource.USD}
+    assert refuse(asked, spent) is not None
+
+
+def test_a_client_refusal_says_which_key_and_when_it_may_go_again() -> None:
+    policy = policy_of(KEYS_POLICY)
+    asked, _ = client_admission(client_caps(policy, "ci"), at(2026, 12, 6, 10, 30, 15))
+    full = {(c.cap_key, c.window): c.limit for c in asked}
+    refusal = refuse(asked, full)
+    assert refusal is not None
+    assert client_refusal_message("ci", refusal) == (
+        "client key ci has spent its daily budget ($2.50 of $2.50); it resets at 2026-12-07 00:00 UTC"
+    )
+    refusal = refuse(asked[1:], full)
+    assert refusal is not None
+    assert client_refusal_message("ci", refusal) == (
+        "client key ci sent its 30 requests of this minute (rpm); "
+        "the next minute starts at 2026-12-06 10:31 UTC"
+    )
