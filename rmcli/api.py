@@ -224,11 +224,12 @@ class _Pools:
             self._clients.append(_new_client(self._transport))
             self._busy.append(0)
             index = len(self._clients) - 1
-        self._busy[index] += 1
+        busy = self._busy  # ``aclose`` may start new lists while this lease is out
+        busy[index] += 1
         try:
             yield self._clients[index]
         finally:
-            self._busy[index] -= 1
+            busy[index] -= 1
 
     async def prepare(self) -> None:
         """Make the first client in a worker thread: its CA bundle and httpx's first imports

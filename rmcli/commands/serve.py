@@ -36,6 +36,7 @@ def serve(
     workers: int = 1,
     no_auth: bool = False,
     log_content: bool = False,
+    grace: float = 30.0,
 ) -> int:
     """Serve the policy's routes as OpenAI and Anthropic HTTP APIs.
 
@@ -67,6 +68,9 @@ def serve(
     log_content
         Show each request's last message and its answer (their first 500 characters) in the
         access log on stderr; without it the log holds no content.
+    grace
+        Seconds that requests in flight may take to finish after SIGTERM or Ctrl-C; those still
+        running then are cancelled (their attempts accounted as cancelled).
     """
     env = load_environment()
     try:
@@ -84,18 +88,28 @@ def serve(
         )
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1 (got {workers})")
+    if not (grace >= 0 and grace < float("inf")):
+        raise ConfigError(f"--grace must be a number of seconds, 0 or more (got {grace})")
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535 (got {port})")
     # A bad policy, a missing provider key, a limit on a key that is not there: exit 2 before listening.
     setup = api.Client(policy, command="serve").setup
     keys = () if no_auth else keys
     Limits(setup.policy, keys)
+    if no_auth and setup.policy.serve.keys:
+        err("WARNING: --no-auth: no client presents a key, so [serve.keys.*] limit no one")
     err(f"INFO: serving models {', '.join(setup.route_names())} on http://{_authority(host, port)}/v1")
-    return _run(policy, host, port, workers, keys, log_content)
+    return _run(policy, host, port, workers, keys, log_content, grace)
 
 
 def _run(
-    policy: Path | None, host: str, port: int, workers: int, keys: tuple[ClientKey, ...], log_content: bool
+    policy: Path | None,
+    host: str,
+    port: int,
+    workers: int,
+    keys: tuple[ClientKey, ...],
+    log_content: bool,
+    grace: float,
 ) -> int:
     """Serve until SIGTERM or SIGINT; uvicorn stops accepting, lets requests finish, closes."""
     import uvicorn
@@ -116,6 +130,7 @@ def _run(
         "log_level": "info",
         "log_config": logging,
         "access_log": False,  # the gateway writes its own line: model, key name, provider, cost
+        "timeout_graceful_shutdown": grace,
     }
     if workers == 1:
         settings = Settings(policy=policy, keys=keys, log_content=log_content)

@@ -12,6 +12,7 @@ with one access-log line on stderr (never a key; its content only with ``log_con
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -43,7 +44,7 @@ from rmcli.serve.clients import ClientLimited, Limits
 from rmcli.serve.dialects import ANTHROPIC, OPENAI, Decoded, Dialect
 from rmcli.serve.keys import ClientKey, authorized, presented_key
 from rmcli.serve.metrics import METRICS_DIR_VARIABLE, WRITE_EVERY_S, Counts, render
-from rmcli.serve.relay import Relay, unexpected
+from rmcli.serve.relay import Relay, StreamShape, unexpected
 from rmcli.state import StoreError, StoreUnavailable
 from rmcore.events import RunOutcome
 from rmcore.policy import all_route_providers
@@ -57,6 +58,8 @@ DEFAULT_MODEL = "default"
 _HEALTHY = msgspec.json.encode({"status": "ok"})
 _PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 _ENDPOINTS = frozenset({"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/messages"})
+SETTLE_S = 5.0
+"""How long a stopping worker waits for its cancelled requests to settle their attempts."""
 _CONTENT_CHARS = 500
 """How much of a request's last message and of its answer ``log_content`` shows."""
 
@@ -87,6 +90,7 @@ class _Exchange:
     key_name: str = "-"
     outcome: RunOutcome | None = None
     asked: str | None = None
+    stream: StreamShape | None = None
 
 
 class Gateway:
@@ -154,7 +158,11 @@ class Gateway:
         self._models = fmt.models_body(self._routes)
 
     async def stop(self) -> None:
-        """Close the client: its connections and its state."""
+        """Close the client, its connections and its state, once the requests still running have
+        ended (those the server cancelled are settling their attempts: for at most ``SETTLE_S``)."""
+        with anyio.move_on_after(SETTLE_S):
+            while self.counts.counts.in_flight > 0:
+                await anyio.sleep(0.01)
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -173,6 +181,12 @@ class Gateway:
         self.counts.request_started()
         try:
             await self._serve(scope, receive, sending, exchange)
+        except anyio.get_cancelled_exc_class():
+            # The server gave up on the request (its grace period after SIGTERM ran out): the run
+            # was cancelled and its attempts settled; tell the client, in its API's shape. This is
+            # the request's outermost frame and the server wants it over: it ends here, quietly.
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await self._shutting_down(send, exchange)
         finally:
             seconds = time.perf_counter() - exchange.started
             self.counts.request_ended(exchange.endpoint, exchange.model, exchange.status, seconds)
@@ -209,6 +223,18 @@ class Gateway:
         served = "/v1/chat/completions, /v1/messages, /v1/models, /metrics and /health"
         message = f"Unknown path {path}: this gateway serves {served}."
         await respond(send, 404, OPENAI.error_body(404, message, "not_found"))
+
+    async def _shutting_down(self, send: Send, exchange: _Exchange) -> None:
+        message = "the gateway is shutting down and did not finish this request; ask again"
+        code = "shutting_down"
+        if exchange.stream is not None and exchange.status == 200:
+            event = exchange.stream.error_event(503, message, code)
+            await send({"type": "http.response.body", "body": event, "more_body": False})
+        elif exchange.status == 0:
+            dialect = ANTHROPIC if exchange.endpoint == "/v1/messages" else OPENAI
+            exchange.status = 503
+            body = dialect.error_body(503, message, code)
+            await respond(send, 503, body, fmt.retry_after_header(1))
 
     async def _metrics(self, send: Send) -> None:
         client = self._client
@@ -258,7 +284,8 @@ class Gateway:
             return await respond(send, 503, dialect.error_body(503, message, "state_unavailable"))
         run = self._runner(decoded.request, None if model == DEFAULT_MODEL else model, key, exchange)
         if decoded.request.stream:
-            return await Relay(dialect.stream(decoded, model)).run(receive, send, run)
+            exchange.stream = dialect.stream(decoded, model)
+            return await Relay(exchange.stream).run(receive, send, run)
         await self._whole(receive, send, run, dialect, model, started)
 
     def _runner(

@@ -37,9 +37,11 @@ class Limits:
     """The caps of each named client key that ``[serve.keys.NAME]`` limits."""
 
     def __init__(self, policy: Policy, keys: Sequence[ClientKey]) -> None:
+        """``ConfigError`` when the policy limits a name none of ``keys`` has (unless there are no
+        keys at all: ``--no-auth``, where no request carries a key to limit)."""
         named = {key.name for key in keys if key.name is not None}
         unknown = [name for name in policy.serve.keys if name not in named]
-        if unknown:
+        if unknown and keys:
             raise ConfigError(
                 f"the policy limits client key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
                 f"([serve.keys.NAME]), but {KEYS_VARIABLE} names no such key: give it as NAME=KEY"

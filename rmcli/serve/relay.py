@@ -103,6 +103,7 @@ class Relay:
         self._spoke = False
         self._cut = False
         self._provider: str | None = None
+        self._attempts = 0
         self._started = False
 
     def hooks(self) -> Hooks:
@@ -127,6 +128,7 @@ class Relay:
             self._put(_Cut(f"the answer from {self._provider} was cut off; the route moved on"))
             self._cut = True
         self._provider = action.provider.name
+        self._attempts += 1
 
     def _attempt_ended(self, record: AttemptRecord) -> None:
         if self._spoke and record.outcome != "ok":
@@ -187,6 +189,8 @@ class Relay:
         headers = list(SSE_HEADERS)
         if self._provider is not None:
             headers.append((b"x-rmgr-provider", self._provider.encode()))
+        if self._attempts:  # so far: the head goes out before the answer, and its cost, is known
+            headers.append((b"x-rmgr-attempts", str(self._attempts).encode()))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         return self._shape.opening()
 

@@ -90,6 +90,9 @@ class Served:
     def anthropic(self, key: str = KEY) -> anthropic.Anthropic:
         return anthropic.Anthropic(base_url=self.url, api_key=key, max_retries=0, timeout=20)
 
+    def auth(self, key: str = KEY) -> dict[str, str]:
+        return {"authorization": f"Bearer {key}"}
+
     def client(self, key: str = KEY) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=20)
 
@@ -239,6 +242,11 @@ def test_fail_over_is_invisible_plain_and_streamed(box: Served) -> None:
         final = stream.get_final_completion()
     assert "anthropic-direct" in text and final.choices[0].finish_reason == "stop"
     assert len(box.bodies("openai-direct")) == 2 and len(box.bodies("anthropic-direct")) == 2
+    body = {"model": "default", "messages": HELLO, "stream": True}
+    url = f"{box.url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=box.auth(), timeout=10) as raw:
+        assert raw.headers["x-rmgr-provider"] == "anthropic-direct" and raw.headers["x-rmgr-attempts"] == "2"
+        assert raw.read().endswith(b"data: [DONE]\n\n")
 
 
 def test_a_stream_cut_after_its_first_text_ends_in_an_error_not_stop(box: Served) -> None:
@@ -398,6 +406,41 @@ def test_rmgr_serve_answers_without_a_key_on_loopback_and_stops_gracefully_on_si
             server.wait()
     assert server.stderr is not None
     assert "serving models default, solo, gw" in server.stderr.read()
+
+
+def test_a_request_past_the_grace_period_gets_503_and_its_attempt_is_accounted(
+    box: Served, tmp_path: Path
+) -> None:
+    """SIGTERM with ``--grace 0.5`` during a request its provider answers in 3 s: the client gets
+    503 ``shutting_down`` in OpenAI's shape (not uvicorn's bare 500), the process exits 0, and the
+    attempt is in the state as ``cancelled``."""
+    server, url = start_rmgr_serve(box, tmp_path, "--no-auth", "--grace", "0.5")
+    try:
+        box.mode("openai-direct", "slow:3")
+        replies: list[httpx.Response] = []
+        body = {"model": "solo", "messages": HELLO}
+        asking = threading.Thread(
+            target=lambda: replies.append(httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10))
+        )
+        asking.start()
+        time.sleep(0.4)
+        server.send_signal(signal.SIGTERM)
+        asking.join(10)
+        assert server.wait(10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert replies and replies[0].status_code == 503, replies
+    assert replies[0].json()["error"]["code"] == "shutting_down"
+    assert server.stderr is not None and "Traceback" not in server.stderr.read()
+
+    async def read() -> list[AttemptRow]:
+        async with api.records(env={"RECURSIVEMANAGER_HOME": str(tmp_path)}) as state:
+            return await state.attempts.since(0)
+
+    [attempt] = box.portal.call(read)
+    assert attempt.outcome == "cancelled" and attempt.cost_usd > 0
 
 
 def test_the_anthropic_sdk_gets_a_message_plain_and_streamed(box: Served) -> None:
