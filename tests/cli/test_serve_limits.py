@@ -24,6 +24,7 @@ from rmcore.pricing import worst_case_usd
 from rmcore.providers import builtin_providers
 from rmcore.quota import client_caps
 from tests.cli.helpers import Cli, closed_url, write_policy
+from tests.cli.state_backends import Backend
 from tests.cli.test_serve import HELLO, Served, serving
 
 CAPPED, BUSY, FREE = "sk-capped-5e1f0a", "sk-busy-9c2d7b", "sk-free-4a8e6c"
@@ -155,11 +156,13 @@ def test_the_access_log_names_the_key_never_shows_it(
     assert FREE not in logged and "Is a monorepo" not in logged  # no content without --log-content
 
 
-def test_the_keys_limits_are_shared_by_every_client_of_the_state(tmp_path: Path) -> None:
-    """Two workers (two ``api.Client``s on one state) count one key's requests together."""
-    policy_text = _policy(1.0)
-    path = write_policy(tmp_path, "p.toml", policy_text)
-    env = {"RECURSIVEMANAGER_HOME": str(tmp_path), **UPSTREAM}
+def test_the_keys_limits_are_shared_by_every_client_of_the_state(store_backend: Backend) -> None:
+    """Two workers (two ``api.Client``s on one state: a SQLite file, or Redis for several hosts)
+    count one key's requests together."""
+    home = store_backend.home
+    home.mkdir(parents=True, exist_ok=True)
+    path = write_policy(home, "p.toml", _policy(1.0))
+    env = {"RECURSIVEMANAGER_HOME": str(home), **store_backend.env, **UPSTREAM}
 
     async def admit_six() -> list[bool]:
         async with api.Client(path, env=env) as one, api.Client(path, env=env) as two:
