@@ -49,8 +49,8 @@ def build_request(provider: ProviderSpec, request: ChatRequest, api_key: str | N
 
 def adjustments(provider: ProviderSpec, request: ChatRequest) -> tuple[str, ...]:
     """What ``provider``'s format cannot carry of ``request`` as given, and how it is sent
-    instead, in words (for ``--verbose``): Anthropic has no ``seed``, and its temperature ends at
-    1. Empty when the request goes as given."""
+    instead, in words (for ``--verbose``): Anthropic has no ``seed``, its temperature ends at 1,
+    and it takes no stop sequence that is only whitespace. Empty when the request goes as given."""
     if provider.kind is not ProviderKind.ANTHROPIC:
         return ()
     notes = []
@@ -58,6 +58,9 @@ def adjustments(provider: ProviderSpec, request: ChatRequest) -> tuple[str, ...]
         notes.append(f"seed {request.seed} not sent (the Messages API has none)")
     if request.temperature is not None and request.temperature > anthropic_request.MAX_TEMPERATURE:
         notes.append(f"temperature {request.temperature:g} sent as {anthropic_request.MAX_TEMPERATURE:g}")
+    if dropped := [s for s in request.stop if s not in anthropic_request.sendable_stops(request.stop)]:
+        which = f"stop sequence{'s' if len(dropped) > 1 else ''} {', '.join(map(repr, dropped))}"
+        notes.append(f"{which} not sent (only whitespace: the Messages API refuses it)")
     return tuple(notes)
 
 

@@ -12,7 +12,8 @@
   a message that is one text block is sent as a string.
 - ``tools`` as ``{name, description, input_schema}`` (an empty object schema when a tool has no
   parameters); ``tool_choice`` ``auto``/``required``/``none``/``function`` as ``{type: auto}``,
-  ``{type: any}``, ``{type: none}``, ``{type: tool, name}``; ``stop`` as ``stop_sequences``;
+  ``{type: any}``, ``{type: none}``, ``{type: tool, name}``; ``stop`` as ``stop_sequences`` (but
+  those that are only whitespace, which the format refuses);
   ``top_p`` and ``max_tokens`` as they are; ``temperature`` too, except that Anthropic's scale
   ends at 1 where OpenAI's ends at 2: above 1 it is sent as 1 (both ends mean "most varied"),
   rather than have Anthropic refuse the request.
@@ -42,7 +43,10 @@ import msgspec
 
 from rmcore.requests import ChatRequest, ImagePart, Message, Part, ResponseFormat, TextPart, Tool, ToolChoice
 
-__all__ = ["DEFAULT_ANSWER_TOOL", "EMPTY_SCHEMA", "MAX_TEMPERATURE", "answer_tool_name", "anthropic_body"]
+__all__ = [
+    "DEFAULT_ANSWER_TOOL", "EMPTY_SCHEMA", "MAX_TEMPERATURE", "answer_tool_name", "anthropic_body",
+    "sendable_stops",
+]
 
 DEFAULT_ANSWER_TOOL = "json_answer"
 """The answer tool's name when the response format names no schema (``json_object``)."""
@@ -133,6 +137,12 @@ def answer_tool_name(request: ChatRequest) -> str | None:
     return fmt.name or DEFAULT_ANSWER_TOOL
 
 
+def sendable_stops(stops: tuple[str, ...]) -> tuple[str, ...]:
+    """The stop sequences the Messages API takes: it refuses one that is only whitespace (the
+    whole request, with a 400), so those are left out."""
+    return tuple(stop for stop in stops if stop.strip())
+
+
 def anthropic_body(model: str, request: ChatRequest) -> bytes:
     """The JSON body asking ``model`` for ``request`` (see the module's docstring)."""
     tools, choice = _tools_and_choice(request)
@@ -143,7 +153,7 @@ def anthropic_body(model: str, request: ChatRequest) -> bytes:
         max_tokens=request.max_tokens,
         temperature=None if request.temperature is None else min(request.temperature, MAX_TEMPERATURE),
         top_p=request.top_p,
-        stop_sequences=request.stop,
+        stop_sequences=sendable_stops(request.stop),
         tools=tools,
         tool_choice=choice,
         stream=request.stream,

@@ -345,9 +345,9 @@ def carried(request: ChatRequest) -> tuple[object, ...]:
     """What the Messages format can carry of ``request``: the system texts in order; the turns
     (same-role messages merged, a tool message on the user's side) with their non-empty texts and
     images in order, an assistant's calls (arguments as the object they hold), results by id; tools
-    by name, description and schema (as JSON values); tool choice, stop, max_tokens, temperature,
-    top_p, stream. Not its seed, nor where a system message stood, nor whether a text was a string
-    or a part."""
+    by name, description and schema (as JSON values); tool choice, stop (but whitespace), max_tokens,
+    temperature, top_p, stream. Not its seed, nor where a system message stood, nor whether a text
+    was a string or a part."""
     systems = tuple(m.text for m in request.messages if m.role == "system" and m.text)
     turns: list[tuple[str, list[object]]] = []
     for m in request.messages:
@@ -378,7 +378,7 @@ def carried(request: ChatRequest) -> tuple[object, ...]:
         ordered,
         tools,
         request.tool_choice if request.tools else None,  # a choice among no tools is not sent
-        request.stop,
+        tuple(s for s in request.stop if s.strip()),  # only whitespace: refused by the format
         request.max_tokens,
         None if request.temperature is None else min(request.temperature, MAX_TEMPERATURE),
         request.top_p,

@@ -18,6 +18,7 @@ from rmcore.providers import ProviderKind, ProviderSpec
 from rmcore.requests import ChatRequest
 from rmcore.wire import adjustments, anthropic, build_request, parse_response, stream_parser
 from rmcore.wire.aiceo import SOURCE
+from rmcore.wire.anthropic_request import anthropic_body
 from tests.core.helpers import spec
 
 PROVIDERS = {
@@ -216,3 +217,9 @@ def test_adjustments_name_what_anthropic_cannot_carry_as_given() -> None:
         "temperature 1.5 sent as 1",
     )
     assert adjustments(spec("a", kind=ProviderKind.ANTHROPIC), ChatRequest.ask("hi")) == ()
+    stops = msgspec.structs.replace(ChatRequest.ask("hi"), stop=("\r", "END", " "))
+    assert adjustments(spec("a", kind=ProviderKind.ANTHROPIC), stops) == (
+        "stop sequences '\\r', ' ' not sent (only whitespace: the Messages API refuses it)",
+    )
+    assert b'"stop_sequences":["END"]' in anthropic_body("m", stops)
+    assert adjustments(spec("o", kind=ProviderKind.OPENAI), stops) == ()
