@@ -422,10 +422,9 @@ class _Run:
         """Settle, in the state and the breakers, every attempt the engine recorded since last
         time, then tell the hooks."""
         engine = self.engine
-        attempts = engine.attempts
-        if len(attempts) == self.recorded:
+        if engine.attempt_count == self.recorded:  # the usual case: no copy of the records made
             return
-        ids = engine.attempt_ids
+        attempts, ids = engine.attempts, engine.attempt_ids
         for attempt_id, record in zip(ids[self.recorded :], attempts[self.recorded :], strict=True):
             self.recorded += 1
             sent = self.in_flight.pop(attempt_id, None)

@@ -33,10 +33,12 @@ while still connecting says so.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import anyio
 import httpx
@@ -197,6 +199,30 @@ def _declared_length(headers: dict[str, str]) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed_url(url: str) -> httpx.URL:
+    """``url`` parsed once: httpx takes about 30 µs to parse a URL, on every request otherwise."""
+    return httpx.URL(url)
+
+
+def _http_request(client: httpx.AsyncClient, http: HttpRequest, extensions: dict[str, Any]) -> httpx.Request:
+    """``http`` as httpx's request on ``client``: what ``client.build_request`` makes (the client's
+    default headers under ours, its cookies, its timeout), for a third of its cost."""
+    ours = [*http.headers, _ACCEPT_ENCODING]
+    names = {name.lower() for name, _ in ours}
+    headers = [(name, value) for name, value in client.headers.multi_items() if name not in names]
+    request = httpx.Request(
+        http.method,
+        _parsed_url(http.url),
+        headers=[*headers, *ours],
+        content=http.body,
+        extensions={**extensions, "timeout": client.timeout.as_dict()},
+    )
+    if client.cookies:
+        client.cookies.set_cookie_header(request)
+    return request
+
+
 async def perform_attempt(
     client: httpx.AsyncClient,
     action: StartAttempt,
@@ -238,21 +264,15 @@ async def _exchange(
     watch: ConnectionWatch,
 ) -> AttemptEvent:
     first_token_by = started + action.first_token_timeout_s
-    response_cm = client.stream(
-        http.method,
-        http.url,
-        headers=[*http.headers, _ACCEPT_ENCODING],
-        content=http.body,
-        extensions=watch.extensions,
-    )
+    outgoing = _http_request(client, http, watch.extensions)
     spec = action.provider
     try:
         with watch.handshake:  # ends a TLS handshake that runs past its limit
             if not streaming:  # the attempt's own timeout is the only other limit
-                response = await response_cm.__aenter__()
+                response = await client.send(outgoing, stream=True)
             else:
                 with anyio.move_on_after(action.first_token_timeout_s) as head:
-                    response = await response_cm.__aenter__()
+                    response = await client.send(outgoing, stream=True)
                 if head.cancelled_caught:
                     otherwise = f"no response headers within {action.first_token_timeout_s:.3g} s"
                     message = out_of_time(watch.phase, spec, action.first_token_timeout_s, otherwise)
@@ -270,7 +290,7 @@ async def _exchange(
         # Shielded, so that a cancelled attempt (a lost race, a deadline) still closes its
         # connection at once instead of leaving it to the pool half-read.
         with anyio.CancelScope(shield=True):
-            await response_cm.__aexit__(None, None, None)
+            await response.aclose()
 
 
 async def _answer(

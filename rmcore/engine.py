@@ -531,6 +531,12 @@ class Engine:
         return tuple(self._attempts)
 
     @property
+    def attempt_count(self) -> int:
+        """How many attempts have ended so far: ``len(attempts)`` without copying them, for a
+        shell that looks after every event whether any ended."""
+        return len(self._attempts)
+
+    @property
     def attempt_ids(self) -> tuple[int, ...]:
         """The ``attempt_id`` of each of ``attempts``, in the same order: what the shell needs to
         match a record with the request it sent."""

@@ -30,6 +30,7 @@ from typing import Final, Self, TypeVar
 
 import anyio
 
+from rmcli.group_commit import GroupCommit
 from rmcli.state import base, rules
 from rmcli.state.base import SlotBusy, State, StoreError
 from rmcli.state.conversations import SqliteConversations
@@ -239,30 +240,29 @@ class _Part:
 
 
 class SqliteAttempts(_Part):
-    """``Attempts`` in the ``attempts`` table: one row written when an attempt is sent, and
-    rewritten by its row id when it ends (the fewest pages written per attempt)."""
+    """``Attempts`` in the ``attempts`` table: one row written when an attempt is sent, rewritten by
+    its row id when it ends; with others in flight, group-committed (``rmcli.group_commit``)."""
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self._rows: dict[str, int] = {}  # the row of each attempt sent here and not yet settled
+        self._group = GroupCommit[sqlite3.Connection](db.run, "BEGIN IMMEDIATE")
 
     async def sent(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         if key not in self._rows:
             values = (key, *rules.attempt_values(origin, record))
-            self._rows[key] = await self._db.run(lambda conn: _rowid(conn.execute(_INSERT, values)))
+            self._rows[key] = await self._group.run(lambda c: _rowid(c.execute(_INSERT, values)), self._rows)
 
     async def settle(self, key: str, origin: Origin, record: AttemptRecord) -> None:
-        """Rewrite the attempt ``key`` with how it ended (sent when it was), or insert it when it was
-        not sent here (then kept, so that a later settle rewrites it)."""
+        """Rewrite ``key`` with how it ended, or insert it when not sent here (kept for a later settle)."""
         row, values = self._rows.pop(key, None), rules.attempt_values(origin, record)
         ended = (*values[:_AT], *values[_AT + 1 :], row, key)
 
         def settle(conn: sqlite3.Connection) -> int | None:
-            if row is not None and conn.execute(_SETTLE, ended).rowcount:
-                return None
-            return _rowid(conn.execute(_INSERT, (key, *values)))
+            updated = row is not None and conn.execute(_SETTLE, ended).rowcount
+            return None if updated else _rowid(conn.execute(_INSERT, (key, *values)))
 
-        if (fresh := await self._db.run(settle)) is not None:
+        if (fresh := await self._group.run(settle, self._rows)) is not None:
             self._rows[key] = fresh
 
     async def since(self, since_ms: int, providers: Collection[str] | None = None) -> list[AttemptRow]:

@@ -175,6 +175,15 @@ def test_success_records_real_usage_and_cost() -> None:
     assert finish.outcome.cost_usd == record.cost_usd == 30 / 1_000_000
 
 
+def test_attempt_count_follows_the_attempts_without_copying_them() -> None:
+    """``attempt_count`` is ``len(attempts)`` at every step (the shell checks it after each event)."""
+    engine = Engine(plan("a"), REQUEST, seed=0)
+    engine.start(100.0)
+    assert engine.attempt_count == len(engine.attempts) == 0
+    engine.handle(AttemptFailed(attempt_id=1, at=100.1, error=failure(ErrorKind.CONNECTION)))
+    assert engine.attempt_count == len(engine.attempts) == len(engine.attempt_ids) == 1
+
+
 # --- properties ----------------------------------------------------------------------------------
 
 KINDS = sorted(ATTEMPT_KINDS)

@@ -454,3 +454,37 @@ async def test_an_id_that_is_not_hex_is_still_found_exactly(opened: State, tmp_p
     found = await opened.history.get("imported-1")
     assert found is not None and found[1] == b"{}"
     assert await opened.history.resolve("impo") == []
+
+
+async def test_attempts_in_flight_at_once_are_group_committed_each_in_the_file_before_it_goes_on(
+    opened: State, tmp_path: Path
+) -> None:
+    """With other attempts of the process in flight, the writes of one turn of the event loop are
+    committed in one transaction (fewer commits than writes), yet every ``sent`` returns only once
+    its row is in the file (read through a connection of its own), and every attempt is one row,
+    written by one statement each way."""
+    path = tmp_path / "home" / DB_FILENAME
+    traced: list[str] = []
+    connection = opened.attempts._db._conn  # type: ignore[attr-defined]
+    connection.set_trace_callback(traced.append)
+    origin = Origin("r", "ask")
+    missing: list[str] = []
+
+    async def attempt(number: int) -> None:
+        key = f"k{number:02d}"
+        await opened.attempts.sent(key, origin, AttemptRecord(provider="p", model="m", outcome="cancelled"))
+        if not sql(path, f"SELECT 1 FROM attempts WHERE key = '{key}'"):
+            missing.append(key)
+        await anyio.sleep(0.01)
+        await opened.attempts.settle(key, origin, AttemptRecord(provider="p", model="m", outcome="ok"))
+
+    async with anyio.create_task_group() as tg:
+        for number in range(32):
+            tg.start_soon(attempt, number)
+    connection.set_trace_callback(None)
+    assert missing == []
+    rows = sql(path, "SELECT key, outcome FROM attempts ORDER BY key")
+    assert rows == [(f"k{number:02d}", "ok") for number in range(32)]
+    writes = [line.split(" ", 1)[0] for line in traced if line.split(" ", 1)[0] in ("INSERT", "UPDATE")]
+    assert writes.count("INSERT") == writes.count("UPDATE") == 32
+    assert 0 < traced.count("COMMIT") < 32

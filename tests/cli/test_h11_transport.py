@@ -1,0 +1,343 @@
+"""``rmcli.h11_transport``: httpx's API over our own HTTP/1.1 pool, against raw local servers.
+
+Every server here is a few lines over a loopback socket that this test controls byte by byte, so
+what the transport must do with a server that reuses, closes, stalls or lies is exact: a
+connection reused only when its reply was read to the end, closed at once when abandoned or
+cancelled, never reused once the server closed it; httpx's errors with the OS's cause; TLS
+verified against the context given (a test CA made for these tests, valid for a century).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import h11
+import httpx
+import pytest
+from anyio.streams.tls import TLSListener
+
+from rmcli.connection_errors import ConnectionWatch, Phase, connect_failed
+from rmcli.h11_transport import H11Transport
+from rmcore.providers import builtin_providers
+
+pytestmark = pytest.mark.anyio
+
+# A CA made for these tests only (EC P-256, valid until 2126) and a leaf it signed for 127.0.0.1.
+TEST_CA = """-----BEGIN CERTIFICATE-----
+MIIBdDCCARqgAwIBAgIUa1rIujM91E7/twj+3mE856vRerUwCgYIKoZIzj0EAwIw
+FzEVMBMGA1UEAwwMcm1nciB0ZXN0IENBMCAXDTI2MTIwNjA0MjQwOFoYDzIxMjYx
+MTEyMDQyNDA4WjAXMRUwEwYDVQQDDAxybWdyIHRlc3QgQ0EwWTATBgcqhkjOPQIB
+BggqhkjOPQMBBwNCAASak4IntOC6iwRpMKcmfpGIxAck87uAUCRJmXCpoM+GFA8b
+Y8PAWVByuNJwpoPTiXtbnnU2CTDvBYgoBjtiTwHBo0IwQDAPBgNVHRMBAf8EBTAD
+AQH/MA4GA1UdDwEB/wQEAwIBBjAdBgNVHQ4EFgQUD9Ptb41Fovi9Rg8/d83ynewN
+KT4wCgYIKoZIzj0EAwIDSAAwRQIgeu7VsgnaAUzPP6hOtlgXbLK6oeu7TVLuHa+1
+vDktQ7ECIQCpx5KhUVuaNcJ3XlltncGKiBStAiZNsH8tSzobDKcyMA==
+-----END CERTIFICATE-----"""
+TEST_LEAF = """-----BEGIN CERTIFICATE-----
+MIIBwzCCAWigAwIBAgIUZ64IfZZ6HtsEKdKsO4k+OQG6pCYwCgYIKoZIzj0EAwIw
+FzEVMBMGA1UEAwwMcm1nciB0ZXN0IENBMCAXDTI2MTIwNjA0MjQwOFoYDzIxMjYx
+MTEyMDQyNDA4WjAUMRIwEAYDVQQDDAkxMjcuMC4wLjEwWTATBgcqhkjOPQIBBggq
+hkjOPQMBBwNCAASm0L+5dtVWTxqork3D4d+EcimSSEJpB2ODTgRz2l55aGgWk2UI
+Hm6WKa8yecp7b8LH8CK0OyB1/EkNMWWw7qgeo4GSMIGPMAwGA1UdEwEB/wQCMAAw
+DgYDVR0PAQH/BAQDAgWgMBMGA1UdJQQMMAoGCCsGAQUFBwMBMBoGA1UdEQQTMBGH
+BH8AAAGCCWxvY2FsaG9zdDAdBgNVHQ4EFgQUFSk6Hun6AQjdRfIUnO3v/Z6x/rww
+HwYDVR0jBBgwFoAUD9Ptb41Fovi9Rg8/d83ynewNKT4wCgYIKoZIzj0EAwIDSQAw
+RgIhAKWF/mWJk9E7O6XAtOA3UdsMV6N+319F+wzEHXh+UcRBAiEA5shMoj8KlYSQ
+d2Sg7hw/xiBZ3zw93zP+QmbpS8qEl7g=
+-----END CERTIFICATE-----"""
+TEST_LEAF_KEY = """-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg4X7Eo0p3kIad2mN0
+F5Yxizzo9fGXiK1w4AtINIkJG4+hRANCAASm0L+5dtVWTxqork3D4d+EcimSSEJp
+B2ODTgRz2l55aGgWk2UIHm6WKa8yecp7b8LH8CK0OyB1/EkNMWWw7qge
+-----END PRIVATE KEY-----"""
+
+Handler = Callable[["Server", anyio.abc.SocketStream], Awaitable[None]]
+
+
+class Server:
+    """A loopback server: each connection handled by ``handler``; counts what it saw."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.closed_by_client = 0
+        self.requests = 0
+        self.port = 0
+        self.eof = anyio.Event()
+        self.hung_up = 0  # connections this server closed
+
+    async def read_request(self, stream: anyio.abc.ByteStream, conn: h11.Connection) -> h11.Request | None:
+        """The next request's head (its body read and dropped), or None when the client closed."""
+        request: h11.Request | None = None
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    data = b""
+                if not data:
+                    self.closed_by_client += 1
+                    self.eof.set()
+                    return None
+                conn.receive_data(data)
+            elif isinstance(event, h11.Request):
+                request = event
+            elif isinstance(event, h11.EndOfMessage):
+                self.requests += 1
+                return request
+            elif isinstance(event, h11.ConnectionClosed):
+                self.closed_by_client += 1
+                self.eof.set()
+                return None
+
+    async def _serve(self, stream: anyio.abc.SocketStream) -> None:
+        self.connections += 1
+        async with stream:
+            await self.handler(self, stream)
+        self.hung_up += 1
+
+
+def reply(body: bytes, *headers: tuple[str, str], status: int = 200) -> bytes:
+    """A whole HTTP/1.1 reply with a Content-Length."""
+    head = [f"HTTP/1.1 {status} OK", f"content-length: {len(body)}", *(f"{k}: {v}" for k, v in headers)]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def keep_alive(server: Server, stream: anyio.abc.SocketStream) -> None:
+    """Answer every request on the connection with ``ok``."""
+    conn = h11.Connection(h11.SERVER)
+    while (await server.read_request(stream, conn)) is not None:
+        await stream.send(reply(b"ok"))
+        conn = h11.Connection(h11.SERVER)  # the reply was sent raw, past h11
+
+
+@asynccontextmanager
+async def serving(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
+    server = Server(handler)
+    listener: Any = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    server.port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    if tls is not None:
+        listener = TLSListener(listener, tls, standard_compatible=False)
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, server._serve)
+        yield server
+        tg.cancel_scope.cancel()
+
+
+def client_tls() -> ssl.SSLContext:
+    """A verifying context that trusts the test CA (as ``SSL_CERT_FILE`` would)."""
+    context = ssl.create_default_context()
+    context.load_verify_locations(cadata=TEST_CA)
+    return context
+
+
+def server_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory() as folder:
+        cert, key = Path(folder, "leaf.pem"), Path(folder, "leaf.key")
+        cert.write_text(TEST_LEAF)
+        key.write_text(TEST_LEAF_KEY)
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def client(transport: H11Transport | None = None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=transport or H11Transport(client_tls()), timeout=None)
+
+
+async def test_a_reply_read_to_its_end_leaves_its_connection_for_the_next_request() -> None:
+    async with serving(keep_alive) as server, client() as http:
+        for _ in range(3):
+            response = await http.post(f"http://127.0.0.1:{server.port}/v1", content=b"{}")
+            assert (response.status_code, response.text) == (200, "ok")
+        assert (server.connections, server.requests) == (1, 3)
+
+
+async def test_a_reply_not_read_to_its_end_closes_its_connection_at_once() -> None:
+    """The head read, the body abandoned: the server sees the connection end, and the next
+    request opens a new one instead of reading the rest of the old reply."""
+
+    async def half(server: Server, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        while (await server.read_request(stream, conn)) is not None:
+            await stream.send(reply(b"x" * 100_000)[:50_000])
+
+    async with serving(half) as server, client() as http:
+        async with http.stream("GET", f"http://127.0.0.1:{server.port}/") as response:
+            assert response.status_code == 200
+        with anyio.fail_after(2):
+            await server.eof.wait()
+        async with http.stream("GET", f"http://127.0.0.1:{server.port}/") as response:
+            assert response.status_code == 200
+        assert server.connections == 2
+
+
+async def test_a_request_cancelled_while_it_waits_for_its_reply_closes_the_connection() -> None:
+    """A cancel scope that ends the request while the server is silent closes the connection at
+    once (the server hears its end), and frees its place in the pool."""
+
+    async def silent(server: Server, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        await server.read_request(stream, conn)
+        await server.read_request(stream, conn)  # returns when the client closes
+
+    transport = H11Transport(client_tls(), max_connections=1)
+    async with serving(silent) as server, client(transport) as http:
+        started = time.monotonic()
+        with anyio.move_on_after(0.2):
+            await http.get(f"http://127.0.0.1:{server.port}/")
+        with anyio.fail_after(2):
+            await server.eof.wait()
+        assert time.monotonic() - started < 1.5
+        assert transport.open_connections == 0
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+    async def one_each(server: Server, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        if await server.read_request(stream, conn) is not None:
+            await stream.send(reply(b"ok"))  # keep-alive by its headers, then closed anyway
+
+    async with serving(one_each) as server, client() as http:
+        for number in range(3):
+            response = await http.get(f"http://127.0.0.1:{server.port}/")
+            assert response.text == "ok"
+            with anyio.fail_after(2):
+                while server.hung_up <= number:  # the server's close reaches us while it idles
+                    await anyio.sleep(0.005)
+        assert server.connections == 3
+
+
+async def test_connection_close_and_a_body_up_to_the_end_of_the_connection() -> None:
+    """``Connection: close`` and a body without a length (read to the end of the connection) are
+    read whole, and such a connection is never reused."""
+
+    async def closing(server: Server, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        if await server.read_request(stream, conn) is not None:
+            await stream.send(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end")
+
+    async with serving(closing) as server, client() as http:
+        for _ in range(2):
+            response = await http.get(f"http://127.0.0.1:{server.port}/")
+            assert response.text == "until the end"
+        assert server.connections == 2
+
+
+async def test_a_chunked_reply_comes_raw_and_whole() -> None:
+    """Chunked framing is undone; a Content-Encoding is not (``rmcli.transport`` decodes within its
+    limits)."""
+
+    async def chunked(server: Server, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        while (await server.read_request(stream, conn)) is not None:
+            head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-encoding: gzip\r\n\r\n"
+            await stream.send(head + b"3\r\nabc\r\n")
+            await anyio.sleep(0.01)
+            await stream.send(b"2\r\nde\r\n0\r\n\r\n")
+            conn = h11.Connection(h11.SERVER)  # the reply was sent raw, past h11
+
+    async with serving(chunked) as server, client() as http:
+        for _ in range(2):
+            async with http.stream("GET", f"http://127.0.0.1:{server.port}/") as response:
+                assert b"".join([chunk async for chunk in response.aiter_raw()]) == b"abcde"
+        assert server.connections == 1
+
+
+async def test_a_server_that_closes_before_replying_is_a_remote_protocol_error() -> None:
+    async def hang_up(server: Server, stream: anyio.abc.SocketStream) -> None:
+        await server.read_request(stream, h11.Connection(h11.SERVER))
+
+    async with serving(hang_up) as server, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError, match="Server disconnected without sending a response"):
+            await http.get(f"http://127.0.0.1:{server.port}/")
+
+
+async def test_a_body_cut_short_is_a_remote_protocol_error() -> None:
+    async def short(server: Server, stream: anyio.abc.SocketStream) -> None:
+        if await server.read_request(stream, h11.Connection(h11.SERVER)) is not None:
+            await stream.send(reply(b"x" * 100)[:-10])
+
+    async with serving(short) as server, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.get(f"http://127.0.0.1:{server.port}/")
+
+
+async def test_a_refused_connection_is_a_connect_error_with_the_os_reason() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        env = {"OPENAI_API_URL": f"http://127.0.0.1:{port}/v1/chat/completions"}
+        spec = builtin_providers(env)["openai-direct"]
+        async with client() as http:
+            with pytest.raises(httpx.ConnectError) as caught:
+                await http.get(f"http://127.0.0.1:{port}/")
+    assert connect_failed(caught.value, spec).startswith(f"connection refused to 127.0.0.1:{port}")
+
+
+async def test_at_most_max_connections_at_once_the_rest_wait_their_turn() -> None:
+    async def slow(server: Server, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        while (await server.read_request(stream, conn)) is not None:
+            await anyio.sleep(0.05)
+            await stream.send(reply(b"ok"))
+            conn = h11.Connection(h11.SERVER)  # the reply was sent raw, past h11
+
+    transport = H11Transport(client_tls(), max_connections=2, max_keepalive_connections=2)
+    async with serving(slow) as server, client(transport) as http:
+        texts: list[str] = []
+
+        async def one() -> None:
+            texts.append((await http.get(f"http://127.0.0.1:{server.port}/")).text)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(6):
+                tg.start_soon(one)
+        assert texts == ["ok"] * 6
+        assert (server.connections, server.requests) == (2, 6)
+        assert transport.open_connections == 2
+
+
+async def test_https_is_verified_and_its_phases_are_traced() -> None:
+    """A certificate the context trusts: the request goes through, and ``ConnectionWatch`` heard the
+    TCP connection and the TLS handshake. The same server with the default CA bundle: refused,
+    with OpenSSL's verification error as the cause."""
+    async with serving(keep_alive, tls=server_tls()) as server:
+        url = f"https://127.0.0.1:{server.port}/"
+        watch = ConnectionWatch()
+        async with client() as http:
+            response = await http.get(url, extensions=watch.extensions)
+            assert response.text == "ok"
+            assert watch.phase is Phase.CONNECTED
+            again = ConnectionWatch()
+            await http.get(url, extensions=again.extensions)
+            assert again.phase is Phase.REUSED  # the pooled connection: no new handshake
+        assert server.connections == 1
+        async with client(H11Transport(ssl.create_default_context())) as http:
+            with pytest.raises(httpx.ConnectError) as caught:
+                await http.get(url)
+        cause: BaseException | None = caught.value
+        while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+            cause = cause.__cause__ or cause.__context__
+        assert isinstance(cause, ssl.SSLCertVerificationError)
+
+
+async def test_a_closed_transport_closes_its_idle_connections() -> None:
+    transport = H11Transport(client_tls())
+    async with serving(keep_alive) as server:
+        async with client(transport) as http:
+            await http.get(f"http://127.0.0.1:{server.port}/")
+            assert transport.open_connections == 1
+        assert transport.open_connections == 0
+        with anyio.fail_after(2):
+            await server.eof.wait()
