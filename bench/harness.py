@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,6 +30,32 @@ LITELLM_ENV = {
     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
     "LITELLM_TELEMETRY": "False",
 }
+
+
+def litellm_proxy() -> str | None:
+    """The ``litellm`` executable of a ``litellm[proxy]`` install, which may live in a venv of its
+    own: ``LITELLM_PROXY``, else ``litellm`` on PATH; None when there is none."""
+    given = os.environ.get("LITELLM_PROXY")
+    if given:
+        return given if os.access(given, os.X_OK) else None
+    return shutil.which("litellm")
+
+
+def litellm_python() -> str | None:
+    """An interpreter that imports LiteLLM: this one when it is installed here, else the one of the
+    venv ``litellm_proxy()`` belongs to (so that the Router comparisons run without LiteLLM in the
+    project's venv); None when neither has it."""
+    if litellm_missing() is None:
+        return sys.executable
+    proxy = litellm_proxy()
+    if proxy is None:
+        return None
+    python = Path(proxy).resolve().parent / "python"
+    if not python.is_file():
+        return None
+    probe = [str(python), "-c", "import importlib.metadata as m; m.version('litellm'); import anyio"]
+    done = subprocess.run(probe, capture_output=True, timeout=60, check=False, env=child_env(LITELLM_ENV))
+    return str(python) if done.returncode == 0 else None
 
 
 def litellm_missing() -> str | None:
@@ -117,10 +144,11 @@ def run_worker(
     *,
     env: Mapping[str, str] | None = None,
     timeout_s: float = 600.0,
+    python: str | None = None,
 ) -> dict[str, Any]:
-    """Run ``bench/SCRIPT`` with ``args`` in a fresh interpreter and return the JSON object it
-    prints on its last line of output; its stderr is shown when it fails."""
-    argv = [sys.executable, str(BENCH / script), *args]
+    """Run ``bench/SCRIPT`` with ``args`` in a fresh interpreter (``python``, default this one) and
+    return the JSON object it prints on its last line of output; its stderr is shown when it fails."""
+    argv = [python or sys.executable, str(BENCH / script), *args]
     done = subprocess.run(
         argv, cwd=ROOT, env=child_env(env), capture_output=True, text=True, timeout=timeout_s, check=False
     )
@@ -162,11 +190,15 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions: dict[str, str | None] = {}
-    for package in ("httpx", "httpcore", "anyio", "msgspec", "litellm"):
+    for package in ("aiohttp", "h11", "httpx", "httpcore", "anyio", "msgspec", "uvicorn", "litellm"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
+    if versions["litellm"] is None and (python := litellm_python()) is not None:  # the proxy's venv
+        probe = [python, "-c", "import importlib.metadata as m; print(m.version('litellm'))"]
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=60, check=False)
+        versions["litellm"] = f"{done.stdout.strip()} (LiteLLM's venv)" if done.returncode == 0 else None
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -1,4 +1,4 @@
-"""Every benchmark of recursive-manager, side by side with bare httpx and LiteLLM, in one table.
+"""Every benchmark of recursive-manager, side by side with bare aiohttp and LiteLLM, in one table.
 
     python bench/run.py [--quick] [--json] [--runs N] [--only NAME ...]
 
@@ -6,15 +6,21 @@ Each figure is the median of N runs (min–max shown) with its baseline measured
 the ratio between them, the target and whether it is met. A fast local OpenAI-compatible server
 (the project's sandbox, ``bench/upstream.py``) is started on 127.0.0.1 for the benchmarks that
 call one; nothing else is contacted. The LiteLLM comparisons need ``pip install -e '.[bench]'``
-and are skipped, with a message, without it. ``--quick`` runs fewer and shorter rounds (for a
-smoke check, not for figures); ``--json`` prints the rows and the machine as JSON instead. The
-exit status is 1 when a target is missed, else 0. Figures from a machine busy with other work
+and are skipped, with a message, without it; so is the gateway's, which needs LiteLLM's proxy
+(``litellm[proxy]``, best in a venv of its own, found through ``LITELLM_PROXY`` or PATH).
+``--quick`` runs fewer and shorter rounds (for a smoke check, not for figures); ``--json``
+prints the rows and the machine as JSON instead. The exit status is 1 when a target is missed,
+else 0. Figures from a machine busy with other work
 are noisy: the load average before and after is printed with the machine.
 
-Benchmarks (``--only``): startup, throughput, failover, analysis, engine, state. ``state`` is the
-cost of the Redis state store per routed call against SQLite (``bench/state_backends.py``); it
-starts a redis-server of its own on 127.0.0.1 and is skipped, with a message, when
-``redis-server`` is not on PATH.
+Benchmarks (``--only``): startup, throughput, streaming, failover, analysis, engine, state, serve.
+``throughput`` and ``streaming`` compare routed calls with bare aiohttp, the baseline, measured
+in the same run (``bench/throughput.py``). ``state`` is the cost of the Redis state store per
+routed call against SQLite (``bench/state_backends.py``); it starts a redis-server of its own on
+127.0.0.1 and is skipped, with a message, when ``redis-server`` is not on PATH. ``serve`` is
+what ``rmgr serve`` adds to a request, sequentially (``bench/serve_overhead.py``), and the
+gateway under load against LiteLLM's proxy (``bench/serve_load.py``; wrk when it is on PATH,
+else an aiohttp load generator).
 """
 
 from __future__ import annotations
@@ -27,12 +33,14 @@ from collections.abc import Callable, Sequence
 
 import analysis
 import failover
+import serve_load
+import serve_overhead
 import startup
 import state_backends
 import throughput
 from harness import Row, machine, table
 
-BENCHMARKS = ("startup", "throughput", "failover", "analysis", "engine", "state")
+BENCHMARKS = ("startup", "throughput", "streaming", "failover", "analysis", "engine", "state", "serve")
 
 
 def plan(quick: bool, runs: int | None) -> dict[str, Callable[[], list[Row]]]:
@@ -40,16 +48,23 @@ def plan(quick: bool, runs: int | None) -> dict[str, Callable[[], list[Row]]]:
     n = runs or (2 if quick else 5)
     return {
         "startup": lambda: startup.bench(runs=max(n, 3) * (1 if quick else 2), litellm_runs=min(n, 3)),
-        # One at a time, always 1,000 calls: the figure is the routing's steady cost, and fewer
-        # calls read higher (0.32 ms over bare at 300 calls, 0.27 ms at 1,000 and at 3,000, on
-        # 2026-11-26; 20 more warm-up calls did not change the 300-call figure).
+        # One at a time, 1,000 calls for figures: the figure is the routing's steady cost, and
+        # fewer calls read higher (0.32 ms over bare at 300 calls, 0.27 ms at 1,000 and at 3,000,
+        # on 2026-11-26; 20 more warm-up calls did not change the 300-call figure).
         "throughput": lambda: throughput.bench(
-            runs=n, calls=500 if quick else 2000, concurrency=32, sequential_calls=1000
+            runs=n, calls=500 if quick else 2000, concurrency=32, sequential_calls=300 if quick else 1000
+        ),
+        "streaming": lambda: throughput.stream_bench(
+            runs=n, calls=500 if quick else 2000, concurrency=32, sequential_calls=200 if quick else 500
         ),
         "failover": lambda: failover.bench(runs=n, calls=50 if quick else 300),
         "analysis": lambda: analysis.bench(runs=n, rss_runs=min(n, 3)),
         "engine": lambda: startup.engine_bench(runs=n, seconds=0.3 if quick else 1.0),
         "state": lambda: state_backends.bench(runs=n, calls=100 if quick else 300),
+        "serve": lambda: [
+            *serve_overhead.bench(runs=n, requests=200 if quick else 1000),
+            *serve_load.bench(runs=n, seconds=3.0 if quick else 10.0, concurrency=64),
+        ],
     }
 
 

@@ -4,7 +4,9 @@ through the gateway (one worker, no key, a one-provider route), each on a keep-a
     python bench/serve_overhead.py [--requests N] [--stream]
 
 Prints p50 and p99 of each and of the difference (the issue's targets: p50 <= 2 ms, p99 <= 5 ms).
-The sandbox and the gateway run in processes of their own; nothing else is contacted.
+The sandbox and the gateway run in processes of their own; nothing else is contacted. ``bench``
+measures the same as rows of ``run.py``'s ``serve`` group: several rounds, direct and gateway
+alternating, each difference paired by round.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
-from harness import ROOT, child_env
+from harness import ROOT, Row, child_env, median
 from upstream import Upstream
 
 BODY = {"model": "default", "messages": [{"role": "user", "content": "Is a monorepo right for two people?"}]}
@@ -55,6 +59,65 @@ def _timed(
 
 def _p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[round(q) - 1]
+
+
+def _at_most(limit_ms: float) -> Callable[[Row], bool]:
+    """A row's check: its median is at most ``limit_ms``."""
+    return lambda row: (row.value or 0.0) <= limit_ms
+
+
+def bench(runs: int, requests: int) -> list[Row]:
+    """The gateway's added latency, sequential, plain and streamed: per round ``requests`` straight
+    to the sandbox, then as many through ``rmgr serve`` (as ``serve_load.start_rmgr`` starts it),
+    on keep-alive connections; the rows are the gateway's percentile minus the direct one's."""
+    from serve_load import start_rmgr
+
+    added: dict[str, list[float]] = {"p50": [], "p99": [], "stream p50": []}
+    base: dict[str, list[float]] = {"p50": [], "p99": [], "stream p50": []}
+    with ExitStack() as stack:
+        upstream = stack.enter_context(Upstream())
+        gateway = start_rmgr(stack, upstream).url
+        direct_url = upstream.info["urls"]["openai-direct"]
+        key = {"authorization": f"Bearer {upstream.info['keys']['openai-direct']}"}
+        with httpx.Client(timeout=10) as client:
+            for stream in (False, True):  # warm both
+                body: dict[str, object] = {**BODY, "stream": stream}
+                _timed(client, direct_url, body, key, 50)
+                _timed(client, gateway, body, {}, 50)
+            for _ in range(runs):
+                for stream in (False, True):
+                    body = {**BODY, "stream": stream}
+                    direct = _timed(client, direct_url, body, key, requests)
+                    served = _timed(client, gateway, body, {}, requests)
+                    for q in (50, 99) if not stream else (50,):
+                        name = f"stream p{q}" if stream else f"p{q}"
+                        added[name].append(_p(served, q) - _p(direct, q))
+                        base[name].append(_p(direct, q))
+    n = f"{requests:,} sequential requests a run"
+    rows = []
+    for name, target in (("p50", 2.0), ("p99", 5.0), ("stream p50", None)):
+        kind = "streamed" if name.startswith("stream") else "plain"
+        rows.append(
+            Row(
+                name=f"gateway added latency, {kind}, {name.split()[-1]} ({n})",
+                unit="ms",
+                samples=added[name],
+                baseline_name=f"the sandbox directly, {name.split()[-1]}",
+                baseline=base[name],
+                target="" if target is None else f"≤ {target:g} ms",
+                check=None if target is None else _at_most(target),
+                decimals=3,
+                note=(
+                    "rmgr serve's percentile minus the direct one's, paired by round; one keep-alive "
+                    "httpx connection each, one worker, --no-auth, attempts recorded"
+                    if name == "p50"
+                    else ""
+                ),
+            )
+        )
+    if OWN:
+        rows[0].note += f"; its own x-rmgr-overhead-ms header, median {median(OWN):.3f} ms"
+    return rows
 
 
 def main() -> None:

@@ -17,10 +17,12 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -57,6 +59,19 @@ class Upstream:
             if self._process.stdout is not None:
                 self._process.stdout.close()
             self._process = None
+
+    def cpu_s(self) -> float:
+        """The CPU time (user and system) the server has spent so far, from ``/proc`` (Linux; 0.0
+        elsewhere): a benchmark reads it before and after a run to tell whether the server, not the
+        client, was what limited it."""
+        if self._process is None:
+            return 0.0
+        try:
+            stat = Path(f"/proc/{self._process.pid}/stat").read_text(encoding="ascii")
+        except OSError:
+            return 0.0
+        fields = stat.rsplit(")", 1)[1].split()  # after the command's name: state, ppid, ...
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
     def env(self) -> dict[str, str]:
         """The variables that point the product at the local providers (URLs and keys)."""
