@@ -20,8 +20,8 @@ import functools
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, Self
@@ -105,17 +105,6 @@ for, before it reads them from the state again."""
 ADMISSION_LEASE_S = 30.0
 """How long a client's admission (``Client.admit``) holds its reservation if its process dies
 between taking and settling it: it is settled at once otherwise."""
-
-POOL_SHARE = 4
-"""How many calls at once a ``Client`` lets share one HTTP connection pool before it opens
-another. httpcore's pool (1.0) looks at every connection it holds, and for each idle one at
-every other, whenever a request starts or a reply ends, so its cost per request grows with the
-square of its size. At 32 calls at once a routed call took 2.5 ms of CPU in one pool of 32
-connections and 0.9 ms in eight pools of 4 (``bench/RESULTS.md``)."""
-
-MAX_POOLS = 16
-"""The most pools a ``Client`` opens; past ``POOL_SHARE * MAX_POOLS`` calls at once they grow."""
-
 
 def _environment(env: Mapping[str, str] | None, home: Path | None) -> dict[str, str]:
     merged = load_environment() if env is None else dict(env)
@@ -209,48 +198,30 @@ def _traced(hooks: Hooks | None) -> Hooks:
     return fan_out(tracer.hooks() if tracer is not None else None, hooks)
 
 
-class _Pools:
-    """The HTTP clients of a ``Client``: one while few calls run at once, more as they grow
-    (``POOL_SHARE``). Each call takes the least busy one for its whole run (the lowest in the list
-    on a tie, so that calls one at a time always reuse the same warm connections)."""
+class _Connections:
+    """The HTTP client of a ``Client``, made once and shared by all its calls. (Until issue 19
+    calls were spread over several pools of four, because httpcore's pool cost grew with the
+    square of its size; the project's own transport takes a connection in O(1), and one client
+    measured the same as eight pools: 0.656 against 0.701 ms of CPU a routed call.)"""
 
     def __init__(self, transport: httpx.AsyncBaseTransport | None) -> None:
         self._transport = transport
-        self._clients: list[httpx.AsyncClient] = []
-        self._busy: list[int] = []
+        self._client: httpx.AsyncClient | None = None
         self._preparing = anyio.Lock()
 
-    @contextmanager
-    def lease(self) -> Iterator[httpx.AsyncClient]:
-        """An HTTP client for one call."""
-        index = min(range(len(self._busy)), key=self._busy.__getitem__, default=-1)
-        # A transport given by the embedder is its own pool: it gets one client, never more.
-        growing = self._transport is None and len(self._clients) < MAX_POOLS
-        if index < 0 or (growing and self._busy[index] >= POOL_SHARE):
-            self._clients.append(_new_client(self._transport))
-            self._busy.append(0)
-            index = len(self._clients) - 1
-        busy = self._busy  # ``aclose`` may start new lists while this lease is out
-        busy[index] += 1
-        try:
-            yield self._clients[index]
-        finally:
-            busy[index] -= 1
-
-    async def prepare(self) -> None:
-        """Make the first client in a worker thread: its CA bundle and httpx's first imports
-        hold the thread for about 50 ms, which would stall everything else on the event loop."""
-        if self._clients:
-            return
-        async with self._preparing:
-            if not self._clients:
-                self._clients.append(await anyio.to_thread.run_sync(_new_client, self._transport))
-                self._busy.append(0)
+    async def get(self) -> httpx.AsyncClient:
+        """The client, made in a worker thread the first time: its CA bundle and httpx's first
+        imports hold the thread for about 50 ms, which would stall everything else on the loop."""
+        if self._client is None:
+            async with self._preparing:
+                if self._client is None:
+                    self._client = await anyio.to_thread.run_sync(_new_client, self._transport)
+        return self._client
 
     async def aclose(self) -> None:
-        """Close every client and its connections."""
-        clients, self._clients, self._busy = self._clients, [], []
-        for client in clients:
+        """Close the client and its connections."""
+        client, self._client = self._client, None
+        if client is not None:
             await client.aclose()
 
 
@@ -444,7 +415,7 @@ class Client:
         self._limits = ProviderLimits()
         self._clean: set[str] = set()
         self._exits = AsyncExitStack()
-        self._pools: _Pools | None = None
+        self._connections: _Connections | None = None
         self._state: State | None = None
         self._opening = anyio.Lock()  # calls at once on a new client open one state
 
@@ -469,7 +440,7 @@ class Client:
     async def aclose(self) -> None:
         """Close the connections and the state; a later call opens them again."""
         exits, self._exits = self._exits, AsyncExitStack()
-        self._pools = None
+        self._connections = None
         self._state = None
         await exits.aclose()
 
@@ -482,12 +453,11 @@ class Client:
             await self._open_state()
         await self._client()
 
-    async def _client(self) -> AbstractContextManager[httpx.AsyncClient]:
-        if self._pools is None:
-            self._pools = _Pools(self._transport)
-            self._exits.push_async_callback(self._pools.aclose)
-        await self._pools.prepare()
-        return self._pools.lease()
+    async def _client(self) -> httpx.AsyncClient:
+        if self._connections is None:
+            self._connections = _Connections(self._transport)
+            self._exits.push_async_callback(self._connections.aclose)
+        return await self._connections.get()
 
     async def _open_state(self) -> State:
         if self._state is not None:
@@ -579,8 +549,8 @@ class Client:
         state = await self._open_state() if self._record else None
         setup = await self._routed(state, chosen)
         plan = msgspec.structs.replace(setup.plan, caps=setup.plan.caps + caps) if caps else setup.plan
-        with await self._client() as client:
-            return await run_route(plan, request, self._routing(client, state, hooks, "ask"))
+        client = await self._client()
+        return await run_route(plan, request, self._routing(client, state, hooks, "ask"))
 
     async def admit(self, caps: Sequence[Cap]) -> Refusal | None:
         """Count one request against ``caps`` (``rmgr serve``'s client key's, from
@@ -647,20 +617,20 @@ class Client:
         chosen = _perspectives(routed, perspectives)
         state = await self._open_state()
         routed = await self._routed(state, routed, every_route=True)
-        with await self._client() as client:
-            routing = self._routing(client, state, hooks, "analyze")
-            if cache_scope:
-                routing = dataclasses.replace(routing, command="compare")
-            result = await run_analysis(
-                question,
-                chosen,
-                routed,
-                routing,
-                use_cache=use_cache,
-                cache_ttl_ms=ttl_ms,
-                cache_scope=_model_scope(cache_scope, self._model),
-                synthesize=synthesis,
-            )
+        client = await self._client()
+        routing = self._routing(client, state, hooks, "analyze")
+        if cache_scope:
+            routing = dataclasses.replace(routing, command="compare")
+        result = await run_analysis(
+            question,
+            chosen,
+            routed,
+            routing,
+            use_cache=use_cache,
+            cache_ttl_ms=ttl_ms,
+            cache_scope=_model_scope(cache_scope, self._model),
+            synthesize=synthesis,
+        )
         if persist_history:
             await state.history.add(
                 agent_id,

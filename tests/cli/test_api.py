@@ -312,11 +312,11 @@ async def test_calls_at_once_on_a_new_client_open_one_state(
     assert opened == [tmp_path / "compare"]
 
 
-async def test_client_opens_another_pool_only_when_every_pool_is_busy(
+async def test_a_client_makes_one_http_client_for_all_its_calls(
     box: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Calls at once share a pool up to POOL_SHARE each; calls one at a time stay on the first."""
-    monkeypatch.setattr(rmcli.api, "POOL_SHARE", 2)
+    """Calls at once share one HTTP client (a connection each); calls later reuse its connections;
+    after ``aclose`` it is closed, and a call opens a new one."""
     made: list[httpx.AsyncClient] = []
     real_new_client = rmcli.api._new_client
 
@@ -330,11 +330,11 @@ async def test_client_opens_another_pool_only_when_every_pool_is_busy(
     async with anyio.create_task_group() as tg:
         for n in range(8):
             tg.start_soon(client.ask, f"Question {n}?")
-    assert len(made) == 4 and box.connections("glm-direct") == 8
+    assert len(made) == 1 and box.connections("glm-direct") == 8
     box.set_mode("glm-direct", "ok")
     for n in range(3):
         assert (await client.ask(f"Again {n}?")).provider == "glm-direct"
-    assert len(made) == 4 and box.connections("glm-direct") == 8
+    assert len(made) == 1 and box.connections("glm-direct") == 8
     await client.aclose()
     assert all(c.is_closed for c in made)
     assert not (tmp_path / "state.db").exists()  # record=False: no store
