@@ -57,6 +57,8 @@ from rmcli.runner import route as run_route
 from rmcli.state import (
     DB_FILENAME,
     AttemptClaim,
+    Caps,
+    SlotBusy,
     State,
     StoreError,
     StoreUnavailable,
@@ -563,22 +565,20 @@ class Client:
         state = await self._open_state()
         asked, kept = client_admission(caps, time.time())
         claim = AttemptClaim(holder=f"admission-{uuid.uuid4().hex}", lease_s=ADMISSION_LEASE_S, charges=asked)
-        stores = [state.caps]
-        if state.local_caps is not None and self._setup.plan.on_state_unavailable == "fail_open":
-            stores.append(state.local_caps)
-        for store in stores:
-            try:
-                refused = await store.begin(claim, time.time())
-            except StoreUnavailable:
-                if store is stores[-1]:
-                    raise
-                continue
+
+        async def count_in(caps: Caps) -> Refusal | None:
+            refused = await caps.begin(claim, time.time())
             if refused is None:
-                await store.end(claim, kept, time.time())
-                return None
-            assert isinstance(refused, Refusal)  # the claim holds no slot
+                await caps.end(claim, kept, time.time())
+            assert not isinstance(refused, SlotBusy)  # the claim holds no slot
             return refused
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        try:
+            return await count_in(state.caps)
+        except StoreUnavailable:
+            if state.local_caps is None or self._setup.plan.on_state_unavailable != "fail_open":
+                raise
+            return await count_in(state.local_caps)
 
     async def circuits(self) -> list[CircuitState]:
         """The circuit breakers as the state holds them now (none without a state), for a

@@ -9,7 +9,6 @@ request's API shape, with ``Retry-After`` until the window resets.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 
@@ -47,12 +46,14 @@ class Limits:
                 f"([serve.keys.NAME]), but {KEYS_VARIABLE} names no such key: give it as NAME=KEY"
             )
         self._caps: Mapping[str, tuple[Cap, ...]] = {name: client_caps(policy, name) for name in named}
+        self._spending: Mapping[str, tuple[Cap, ...]] = {
+            name: tuple(cap for cap in caps if cap.resource is Resource.USD)
+            for name, caps in self._caps.items()
+        }
 
     def spending(self, key: ClientKey | None) -> tuple[Cap, ...]:
         """The caps every attempt of ``key``'s requests is charged against (its day's budget)."""
-        if key is None or key.name is None:
-            return ()
-        return tuple(cap for cap in self._caps.get(key.name, ()) if cap.resource is Resource.USD)
+        return () if key is None or key.name is None else self._spending.get(key.name, ())
 
     async def admit(self, client: api.Client, key: ClientKey | None) -> None:
         """Count one request of ``key``; ``ClientLimited`` when its ``rpm`` or budget is spent."""
@@ -79,4 +80,4 @@ class Limits:
             _, resets_at = window_of(Period.DAY, None, time.time())
             message = f"client key {key.name}'s daily budget cannot take this request: "
             message += outcome.error.message
-            raise ClientLimited(key.name, "budget", message, max(0.0, math.ceil(resets_at - time.time())))
+            raise ClientLimited(key.name, "budget", message, max(0.0, resets_at - time.time()))
