@@ -47,9 +47,9 @@ from rmcli.config import (
 from rmcli.conversation import Conversation
 from rmcli.environment import api_key, key_problem, load_environment
 from rmcli.environment import state_home as _home
-from rmcli.h11_transport import H11Transport
 from rmcli.health import HEALTH_TIMEOUT_S, check_many
 from rmcli.hooks import Hooks, fan_out
+from rmcli.http1 import Http1Transport
 from rmcli.http_client import ProviderClient
 from rmcli.output import err
 from rmcli.runner import ProviderLimits, Routing
@@ -174,7 +174,7 @@ def _new_client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient
     redirects (an endpoint URL is used as given), certificates always verified, and the
     ``--verbose`` trace attached when it is on."""
     if transport is None:
-        # Our own HTTP/1.1 transport (``rmcli.h11_transport``: several times less CPU per request
+        # Our own HTTP/1.1 transport (``rmcli.http1``: several times less CPU per request
         # than httpcore's pool); ``verify`` and ``limits`` still configure the transports httpx
         # mounts for the proxy variables, as before (``rmcli.http_client.ProviderClient``).
         client = ProviderClient(
@@ -182,7 +182,7 @@ def _new_client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient
             timeout=None,
             follow_redirects=False,
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=32),
-            own=H11Transport(_tls_context(), max_connections=100, max_keepalive_connections=32),
+            own=Http1Transport(_tls_context(), max_connections=100, max_keepalive_connections=32),
         )
     else:
         client = ProviderClient(timeout=None, follow_redirects=False, transport=transport)

@@ -83,9 +83,10 @@ class ConnectionWatch:
     @property
     def extensions(self) -> dict[str, Any]:
         """The request extensions that report to this watch."""
-        return {"trace": self._trace}
+        return {"trace": self.trace}
 
-    async def _trace(self, event: str, info: Mapping[str, Any]) -> None:
+    async def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """Hear one of httpx's ``trace`` events (the direct way sends the same)."""
         match event:
             case "connection.connect_tcp.started":
                 self.phase = Phase.CONNECTING

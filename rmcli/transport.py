@@ -1,7 +1,8 @@
 """One attempt over real HTTP: send what the engine asked for, enforce its timeouts, report the event.
 
 The engine decides which provider and how long; this module does the I/O with one shared
-``httpx.AsyncClient`` and turns whatever happens (an answer, an HTTP error, a refused or reset
+``httpx.AsyncClient`` (the direct way of ``rmcli.http_client.ProviderClient`` when it may, httpx's
+API otherwise) and turns whatever happens (an answer, an HTTP error, a refused or reset
 connection, a silent or truncated stream) into exactly one ``AttemptSucceeded`` or
 ``AttemptFailed``. Timeouts are anyio cancel scopes, so an abandoned attempt's connection is
 closed at once, never left to bill in the background.
@@ -52,6 +53,8 @@ from rmcli.connection_errors import (
     handshake_too_slow,
     out_of_time,
 )
+from rmcli.http1 import Reply
+from rmcli.http_client import ProviderClient
 from rmcore import wire
 from rmcore.completion import Usage
 from rmcore.errors import ErrorKind, ProviderError
@@ -181,10 +184,14 @@ class _Decoder:
             raise _Undecodable(f"the reply's {self.encoding} encoding is corrupt") from None
 
 
-def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+Response = httpx.Response | Reply
+"""A reply whose head arrived: httpx's, or the direct way's (the same attributes, as used here)."""
+
+
+def _raw_chunks(response: Response) -> AsyncIterator[bytes]:
     """The body's bytes as they arrive, still encoded. A response built in memory (as
     ``httpx.MockTransport`` handlers build them) was read, and decoded, when it was made."""
-    if response.is_stream_consumed:
+    if isinstance(response, httpx.Response) and response.is_stream_consumed:
         return _once(response.content)
     return response.aiter_raw()
 
@@ -264,15 +271,14 @@ async def _exchange(
     watch: ConnectionWatch,
 ) -> AttemptEvent:
     first_token_by = started + action.first_token_timeout_s
-    outgoing = _http_request(client, http, watch.extensions)
     spec = action.provider
     try:
         with watch.handshake:  # ends a TLS handshake that runs past its limit
             if not streaming:  # the attempt's own timeout is the only other limit
-                response = await client.send(outgoing, stream=True)
+                response = await _send(client, http, watch)
             else:
                 with anyio.move_on_after(action.first_token_timeout_s) as head:
-                    response = await client.send(outgoing, stream=True)
+                    response = await _send(client, http, watch)
                 if head.cancelled_caught:
                     otherwise = f"no response headers within {action.first_token_timeout_s:.3g} s"
                     message = out_of_time(watch.phase, spec, action.first_token_timeout_s, otherwise)
@@ -287,14 +293,35 @@ async def _exchange(
     try:
         return await _answer(response, action, request, streaming, first_token_by, clock, on_text)
     finally:
-        # Shielded, so that a cancelled attempt (a lost race, a deadline) still closes its
-        # connection at once instead of leaving it to the pool half-read.
-        with anyio.CancelScope(shield=True):
-            await response.aclose()
+        if isinstance(response, Reply):
+            response.close()  # at once, without an await
+        else:
+            # Shielded, so that a cancelled attempt (a lost race, a deadline) still closes its
+            # connection at once instead of leaving it to the pool half-read.
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+
+
+async def _send(client: httpx.AsyncClient, http: HttpRequest, watch: ConnectionWatch) -> Response:
+    """Send ``http`` and return the reply with its head read: the direct way when the client has
+    one for this URL, else through httpx's API."""
+    endpoint = client.direct(http.url) if isinstance(client, ProviderClient) else None
+    if endpoint is None:
+        return await client.send(_http_request(client, http, watch.extensions), stream=True)
+    assert isinstance(client, ProviderClient)
+    headers = (*http.headers, _ACCEPT_ENCODING)
+    return await client.send_direct(http.method, endpoint, headers, http.body, watch.trace)
+
+
+def _headers(response: Response) -> dict[str, str]:
+    """The reply's headers by lower-case name."""
+    if isinstance(response, Reply):
+        return response.headers
+    return {k.lower(): v for k, v in response.headers.items()}
 
 
 async def _answer(
-    response: httpx.Response,
+    response: Response,
     action: StartAttempt,
     request: ChatRequest,
     streaming: bool,
@@ -304,7 +331,7 @@ async def _answer(
 ) -> AttemptEvent:
     """Read the reply whose head arrived, within the size limits, and say how the attempt ended."""
     status = response.status_code
-    headers = {k.lower(): v for k, v in response.headers.items()}
+    headers = _headers(response)
     success = 200 <= status < 300
     declared = _declared_length(headers)
     if success and declared is not None and declared > MAX_BODY_BYTES:
@@ -352,7 +379,7 @@ async def _answer(
 
 
 async def _read_body(
-    response: httpx.Response, decoder: _Decoder, *, keep_start: bool
+    response: Response, decoder: _Decoder, *, keep_start: bool
 ) -> tuple[bytes, bool, str | None]:
     """The body read (decoded), whether it arrived complete, and what was wrong with it: larger
     than the decoder's limit (reading stops there, and what was read is returned only when
@@ -374,7 +401,7 @@ async def _read_body(
 
 
 async def _read_stream(
-    response: httpx.Response,
+    response: Response,
     decoder: _Decoder,
     action: StartAttempt,
     request: ChatRequest,

@@ -45,7 +45,7 @@ async def test_the_proxy_variables_are_honoured_as_httpx_does_and_the_rest_goes_
     import anyio
     import anyio.abc
 
-    from rmcli.h11_transport import H11Transport
+    from rmcli.http1 import Http1Transport
 
     heads: list[bytes] = []
 
@@ -59,7 +59,7 @@ async def test_the_proxy_variables_are_honoured_as_httpx_does_and_the_rest_goes_
 
     carried: list[str] = []
 
-    class Own(H11Transport):
+    class Own(Http1Transport):
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             carried.append(request.url.path)
             return await super().handle_async_request(request)

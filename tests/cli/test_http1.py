@@ -1,4 +1,4 @@
-"""``rmcli.h11_transport``: httpx's API over our own HTTP/1.1 pool, against raw local servers.
+"""``rmcli.http1``: httpx's API over our own HTTP/1.1 pool, against raw local servers.
 
 Every server here is a few lines over a loopback socket that this test controls byte by byte, so
 what the transport must do with a server that reuses, closes, stalls or lies is exact: a
@@ -26,7 +26,7 @@ import pytest
 from anyio.streams.tls import TLSListener
 
 from rmcli.connection_errors import ConnectionWatch, Phase, connect_failed
-from rmcli.h11_transport import H11Transport
+from rmcli.http1 import Http1Transport
 from rmcore.providers import builtin_providers
 
 pytestmark = pytest.mark.anyio
@@ -151,8 +151,8 @@ def server_tls() -> ssl.SSLContext:
     return context
 
 
-def client(transport: H11Transport | None = None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=transport or H11Transport(client_tls()), timeout=None)
+def client(transport: Http1Transport | None = None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=transport or Http1Transport(client_tls()), timeout=None)
 
 
 async def test_a_reply_read_to_its_end_leaves_its_connection_for_the_next_request() -> None:
@@ -191,7 +191,7 @@ async def test_a_request_cancelled_while_it_waits_for_its_reply_closes_the_conne
         await server.read_request(stream, conn)
         await server.read_request(stream, conn)  # returns when the client closes
 
-    transport = H11Transport(client_tls(), max_connections=1)
+    transport = Http1Transport(client_tls(), max_connections=1)
     async with serving(silent) as server, client(transport) as http:
         started = time.monotonic()
         with anyio.move_on_after(0.2):
@@ -293,7 +293,7 @@ async def test_at_most_max_connections_at_once_the_rest_wait_their_turn() -> Non
             await stream.send(reply(b"ok"))
             conn = h11.Connection(h11.SERVER)  # the reply was sent raw, past h11
 
-    transport = H11Transport(client_tls(), max_connections=2, max_keepalive_connections=2)
+    transport = Http1Transport(client_tls(), max_connections=2, max_keepalive_connections=2)
     async with serving(slow) as server, client(transport) as http:
         texts: list[str] = []
 
@@ -323,7 +323,7 @@ async def test_https_is_verified_and_its_phases_are_traced() -> None:
             await http.get(url, extensions=again.extensions)
             assert again.phase is Phase.REUSED  # the pooled connection: no new handshake
         assert server.connections == 1
-        async with client(H11Transport(ssl.create_default_context())) as http:
+        async with client(Http1Transport(ssl.create_default_context())) as http:
             with pytest.raises(httpx.ConnectError) as caught:
                 await http.get(url)
         cause: BaseException | None = caught.value
@@ -333,7 +333,7 @@ async def test_https_is_verified_and_its_phases_are_traced() -> None:
 
 
 async def test_a_closed_transport_closes_its_idle_connections() -> None:
-    transport = H11Transport(client_tls())
+    transport = Http1Transport(client_tls())
     async with serving(keep_alive) as server:
         async with client(transport) as http:
             await http.get(f"http://127.0.0.1:{server.port}/")
