@@ -55,12 +55,22 @@ def arguments() -> st.SearchStrategy[str]:
     )
 
 
+_SIGNATURES = {
+    "image/png": b"\x89PNG\r\n\x1a\n",
+    "image/jpeg": b"\xff\xd8\xff",
+    "image/gif": b"GIF89a",
+    "image/webp": b"RIFF\x00\x00\x00\x00WEBP",
+}
+
+
 def image_urls() -> st.SearchStrategy[str]:
-    """A base64 ``data:`` URL of one of the usual image types, or an ``https:`` URL."""
+    """A base64 ``data:`` URL of one of the usual image types, its bytes starting with that type's
+    signature (as an image's do: a provider that reads it refuses a PNG called JPEG), or an
+    ``https:`` URL."""
     data = st.builds(
-        lambda media, raw: f"data:{media};base64,{base64.b64encode(raw).decode()}",
-        st.sampled_from(["image/png", "image/jpeg", "image/gif", "image/webp"]),
-        st.binary(min_size=1, max_size=12),
+        lambda media, raw: f"data:{media};base64,{base64.b64encode(_SIGNATURES[media] + raw).decode()}",
+        st.sampled_from(sorted(_SIGNATURES)),
+        st.binary(max_size=12),
     )
     https = NAMES.map(lambda name: f"https://example.com/{name}.png")
     return data | https
