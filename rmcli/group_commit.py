@@ -37,11 +37,10 @@ statement commits by itself) or in one transaction opened by ``begin``."""
 class _Pending:
     """One write waiting in a group: what to run, then its result or error."""
 
-    __slots__ = ("done", "error", "result", "work")
+    __slots__ = ("error", "result", "work")
 
     def __init__(self, work: Callable[[Any], Any]) -> None:
         self.work = work
-        self.done = anyio.Event()
         self.result: Any = _UNSET
         self.error: BaseException | None = None
 
@@ -53,6 +52,17 @@ class _Pending:
         return self.result
 
 
+class _Group:
+    """The writes gathered in one turn, and the one event that says they are all done (one per
+    group, not one per write: an event costs more than the write's share of the commit)."""
+
+    __slots__ = ("done", "pending")
+
+    def __init__(self, first: _Pending) -> None:
+        self.pending = [first]
+        self.done = anyio.Event()
+
+
 class GroupCommit(Generic[C]):
     """Writes on a connection ``C`` through ``run``: alone, or a turn's together in one
     transaction opened by ``begin``; each caller gets its own write's result."""
@@ -60,31 +70,33 @@ class GroupCommit(Generic[C]):
     def __init__(self, run: Run[C], begin: str) -> None:
         self._run = run
         self._begin = begin
-        self._gathering: list[_Pending] | None = None
+        self._gathering: _Group | None = None
 
     async def run(self, work: Callable[[C], R], in_flight: Sized) -> R:
         """``work`` committed. It joins the group gathering in this turn if there is one; else,
         when ``in_flight`` (the caller's writers under way) holds others, it starts one; else it
         commits alone, at once, with no turn of the loop lost."""
-        if self._gathering is None and len(in_flight) < 2:
+        gathering = self._gathering
+        if gathering is None and len(in_flight) < 2:
             result: R = await self._run(work, None)
             return result
         pending = _Pending(work)
-        if self._gathering is not None:
-            self._gathering.append(pending)
+        if gathering is not None:
+            gathering.pending.append(pending)
             with anyio.CancelScope(shield=True):
-                await pending.done.wait()
+                await gathering.done.wait()
             return pending.value()  # type: ignore[no-any-return]
-        group = self._gathering = [pending]
-        try:
-            await anyio.lowlevel.cancel_shielded_checkpoint()  # the others of this turn join
-        finally:
-            self._gathering = None
-        with anyio.CancelScope(shield=True):
+        group = self._gathering = _Group(pending)
+        with anyio.CancelScope(shield=True):  # one scope for the gathering turn and the commit
+            try:
+                await anyio.lowlevel.checkpoint()  # the others of this turn join
+            finally:
+                self._gathering = None
             await self._commit(group)
         return pending.value()  # type: ignore[no-any-return]
 
-    async def _commit(self, group: list[_Pending]) -> None:
+    async def _commit(self, gathered: _Group) -> None:
+        group = gathered.pending
         try:
             if len(group) > 1:
                 try:
@@ -101,5 +113,4 @@ class GroupCommit(Generic[C]):
                 except Exception as exc:
                     pending.error = exc
         finally:
-            for pending in group:
-                pending.done.set()
+            gathered.done.set()

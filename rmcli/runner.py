@@ -84,7 +84,7 @@ from rmcore.events import (
     TimePassed,
 )
 from rmcore.plan import RunPlan, leaves, unsupported
-from rmcore.pricing import cost_usd, estimate_prompt_tokens
+from rmcore.pricing import cost_usd
 from rmcore.providers import ProviderSpec
 from rmcore.quota import Charge, Refusal, Resource, attempt_charges, attempt_settlement
 from rmcore.requests import ChatRequest
@@ -252,7 +252,6 @@ class _Run:
         self.state = routing.state
         self.breakers = self.state is not None and self.plan.breaker.enabled
         self.clock = clock
-        self.probe_timeout_s = max((t.attempt_timeout_s for t in leaves(self.plan)), default=30.0)
         self.actions: deque[Action] = deque()
         self.scopes: dict[int, anyio.CancelScope] = {}
         self.recorded = 0
@@ -338,7 +337,8 @@ class _Run:
                     case Backoff(until=until):
                         if hooks.backing_off is not None:
                             hooks.backing_off(action, max(until - self.clock(), 0.0))
-                await self.flush_records()
+                if engine.attempt_count != self.recorded:
+                    await self.flush_records()
             wake = engine.next_wakeup()
             room: anyio.Event | None = None
             if engine.waiting_for_budget:
@@ -378,16 +378,16 @@ class _Run:
             self.hooks.attempt_started(action)
         if self.hooks.adjusted is not None and (notes := adjustments(action.provider, engine.request)):
             self.hooks.adjusted(action, notes)
-        scope = self.scopes[action.attempt_id] = anyio.CancelScope()
         self.providers[action.attempt_id] = action.provider.name
         # Held until its request leaves: cancelled before that, it sent nothing and is no attempt.
         engine.handle(AttemptHeld(attempt_id=action.attempt_id, at=self.clock()))
         if not inline:
+            scope = self.scopes[action.attempt_id] = anyio.CancelScope()
             self.spawn(action, partial(self.attempt_task, action, scope))
             return
-        ended = await self.attempt(action, scope)
-        if ended is not None:
-            await self.observe(ended)
+        # Inline, no scope of its own: nothing can cancel it but the caller (whose cancellation
+        # goes through), since the run awaits it and hears of no other event meanwhile.
+        await self.observe(await self.perform(action))
 
     def watch(self, room: anyio.Event) -> None:
         """Await ``room`` (the ledger's signal) in a task of the group, then send the engine
@@ -469,6 +469,11 @@ class _Run:
         await anyio.lowlevel.checkpoint_if_cancelled()
         now = self.clock()
         await self.record_sent(action, now)
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            await self.withdraw(action)  # given up while it was recorded: it never leaves
+            raise
         # Fed at once, not queued: from here on the request leaves the process.
         self.engine.handle(AttemptHeld(attempt_id=action.attempt_id, at=now, held=False))
         self.probes.pop(action.provider.name, None)  # a probe on its way is the breaker's to judge
@@ -495,30 +500,48 @@ class _Run:
                 await self.state.attempts.sent(key, self.origin, sent)
         self.in_flight[action.attempt_id] = (key, sent, now)
 
-    async def attempt(self, action: StartAttempt, scope: anyio.CancelScope) -> Event | None:
-        """Perform ``action``: how it ended, or None when it was cancelled."""
-        with scope:
-            key = self.routing.keys(action.provider)
-            async with self.routing.limits.slot(action.provider):
-                state = self.state
-                if state is None or (not self.plan.caps and action.provider.max_concurrency is None):
-                    event: Event = await self.send_now(action, key)
-                else:
-                    guarded = _Guarded(self.plan, self.request, action, state, self.routing, self.clock)
-                    event = await guarded.run(lambda sent: self.send_now(sent, key))
-            if isinstance(event, AttemptFailed) and key and key in event.error.message:
-                # A provider may quote the key it was sent ("Incorrect API key provided: ...").
-                error = msgspec.structs.replace(
-                    event.error, message=event.error.message.replace(key, "<redacted>")
-                )
-                event = msgspec.structs.replace(event, error=error)
-            return event
-        await self.release_probe(action.provider.name)  # cancelled: if never sent, hand it back
-        return None
+    async def withdraw(self, action: StartAttempt) -> None:
+        """Take back the record of an attempt given up (a race lost, the deadline, the caller gone)
+        while ``record_sent`` wrote it: its request never left, so it is no attempt, in the store
+        as in the run's outcome. Should the store fail, the record stays: counted, never lost."""
+        key, _, _ = self.in_flight.pop(action.attempt_id)
+        if self.state is not None:
+            with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                await self.state.attempts.withdraw(key)
+
+    async def perform(self, action: StartAttempt) -> Event:
+        """Perform ``action`` (within its provider's slot and the state's limits): how it ended."""
+        spec = action.provider
+        key = self.routing.keys(spec)
+        state = self.state
+        if spec.max_concurrency is None:  # no slot to take
+            event = await self.send_guarded(action, key, state)
+        else:
+            async with self.routing.limits.slot(spec):
+                event = await self.send_guarded(action, key, state)
+        if isinstance(event, AttemptFailed) and key and key in event.error.message:
+            # A provider may quote the key it was sent ("Incorrect API key provided: ...").
+            redacted = event.error.message.replace(key, "<redacted>")
+            error = msgspec.structs.replace(event.error, message=redacted)
+            event = msgspec.structs.replace(event, error=error)
+        return event
+
+    async def send_guarded(self, action: StartAttempt, key: str | None, state: State | None) -> Event:
+        """``send_now``, under the state's caps and shared slot when the attempt has any."""
+        if state is None or (not self.plan.caps and action.provider.max_concurrency is None):
+            return await self.send_now(action, key)
+        guarded = _Guarded(self.engine, action, state, self.routing, self.clock)
+        return await guarded.run(lambda sent: self.send_now(sent, key))
 
     async def attempt_task(self, action: StartAttempt, scope: anyio.CancelScope) -> None:
-        event = await self.attempt(action, scope)
-        if event is not None and self.send is not None:
+        """Perform ``action`` as a task of the group, cancelled with ``scope`` (a lost race, a
+        cancelled hedge); how it ended goes to the run through the group's stream."""
+        event: Event | None = None
+        with scope:
+            event = await self.perform(action)
+        if event is None:
+            await self.release_probe(action.provider.name)  # cancelled: if never sent, hand it back
+        elif self.send is not None:
             await self.send.send(event)
 
     async def health(self, spec: ProviderSpec) -> None:
@@ -539,14 +562,19 @@ class _Run:
         self.actions.extend(self.feed(event))
         # Before any action: the breakers must know how the attempt ended before the engine's
         # next AdmitCircuit is answered.
-        await self.flush_records()
+        if self.engine.attempt_count != self.recorded:
+            await self.flush_records()
+
+    def probe_timeout_s(self) -> float:
+        """How long a probe of an open circuit may take: the plan's longest attempt timeout."""
+        return max((t.attempt_timeout_s for t in leaves(self.plan)), default=30.0)
 
     async def admit(self, spec: ProviderSpec) -> CircuitAnswered:
         if self.state is None or not self.breakers:
             return CircuitAnswered(provider=spec.name, at=self.clock(), decision="allowed")
         now = time.time()
         admission = await self.state.circuits.admit(
-            spec.name, now, self.plan.breaker.cooldown_s, self.probe_timeout_s
+            spec.name, now, self.plan.breaker.cooldown_s, self.probe_timeout_s()
         )
         clean = self.routing.clean
         if admission.decision == "allowed" and admission.state == CircuitState(provider=spec.name):
@@ -574,16 +602,11 @@ class _Guarded:
     worst case (one call), send, then settle and give the slot back (one call), whatever happens."""
 
     def __init__(
-        self,
-        plan: RunPlan,
-        request: ChatRequest,
-        action: StartAttempt,
-        state: State,
-        routing: Routing,
-        clock: Callable[[], float],
+        self, engine: Engine, action: StartAttempt, state: State, routing: Routing, clock: Callable[[], float]
     ) -> None:
-        self.plan = plan
-        self.request = request
+        self.plan = engine.plan
+        self.request = engine.request
+        self.prompt_tokens = engine.prompt_tokens  # the estimate, made once per request
         self.action = action
         self.caps: Caps = state.caps
         self.local_caps = state.local_caps
@@ -633,10 +656,12 @@ class _Guarded:
             slot=None
             if limit is None
             else Slot(name=f"provider:{self.provider.name}", limit=limit, lease_s=SLOT_LEASE_S),
-            charges=attempt_charges(self.plan.caps, self.provider, self.request, time.time())
-            if self.plan.caps
-            else (),
+            charges=self._charges() if self.plan.caps else (),
         )
+
+    def _charges(self) -> tuple[Charge, ...]:
+        """The worst case to reserve in the cap windows of now."""
+        return attempt_charges(self.plan.caps, self.provider, self.request, time.time(), self.prompt_tokens)
 
     async def _begin(self, started: float) -> AttemptRefused | None:
         """Take the slot and reserve, asking again after a pause while every slot is busy (for
@@ -704,7 +729,7 @@ class _Guarded:
         elif isinstance(event, AttemptFailed):
             usage = event.usage or Usage()
         else:
-            usage = Usage(input_tokens=estimate_prompt_tokens(self.request), estimated=True)
+            usage = Usage(input_tokens=self.prompt_tokens, estimated=True)
         return attempt_settlement(charges, usage, self.provider)
 
     def _fails_open(self) -> bool:

@@ -34,20 +34,24 @@ class Capability(enum.StrEnum):
 ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability)
 """Everything: what the OpenAI and Anthropic kinds carry."""
 
+_NOTHING: frozenset[Capability] = frozenset()
+
 
 def needs(request: ChatRequest) -> frozenset[Capability]:
     """What ``request`` needs its provider to carry: ``tools`` when it defines tools or its
     conversation holds a tool call or a tool's result; ``images`` when a message holds an image
     part; ``json_schema`` when it asks for a JSON answer. Empty for a text-only request."""
-    found: set[Capability] = set()
-    if request.tools or any(m.tool_calls or m.role == "tool" for m in request.messages):
-        found.add(Capability.TOOLS)
-    if any(
-        isinstance(m.content, tuple) and any(isinstance(p, ImagePart) for p in m.content)
-        for m in request.messages
-    ):
+    tools, images = bool(request.tools), False
+    for m in request.messages:  # one pass: this runs on every routed request
+        tools = tools or bool(m.tool_calls) or m.role == "tool"
+        images = images or (isinstance(m.content, tuple) and any(isinstance(p, ImagePart) for p in m.content))
+    json = request.response_format is not None and request.response_format.type != "text"
+    if not (tools or images or json):
+        return _NOTHING
+    found: set[Capability] = {Capability.TOOLS} if tools else set()
+    if images:
         found.add(Capability.IMAGES)
-    if request.response_format is not None and request.response_format.type != "text":
+    if json:
         found.add(Capability.JSON_SCHEMA)
     return frozenset(found)
 
@@ -55,6 +59,8 @@ def needs(request: ChatRequest) -> frozenset[Capability]:
 def missing(needed: Iterable[Capability], carried: Iterable[Capability]) -> tuple[Capability, ...]:
     """The capabilities of ``needed`` that ``carried`` lacks, in the enum's order (so that a
     message names them the same way every time)."""
+    if not needed:  # a text-only request (an empty set; any other iterable is looked through)
+        return ()
     wanted, have = set(needed), set(carried)
     return tuple(c for c in Capability if c in wanted and c not in have)
 

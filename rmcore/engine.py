@@ -63,6 +63,7 @@ import abc
 import enum
 import math
 import random
+import weakref
 from collections.abc import Callable
 
 from rmcore.attempts import AttemptRecord
@@ -116,16 +117,33 @@ class _Status(enum.Enum):
 
 
 class _Node(abc.ABC):
-    """A node of the running route tree; its parent is told when it ends."""
+    """A node of the running route tree; its parent is told when it ends.
+
+    A node holds its engine and its parent by weak reference: the engine owns the tree, top
+    down, and the tree holds no cycle, so a finished run is freed by reference counting at once
+    rather than left to the cyclic garbage collector (whose passes cost a routed call more than
+    the engine's own work)."""
 
     def __init__(self, engine: Engine, parent: _Composite | None) -> None:
-        self.engine = engine
-        self.parent = parent
+        self._engine = weakref.ref(engine)
+        self._parent = None if parent is None else weakref.ref(parent)
         self.status = _Status.IDLE
         self.error: ProviderError | None = None
         self.failed_provider: str | None = None
         """The provider whose failure ``error`` is (for a route, the one it took its error from)."""
         self.wake_at: float | None = None
+
+    @property
+    def engine(self) -> Engine:
+        """The engine running this node (it outlives its nodes: they are its)."""
+        engine = self._engine()
+        assert engine is not None
+        return engine
+
+    @property
+    def parent(self) -> _Composite | None:
+        """The route this node is a child of; None for the top one."""
+        return None if self._parent is None else self._parent()
 
     @property
     def done(self) -> bool:
@@ -495,6 +513,10 @@ class Engine:
         self._rng: random.Random | None = None
         self._epoch_s = epoch_s
         self.ledger = ledger if ledger is not None else Ledger(plan.limits.max_usd, spent_usd)
+        self._ledger_id = object()
+        """This run's part of the ledger's keys (with an attempt id). Not ``id(self)``: a run
+        dropped while it held reservations is freed at once, and a new engine may get its address;
+        this object lives as long as a key holds it, so no other run's key can equal it."""
         self._start_at = 0.0
         self.deadline = math.inf
         self._next_id = 0
@@ -579,8 +601,11 @@ class Engine:
         deadline), or None once the run is over."""
         if self._finished:
             return None
-        times = [self.deadline] + [n.wake_at for n in self._nodes() if n.wake_at is not None and not n.done]
-        return min(times)
+        soonest = self.deadline
+        for node in self._nodes():
+            if node.wake_at is not None and node.wake_at < soonest and not node.done:
+                soonest = node.wake_at
+        return soonest
 
     def handle(self, event: Event) -> list[Action]:
         """Take one observation and answer with what to do next. Events for attempts that were
@@ -625,7 +650,7 @@ class Engine:
         prompt = Usage(input_tokens=self.prompt_tokens, estimated=True)
         for attempt_id, (node, _, _) in self._running.items():
             spent = 0.0 if attempt_id in self._held else cost_usd(prompt, node.target.provider)
-            self.ledger.settle((id(self), attempt_id), spent)
+            self.ledger.settle((self._ledger_id, attempt_id), spent)
         self._running.clear()
         self._held.clear()
         self._finished = True
@@ -734,7 +759,7 @@ class Engine:
             else (left, ErrorKind.DEADLINE)
         )
         self._running[self._next_id] = (node, now, node.worst_case())
-        self.ledger.reserve((id(self), self._next_id), node.worst_case())
+        self.ledger.reserve((self._ledger_id, self._next_id), node.worst_case())
         self.emit(
             StartAttempt(
                 attempt_id=self._next_id,
@@ -758,7 +783,7 @@ class Engine:
         node.attempt = None
         if attempt_id in self._held:
             self._held.discard(attempt_id)
-            self.ledger.settle((id(self), attempt_id), 0.0)
+            self.ledger.settle((self._ledger_id, attempt_id), 0.0)
         else:
             usage = Usage(input_tokens=self.prompt_tokens, estimated=True)
             message = "lost the race" if reason is ErrorKind.CANCELLED else "the run's deadline was reached"
@@ -851,7 +876,7 @@ class Engine:
             return
         node = running[0]
         node.attempt = None
-        self.ledger.settle((id(self), event.attempt_id), 0.0)
+        self.ledger.settle((self._ledger_id, event.attempt_id), 0.0)
         if node.tries == 1:
             self._first_attempts -= 1
         else:
@@ -908,7 +933,7 @@ class Engine:
                 message=message,
             )
         )
-        self.ledger.settle((id(self), attempt_id), self._attempts[-1].cost_usd)
+        self.ledger.settle((self._ledger_id, attempt_id), self._attempts[-1].cost_usd)
 
     def _deadline_error(self, waited: list[_TargetRun] | None = None) -> ProviderError:
         message = f"the run's deadline of {self.plan.limits.deadline_s:g} s was reached"
@@ -951,7 +976,7 @@ class Engine:
             self.cancel_attempt(attempt_id, now, ErrorKind.CANCELLED)
         self._finished = True
         winner = self.answers[0] if self.answers and error is None else None
-        first = next(leaves(self.plan.route)).provider.name
+        first = next(leaves(self.plan)).provider.name
         self.emit(
             Finish(
                 outcome=RunOutcome(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from rmcore.completion import Usage
 from rmcore.providers import ProviderSpec
 from rmcore.requests import ChatRequest, ImagePart, Message, message_text
@@ -24,28 +22,42 @@ def estimate_prompt_tokens(request: ChatRequest) -> int:
     per-message overhead, each image as :data:`_TOKENS_PER_IMAGE`, and each tool definition and
     a JSON schema to answer with counted like a message. Tokenisers average nearer four bytes a
     token on prose, so budgets checked with this estimate err on the side of not spending. An
-    empty system message is counted as none (it is not sent)."""
-    units = [_message_units(m) for m in request.messages if not (m.role == "system" and _is_empty(m))]
-    units += [
-        (len(t.name.encode()) + len((t.description or "").encode()) + len(t.parameters or b""), 0)
-        for t in request.tools
-    ]
+    empty system message is counted as none (it is not sent).
+
+    It runs once per routed request, on the hot path: plain loops, no lists built."""
+    tokens = 0
+    for message in request.messages:
+        if message.role == "system" and _is_empty(message):
+            continue
+        size, images = _message_units(message)
+        tokens += _unit_tokens(size, images)
+    for tool in request.tools:
+        size = len(tool.name.encode()) + len((tool.description or "").encode()) + len(tool.parameters or b"")
+        tokens += _unit_tokens(size)
     schema = request.response_format.schema if request.response_format is not None else None
     if schema is not None:
-        units.append((len(schema), 0))
-    return sum(
-        math.ceil(size / _BYTES_PER_TOKEN) + _OVERHEAD_TOKENS_PER_MESSAGE + images * _TOKENS_PER_IMAGE
-        for size, images in units
-    )
+        tokens += _unit_tokens(len(schema))
+    return tokens
+
+
+def _unit_tokens(size: int, images: int = 0) -> int:
+    """The tokens of one message (or tool, or schema) of ``size`` UTF-8 bytes and ``images``."""
+    return -(-size // _BYTES_PER_TOKEN) + _OVERHEAD_TOKENS_PER_MESSAGE + images * _TOKENS_PER_IMAGE
 
 
 def _message_units(message: Message) -> tuple[int, int]:
     """A message's text size in UTF-8 bytes (its tool calls and call id included) and its images."""
-    parts = () if isinstance(message.content, str) else message.content
-    size = len(message_text(message.content).encode())
-    size += sum(len(f"{c.id}{c.name}{c.arguments}".encode()) for c in message.tool_calls)
-    size += len((message.tool_call_id or "").encode())
-    return size, sum(1 for p in parts if isinstance(p, ImagePart))
+    content = message.content
+    if isinstance(content, str):  # the usual case
+        size, images = len(content.encode()), 0
+    else:
+        size = len(message_text(content).encode())
+        images = sum(1 for p in content if isinstance(p, ImagePart))
+    if message.tool_calls:
+        size += sum(len(f"{c.id}{c.name}{c.arguments}".encode()) for c in message.tool_calls)
+    if message.tool_call_id:
+        size += len(message.tool_call_id.encode())
+    return size, images
 
 
 def _is_empty(message: Message) -> bool:

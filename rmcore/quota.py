@@ -23,7 +23,7 @@ import msgspec
 
 from rmcore.base import Base
 from rmcore.completion import Usage
-from rmcore.pricing import cost_usd, estimate_prompt_tokens, worst_case_usd
+from rmcore.pricing import cost_usd, estimate_prompt_tokens
 from rmcore.providers import ProviderSpec
 from rmcore.requests import ChatRequest
 
@@ -196,13 +196,19 @@ def charges_for(
 
 
 def attempt_charges(
-    caps: Sequence[Cap], provider: ProviderSpec, request: ChatRequest, now_s: float
+    caps: Sequence[Cap],
+    provider: ProviderSpec,
+    request: ChatRequest,
+    now_s: float,
+    prompt_tokens: int | None = None,
 ) -> tuple[Charge, ...]:
     """What an attempt of ``request`` at ``provider`` reserves at wall-clock moment ``now_s``:
     :func:`charges_for` with the request's worst case (the prompt's estimate plus ``max_tokens``,
-    at the provider's prices), the same worst case the engine holds against the run's budget."""
-    worst_tokens = estimate_prompt_tokens(request) + request.max_tokens
-    return charges_for(caps, provider.name, worst_case_usd(request, provider), worst_tokens, now_s)
+    at the provider's prices), the same worst case the engine holds against the run's budget.
+    ``prompt_tokens`` is that estimate when the caller has it already (the engine's)."""
+    prompt = estimate_prompt_tokens(request) if prompt_tokens is None else prompt_tokens
+    worst = Usage(input_tokens=prompt, output_tokens=request.max_tokens)
+    return charges_for(caps, provider.name, cost_usd(worst, provider), prompt + request.max_tokens, now_s)
 
 
 def attempt_settlement(charges: Sequence[Charge], usage: Usage, provider: ProviderSpec) -> tuple[Charge, ...]:

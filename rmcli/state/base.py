@@ -161,6 +161,8 @@ class Attempts(Protocol):
         is recorded already."""
     async def settle(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         """How the attempt ``key`` ended (recorded afresh when ``sent`` never reached this store)."""
+    async def withdraw(self, key: str) -> None:
+        """Remove the attempt ``key``: given up while ``sent`` recorded it, it never left."""
     async def since(self, since_ms: int, providers: Collection[str] | None = None) -> list[AttemptRow]:
         """The attempts started at or after ``since_ms`` (epoch ms), oldest first (one millisecond in
         the order sent); only those of ``providers`` when given (an empty collection selects none)."""

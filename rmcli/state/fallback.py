@@ -28,8 +28,8 @@ RETRY_AFTER_S: Final = 1.0
 """How long after finding the shared state unreachable calls skip it before trying it again."""
 
 BOOKKEEPING: Final[Mapping[str, tuple[str, ...]]] = {
-    "attempts": ("sent", "settle"), "circuits": ("admit", "record", "release_probe"), "cache": ("get", "put"),
-    "history": ("add",), "conversations": ("save",), "caps": (),
+    "attempts": ("sent", "settle", "withdraw"), "circuits": ("admit", "record", "release_probe"),
+    "cache": ("get", "put"), "history": ("add",), "conversations": ("save",), "caps": (),
 }
 """Per concern, the methods that go to this host's state while the shared one is unreachable."""
 

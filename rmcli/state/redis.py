@@ -73,11 +73,12 @@ class _Script:
         self.text, self.sha = text, hashlib.sha1(text.encode()).hexdigest()
 
 
-# KEYS: attempts, attempts:keys, attempts:seq. ARGV: key, started_at_ms, JSON, '1' to replace.
+# KEYS: attempts, attempts:keys, attempts:seq. ARGV: key, started_at_ms, JSON, '1' to replace ('-': remove).
 _ATTEMPT: Final = _Script("""
 local old = redis.call('HGET', KEYS[2], ARGV[1])
 if old and ARGV[4] == '' then return 0 end
 if old then redis.call('ZREM', KEYS[1], old) end
+if ARGV[4] == '-' then return redis.call('HDEL', KEYS[2], ARGV[1]) end
 local member = (old and old:sub(1, 16) or string.format('%016x', redis.call('INCR', KEYS[3]))) .. ARGV[3]
 redis.call('ZADD', KEYS[1], ARGV[2], member)
 return redis.call('HSET', KEYS[2], ARGV[1], member)
@@ -361,6 +362,9 @@ class RedisAttempts(_Part):
     async def settle(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         """Replace the attempt ``key`` with how it ended (keeping its place), or record it afresh."""
         await self.sent(key, origin, record, "1")
+
+    async def withdraw(self, key: str) -> None:
+        await self._r.run(_ATTEMPT, [self._k("attempts", s) for s in ("", ":keys")], [key, 0, "", "-"])
 
     async def since(self, since_ms: int, providers: Collection[str] | None = None) -> list[AttemptRow]:
         members = await self._r.command("ZRANGEBYSCORE", self._k("attempts"), since_ms, "+inf")

@@ -125,6 +125,7 @@ _PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _AUTH, _NO
 
 _FIELDS: Final = rules.ATTEMPT_FIELDS
 _COLUMNS: Final = ", ".join(_FIELDS)
+_WITHDRAW: Final = "DELETE FROM attempts WHERE id = ?"
 _INSERT: Final = f"INSERT INTO attempts (key, {_COLUMNS}) VALUES (?{', ?' * len(_FIELDS)})"
 _AT: Final = _FIELDS.index("started_at_ms")  # a settle keeps it: the index's page is not written again
 _SETTLED: Final = _FIELDS[:_AT] + _FIELDS[_AT + 1 :]
@@ -252,6 +253,10 @@ class SqliteAttempts(_Part):
         if key not in self._rows:
             values = (key, *rules.attempt_values(origin, record))
             self._rows[key] = await self._group.run(lambda c: _rowid(c.execute(_INSERT, values)), self._rows)
+
+    async def withdraw(self, key: str) -> None:
+        if (row := self._rows.pop(key, None)) is not None:
+            await self._group.run(lambda c: c.execute(_WITHDRAW, (row,)), self._rows)
 
     async def settle(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         """Rewrite ``key`` with how it ended, or insert it when not sent here (kept for a later settle)."""

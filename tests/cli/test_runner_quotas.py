@@ -21,8 +21,18 @@ from rmcli.hooks import Hooks
 from rmcli.notices import SKIP_KINDS
 from rmcli.runner import ProviderLimits, Routing, route
 from rmcli.sandbox import Sandbox
-from rmcli.state import STATE_VARIABLE, AttemptClaim, Slot, SlotBusy, State, StoreUnavailable, open_state
+from rmcli.state import (
+    STATE_VARIABLE,
+    AttemptClaim,
+    Origin,
+    Slot,
+    SlotBusy,
+    State,
+    StoreUnavailable,
+    open_state,
+)
 from rmcli.state.sqlite import open_sqlite
+from rmcore.attempts import AttemptRecord
 from rmcore.breaker import CircuitState
 from rmcore.errors import ErrorKind
 from rmcore.events import RunOutcome
@@ -302,6 +312,32 @@ async def test_a_cancelled_attempt_settles_its_prompt_and_gives_its_slot_back(
         "anthropic-direct": "ok",
     }
     assert rows["glm-direct"].input_tokens == estimate_prompt_tokens(REQUEST)
+
+
+async def test_an_attempt_given_up_while_its_record_is_written_is_taken_back(
+    box: Sandbox, state: State
+) -> None:
+    """A race: glm-direct's record takes 0.3 s to be written (a slow store) while anthropic-direct
+    answers and wins. glm-direct's request never leaves, so it is no attempt: not in the outcome,
+    not in the store (its record is withdrawn), never seen by the provider."""
+    attempts = state.attempts
+
+    class SlowForGlm:
+        async def sent(self, key: str, origin: Origin, record: AttemptRecord) -> None:
+            await attempts.sent(key, origin, record)
+            if record.provider == "glm-direct":
+                await anyio.sleep(0.3)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(attempts, name)
+
+    state.attempts = SlowForGlm()  # type: ignore[assignment]
+    run_plan = plan(target(box, "glm-direct"), target(box, "anthropic-direct"), strategy=Strategy.FASTEST)
+    outcome = await routed(box, run_plan, state)
+    assert outcome.provider == "anthropic-direct"
+    assert [(a.provider, a.outcome) for a in outcome.attempts] == [("anthropic-direct", "ok")]
+    assert await stored(state) == [("anthropic-direct", "ok")]
+    assert box.requests("glm-direct") == []
 
 
 # --- concurrency slots across processes -------------------------------------------------------------

@@ -67,6 +67,19 @@ async def test_a_sent_attempt_counts_as_cancelled_until_it_is_settled(state: Sta
     ]
 
 
+async def test_a_withdrawn_attempt_is_gone_and_the_others_stay(state: State) -> None:
+    """``withdraw`` removes what ``sent`` recorded (the request never left after all); a key never
+    sent, or withdrawn already, changes nothing."""
+    await state.attempts.sent("k1", RUN, record(outcome="cancelled", started_at_ms=10))
+    await state.attempts.sent("k2", RUN, record("other", outcome="cancelled", started_at_ms=11))
+    await state.attempts.withdraw("k1")
+    await state.attempts.withdraw("k1")
+    await state.attempts.withdraw("never")
+    assert [r.provider for r in await state.attempts.since(0)] == ["other"]
+    await state.attempts.settle("k2", RUN, record("other", outcome="ok", started_at_ms=11))
+    assert [(r.provider, r.outcome) for r in await state.attempts.since(0)] == [("other", "ok")]
+
+
 async def test_settling_an_attempt_never_sent_here_records_it(state: State) -> None:
     """A settle whose ``sent`` reached another store (or none) records the attempt afresh, once."""
     await state.attempts.settle("k", RUN, record(outcome="timeout"))

@@ -64,6 +64,7 @@ def every_call(state: State) -> dict[str, Callable[[], Awaitable[object]]]:
     return {
         "attempts.sent": lambda: state.attempts.sent("k", Origin("r", "ask"), ATTEMPT),
         "attempts.settle": lambda: state.attempts.settle("k", Origin("r", "ask"), ATTEMPT),
+        "attempts.withdraw": lambda: state.attempts.withdraw("k"),
         "attempts.since": lambda: state.attempts.since(0),
         "circuits.admit": lambda: state.circuits.admit("p", NOW, 30.0, 60.0),
         "circuits.record": lambda: state.circuits.record("p", "timeout", NOW, 3),
