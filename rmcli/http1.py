@@ -46,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import re
 import select
 import socket
@@ -66,6 +67,7 @@ __all__ = [
     "Endpoint",
     "Http1Transport",
     "Reply",
+    "TLSHandshakeTimeout",
     "head_bytes",
     "parse_endpoint",
 ]
@@ -166,6 +168,11 @@ def parse_endpoint(url: str) -> Endpoint:
         shown += b":%d" % port
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return Endpoint(url, (scheme, parts.hostname, port), target.encode("ascii"), shown)
+
+
+class TLSHandshakeTimeout(httpx.ConnectTimeout):
+    """A TLS handshake ran past the limit the request gave it: most likely a server that does not
+    speak TLS and waits, silent, for a request line."""
 
 
 class _Unasked(Exception):
@@ -471,12 +478,15 @@ class Http1Transport(httpx.AsyncBaseTransport):
         body: bytes,
         *,
         trace: Trace | None = None,
+        tls_timeout_s: float | None = None,
     ) -> Reply:
         """Send a request on a pooled or new connection and return the reply with its head read
         and its body to be read. ``headers`` are sent as given (the caller's Host and
-        Content-Length included)."""
+        Content-Length included). A new https connection's TLS handshake is given at most
+        ``tls_timeout_s`` (``TLSHandshakeTimeout`` past it)."""
         data = head_bytes(method, endpoint.target, headers) + body
-        return await self._exchange(endpoint.origin, data, method == b"HEAD", trace, None)
+        head_only = method == b"HEAD"
+        return await self._exchange(endpoint.origin, data, head_only, trace, None, None, tls_timeout_s)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """httpx's side: ``request`` sent as ``request`` sends, the reply as httpx's response."""
@@ -514,6 +524,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         trace: Trace | None,
         timeouts: Mapping[str, float | None] | None,
         sni: str | None = None,
+        tls_timeout_s: float | None = None,
     ) -> Reply:
         if self._closed:
             raise RuntimeError("the transport is closed")
@@ -522,7 +533,8 @@ class Http1Transport(httpx.AsyncBaseTransport):
             connection = await self._take(origin)
         try:
             if connection is None:
-                connection = await self._connect(origin, sni or origin[1], trace, timeouts.get("connect"))
+                connect_s = timeouts.get("connect")
+                connection = await self._connect(origin, sni or origin[1], trace, connect_s, tls_timeout_s)
             connection.send(data, head_only=head_only)
             with _limit(timeouts.get("read"), httpx.ReadTimeout):
                 await connection.read_head()
@@ -591,7 +603,12 @@ class Http1Transport(httpx.AsyncBaseTransport):
     # -- one connection ------------------------------------------------------------------------
 
     async def _connect(
-        self, origin: Origin, sni: str, trace: Trace | None, timeout_s: float | None
+        self,
+        origin: Origin,
+        sni: str,
+        trace: Trace | None,
+        timeout_s: float | None,
+        tls_timeout_s: float | None = None,
     ) -> _Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
@@ -606,9 +623,12 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 if scheme == "https":
                     if trace is not None:
                         await trace("connection.start_tls.started", {"server_hostname": sni})
-                    secure = await loop.start_tls(
-                        transport, connection, self._ssl_context, server_hostname=sni
-                    )
+                    with anyio.move_on_after(math.inf if tls_timeout_s is None else tls_timeout_s) as bound:
+                        secure = await loop.start_tls(
+                            transport, connection, self._ssl_context, server_hostname=sni
+                        )
+                    if bound.cancelled_caught:
+                        raise TLSHandshakeTimeout(f"no TLS handshake within {tls_timeout_s:g} s")
                     if secure is None:  # pragma: no cover - only when the loop is closing
                         raise ConnectionResetError("the connection closed during the TLS handshake")
                     transport = secure

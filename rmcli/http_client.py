@@ -83,10 +83,12 @@ class ProviderClient(httpx.AsyncClient):
         headers: Sequence[tuple[str, str]],
         body: bytes,
         trace: Trace | None = None,
+        tls_timeout_s: float | None = None,
     ) -> Reply:
         """Send a request the direct way (``direct`` said it may go) and return its reply with the
         head read. What is sent is what httpx would send: Host, the client's default headers but
-        those ``headers`` override, ``headers``, Content-Length."""
+        those ``headers`` override, ``headers``, Content-Length. A TLS handshake is given at most
+        ``tls_timeout_s`` (``rmcli.http1.TLSHandshakeTimeout`` past it)."""
         assert self._own is not None
         ours = [(name.encode("ascii"), value.encode("ascii")) for name, value in headers]
         names = {name.lower() for name, _ in ours}
@@ -94,7 +96,9 @@ class ProviderClient(httpx.AsyncClient):
         sent += [(name, value) for name, value in self.headers.raw if name.lower() not in names]
         sent += ours
         sent.append((b"Content-Length", b"%d" % len(body)))
-        reply = await self._own.request(method.encode("ascii"), endpoint, sent, body, trace=trace)
+        reply = await self._own.request(
+            method.encode("ascii"), endpoint, sent, body, trace=trace, tls_timeout_s=tls_timeout_s
+        )
         if any(name.lower() in (b"set-cookie", b"set-cookie2") for name, _ in reply.raw_headers):
             request = httpx.Request(method, endpoint.url, headers=sent)
             response = httpx.Response(reply.status_code, headers=reply.raw_headers, request=request)

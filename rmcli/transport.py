@@ -53,7 +53,7 @@ from rmcli.connection_errors import (
     handshake_too_slow,
     out_of_time,
 )
-from rmcli.http1 import Reply
+from rmcli.http1 import Reply, TLSHandshakeTimeout
 from rmcli.http_client import ProviderClient
 from rmcore import wire
 from rmcore.completion import Usage
@@ -273,23 +273,22 @@ async def _exchange(
     first_token_by = started + action.first_token_timeout_s
     spec = action.provider
     try:
-        with watch.handshake:  # ends a TLS handshake that runs past its limit
-            if not streaming:  # the attempt's own timeout is the only other limit
+        if not streaming:  # the attempt's own timeout is the only other limit
+            response = await _send(client, http, watch)
+        else:
+            with anyio.move_on_after(action.first_token_timeout_s) as head:
                 response = await _send(client, http, watch)
-            else:
-                with anyio.move_on_after(action.first_token_timeout_s) as head:
-                    response = await _send(client, http, watch)
-                if head.cancelled_caught:
-                    otherwise = f"no response headers within {action.first_token_timeout_s:.3g} s"
-                    message = out_of_time(watch.phase, spec, action.first_token_timeout_s, otherwise)
-                    return _fail(action, clock(), ErrorKind.FIRST_TOKEN_TIMEOUT, message)
+            if head.cancelled_caught:
+                otherwise = f"no response headers within {action.first_token_timeout_s:.3g} s"
+                message = out_of_time(watch.phase, spec, action.first_token_timeout_s, otherwise)
+                return _fail(action, clock(), ErrorKind.FIRST_TOKEN_TIMEOUT, message)
+    except TLSHandshakeTimeout:
+        message = handshake_too_slow(spec, watch.handshake_timeout_s)
+        return _fail(action, clock(), ErrorKind.CONNECTION, message)
     except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
         return _fail(action, clock(), ErrorKind.CONNECTION, connect_failed(exc, spec))
     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
         return _fail(action, clock(), ErrorKind.CONNECTION, closed_before_response(exc, spec))
-    if watch.handshake.cancelled_caught:
-        message = handshake_too_slow(spec, watch.handshake_timeout_s)
-        return _fail(action, clock(), ErrorKind.CONNECTION, message)
     try:
         return await _answer(response, action, request, streaming, first_token_by, clock, on_text)
     finally:
@@ -304,13 +303,18 @@ async def _exchange(
 
 async def _send(client: httpx.AsyncClient, http: HttpRequest, watch: ConnectionWatch) -> Response:
     """Send ``http`` and return the reply with its head read: the direct way when the client has
-    one for this URL, else through httpx's API."""
+    one for this URL, else through httpx's API. ``TLSHandshakeTimeout`` when a TLS handshake runs
+    past ``watch``'s limit (the direct way bounds it itself; httpx's, by the watch's scope)."""
     endpoint = client.direct(http.url) if isinstance(client, ProviderClient) else None
     if endpoint is None:
-        return await client.send(_http_request(client, http, watch.extensions), stream=True)
+        with watch.handshake:
+            return await client.send(_http_request(client, http, watch.extensions), stream=True)
+        raise TLSHandshakeTimeout(f"no TLS handshake within {watch.handshake_timeout_s:g} s")
     assert isinstance(client, ProviderClient)
     headers = (*http.headers, _ACCEPT_ENCODING)
-    return await client.send_direct(http.method, endpoint, headers, http.body, watch.trace)
+    return await client.send_direct(
+        http.method, endpoint, headers, http.body, watch.trace, watch.handshake_timeout_s
+    )
 
 
 def _headers(response: Response) -> dict[str, str]:
