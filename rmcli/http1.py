@@ -224,8 +224,8 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            if isinstance(exc.__context__, _Unasked):  # after the reply: it is whole, but the end
-                self.reusable_after = False
+            if isinstance(exc.__context__, _Unasked):  # bytes after a whole reply: the reply
+                self.reusable_after = False  # stands, the connection is not reused
             else:
                 self.error = httpx.RemoteProtocolError(f"malformed reply: {exc}")
         if not self.head_done and self.head_size > MAX_HEAD_BYTES and self.error is None:

@@ -26,7 +26,7 @@ import pytest
 from anyio.streams.tls import TLSListener
 
 from rmcli.connection_errors import ConnectionWatch, Phase, connect_failed
-from rmcli.http1 import Http1Transport
+from rmcli.http1 import MAX_HEAD_BYTES, Http1Transport, TLSHandshakeTimeout, head_bytes, parse_endpoint
 from rmcore.providers import builtin_providers
 
 pytestmark = pytest.mark.anyio
@@ -341,3 +341,93 @@ async def test_a_closed_transport_closes_its_idle_connections() -> None:
         assert transport.open_connections == 0
         with anyio.fail_after(2):
             await server.eof.wait()
+
+
+async def test_a_head_past_its_limit_or_malformed_is_a_remote_protocol_error() -> None:
+    async def endless_head(server: Server, stream: anyio.abc.SocketStream) -> None:
+        if await server.read_request(stream, h11.Connection(h11.SERVER)) is not None:
+            await stream.send(b"HTTP/1.1 200 OK\r\n" + b"x-filler: " + b"a" * (MAX_HEAD_BYTES + 10))
+            await server.eof.wait()
+
+    async def garbage(server: Server, stream: anyio.abc.SocketStream) -> None:
+        if await server.read_request(stream, h11.Connection(h11.SERVER)) is not None:
+            await stream.send(b"this is not HTTP\r\n\r\n")
+            await server.eof.wait()
+
+    for handler, words in ((endless_head, "reply head larger than"), (garbage, "malformed reply")):
+        async with serving(handler) as server, client() as http:
+            with anyio.fail_after(5), pytest.raises(httpx.RemoteProtocolError, match=words):
+                await http.get(f"http://127.0.0.1:{server.port}/")
+
+
+async def test_bytes_after_a_whole_reply_keep_the_reply_and_close_the_connection() -> None:
+    """A server that sends more than was asked for: the reply stands, the connection is not used
+    again (what follows could be taken for the next request's reply)."""
+
+    async def chatty(server: Server, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        while (await server.read_request(stream, conn)) is not None:
+            await stream.send(reply(b"ok") + reply(b"unasked"))
+            conn = h11.Connection(h11.SERVER)
+
+    async with serving(chatty) as server, client() as http:
+        for _ in range(2):
+            assert (await http.get(f"http://127.0.0.1:{server.port}/")).text == "ok"
+        assert server.connections == 2
+
+
+async def test_informational_replies_are_skipped_and_head_replies_have_no_body() -> None:
+    async def continuing(server: Server, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        while (request := await server.read_request(stream, conn)) is not None:
+            body = b"" if request.method == b"HEAD" else b"ok"
+            await stream.send(b"HTTP/1.1 100 Continue\r\n\r\n" + reply(body, ("x-size", "2")))
+            conn = h11.Connection(h11.SERVER)
+
+    async with serving(continuing) as server, client() as http:
+        response = await http.post(f"http://127.0.0.1:{server.port}/", content=b"{}")
+        assert (response.status_code, response.text, response.headers["x-size"]) == (200, "ok", "2")
+        head = await http.head(f"http://127.0.0.1:{server.port}/")
+        assert (head.status_code, head.content) == (200, b"")
+
+
+async def test_a_header_that_could_forge_another_is_refused_before_anything_is_sent() -> None:
+    async with serving(keep_alive) as server, client() as http:
+        for name, value in (("x-key", "a\r\nx-admin: yes"), ("bad name", "v"), ("x-null", "a\x00b")):
+            with pytest.raises(httpx.LocalProtocolError):
+                await http.get(f"http://127.0.0.1:{server.port}/", headers={name: value})
+        assert server.requests == 0
+        assert head_bytes(b"GET", b"/v1", [(b"Host", b"h"), (b"X-Ok", b"a b")]) == (
+            b"GET /v1 HTTP/1.1\r\nHost: h\r\nX-Ok: a b\r\n\r\n"
+        )
+
+
+async def test_the_direct_way_bounds_a_tls_handshake_itself() -> None:
+    """https to a server that takes the connection and says nothing: ``request`` gives up after
+    ``tls_timeout_s`` with ``TLSHandshakeTimeout`` (a ``ConnectTimeout``), having traced the TCP
+    connection and the handshake's start."""
+
+    async def silent(server: Server, stream: anyio.abc.SocketStream) -> None:
+        await server.eof.wait()
+
+    heard: list[str] = []
+
+    async def trace(event: str, info: Any) -> None:
+        heard.append(event)
+
+    transport = Http1Transport(client_tls())
+    async with serving(silent) as server:
+        endpoint = parse_endpoint(f"https://127.0.0.1:{server.port}/v1")
+        started = time.monotonic()
+        with anyio.fail_after(5), pytest.raises(TLSHandshakeTimeout):
+            await transport.request(
+                b"GET", endpoint, [(b"Host", endpoint.host)], b"", trace=trace, tls_timeout_s=0.3
+            )
+        assert 0.25 < time.monotonic() - started < 2
+        server.eof.set()
+    assert heard == [
+        "connection.connect_tcp.started",
+        "connection.connect_tcp.complete",
+        "connection.start_tls.started",
+    ]
+    assert transport.open_connections == 0
