@@ -20,8 +20,10 @@ What the rest of ``rmcli`` relies on:
   how much arrived), ``LocalProtocolError`` for a header that cannot be sent (a CR or LF in a
   value would let it forge a header: refused, never sent).
 - The ``trace`` callback hears ``connection.connect_tcp.started``/``.complete`` and
-  ``connection.start_tls.started``/``.complete``, as httpcore's did (``ConnectionWatch`` bounds
-  the TLS handshake by them).
+  ``connection.start_tls.started``/``.complete``, as httpcore's did (``ConnectionWatch`` follows
+  the connection's phase by them). On httpx's way the watch's cancel scope bounds a TLS
+  handshake; on the direct way ``request`` bounds it itself (``tls_timeout_s``), raising
+  ``TLSHandshakeTimeout``, so a request on a pooled connection pays for no scope.
 - A reply that is not read to its end, or whose request is cancelled at any await, closes its
   connection at once (never back to the pool half-read); one read to its end goes back to the
   pool unless the server said ``Connection: close``, sent more than was asked for, or ended the
