@@ -424,9 +424,9 @@ def test_compare_json_keeps_each_providers_own_answers(direct: Cli, box: Box) ->
 
 
 def test_a_compare_route_keeps_every_providers_answer_in_json_text_and_cache(direct: Cli, box: Box) -> None:
-    """Under a ``compare`` route each perspective lists one answer per provider (JSON ``answers``,
-    in the order they arrived; the text report one block per provider), with what each cost; run again from the cache, the
-    answers are all still there and cost nothing."""
+    """Under a ``compare`` route each perspective lists one answer per provider (JSON
+    ``answers``, as they arrived; the text report one block per provider), with what each cost;
+    run again from the cache, the answers are all still there and cost nothing."""
     policy = write_policy(
         direct.home,
         "compare2.toml",
