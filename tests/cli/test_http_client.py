@@ -12,6 +12,14 @@ from rmcli.http_client import ProviderClient
 pytestmark = pytest.mark.anyio
 
 
+async def _request_head(stream: Any) -> bytes:
+    """The head of the request arriving on ``stream`` (an anyio socket stream), without its blank line."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive()
+    return data.split(b"\r\n\r\n", 1)[0]
+
+
 async def test_a_cookie_a_provider_sets_comes_back_on_its_next_request() -> None:
     seen: list[str | None] = []
 
@@ -53,10 +61,7 @@ async def test_the_proxy_variables_are_honoured_as_httpx_does_and_the_rest_goes_
 
     async def answer(stream: anyio.abc.SocketStream) -> None:
         async with stream:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive()
-            heads.append(data.split(b"\r\n", 1)[0])
+            heads.append((await _request_head(stream)).split(b"\r\n", 1)[0])
             await stream.send(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
 
     carried: list[str] = []
@@ -99,10 +104,7 @@ async def test_the_direct_way_sends_what_httpx_would_and_steps_aside_for_hooks_c
 
     async def answer(stream: anyio.abc.SocketStream) -> None:
         async with stream:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                data += await stream.receive()
-            heads.append(data.split(b"\r\n\r\n", 1)[0])
+            heads.append(await _request_head(stream))
             cookie = b"set-cookie: affinity=b7; Path=/\r\n" if len(heads) == 1 else b""
             head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n" + cookie
             await stream.send(head + b"\r\nok")
