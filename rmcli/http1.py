@@ -66,6 +66,7 @@ import httpx
 __all__ = [
     "KEEPALIVE_EXPIRY_S",
     "MAX_HEAD_BYTES",
+    "BodyIdle",
     "Endpoint",
     "Http1Transport",
     "Reply",
@@ -141,6 +142,18 @@ def _readable(sock: Any) -> bool:
     return bool(poller.poll(0))
 
 
+class BodyIdle(Exception):
+    """No byte of a reply's body arrived within the time ``Reply.next_chunk`` was given."""
+
+
+_LATE: Final = object()
+
+
+def _expire(waiter: asyncio.Future[object]) -> None:
+    if not waiter.done():
+        waiter.set_result(_LATE)
+
+
 @contextlib.contextmanager
 def _limit(seconds: float | None, error: type[httpx.TimeoutException]) -> Iterator[None]:
     """``error`` after ``seconds`` (an httpx client timeout); nothing when None, as ``rmcli`` sets it."""
@@ -191,7 +204,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.reusable_after = True  # False once it must close when its reply ends
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[object] | None = None
         self._paused = False
         self._lost: BaseException | None = None
         self._gone = False
@@ -295,12 +308,20 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait(self) -> None:
-        self._waiter = asyncio.get_running_loop().create_future()
+    async def _wait(self, deadline: float | None = None) -> None:
+        """Until the connection has news, or ``BodyIdle`` at ``deadline``: a timer on the loop,
+        far cheaper than a cancel scope for what happens once per chunk of a stream."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None if deadline is None else loop.call_at(deadline, _expire, waiter)
         try:
-            await self._waiter
+            await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        if waiter.result() is _LATE:
+            raise BodyIdle
 
     def send(self, data: bytes, *, head_only: bool) -> None:
         """Send a request; its reply is read by ``read_head`` and ``read_body``."""
@@ -336,8 +357,9 @@ class _Connection(asyncio.Protocol):
                 raise self._ended(before_head=True)
             await self._wait()
 
-    async def read_body(self) -> bytes | None:
-        """The body's next bytes as they arrived, or None once it ended."""
+    async def read_body(self, deadline: float | None = None) -> bytes | None:
+        """The body's next bytes as they arrived, or None once it ended; ``BodyIdle`` when none
+        came by ``deadline`` (the loop's clock)."""
         while True:
             if self.body:
                 data = self.body[0] if len(self.body) == 1 else b"".join(self.body)
@@ -356,7 +378,7 @@ class _Connection(asyncio.Protocol):
                     self.complete = True
                     return None
                 raise self._ended(before_head=False)
-            await self._wait()
+            await self._wait(deadline)
 
     def reusable(self, now: float) -> bool:
         """Whether this idle connection may carry another request now."""
@@ -405,6 +427,19 @@ class Reply:
                 joined[name] = f"{joined[name]}, {value}" if name in joined else value
             self._headers = joined
         return self._headers
+
+    async def next_chunk(self, within_s: float) -> bytes | None:
+        """The body's next bytes as they arrive, None at its end; ``BodyIdle`` when none arrive
+        within ``within_s`` seconds. A stream's idle and first-token limits, checked this way,
+        cost a timer per chunk instead of a cancel scope."""
+        connection = self._connection
+        if connection is None:
+            return None
+        deadline = asyncio.get_running_loop().time() + within_s
+        if self._read_timeout_s is None:
+            return await connection.read_body(deadline)
+        with _limit(self._read_timeout_s, httpx.ReadTimeout):
+            return await connection.read_body(deadline)
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
         """The body's bytes as they arrive."""

@@ -53,7 +53,7 @@ from rmcli.connection_errors import (
     handshake_too_slow,
     out_of_time,
 )
-from rmcli.http1 import Reply, TLSHandshakeTimeout
+from rmcli.http1 import BodyIdle, Reply, TLSHandshakeTimeout
 from rmcli.http_client import ProviderClient
 from rmcore import wire
 from rmcore.completion import Usage
@@ -404,6 +404,29 @@ async def _read_body(
     return b"".join(chunks), True, None
 
 
+_IDLE: Any = object()
+"""What ``_next_chunk`` gives when nothing arrived in time."""
+
+
+async def _next_chunk(response: Response, chunks: AsyncIterator[bytes] | None, within_s: float) -> Any:
+    """The stream's next bytes; None at its end, or where the connection broke (the parser judges
+    what came); ``_IDLE`` when nothing arrived within ``within_s``. A reply of our own transport
+    is read with a timer (``Reply.next_chunk``), httpx's within a cancel scope."""
+    try:
+        if chunks is None:
+            assert isinstance(response, Reply)
+            return await response.next_chunk(within_s)
+        with anyio.move_on_after(within_s):
+            return await chunks.__anext__()
+        return _IDLE
+    except BodyIdle:
+        return _IDLE
+    except StopAsyncIteration:
+        return None
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        return None
+
+
 async def _read_stream(
     response: Response,
     decoder: _Decoder,
@@ -417,7 +440,7 @@ async def _read_stream(
     timeouts and the size limit; only the parser keeps the text (here, its length is counted)."""
     parser = wire.stream_parser(action.provider, request)
     chars = 0
-    chunks: AsyncIterator[bytes] = _raw_chunks(response)
+    chunks = None if isinstance(response, Reply) else _raw_chunks(response)
     while True:
         now = clock()
         if chars:
@@ -429,15 +452,8 @@ async def _read_stream(
                 if to_first <= action.idle_timeout_s
                 else (action.idle_timeout_s, ErrorKind.STREAM_STALLED)
             )
-        chunk: bytes | None = None
-        with anyio.move_on_after(max(limit, 0.0)) as wait:
-            try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                chunk = None
-            except (httpx.RemoteProtocolError, httpx.ReadError):
-                chunk = None
-        if wait.cancelled_caught:
+        chunk = await _next_chunk(response, chunks, max(limit, 0.0))
+        if chunk is _IDLE:
             what = "first token" if kind is ErrorKind.FIRST_TOKEN_TIMEOUT else "next chunk"
             return _fail(
                 action,

@@ -26,7 +26,14 @@ import pytest
 from anyio.streams.tls import TLSListener
 
 from rmcli.connection_errors import ConnectionWatch, Phase, connect_failed
-from rmcli.http1 import MAX_HEAD_BYTES, Http1Transport, TLSHandshakeTimeout, head_bytes, parse_endpoint
+from rmcli.http1 import (
+    MAX_HEAD_BYTES,
+    BodyIdle,
+    Http1Transport,
+    TLSHandshakeTimeout,
+    head_bytes,
+    parse_endpoint,
+)
 from rmcore.providers import builtin_providers
 
 pytestmark = pytest.mark.anyio
@@ -431,3 +438,37 @@ async def test_the_direct_way_bounds_a_tls_handshake_itself() -> None:
         "connection.start_tls.started",
     ]
     assert transport.open_connections == 0
+
+
+async def test_next_chunk_gives_a_body_as_it_arrives_and_body_idle_when_nothing_comes_in_time() -> None:
+    """A chunked reply whose server sends one chunk, stalls, then sends the rest: ``next_chunk``
+    returns the first at once, raises ``BodyIdle`` after the time it was given (not before, and
+    without losing what comes later), then returns the rest and None at the end; the connection,
+    read to its end, goes back to the pool."""
+    go_on = anyio.Event()
+
+    async def stalling(server: Server, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        await server.read_request(stream, conn)
+        await stream.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await go_on.wait()
+        await stream.send(b"4\r\nrest\r\n0\r\n\r\n")
+        await server.eof.wait()
+
+    transport = Http1Transport(client_tls())
+    async with serving(stalling) as server:
+        endpoint = parse_endpoint(f"http://127.0.0.1:{server.port}/v1")
+        reply = await transport.request(b"GET", endpoint, [(b"Host", endpoint.host)], b"")
+        assert await reply.next_chunk(2.0) == b"first"
+        started = time.monotonic()
+        with anyio.fail_after(5), pytest.raises(BodyIdle):
+            await reply.next_chunk(0.2)
+        assert 0.15 < time.monotonic() - started < 2
+        go_on.set()
+        with anyio.fail_after(5):
+            assert await reply.next_chunk(2.0) == b"rest"
+            assert await reply.next_chunk(2.0) is None
+        reply.close()
+        assert transport.open_connections == 1  # kept idle for the next request
+        await transport.aclose()
+        server.eof.set()
