@@ -12,15 +12,19 @@ group is committed whatever happens to its caller (the wait is shielded from can
 
 When the whole group fails (a lock held past the wait, a bad row), each write is tried alone,
 so one bad write does not fail the others, and each caller gets its own result or error.
+
+Asyncio-only, as ``rmcli`` is (anyio's asyncio backend): the group's event and the gathering turn
+are asyncio's own, several times cheaper than anyio's on a path taken twice per attempt; the
+shields from cancellation stay anyio's, since only they hold off anyio's cancel scopes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sized
 from typing import Any, Generic, TypeVar
 
 import anyio
-import anyio.lowlevel
 
 __all__ = ["GroupCommit"]
 
@@ -60,7 +64,7 @@ class _Group:
 
     def __init__(self, first: _Pending) -> None:
         self.pending = [first]
-        self.done = anyio.Event()
+        self.done = asyncio.Event()
 
 
 class GroupCommit(Generic[C]):
@@ -89,7 +93,7 @@ class GroupCommit(Generic[C]):
         group = self._gathering = _Group(pending)
         with anyio.CancelScope(shield=True):  # one scope for the gathering turn and the commit
             try:
-                await anyio.lowlevel.checkpoint()  # the others of this turn join
+                await asyncio.sleep(0)  # the others of this turn join
             finally:
                 self._gathering = None
             await self._commit(group)
