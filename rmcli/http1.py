@@ -149,11 +149,6 @@ class BodyIdle(Exception):
 _LATE: Final = object()
 
 
-def _expire(waiter: asyncio.Future[object]) -> None:
-    if not waiter.done():
-        waiter.set_result(_LATE)
-
-
 @contextlib.contextmanager
 def _limit(seconds: float | None, error: type[httpx.TimeoutException]) -> Iterator[None]:
     """``error`` after ``seconds`` (an httpx client timeout); nothing when None, as ``rmcli`` sets it."""
@@ -205,6 +200,8 @@ class _Connection(asyncio.Protocol):
         self.reusable_after = True  # False once it must close when its reply ends
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[object] | None = None
+        self._deadline: float | None = None  # when the wait in progress gives up (BodyIdle)
+        self._timer: asyncio.TimerHandle | None = None  # due at or before that deadline
         self._paused = False
         self._lost: BaseException | None = None
         self._gone = False
@@ -257,6 +254,9 @@ class _Connection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._gone = True
         self._lost = exc
         self.reusable_after = False
@@ -309,19 +309,37 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def _wait(self, deadline: float | None = None) -> None:
-        """Until the connection has news, or ``BodyIdle`` at ``deadline``: a timer on the loop,
-        far cheaper than a cancel scope for what happens once per chunk of a stream."""
+        """Until the connection has news, or ``BodyIdle`` at ``deadline``. The deadline is kept
+        by one timer per connection, left in place from wait to wait and moved only when it
+        fires early or a wait needs it sooner: a stream's chunks, each waited for with a later
+        deadline, cost no timer each (nor a cancel scope each, as a limit around the wait would)."""
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = None if deadline is None else loop.call_at(deadline, _expire, waiter)
+        if deadline is not None:
+            self._deadline = deadline
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = loop.call_at(deadline, self._on_timer)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            self._deadline = None
         if waiter.result() is _LATE:
             raise BodyIdle
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline, waiter = self._deadline, self._waiter
+        if deadline is None or waiter is None or waiter.done():
+            return  # no wait with a deadline in progress: nothing to do until the next
+        loop = waiter.get_loop()
+        if loop.time() >= deadline:
+            waiter.set_result(_LATE)
+        else:  # set for an earlier wait, which ended: on to this one's deadline
+            self._timer = loop.call_at(deadline, self._on_timer)
 
     def send(self, data: bytes, *, head_only: bool) -> None:
         """Send a request; its reply is read by ``read_head`` and ``read_body``."""

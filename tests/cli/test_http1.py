@@ -472,3 +472,31 @@ async def test_next_chunk_gives_a_body_as_it_arrives_and_body_idle_when_nothing_
         assert transport.open_connections == 1  # kept idle for the next request
         await transport.aclose()
         server.eof.set()
+
+
+async def test_a_short_limit_that_ended_in_time_does_not_cut_the_next_longer_wait() -> None:
+    """The first chunk, waited for with a short limit, arrives within it; the next, sent half a
+    second later, is waited for with a longer one: the earlier limit's passing (its timer, kept
+    for the connection) must not end the later wait."""
+
+    async def pausing(server: Server, stream: anyio.abc.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        await server.read_request(stream, conn)
+        await stream.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        await anyio.sleep(0.05)
+        await stream.send(b"1\r\na\r\n")
+        await anyio.sleep(0.5)
+        await stream.send(b"1\r\nb\r\n0\r\n\r\n")
+        await server.eof.wait()
+
+    transport = Http1Transport(client_tls())
+    async with serving(pausing) as server:
+        endpoint = parse_endpoint(f"http://127.0.0.1:{server.port}/v1")
+        reply = await transport.request(b"GET", endpoint, [(b"Host", endpoint.host)], b"")
+        with anyio.fail_after(5):
+            assert await reply.next_chunk(0.3) == b"a"
+            assert await reply.next_chunk(3.0) == b"b"
+            assert await reply.next_chunk(3.0) is None
+        reply.close()
+        await transport.aclose()
+        server.eof.set()
