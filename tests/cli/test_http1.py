@@ -30,6 +30,7 @@ from rmcli.http1 import (
     MAX_HEAD_BYTES,
     BodyIdle,
     Http1Transport,
+    Reply,
     TLSHandshakeTimeout,
     head_bytes,
     parse_endpoint,
@@ -440,25 +441,42 @@ async def test_the_direct_way_bounds_a_tls_handshake_itself() -> None:
     assert transport.open_connections == 0
 
 
+def sending(*steps: bytes | float | anyio.Event) -> Handler:
+    """A server that reads one request, then in turn sends each ``bytes``, sleeps each ``float``
+    and waits for each event, and then for the client to hang up."""
+
+    async def handler(server: Server, stream: anyio.abc.SocketStream) -> None:
+        await server.read_request(stream, h11.Connection(h11.SERVER))
+        for step in steps:
+            if isinstance(step, bytes):
+                await stream.send(step)
+            elif isinstance(step, anyio.Event):
+                await step.wait()
+            else:
+                await anyio.sleep(step)
+        await server.eof.wait()
+
+    return handler
+
+
+async def get(transport: Http1Transport, server: Server) -> Reply:
+    """A GET sent the direct way (``request``), its reply's head read."""
+    endpoint = parse_endpoint(f"http://127.0.0.1:{server.port}/v1")
+    return await transport.request(b"GET", endpoint, [(b"Host", endpoint.host)], b"")
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
 async def test_next_chunk_gives_a_body_as_it_arrives_and_body_idle_when_nothing_comes_in_time() -> None:
     """A chunked reply whose server sends one chunk, stalls, then sends the rest: ``next_chunk``
     returns the first at once, raises ``BodyIdle`` after the time it was given (not before, and
     without losing what comes later), then returns the rest and None at the end; the connection,
     read to its end, goes back to the pool."""
     go_on = anyio.Event()
-
-    async def stalling(server: Server, stream: anyio.abc.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        await server.read_request(stream, conn)
-        await stream.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-        await go_on.wait()
-        await stream.send(b"4\r\nrest\r\n0\r\n\r\n")
-        await server.eof.wait()
-
     transport = Http1Transport(client_tls())
-    async with serving(stalling) as server:
-        endpoint = parse_endpoint(f"http://127.0.0.1:{server.port}/v1")
-        reply = await transport.request(b"GET", endpoint, [(b"Host", endpoint.host)], b"")
+    async with serving(sending(CHUNKED_HEAD + b"5\r\nfirst\r\n", go_on, b"4\r\nrest\r\n0\r\n\r\n")) as server:
+        reply = await get(transport, server)
         assert await reply.next_chunk(2.0) == b"first"
         started = time.monotonic()
         with anyio.fail_after(5), pytest.raises(BodyIdle):
@@ -478,21 +496,10 @@ async def test_a_short_limit_that_ended_in_time_does_not_cut_the_next_longer_wai
     """The first chunk, waited for with a short limit, arrives within it; the next, sent half a
     second later, is waited for with a longer one: the earlier limit's passing (its timer, kept
     for the connection) must not end the later wait."""
-
-    async def pausing(server: Server, stream: anyio.abc.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        await server.read_request(stream, conn)
-        await stream.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-        await anyio.sleep(0.05)
-        await stream.send(b"1\r\na\r\n")
-        await anyio.sleep(0.5)
-        await stream.send(b"1\r\nb\r\n0\r\n\r\n")
-        await server.eof.wait()
-
     transport = Http1Transport(client_tls())
-    async with serving(pausing) as server:
-        endpoint = parse_endpoint(f"http://127.0.0.1:{server.port}/v1")
-        reply = await transport.request(b"GET", endpoint, [(b"Host", endpoint.host)], b"")
+    steps = (CHUNKED_HEAD, 0.05, b"1\r\na\r\n", 0.5, b"1\r\nb\r\n0\r\n\r\n")
+    async with serving(sending(*steps)) as server:
+        reply = await get(transport, server)
         with anyio.fail_after(5):
             assert await reply.next_chunk(0.3) == b"a"
             assert await reply.next_chunk(3.0) == b"b"
