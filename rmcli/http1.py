@@ -36,6 +36,9 @@ What the rest of ``rmcli`` relies on:
   SNI and the certificate check; bodies are passed on raw (``rmcli.transport`` decodes them
   within its limits); httpx's client timeouts, when given, are honoured on its path; ``rmcli``
   gives none (its limits are cancel scopes).
+- ``Reply.next_chunk(within_s)`` gives a body's next bytes, or ``BodyIdle`` when none arrive in
+  time: a stream's idle and first-token limits (``rmcli.transport``) kept by one timer per
+  connection, not a cancel scope per chunk.
 - ``max_connections`` bounds the connections open at once (a request waits for one to be
   released past it); ``max_keepalive_connections`` bounds the idle ones kept.
 
