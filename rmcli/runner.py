@@ -288,10 +288,23 @@ class _Run:
 
     def feed(self, event: Event) -> list[Action]:
         """``engine.handle(event)``, then, if it settled an attempt of a shared budget, the
-        ledger's signal to the routes waiting for room."""
+        ledger's signal to the routes waiting for room.
+
+        The attempts the engine gives up are cancelled here, at once, not when their
+        ``CancelAttempt`` comes up in the queue: in between the run may await (the store), and an
+        attempt given up while still held (the engine forgets it: nothing was sent) must not
+        reach its provider meanwhile, or its request would leave for a run that no longer
+        counts it."""
         version = self.engine.ledger.version
         actions = self.engine.handle(event)
         self.budget_moved(version)
+        for action in actions:
+            if isinstance(action, CancelAttempt):
+                if (scope := self.scopes.pop(action.attempt_id, None)) is not None:
+                    scope.cancel()
+            elif isinstance(action, Finish):
+                for scope in self.scopes.values():
+                    scope.cancel()
         return actions
 
     def budget_moved(self, version: int) -> None:

@@ -340,6 +340,40 @@ async def test_an_attempt_given_up_while_its_record_is_written_is_taken_back(
     assert box.requests("glm-direct") == []
 
 
+
+async def test_an_attempt_given_up_while_the_run_writes_the_winners_end_is_never_sent(
+    box: Sandbox, state: State
+) -> None:
+    """A race where the run awaits the store between the engine's decision and its enactment:
+    anthropic-direct answers at once and its end takes 0.6 s to be written, while glm-direct's
+    record takes 0.3 s. The engine gives glm-direct up the moment anthropic-direct wins (it was
+    still held: nothing sent); that decision must hold while the run writes the winner's end,
+    so glm-direct's record, written meanwhile, is taken back and its request never leaves. (It
+    used to leave: the soak found the request begun for a run that no longer counted it.)"""
+    attempts = state.attempts
+
+    class Slow:
+        async def sent(self, key: str, origin: Origin, record: AttemptRecord) -> None:
+            await attempts.sent(key, origin, record)
+            if record.provider == "glm-direct":
+                await anyio.sleep(0.3)
+
+        async def settle(self, key: str, origin: Origin, record: AttemptRecord) -> None:
+            await attempts.settle(key, origin, record)
+            if record.provider == "anthropic-direct":
+                await anyio.sleep(0.6)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(attempts, name)
+
+    state.attempts = Slow()  # type: ignore[assignment]
+    run_plan = plan(target(box, "glm-direct"), target(box, "anthropic-direct"), strategy=Strategy.FASTEST)
+    outcome = await routed(box, run_plan, state)
+    assert outcome.provider == "anthropic-direct"
+    assert [(a.provider, a.outcome) for a in outcome.attempts] == [("anthropic-direct", "ok")]
+    assert await stored(state) == [("anthropic-direct", "ok")]
+    assert box.requests("glm-direct") == []
+
 # --- concurrency slots across processes -------------------------------------------------------------
 
 
