@@ -323,9 +323,7 @@ class _Run:
             while actions:
                 action = actions.popleft()
                 match action:
-                    case Finish(outcome=outcome):
-                        for scope in self.scopes.values():
-                            scope.cancel()
+                    case Finish(outcome=outcome):  # its attempts were cancelled by ``feed``
                         if self.watcher is not None:
                             self.watcher.cancel()
                         await self.flush_records()
@@ -334,9 +332,8 @@ class _Run:
                         return outcome
                     case StartAttempt():
                         await self.start(action)
-                    case CancelAttempt(attempt_id=attempt_id):
-                        if attempt_id in self.scopes:
-                            self.scopes.pop(attempt_id).cancel()
+                    case CancelAttempt():
+                        pass  # enacted by ``feed`` the moment the engine decided
                     case CheckHealth(provider=spec):
                         self.spawn(action, partial(self.health, spec))
                     case AdmitCircuit(provider=spec):

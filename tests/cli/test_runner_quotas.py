@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -314,24 +315,32 @@ async def test_a_cancelled_attempt_settles_its_prompt_and_gives_its_slot_back(
     assert rows["glm-direct"].input_tokens == estimate_prompt_tokens(REQUEST)
 
 
-async def test_an_attempt_given_up_while_its_record_is_written_is_taken_back(
-    box: Sandbox, state: State
-) -> None:
-    """A race: glm-direct's record takes 0.3 s to be written (a slow store) while anthropic-direct
-    answers and wins. glm-direct's request never leaves, so it is no attempt: not in the outcome,
-    not in the store (its record is withdrawn), never seen by the provider."""
-    attempts = state.attempts
+class SlowAttempts:
+    """A state's ``Attempts`` that take longer over some providers' records: ``sent_s`` more
+    seconds to write an attempt's record as it is sent, ``settled_s`` more to write its end."""
 
-    class SlowForGlm:
-        async def sent(self, key: str, origin: Origin, record: AttemptRecord) -> None:
-            await attempts.sent(key, origin, record)
-            if record.provider == "glm-direct":
-                await anyio.sleep(0.3)
+    def __init__(
+        self, attempts: object, sent_s: dict[str, float], settled_s: dict[str, float] | None = None
+    ) -> None:
+        self._attempts: Any = attempts
+        self._sent_s = sent_s
+        self._settled_s = settled_s or {}
 
-        def __getattr__(self, name: str) -> object:
-            return getattr(attempts, name)
+    async def sent(self, key: str, origin: Origin, record: AttemptRecord) -> None:
+        await self._attempts.sent(key, origin, record)
+        await anyio.sleep(self._sent_s.get(record.provider, 0.0))
 
-    state.attempts = SlowForGlm()  # type: ignore[assignment]
+    async def settle(self, key: str, origin: Origin, record: AttemptRecord) -> None:
+        await self._attempts.settle(key, origin, record)
+        await anyio.sleep(self._settled_s.get(record.provider, 0.0))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._attempts, name)
+
+
+async def race_lost_by_glm_before_it_sent(box: Sandbox, state: State) -> None:
+    """glm-direct races anthropic-direct, which answers and wins: glm-direct's request never
+    leaves, so it is no attempt: not in the outcome, not in the store, never seen by the provider."""
     run_plan = plan(target(box, "glm-direct"), target(box, "anthropic-direct"), strategy=Strategy.FASTEST)
     outcome = await routed(box, run_plan, state)
     assert outcome.provider == "anthropic-direct"
@@ -339,6 +348,15 @@ async def test_an_attempt_given_up_while_its_record_is_written_is_taken_back(
     assert await stored(state) == [("anthropic-direct", "ok")]
     assert box.requests("glm-direct") == []
 
+
+async def test_an_attempt_given_up_while_its_record_is_written_is_taken_back(
+    box: Sandbox, state: State
+) -> None:
+    """A race: glm-direct's record takes 0.3 s to be written (a slow store) while anthropic-direct
+    answers and wins. glm-direct's request never leaves, so it is no attempt: not in the outcome,
+    not in the store (its record is withdrawn), never seen by the provider."""
+    state.attempts = SlowAttempts(state.attempts, sent_s={"glm-direct": 0.3})  # type: ignore[assignment]
+    await race_lost_by_glm_before_it_sent(box, state)
 
 
 async def test_an_attempt_given_up_while_the_run_writes_the_winners_end_is_never_sent(
@@ -350,29 +368,10 @@ async def test_an_attempt_given_up_while_the_run_writes_the_winners_end_is_never
     still held: nothing sent); that decision must hold while the run writes the winner's end,
     so glm-direct's record, written meanwhile, is taken back and its request never leaves. (It
     used to leave: the soak found the request begun for a run that no longer counted it.)"""
-    attempts = state.attempts
+    slow = SlowAttempts(state.attempts, sent_s={"glm-direct": 0.3}, settled_s={"anthropic-direct": 0.6})
+    state.attempts = slow  # type: ignore[assignment]
+    await race_lost_by_glm_before_it_sent(box, state)
 
-    class Slow:
-        async def sent(self, key: str, origin: Origin, record: AttemptRecord) -> None:
-            await attempts.sent(key, origin, record)
-            if record.provider == "glm-direct":
-                await anyio.sleep(0.3)
-
-        async def settle(self, key: str, origin: Origin, record: AttemptRecord) -> None:
-            await attempts.settle(key, origin, record)
-            if record.provider == "anthropic-direct":
-                await anyio.sleep(0.6)
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(attempts, name)
-
-    state.attempts = Slow()  # type: ignore[assignment]
-    run_plan = plan(target(box, "glm-direct"), target(box, "anthropic-direct"), strategy=Strategy.FASTEST)
-    outcome = await routed(box, run_plan, state)
-    assert outcome.provider == "anthropic-direct"
-    assert [(a.provider, a.outcome) for a in outcome.attempts] == [("anthropic-direct", "ok")]
-    assert await stored(state) == [("anthropic-direct", "ok")]
-    assert box.requests("glm-direct") == []
 
 # --- concurrency slots across processes -------------------------------------------------------------
 
