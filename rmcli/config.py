@@ -108,6 +108,7 @@ class RouteSetup:
         other routes' plans too."""
         self._siblings: dict[str, RouteSetup] = {} if siblings is None else siblings
         self._siblings.setdefault(route, self)
+        self._uses_observed: dict[bool, bool] = {}  # asked on every call; the policy never changes
 
     def route_names(self) -> tuple[str, ...]:
         """The policy's route names: ``default`` first, then its ``[routes.NAME]`` in file order."""
@@ -158,8 +159,12 @@ class RouteSetup:
     def uses_observed_latency(self, *, every_route: bool = False) -> bool:
         """True when this setup's route (nested routes included), or with ``every_route`` any of
         the policy's routes (an analysis may use them all), waits for the observed p95 latency."""
-        names = self.route_names() if every_route else (self.route,)
-        return any(b'"p95"' in msgspec.json.encode(self.policy.named_route(name)) for name in names)
+        known = self._uses_observed.get(every_route)
+        if known is None:
+            names = self.route_names() if every_route else (self.route,)
+            known = any(b'"p95"' in msgspec.json.encode(self.policy.named_route(name)) for name in names)
+            self._uses_observed[every_route] = known
+        return known
 
     def with_observed_latency(self, observed_p95_s: Mapping[str, float]) -> RouteSetup:
         """The same route with ``hedge_after_s = "p95"`` resolved from observed latencies, as are

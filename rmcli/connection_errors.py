@@ -77,8 +77,16 @@ class ConnectionWatch:
 
     def __init__(self, handshake_timeout_s: float = TLS_HANDSHAKE_TIMEOUT_S) -> None:
         self.phase = Phase.REUSED
-        self.handshake = anyio.CancelScope()
+        self._handshake: anyio.CancelScope | None = None
         self.handshake_timeout_s = handshake_timeout_s
+
+    @property
+    def handshake(self) -> anyio.CancelScope:
+        """The scope a request through httpx's API is wrapped in (made when first asked: the
+        direct way bounds its handshake itself and never needs it)."""
+        if self._handshake is None:
+            self._handshake = anyio.CancelScope()
+        return self._handshake
 
     @property
     def extensions(self) -> dict[str, Any]:
@@ -95,7 +103,8 @@ class ConnectionWatch:
                 self.handshake.deadline = anyio.current_time() + self.handshake_timeout_s
             case "connection.connect_tcp.complete" | "connection.start_tls.complete":
                 self.phase = Phase.CONNECTED
-                self.handshake.deadline = math.inf
+                if self._handshake is not None:
+                    self._handshake.deadline = math.inf
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

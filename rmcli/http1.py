@@ -123,6 +123,12 @@ def head_bytes(method: bytes, target: bytes, headers: Headers) -> bytes:
     """A request's head, every header checked first: ``httpx.LocalProtocolError`` for a name that
     is not a token or a value with a CR, LF or NUL (which would end the header early and let the
     rest pose as another)."""
+    return head_lines(method, target, headers) + b"\r\n"
+
+
+def head_lines(method: bytes, target: bytes, headers: Headers) -> bytes:
+    """A request's head without the empty line that ends it, checked as ``head_bytes`` says: a
+    caller that sends the same head again and again adds its varying headers to a copy."""
     lines = [method, b" ", target, b" HTTP/1.1\r\n"]
     for name, value in headers:
         if _TOKEN.fullmatch(name) is None:
@@ -130,7 +136,6 @@ def head_bytes(method: bytes, target: bytes, headers: Headers) -> bytes:
         if _FIELD_VALUE.fullmatch(value) is None:
             raise httpx.LocalProtocolError(f"illegal character in the value of header {name.decode()!r}")
         lines += (name, b": ", value, b"\r\n")
-    lines.append(b"\r\n")
     return b"".join(lines)
 
 
@@ -543,7 +548,19 @@ class Http1Transport(httpx.AsyncBaseTransport):
         Content-Length included). A new https connection's TLS handshake is given at most
         ``tls_timeout_s`` (``TLSHandshakeTimeout`` past it)."""
         data = head_bytes(method, endpoint.target, headers) + body
-        head_only = method == b"HEAD"
+        return await self.send(endpoint, data, head_only=method == b"HEAD", trace=trace, tls_timeout_s=tls_timeout_s)
+
+    async def send(
+        self,
+        endpoint: Endpoint,
+        data: bytes,
+        *,
+        head_only: bool = False,
+        trace: Trace | None = None,
+        tls_timeout_s: float | None = None,
+    ) -> Reply:
+        """``request`` for a request already in bytes (its head built by ``head_bytes``, then its
+        body); ``head_only`` for a HEAD request, whose reply has no body."""
         return await self._exchange(endpoint.origin, data, head_only, trace, None, None, tls_timeout_s)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

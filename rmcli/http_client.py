@@ -8,7 +8,8 @@ differences from httpx's client:
   request's own, Content-Length), without building httpx's request and response objects, which
   cost about 0.2 ms of CPU per call: more than the rest of a routed call's HTTP. Everything else
   (a proxy, ``--verbose``'s event hooks, a provider that set a cookie, an embedder's transport)
-  goes through httpx's API as before.
+  goes through httpx's API as before. The head of each distinct request (method, URL, headers,
+  the client's default headers) is built and checked once, then reused with its Content-Length.
 - **Cookies** are looked at only when a reply sets one. httpx hands every reply to the standard
   library's cookie jar through two adapters (a ``urllib.request.Request`` rebuilt from the URL, an
   ``email.message`` of every header) whether or not it carries ``Set-Cookie``: about 35 µs of CPU
@@ -23,9 +24,13 @@ from typing import Any
 
 import httpx
 
-from rmcli.http1 import Endpoint, Http1Transport, Reply, Trace, parse_endpoint
+from rmcli.http1 import Endpoint, Http1Transport, Reply, Trace, head_lines, parse_endpoint
 
 __all__ = ["ProviderClient"]
+
+_HEADS_KEPT = 256
+"""How many request heads (all but Content-Length) the direct way keeps built and checked: a
+route's few providers send the same head on every call."""
 
 
 class _Cookies(httpx.Cookies):
@@ -54,6 +59,7 @@ class ProviderClient(httpx.AsyncClient):
             self._transport = own
         self._jar = _Cookies(kwargs.get("cookies"))
         self._routes: dict[str, Endpoint | None] = {}
+        self._heads: dict[tuple[object, ...], bytes] = {}
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -90,17 +96,25 @@ class ProviderClient(httpx.AsyncClient):
         those ``headers`` override, ``headers``, Content-Length. A TLS handshake is given at most
         ``tls_timeout_s`` (``rmcli.http1.TLSHandshakeTimeout`` past it)."""
         assert self._own is not None
-        ours = [(name.encode("ascii"), value.encode("ascii")) for name, value in headers]
-        names = {name.lower() for name, _ in ours}
-        sent = [(b"Host", endpoint.host)]
-        sent += [(name, value) for name, value in self.headers.raw if name.lower() not in names]
-        sent += ours
-        sent.append((b"Content-Length", b"%d" % len(body)))
-        reply = await self._own.request(
-            method.encode("ascii"), endpoint, sent, body, trace=trace, tls_timeout_s=tls_timeout_s
+        defaults = tuple(self.headers.raw)
+        key = (method, endpoint.url, tuple(headers), defaults)
+        head = self._heads.get(key)
+        if head is None:
+            ours = [(name.encode("ascii"), value.encode("ascii")) for name, value in headers]
+            names = {name.lower() for name, _ in ours}
+            sent = [(b"Host", endpoint.host)]
+            sent += [(name, value) for name, value in defaults if name.lower() not in names]
+            sent += ours
+            head = head_lines(method.encode("ascii"), endpoint.target, sent)
+            if len(self._heads) >= _HEADS_KEPT:
+                self._heads.clear()
+            self._heads[key] = head
+        data = b"".join((head, b"Content-Length: %d\r\n\r\n" % len(body), body))
+        reply = await self._own.send(
+            endpoint, data, head_only=method == "HEAD", trace=trace, tls_timeout_s=tls_timeout_s
         )
         if any(name.lower() in (b"set-cookie", b"set-cookie2") for name, _ in reply.raw_headers):
-            request = httpx.Request(method, endpoint.url, headers=sent)
+            request = httpx.Request(method, endpoint.url, headers=headers)
             response = httpx.Response(reply.status_code, headers=reply.raw_headers, request=request)
             self._jar.extract_cookies(response)
         return reply

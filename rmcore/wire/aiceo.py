@@ -17,8 +17,6 @@ from functools import partial
 from typing import Any
 
 import msgspec
-from returns.pipeline import flow
-from returns.pointfree import bind
 from returns.result import Failure, Result, Success
 
 from rmcore.completion import Completion
@@ -99,12 +97,10 @@ def parse_response(
     """The completion in the gateway's reply, or why there is none: the steps of
     :mod:`rmcore.wire.reply`, then the envelope's answer."""
     reply = Reply(kind=ProviderKind.AICEO, status=status, headers=headers, body=body, now=now)
-    return flow(
-        reply,
-        accepted,
-        bind(decoded(_Envelope, partial(_malformed, what="unexpected JSON shape or invalid JSON"))),
-        bind(partial(_answer, provider, reply)),
-    )
+    return accepted(reply).bind(_DECODED).bind(partial(_answer, provider, reply))
+
+
+_DECODED = decoded(_Envelope, partial(_malformed, what="unexpected JSON shape or invalid JSON"))
 
 
 def _answer(provider: ProviderSpec, reply: Reply, envelope: _Envelope) -> Result[Completion, ProviderError]:

@@ -26,8 +26,6 @@ from functools import partial
 from typing import Any
 
 import msgspec
-from returns.pipeline import flow
-from returns.pointfree import bind
 from returns.result import Result
 
 from rmcore.completion import Completion, normalise_finish_reason
@@ -113,12 +111,8 @@ def parse_response(
     steps of :mod:`rmcore.wire.reply`, then the message's text and tool-use blocks. Without the
     request, a call of the answer tool stays a tool call."""
     answer_tool = answer_tool_name(request) if request is not None else None
-    return flow(
-        Reply(kind=ProviderKind.ANTHROPIC, status=status, headers=headers, body=body, now=now),
-        accepted,
-        bind(decoded(_Response, _malformed)),
-        bind(partial(_answer, provider, status, answer_tool)),
-    )
+    reply = Reply(kind=ProviderKind.ANTHROPIC, status=status, headers=headers, body=body, now=now)
+    return accepted(reply).bind(_DECODED).bind(partial(_answer, provider, status, answer_tool))
 
 
 def _malformed(status: int) -> ProviderError:
@@ -127,6 +121,9 @@ def _malformed(status: int) -> ProviderError:
         message=f"HTTP {status}: not an Anthropic message (unexpected JSON shape or invalid JSON)",
         status=status,
     )
+
+
+_DECODED = decoded(_Response, _malformed)
 
 
 def _answer(

@@ -20,8 +20,6 @@ from functools import partial
 from typing import Any
 
 import msgspec
-from returns.pipeline import flow
-from returns.pointfree import bind
 from returns.result import Failure, Result
 
 from rmcore.completion import Completion, normalise_finish_reason
@@ -127,12 +125,11 @@ def parse_response(
 ) -> Result[Completion, ProviderError]:
     """The completion in a whole (non-streamed) reply, or why there is none: the steps of
     :mod:`rmcore.wire.reply`, then the first choice's answer."""
-    return flow(
-        Reply(kind=ProviderKind.OPENAI, status=status, headers=headers, body=body, now=now),
-        accepted,
-        bind(decoded(_Response, partial(_malformed, what="unexpected JSON shape or invalid JSON"))),
-        bind(partial(_answer, provider, status)),
-    )
+    reply = Reply(kind=ProviderKind.OPENAI, status=status, headers=headers, body=body, now=now)
+    return accepted(reply).bind(_DECODED).bind(partial(_answer, provider, status))
+
+
+_DECODED = decoded(_Response, partial(_malformed, what="unexpected JSON shape or invalid JSON"))
 
 
 def _answer(provider: ProviderSpec, status: int, reply: _Response) -> Result[Completion, ProviderError]:

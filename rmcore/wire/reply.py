@@ -1,8 +1,8 @@
 """A whole HTTP reply read as a pipeline: accepted, decoded, not withheld, then an answer.
 
 Every format reads a whole reply in the same steps, each a small function returning a
-``Result[..., ProviderError]``, joined with ``returns``' ``flow`` and ``bind`` in the format's own
-``parse_response``:
+``Result[..., ProviderError]``, joined with ``Result.bind`` in the format's own ``parse_response``
+(method calls rather than ``flow``: half the cost, on a path every reply takes):
 
 1. :func:`accepted`: a 2xx status goes on; any other is the failure it describes
    (:func:`~rmcore.wire.classify.classify_failure`);
