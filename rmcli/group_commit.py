@@ -3,19 +3,24 @@ committed in one transaction instead of one each.
 
 A store that commits each write on its own pays the commit (a lock, the journal's frames, the
 file's index) once per write. ``GroupCommit`` lets the writes that arrive together share it: the
-first write of a turn, when the caller says others are likely (``gather``), yields the loop once
-so the tasks ready in the same turn add theirs, then commits them all in one transaction. Every
-caller still returns only once its own write is committed, so nothing is acknowledged before it
-is stored: a process killed at any moment loses only writes whose callers were still waiting,
-and those callers had not gone on (an attempt's request had not left). A write that joined a
-group is committed whatever happens to its caller (the wait is shielded from cancellation).
+first write of a turn, when the caller says others are likely (``gather``), schedules the commit
+behind the tasks ready in the same turn, so that they add theirs, then commits them all in one
+transaction. Every caller returns only once its own write is committed, so nothing is
+acknowledged before it is stored: a process killed at any moment loses only writes whose callers
+were still waiting, and those callers had not gone on (an attempt's request had not left).
+
+The commit runs in a callback of the loop, not in a caller's task: no caller's cancellation can
+stop it, so a write that joined a group is committed whatever happens to its caller (one
+cancelled while it waits raises at once; its write is committed all the same), without a shield
+from cancellation per write. A store that can commit without waiting (``run_now``) commits there
+and then; one that must wait (another process holds the lock), or has no ``run_now``, commits in
+a task of its own.
 
 When the whole group fails (a lock held past the wait, a bad row), each write is tried alone,
 so one bad write does not fail the others, and each caller gets its own result or error.
 
-Asyncio-only, as ``rmcli`` is (anyio's asyncio backend): the group's event and the gathering turn
-are asyncio's own, several times cheaper than anyio's on a path taken twice per attempt; the
-shields from cancellation stay anyio's, since only they hold off anyio's cancel scopes.
+Asyncio-only, as ``rmcli`` is (anyio's asyncio backend): the loop's callbacks, futures and tasks
+are asyncio's own, several times cheaper than anyio's on a path taken twice per attempt.
 """
 
 from __future__ import annotations
@@ -24,9 +29,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sized
 from typing import Any, Generic, TypeVar
 
-import anyio
-
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "WouldWait"]
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -36,6 +39,13 @@ _UNSET = object()
 Run = Callable[[Callable[[C], Any], str | None], Awaitable[Any]]
 """A store's ``run(work, begin)``: ``work`` on its connection, alone (``begin`` None: each
 statement commits by itself) or in one transaction opened by ``begin``."""
+
+RunNow = Callable[[Callable[[C], Any], str | None], Any]
+"""The same without waiting: ``WouldWait`` when it cannot (nothing of ``work`` is then kept)."""
+
+
+class WouldWait(Exception):
+    """``run_now`` could not commit without waiting (another process holds the lock)."""
 
 
 class _Pending:
@@ -62,42 +72,56 @@ class _Group:
 
     __slots__ = ("done", "pending")
 
-    def __init__(self, first: _Pending) -> None:
-        self.pending = [first]
+    def __init__(self) -> None:
+        self.pending: list[_Pending] = []
         self.done = asyncio.Event()
 
 
 class GroupCommit(Generic[C]):
-    """Writes on a connection ``C`` through ``run``: alone, or a turn's together in one
-    transaction opened by ``begin``; each caller gets its own write's result."""
+    """Writes on a connection ``C`` through ``run`` (or ``run_now``): alone, or a turn's together
+    in one transaction opened by ``begin``; each caller gets its own write's result."""
 
-    def __init__(self, run: Run[C], begin: str) -> None:
+    def __init__(self, run: Run[C], begin: str, run_now: RunNow[C] | None = None) -> None:
         self._run = run
+        self._run_now = run_now
         self._begin = begin
         self._gathering: _Group | None = None
+        self._committing: set[asyncio.Task[None]] = set()  # groups that had to wait
 
     async def run(self, work: Callable[[C], R], in_flight: Sized) -> R:
         """``work`` committed. It joins the group gathering in this turn if there is one; else,
         when ``in_flight`` (the caller's writers under way) holds others, it starts one; else it
         commits alone, at once, with no turn of the loop lost."""
-        gathering = self._gathering
-        if gathering is None and len(in_flight) < 2:
-            result: R = await self._run(work, None)
-            return result
+        group = self._gathering
+        if group is None:
+            if len(in_flight) < 2:
+                result: R = await self._run(work, None)
+                return result
+            group = self._gathering = _Group()
+            asyncio.get_running_loop().call_soon(self._commit_soon, group)
         pending = _Pending(work)
-        if gathering is not None:
-            gathering.pending.append(pending)
-            with anyio.CancelScope(shield=True):
-                await gathering.done.wait()
-            return pending.value()  # type: ignore[no-any-return]
-        group = self._gathering = _Group(pending)
-        with anyio.CancelScope(shield=True):  # one scope for the gathering turn and the commit
-            try:
-                await asyncio.sleep(0)  # the others of this turn join
-            finally:
-                self._gathering = None
-            await self._commit(group)
+        group.pending.append(pending)
+        await group.done.wait()
         return pending.value()  # type: ignore[no-any-return]
+
+    def _commit_soon(self, group: _Group) -> None:
+        """The loop's callback once the turn's writers joined: commit them now if the store can
+        without waiting, else in a task of their own."""
+        self._gathering = None
+        if self._run_now is not None:
+            writes = group.pending
+            try:
+                results = self._run_now(lambda conn: [p.work(conn) for p in writes], self._begin)
+            except Exception:
+                pass  # a lock held, a bad write: the task below sorts it out
+            else:
+                for pending, result in zip(writes, results, strict=True):
+                    pending.result = result
+                group.done.set()
+                return
+        task = asyncio.get_running_loop().create_task(self._commit(group))
+        self._committing.add(task)
+        task.add_done_callback(self._committing.discard)
 
     async def _commit(self, gathered: _Group) -> None:
         group = gathered.pending

@@ -548,7 +548,8 @@ class Http1Transport(httpx.AsyncBaseTransport):
         Content-Length included). A new https connection's TLS handshake is given at most
         ``tls_timeout_s`` (``TLSHandshakeTimeout`` past it)."""
         data = head_bytes(method, endpoint.target, headers) + body
-        return await self.send(endpoint, data, head_only=method == b"HEAD", trace=trace, tls_timeout_s=tls_timeout_s)
+        head_only = method == b"HEAD"
+        return await self.send(endpoint, data, head_only=head_only, trace=trace, tls_timeout_s=tls_timeout_s)
 
     async def send(
         self,

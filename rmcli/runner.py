@@ -474,9 +474,6 @@ class _Run:
                     self.hooks.attempt_ended(record)
 
     async def send_now(self, action: StartAttempt, key: str | None) -> AttemptEvent:
-        # Given up while it waited for a slot (the engine already forgot it): stop here, before
-        # anything leaves, even if its wait ended in the same instant.
-        await anyio.lowlevel.checkpoint_if_cancelled()
         now = self.clock()
         await self.record_sent(action, now)
         try:
@@ -528,6 +525,9 @@ class _Run:
             event = await self.send_guarded(action, key, state)
         else:
             async with self.routing.limits.slot(spec):
+                # Given up while it waited for the slot (the engine already forgot it): stop
+                # here, before anything is recorded, even if its wait ended in the same instant.
+                await anyio.lowlevel.checkpoint_if_cancelled()
                 event = await self.send_guarded(action, key, state)
         if isinstance(event, AttemptFailed) and key and key in event.error.message:
             # A provider may quote the key it was sent ("Incorrect API key provided: ...").
@@ -548,6 +548,7 @@ class _Run:
         cancelled hedge); how it ended goes to the run through the group's stream."""
         event: Event | None = None
         with scope:
+            await anyio.lowlevel.checkpoint_if_cancelled()  # given up before it began: nothing to do
             event = await self.perform(action)
         if event is None:
             await self.release_probe(action.provider.name)  # cancelled: if never sent, hand it back

@@ -30,7 +30,7 @@ from typing import Final, Self, TypeVar
 
 import anyio
 
-from rmcli.group_commit import GroupCommit
+from rmcli.group_commit import GroupCommit, WouldWait
 from rmcli.state import base, rules
 from rmcli.state.base import SlotBusy, State, StoreError
 from rmcli.state.conversations import SqliteConversations
@@ -212,6 +212,16 @@ class Database:
             await anyio.sleep(_PAUSES_S[min(tries, len(_PAUSES_S) - 1)])
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def run_now(self, work: Callable[[sqlite3.Connection], _T], begin: str | None = None) -> _T:
+        """``run`` without pausing: ``WouldWait`` (nothing kept) while another process holds the
+        lock past ``BUSY_SLICE_S``; ``StoreError`` for anything else."""
+        try:
+            return _transaction(self._conn, begin, work)
+        except sqlite3.Error as exc:
+            if _code(exc) in (_BUSY, _LOCKED):
+                raise WouldWait(str(exc)) from None
+            raise _store_error(self.path, exc) from None
+
     async def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         """The rows of one query."""
         return await self.run(lambda conn: conn.execute(sql, params).fetchall())
@@ -247,7 +257,7 @@ class SqliteAttempts(_Part):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self._rows: dict[str, int] = {}  # the row of each attempt sent here and not yet settled
-        self._group = GroupCommit[sqlite3.Connection](db.run, "BEGIN IMMEDIATE")
+        self._group = GroupCommit[sqlite3.Connection](db.run, "BEGIN IMMEDIATE", db.run_now)
 
     async def sent(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         if key not in self._rows:

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import pytest
 
-from rmcli.group_commit import GroupCommit
+from rmcli.group_commit import GroupCommit, WouldWait
 
 pytestmark = pytest.mark.anyio
 
@@ -16,12 +16,25 @@ pytestmark = pytest.mark.anyio
 class Store:
     """A fake connection's ``run``: logs each commit (the writes it held), fails writes asked to."""
 
-    def __init__(self) -> None:
+    def __init__(self, busy: int = 0) -> None:
         self.commits: list[list[str]] = []
         self.rows: list[str] = []
+        self.busy = busy  # how many times ``run_now`` finds the lock held
+        self.ways: list[str] = []
 
     async def run(self, work: Callable[[Store], Any], begin: str | None = None) -> Any:
         await anyio.lowlevel.checkpoint()
+        self.ways.append("run")
+        return self.commit(work)
+
+    def run_now(self, work: Callable[[Store], Any], begin: str | None = None) -> Any:
+        if self.busy:
+            self.busy -= 1
+            raise WouldWait("the lock is held")
+        self.ways.append("now")
+        return self.commit(work)
+
+    def commit(self, work: Callable[[Store], Any]) -> Any:
         before = len(self.rows)
         try:
             result = work(self)
@@ -90,3 +103,31 @@ async def test_a_write_whose_caller_is_cancelled_once_it_joined_is_still_committ
             scope.cancel()
             await group.run(writer("b"), in_flight=[1, 2])
     assert store.rows == ["a", "b"]
+
+
+async def together(group: GroupCommit[Store], names: list[str]) -> dict[str, str]:
+    results: dict[str, str] = {}
+
+    async def one(name: str) -> None:
+        results[name] = await group.run(writer(name), in_flight=names)
+
+    async with anyio.create_task_group() as tg:
+        for name in names:
+            tg.start_soon(one, name)
+    return results
+
+
+async def test_a_store_that_can_commit_at_once_commits_the_turns_writes_without_a_task() -> None:
+    store = Store()
+    group = GroupCommit[Store](store.run, "BEGIN", store.run_now)
+    assert await together(group, ["a", "b", "c"]) == {"a": "A", "b": "B", "c": "C"}
+    assert store.commits == [["a", "b", "c"]]
+    assert store.ways == ["now"]
+
+
+async def test_writes_the_store_cannot_commit_at_once_are_committed_once_it_can() -> None:
+    store = Store(busy=1)
+    group = GroupCommit[Store](store.run, "BEGIN", store.run_now)
+    assert await together(group, ["a", "b"]) == {"a": "A", "b": "B"}
+    assert store.commits == [["a", "b"]]
+    assert store.ways == ["run"]
