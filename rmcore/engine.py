@@ -194,14 +194,17 @@ class _TargetRun(_Node):
         """Its next attempt waits for room in the budget (``Engine.wait_for_budget``)."""
         self.waited_for_budget = False
         """It waited for room before the attempt it is about to start (or has started)."""
+        self._worst: float | None = None
 
     def first_provider(self) -> str:
         return self.name
 
     def worst_case(self) -> float:
-        engine = self.engine
-        worst = Usage(input_tokens=engine.prompt_tokens, output_tokens=engine.request.max_tokens)
-        return cost_usd(worst, self.target.provider)
+        if self._worst is None:  # the same for every attempt: the request and the price are fixed
+            engine = self.engine
+            worst = Usage(input_tokens=engine.prompt_tokens, output_tokens=engine.request.max_tokens)
+            self._worst = cost_usd(worst, self.target.provider)
+        return self._worst
 
     def budget_waiting(self) -> bool:
         return self.waits_for_budget and not self.done
@@ -612,19 +615,22 @@ class Engine:
         cancelled or for a run that is over are ignored."""
         if self._finished:
             return []
+        if type(event) is AttemptHeld:  # twice an attempt: answered first, and without the rest
+            attempt_id = event.attempt_id
+            if event.held and attempt_id in self._running:
+                self._held.add(attempt_id)
+            elif attempt_id in self._held:
+                self._held.discard(attempt_id)
+                # Latency counts from the moment the request leaves, not from a wait in line.
+                node, _, worst = self._running[attempt_id]
+                self._running[attempt_id] = (node, event.at, worst)
+            # The shell feeds it in passing and expects no action back.
+            return self._flush()
         match event:
             case AttemptSucceeded() | AttemptFailed():
                 self._attempt_ended(event)
             case AttemptRefused():
                 self._attempt_refused(event)
-            case AttemptHeld(attempt_id=attempt_id, held=held, at=at):
-                if held and attempt_id in self._running:
-                    self._held.add(attempt_id)
-                elif attempt_id in self._held:
-                    self._held.discard(attempt_id)
-                    # Latency counts from the moment the request leaves, not from a wait in line.
-                    node, _, worst = self._running[attempt_id]
-                    self._running[attempt_id] = (node, at, worst)
             case TimePassed(at=at):
                 self._time_passed(at)
             case HealthObserved():
@@ -635,9 +641,7 @@ class Engine:
                 self._circuits[event.provider] = event
                 for node in self._waiting.pop(f"circuit:{event.provider}", []):
                     node.step(event.at)
-        if not isinstance(event, AttemptHeld):
-            # Not on AttemptHeld: the shell feeds it in passing and expects no action back.
-            self._look_for_room(event.at)
+        self._look_for_room(event.at)
         return self._flush()
 
     def abandon(self) -> None:
