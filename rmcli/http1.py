@@ -208,6 +208,7 @@ class _Connection(asyncio.Protocol):
         self.reusable_after = True  # False once it must close when its reply ends
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[object] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop's, once connected
         self._deadline: float | None = None  # when the wait in progress gives up (BodyIdle)
         self._timer: asyncio.TimerHandle | None = None  # due at or before that deadline
         self._paused = False
@@ -234,6 +235,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self._loop = asyncio.get_running_loop()  # once: each look-up is a system call (getpid)
 
     def data_received(self, data: bytes) -> None:
         if not self.asked or self.complete:
@@ -321,7 +323,7 @@ class _Connection(asyncio.Protocol):
         by one timer per connection, left in place from wait to wait and moved only when it
         fires early or a wait needs it sooner: a stream's chunks, each waited for with a later
         deadline, cost no timer each (nor a cancel scope each, as a limit around the wait would)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         if deadline is not None:
             self._deadline = deadline

@@ -199,16 +199,13 @@ class Database:
         """``work`` on the connection: alone (each statement commits by itself) or in one
         ``begin`` transaction (``"BEGIN IMMEDIATE"`` to write, ``"BEGIN"`` for one snapshot).
         While another process holds the lock, paused (without blocking) and tried again."""
-        give_up = None
+        give_up = time.monotonic() + self._busy_timeout_s
         for tries in itertools.count():
             try:
-                return _transaction(self._conn, begin, work)
-            except sqlite3.Error as exc:
-                if _code(exc) not in (_BUSY, _LOCKED):
-                    raise _store_error(self.path, exc) from None
-                give_up = give_up or time.monotonic() + self._busy_timeout_s
+                return self.run_now(work, begin)
+            except WouldWait as busy:
                 if tries >= len(_PAUSES_S) and time.monotonic() >= give_up:
-                    raise _store_error(self.path, exc) from None
+                    raise _store_error(self.path, busy.args[0]) from None
             await anyio.sleep(_PAUSES_S[min(tries, len(_PAUSES_S) - 1)])
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -219,7 +216,7 @@ class Database:
             return _transaction(self._conn, begin, work)
         except sqlite3.Error as exc:
             if _code(exc) in (_BUSY, _LOCKED):
-                raise WouldWait(str(exc)) from None
+                raise WouldWait(exc) from None
             raise _store_error(self.path, exc) from None
 
     async def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:

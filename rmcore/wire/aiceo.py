@@ -34,7 +34,7 @@ SOURCE = "recursivemanager"
 """What the gateway is told about who is asking (its ``source`` field), as the seed sends."""
 
 
-class _Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class _Body(msgspec.Struct, frozen=True, gc=False, kw_only=True, omit_defaults=True):
     provider: str
     model: str
     priority: str
@@ -45,18 +45,18 @@ class _Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     maxTokens: int
 
 
-class _Usage(msgspec.Struct, frozen=True):
+class _Usage(msgspec.Struct, frozen=True, gc=False):
     inputTokens: TokenCount | None = None
     outputTokens: TokenCount | None = None
 
 
-class _Answer(msgspec.Struct, frozen=True):
+class _Answer(msgspec.Struct, frozen=True, gc=False):
     content: str
     model: str | None = None
     usage: _Usage | None = None
 
 
-class _Envelope(msgspec.Struct, frozen=True):
+class _Envelope(msgspec.Struct, frozen=True, gc=False):
     success: bool
     response: _Answer | None = None
     error: Any = None

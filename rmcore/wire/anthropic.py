@@ -45,12 +45,12 @@ __all__ = ["ANTHROPIC_VERSION", "AnthropicStreamParser", "build_request", "parse
 ANTHROPIC_VERSION = "2023-06-01"
 
 
-class _Usage(msgspec.Struct, frozen=True):
+class _Usage(msgspec.Struct, frozen=True, gc=False):
     input_tokens: TokenCount | None = None
     output_tokens: TokenCount | None = None
 
 
-class _Block(msgspec.Struct, frozen=True):
+class _Block(msgspec.Struct, frozen=True, gc=False):
     type: str
     text: str | None = None
     id: str = ""
@@ -58,26 +58,26 @@ class _Block(msgspec.Struct, frozen=True):
     input: msgspec.Raw = msgspec.Raw()
 
 
-class _Response(msgspec.Struct, frozen=True):
+class _Response(msgspec.Struct, frozen=True, gc=False):
     content: list[_Block]
     model: str | None = None
     stop_reason: str | None = None
     usage: _Usage | None = None
 
 
-class _StreamMessage(msgspec.Struct, frozen=True):
+class _StreamMessage(msgspec.Struct, frozen=True, gc=False):
     model: str | None = None
     usage: _Usage | None = None
 
 
-class _StreamDelta(msgspec.Struct, frozen=True):
+class _StreamDelta(msgspec.Struct, frozen=True, gc=False):
     type: str | None = None
     text: str | None = None
     partial_json: str | None = None
     stop_reason: str | None = None
 
 
-class _StreamEvent(msgspec.Struct, frozen=True):
+class _StreamEvent(msgspec.Struct, frozen=True, gc=False):
     type: str | None = None
     index: int = 0
     message: _StreamMessage | None = None

@@ -64,7 +64,7 @@ _ANSWER_DESCRIPTION = (
 _DATA_URL = re.compile(r"data:(?P<media>[^;,]*)(?P<params>(?:;[^;,]*)*?)(?P<b64>;base64)?,(?P<data>.*)", re.S)
 
 
-class _Out(msgspec.Struct, frozen=True, omit_defaults=True):
+class _Out(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """A part of the body as sent: a field left at its default is left out."""
 
 

@@ -38,63 +38,66 @@ __all__ = ["OpenAIStreamParser", "build_request", "parse_response"]
 
 DONE = "[DONE]"
 
+# The reply's shapes, decoded data only: never in a reference cycle, so untracked by the cyclic
+# collector (``gc=False``, as ``rmcore.base.Base``), like the other formats' shapes.
 
-class _Usage(msgspec.Struct, frozen=True):
+
+class _Usage(msgspec.Struct, frozen=True, gc=False):
     prompt_tokens: TokenCount | None = None
     completion_tokens: TokenCount | None = None
 
 
-class _Function(msgspec.Struct, frozen=True):
+class _Function(msgspec.Struct, frozen=True, gc=False):
     name: str
     arguments: str = ""
 
 
-class _ToolCall(msgspec.Struct, frozen=True):
+class _ToolCall(msgspec.Struct, frozen=True, gc=False):
     function: _Function
     id: str = ""
 
 
-class _Message(msgspec.Struct, frozen=True):
+class _Message(msgspec.Struct, frozen=True, gc=False):
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[_ToolCall] | None = None
 
 
-class _Choice(msgspec.Struct, frozen=True):
+class _Choice(msgspec.Struct, frozen=True, gc=False):
     message: _Message
     finish_reason: str | None = None
 
 
-class _Response(msgspec.Struct, frozen=True):
+class _Response(msgspec.Struct, frozen=True, gc=False):
     choices: list[_Choice]
     model: str | None = None
     usage: _Usage | None = None
 
 
-class _FunctionPiece(msgspec.Struct, frozen=True):
+class _FunctionPiece(msgspec.Struct, frozen=True, gc=False):
     name: str | None = None
     arguments: str | None = None
 
 
-class _ToolCallPiece(msgspec.Struct, frozen=True):
+class _ToolCallPiece(msgspec.Struct, frozen=True, gc=False):
     index: int = 0
     id: str | None = None
     function: _FunctionPiece | None = None
 
 
-class _Delta(msgspec.Struct, frozen=True):
+class _Delta(msgspec.Struct, frozen=True, gc=False):
     content: str | None = None
     refusal: str | None = None
     tool_calls: list[_ToolCallPiece] | None = None
 
 
-class _ChunkChoice(msgspec.Struct, frozen=True):
+class _ChunkChoice(msgspec.Struct, frozen=True, gc=False):
     delta: _Delta | None = None
     finish_reason: str | None = None
     index: int = 0
 
 
-class _Chunk(msgspec.Struct, frozen=True):
+class _Chunk(msgspec.Struct, frozen=True, gc=False):
     choices: list[_ChunkChoice] | None = None
     model: str | None = None
     usage: _Usage | None = None

@@ -21,7 +21,7 @@ DEFAULT_SCHEMA_NAME = "response"
 """The ``json_schema.name`` sent for a JSON schema given without a name (the format requires one)."""
 
 
-class _Out(msgspec.Struct, frozen=True, omit_defaults=True):
+class _Out(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """A part of the body as sent: a field left at its default is left out."""
 
 
