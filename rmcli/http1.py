@@ -38,7 +38,9 @@ What the rest of ``rmcli`` relies on:
   gives none (its limits are cancel scopes).
 - ``Reply.next_chunk(within_s)`` gives a body's next bytes, or ``BodyIdle`` when none arrive in
   time: a stream's idle and first-token limits (``rmcli.transport``) kept by one timer per
-  connection, not a cancel scope per chunk.
+  connection, not a cancel scope per chunk. ``Http1Transport.send(..., within_s=...)`` gives a
+  whole request (its connection, head and body) an end kept the same way, ``BodyIdle`` past it:
+  a non-streamed attempt's timeout, without a cancel scope around each attempt.
 - ``max_connections`` bounds the connections open at once (a request waits for one to be
   released past it); ``max_keepalive_connections`` bounds the idle ones kept.
 
@@ -151,7 +153,9 @@ def _readable(sock: Any) -> bool:
 
 
 class BodyIdle(Exception):
-    """No byte of a reply's body arrived within the time ``Reply.next_chunk`` was given."""
+    """Nothing arrived by the deadline a wait on the connection was given: no byte of a reply's
+    body within the time ``Reply.next_chunk`` was given, or a request not done by the end
+    ``Http1Transport.send`` was given (its connection, its head or its body late)."""
 
 
 _LATE: Final = object()
@@ -168,6 +172,20 @@ def _limit(seconds: float | None, error: type[httpx.TimeoutException]) -> Iterat
             yield
     except TimeoutError as exc:
         raise error(f"timed out after {seconds} s") from exc
+
+
+@contextlib.contextmanager
+def _by(deadline: float | None) -> Iterator[None]:
+    """``BodyIdle`` at ``deadline`` (the loop's clock) for a wait that cannot take one itself (a
+    connection being made, room in the pool): rare waits, where a cancel scope costs nothing."""
+    if deadline is None:
+        yield
+        return
+    try:
+        with anyio.fail_after(max(deadline - asyncio.get_running_loop().time(), 0.0)):
+            yield
+    except TimeoutError:
+        raise BodyIdle from None
 
 
 @functools.lru_cache(maxsize=256)
@@ -376,14 +394,15 @@ class _Connection(asyncio.Protocol):
         error.__cause__ = lost
         return error
 
-    async def read_head(self) -> None:
-        """Wait for the reply's head (its status and headers)."""
+    async def read_head(self, deadline: float | None = None) -> None:
+        """Wait for the reply's head (its status and headers); ``BodyIdle`` when it has not come
+        by ``deadline`` (the loop's clock)."""
         while not self.head_done:
             if self.error is not None:
                 raise self.error
             if self._gone:
                 raise self._ended(before_head=True)
-            await self._wait()
+            await self._wait(deadline)
 
     async def read_body(self, deadline: float | None = None) -> bytes | None:
         """The body's next bytes as they arrived, or None once it ended; ``BodyIdle`` when none
@@ -432,15 +451,24 @@ class Reply:
     Content-Encoding is left to the caller). Closing it returns its connection to the pool when
     the body was read to its end, else closes the connection."""
 
-    __slots__ = ("_connection", "_headers", "_pool", "_read_timeout_s", "raw_headers", "status_code")
+    __slots__ = (
+        "_connection", "_deadline", "_headers", "_pool", "_read_timeout_s", "raw_headers", "status_code"
+    )
 
     is_stream_consumed: Final = False
     """As ``httpx.Response``'s: the body is still to be read."""
 
-    def __init__(self, pool: Http1Transport, connection: _Connection, read_timeout_s: float | None) -> None:
+    def __init__(
+        self,
+        pool: Http1Transport,
+        connection: _Connection,
+        read_timeout_s: float | None,
+        deadline: float | None = None,
+    ) -> None:
         self._pool = pool
         self._connection: _Connection | None = connection
         self._read_timeout_s = read_timeout_s
+        self._deadline = deadline  # the request's end (``Http1Transport.send``): BodyIdle past it
         self.status_code: int = connection.status
         self.raw_headers: list[tuple[bytes, bytes]] = connection.headers
         self._headers: dict[str, str] | None = None
@@ -470,16 +498,16 @@ class Reply:
             return await connection.read_body(deadline)
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
-        """The body's bytes as they arrive."""
+        """The body's bytes as they arrive (``BodyIdle`` past the request's end, when it has one)."""
         connection = self._connection
         if connection is None:
             return
         while True:
             if self._read_timeout_s is None:
-                data = await connection.read_body()
+                data = await connection.read_body(self._deadline)
             else:
                 with _limit(self._read_timeout_s, httpx.ReadTimeout):
-                    data = await connection.read_body()
+                    data = await connection.read_body(self._deadline)
             if data is None:
                 return
             yield data
@@ -561,10 +589,15 @@ class Http1Transport(httpx.AsyncBaseTransport):
         head_only: bool = False,
         trace: Trace | None = None,
         tls_timeout_s: float | None = None,
+        within_s: float | None = None,
     ) -> Reply:
         """``request`` for a request already in bytes (its head built by ``head_bytes``, then its
-        body); ``head_only`` for a HEAD request, whose reply has no body."""
-        return await self._exchange(endpoint.origin, data, head_only, trace, None, None, tls_timeout_s)
+        body); ``head_only`` for a HEAD request, whose reply has no body. With ``within_s``, the
+        request must be done within that many seconds, its body read included: ``BodyIdle``
+        past that (kept by the connection's timer: no cancel scope around the request)."""
+        deadline = None if within_s is None else asyncio.get_running_loop().time() + within_s
+        origin = endpoint.origin
+        return await self._exchange(origin, data, head_only, trace, None, None, tls_timeout_s, deadline)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """httpx's side: ``request`` sent as ``request`` sends, the reply as httpx's response."""
@@ -603,31 +636,35 @@ class Http1Transport(httpx.AsyncBaseTransport):
         timeouts: Mapping[str, float | None] | None,
         sni: str | None = None,
         tls_timeout_s: float | None = None,
+        deadline: float | None = None,
     ) -> Reply:
         if self._closed:
             raise RuntimeError("the transport is closed")
         timeouts = timeouts or {}
         with _limit(timeouts.get("pool"), httpx.PoolTimeout):
-            connection = await self._take(origin)
+            connection = await self._take(origin, deadline)
         try:
             if connection is None:
                 connect_s = timeouts.get("connect")
-                connection = await self._connect(origin, sni or origin[1], trace, connect_s, tls_timeout_s)
+                with _by(deadline):
+                    host = sni or origin[1]
+                    connection = await self._connect(origin, host, trace, connect_s, tls_timeout_s)
             connection.send(data, head_only=head_only)
             with _limit(timeouts.get("read"), httpx.ReadTimeout):
-                await connection.read_head()
+                await connection.read_head(deadline)
         except BaseException:
             if connection is not None:
                 connection.close()
             self._free()
             raise
-        return Reply(self, connection, timeouts.get("read"))
+        return Reply(self, connection, timeouts.get("read"), deadline)
 
     # -- the pool ------------------------------------------------------------------------------
 
-    async def _take(self, origin: Origin) -> _Connection | None:
+    async def _take(self, origin: Origin, deadline: float | None = None) -> _Connection | None:
         """A reusable idle connection to ``origin``, or None with room counted for a new one
-        (waiting while ``max_connections`` are busy; an idle one of another origin is closed)."""
+        (waiting while ``max_connections`` are busy, until ``deadline``; an idle one of another
+        origin is closed)."""
         while True:
             idle = self._idle.get(origin)
             now = time.monotonic()
@@ -650,7 +687,8 @@ class Http1Transport(httpx.AsyncBaseTransport):
             released = anyio.Event()
             self._waiters.append(released)
             try:
-                await released.wait()
+                with _by(deadline):
+                    await released.wait()
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(released)

@@ -90,11 +90,13 @@ class ProviderClient(httpx.AsyncClient):
         body: bytes,
         trace: Trace | None = None,
         tls_timeout_s: float | None = None,
+        within_s: float | None = None,
     ) -> Reply:
         """Send a request the direct way (``direct`` said it may go) and return its reply with the
         head read. What is sent is what httpx would send: Host, the client's default headers but
         those ``headers`` override, ``headers``, Content-Length. A TLS handshake is given at most
-        ``tls_timeout_s`` (``rmcli.http1.TLSHandshakeTimeout`` past it)."""
+        ``tls_timeout_s`` (``rmcli.http1.TLSHandshakeTimeout`` past it); with ``within_s``, the
+        whole request, its body read included, is given that long (``rmcli.http1.BodyIdle``)."""
         assert self._own is not None
         defaults = tuple(self.headers.raw)
         key = (method, endpoint.url, tuple(headers), defaults)
@@ -110,8 +112,9 @@ class ProviderClient(httpx.AsyncClient):
                 self._heads.clear()
             self._heads[key] = head
         data = b"".join((head, b"Content-Length: %d\r\n\r\n" % len(body), body))
+        head_only = method == "HEAD"
         reply = await self._own.send(
-            endpoint, data, head_only=method == "HEAD", trace=trace, tls_timeout_s=tls_timeout_s
+            endpoint, data, head_only=head_only, trace=trace, tls_timeout_s=tls_timeout_s, within_s=within_s
         )
         if any(name.lower() in (b"set-cookie", b"set-cookie2") for name, _ in reply.raw_headers):
             request = httpx.Request(method, endpoint.url, headers=headers)

@@ -53,7 +53,7 @@ from rmcli.connection_errors import (
     handshake_too_slow,
     out_of_time,
 )
-from rmcli.http1 import BodyIdle, Reply, TLSHandshakeTimeout
+from rmcli.http1 import BodyIdle, Endpoint, Reply, TLSHandshakeTimeout
 from rmcli.http_client import ProviderClient
 from rmcore import wire
 from rmcore.completion import Usage
@@ -247,12 +247,24 @@ async def perform_attempt(
     timed_out = False
     event: AttemptEvent | None = None
     watch = ConnectionWatch()
-    with anyio.move_on_after(action.timeout_s) as scope:
+    endpoint = client.direct(http.url) if isinstance(client, ProviderClient) else None
+    exchange = functools.partial(
+        _exchange, client, http, action, request, streaming, started, clock, on_text, watch
+    )
+    if endpoint is not None and not streaming:
+        # The direct way keeps a whole reply's time by the connection's timer: no cancel scope.
         try:
-            event = await _exchange(client, http, action, request, streaming, started, clock, on_text, watch)
-        except httpx.TimeoutException:
+            event = await exchange(endpoint, action.timeout_s)
+        except (BodyIdle, httpx.TimeoutException):
             timed_out = True
-    if scope.cancelled_caught or timed_out or event is None:
+    else:
+        with anyio.move_on_after(action.timeout_s) as scope:
+            try:
+                event = await exchange(endpoint, None)
+            except httpx.TimeoutException:
+                timed_out = True
+        timed_out = timed_out or scope.cancelled_caught
+    if timed_out or event is None:
         otherwise = f"no complete answer within {action.timeout_s:.3g} s"
         message = out_of_time(watch.phase, action.provider, action.timeout_s, otherwise)
         return _fail(action, clock(), action.timeout_kind, message)
@@ -269,15 +281,19 @@ async def _exchange(
     clock: Callable[[], float],
     on_text: TextSink | None,
     watch: ConnectionWatch,
+    endpoint: Endpoint | None,
+    within_s: float | None,
 ) -> AttemptEvent:
+    """The exchange of one attempt: sent the direct way to ``endpoint`` when there is one (with
+    ``within_s``, given that long: ``BodyIdle`` past it), else through httpx's API."""
     first_token_by = started + action.first_token_timeout_s
     spec = action.provider
     try:
         if not streaming:  # the attempt's own timeout is the only other limit
-            response = await _send(client, http, watch)
+            response = await _send(client, http, watch, endpoint, within_s)
         else:
             with anyio.move_on_after(action.first_token_timeout_s) as head:
-                response = await _send(client, http, watch)
+                response = await _send(client, http, watch, endpoint, within_s)
             if head.cancelled_caught:
                 otherwise = f"no response headers within {action.first_token_timeout_s:.3g} s"
                 message = out_of_time(watch.phase, spec, action.first_token_timeout_s, otherwise)
@@ -301,11 +317,17 @@ async def _exchange(
                 await response.aclose()
 
 
-async def _send(client: httpx.AsyncClient, http: HttpRequest, watch: ConnectionWatch) -> Response:
-    """Send ``http`` and return the reply with its head read: the direct way when the client has
-    one for this URL, else through httpx's API. ``TLSHandshakeTimeout`` when a TLS handshake runs
-    past ``watch``'s limit (the direct way bounds it itself; httpx's, by the watch's scope)."""
-    endpoint = client.direct(http.url) if isinstance(client, ProviderClient) else None
+async def _send(
+    client: httpx.AsyncClient,
+    http: HttpRequest,
+    watch: ConnectionWatch,
+    endpoint: Endpoint | None,
+    within_s: float | None,
+) -> Response:
+    """Send ``http`` and return the reply with its head read: the direct way to ``endpoint`` (the
+    client's for this URL) when there is one, else through httpx's API. ``TLSHandshakeTimeout``
+    when a TLS handshake runs past ``watch``'s limit (the direct way bounds it itself; httpx's,
+    by the watch's scope)."""
     if endpoint is None:
         with watch.handshake:
             return await client.send(_http_request(client, http, watch.extensions), stream=True)
@@ -313,7 +335,7 @@ async def _send(client: httpx.AsyncClient, http: HttpRequest, watch: ConnectionW
     assert isinstance(client, ProviderClient)
     headers = (*http.headers, _ACCEPT_ENCODING)
     return await client.send_direct(
-        http.method, endpoint, headers, http.body, watch.trace, watch.handshake_timeout_s
+        http.method, endpoint, headers, http.body, watch.trace, watch.handshake_timeout_s, within_s
     )
 
 

@@ -369,3 +369,37 @@ async def test_client_sends_a_plain_request_when_not_streaming(tmp_path: Path) -
             await client.ask(" ")
     assert outcome.completion is not None and outcome.completion.content == "Plain."
     assert len(seen) == 1 and "stream" not in seen[0]
+
+
+SILENT_FIRST = """\
+version = 1
+[route]
+targets = [{ provider = "openai-direct", attempt_timeout_s = 0.4 }, "glm-direct"]
+[retry]
+max_attempts = 1
+"""
+
+
+@pytest.mark.parametrize("mode", ["hang", "stall"])
+async def test_a_whole_reply_late_on_the_direct_way_is_a_timeout_and_its_connection_is_dropped(
+    box: Sandbox, tmp_path: Path, mode: str
+) -> None:
+    """Non-streamed on the client's own transport, the attempt's timeout is kept by the
+    connection's timer rather than a cancel scope: a provider silent before its head (hang) or
+    in the middle of its body (stall) is left after attempt_timeout_s, the next target answers,
+    and the late connection is not reused (the provider answering again, a new call is ok)."""
+    box.set_mode("openai-direct", mode)
+    async with Client(SILENT_FIRST, env=box.env(), state_home=tmp_path) as client:
+        started = anyio.current_time()
+        outcome = await client.ask("Hello?", stream=False)
+        took = anyio.current_time() - started
+        assert [(a.provider, a.outcome) for a in outcome.attempts] == [
+            ("openai-direct", "timeout"),
+            ("glm-direct", "ok"),
+        ]
+        assert 0.4 <= took < 1.5, took
+        assert outcome.attempts[0].message is not None and "0.4 s" in outcome.attempts[0].message
+        box.set_mode("openai-direct", "ok")
+        again = await client.ask("Hello?", stream=False)
+        assert again.provider == "openai-direct" and [a.outcome for a in again.attempts] == ["ok"]
+    assert await attempts(tmp_path) == ["openai-direct", "glm-direct", "openai-direct"]

@@ -507,3 +507,45 @@ async def test_a_short_limit_that_ended_in_time_does_not_cut_the_next_longer_wai
         reply.close()
         await transport.aclose()
         server.eof.set()
+
+
+async def send_within(transport: Http1Transport, server: Server, within_s: float) -> Reply:
+    """A GET sent with ``send``, given ``within_s`` for the whole request."""
+    endpoint = parse_endpoint(f"http://127.0.0.1:{server.port}/v1")
+    data = head_bytes(b"GET", endpoint.target, [(b"Host", endpoint.host)])
+    return await transport.send(endpoint, data, within_s=within_s)
+
+
+async def test_a_request_given_an_end_is_body_idle_past_it_with_its_head_or_its_body_late() -> None:
+    """``send(within_s=...)``: a head that does not come in time, or a body that stops coming,
+    is ``BodyIdle`` at the request's end (not before), and the connection is closed, not pooled."""
+    transport = Http1Transport(client_tls())
+    for steps in ((), (CHUNKED_HEAD + b"5\r\nfirst\r\n",)):
+        async with serving(sending(*steps)) as server:
+            started = time.monotonic()
+            with anyio.fail_after(5), pytest.raises(BodyIdle):
+                reply = await send_within(transport, server, 0.3)
+                async for _ in reply.aiter_raw():
+                    pass
+            assert 0.25 < time.monotonic() - started < 2
+            if steps:
+                reply.close()
+            assert transport.open_connections == 0
+            server.eof.set()
+    await transport.aclose()
+
+
+async def test_a_request_given_an_end_waits_for_room_in_the_pool_no_longer() -> None:
+    """Every connection busy (``max_connections``): a request given an end waits for one only
+    until then, ``BodyIdle``, and leaves the pool as it found it."""
+    transport = Http1Transport(client_tls(), max_connections=1)
+    async with serving(sending(CHUNKED_HEAD)) as server:
+        busy = await get(transport, server)
+        started = time.monotonic()
+        with anyio.fail_after(5), pytest.raises(BodyIdle):
+            await send_within(transport, server, 0.2)
+        assert 0.15 < time.monotonic() - started < 2
+        assert transport.open_connections == 1
+        busy.close()
+        await transport.aclose()
+        server.eof.set()
