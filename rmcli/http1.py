@@ -640,24 +640,29 @@ class Http1Transport(httpx.AsyncBaseTransport):
     ) -> Reply:
         if self._closed:
             raise RuntimeError("the transport is closed")
-        timeouts = timeouts or {}
-        with _limit(timeouts.get("pool"), httpx.PoolTimeout):
+        if timeouts is None:  # the direct way: no httpx client timeouts to keep
             connection = await self._take(origin, deadline)
+        else:
+            with _limit(timeouts.get("pool"), httpx.PoolTimeout):
+                connection = await self._take(origin, deadline)
         try:
             if connection is None:
-                connect_s = timeouts.get("connect")
+                connect_s = None if timeouts is None else timeouts.get("connect")
                 with _by(deadline):
                     host = sni or origin[1]
                     connection = await self._connect(origin, host, trace, connect_s, tls_timeout_s)
             connection.send(data, head_only=head_only)
-            with _limit(timeouts.get("read"), httpx.ReadTimeout):
+            if timeouts is None:
                 await connection.read_head(deadline)
+            else:
+                with _limit(timeouts.get("read"), httpx.ReadTimeout):
+                    await connection.read_head(deadline)
         except BaseException:
             if connection is not None:
                 connection.close()
             self._free()
             raise
-        return Reply(self, connection, timeouts.get("read"), deadline)
+        return Reply(self, connection, None if timeouts is None else timeouts.get("read"), deadline)
 
     # -- the pool ------------------------------------------------------------------------------
 

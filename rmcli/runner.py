@@ -226,6 +226,10 @@ async def route(
     return await _Run(engine, routing, clock, perspective).run()
 
 
+_PROBE_TIMEOUTS: dict[int, tuple[RunPlan, float]] = {}
+"""Each plan's longest attempt timeout, by the plan's identity (the plan is kept with it)."""
+
+
 class _NeedsTasks(Exception):
     """Raised inside ``_Run.drive`` without a task group when an action needs one."""
 
@@ -577,8 +581,16 @@ class _Run:
             await self.flush_records()
 
     def probe_timeout_s(self) -> float:
-        """How long a probe of an open circuit may take: the plan's longest attempt timeout."""
-        return max((t.attempt_timeout_s for t in leaves(self.plan)), default=30.0)
+        """How long a probe of an open circuit may take: the plan's longest attempt timeout
+        (found once per plan: every admission asks)."""
+        plan = self.plan
+        known = _PROBE_TIMEOUTS.get(id(plan))
+        if known is None or known[0] is not plan:
+            if len(_PROBE_TIMEOUTS) >= 64:  # a plan per call (a client's caps added): keep few
+                _PROBE_TIMEOUTS.clear()
+            longest = max((t.attempt_timeout_s for t in leaves(plan)), default=30.0)
+            known = _PROBE_TIMEOUTS[id(plan)] = (plan, longest)
+        return known[1]
 
     async def admit(self, spec: ProviderSpec) -> CircuitAnswered:
         if self.state is None or not self.breakers:

@@ -95,7 +95,7 @@ from rmcore.events import (
     TargetSkipped,
     TimePassed,
 )
-from rmcore.plan import RoutePlan, RunPlan, TargetPlan, leaves
+from rmcore.plan import RoutePlan, RunPlan, TargetPlan, first_leaf
 from rmcore.pricing import cost_usd, estimate_prompt_tokens
 from rmcore.requests import ChatRequest
 
@@ -626,9 +626,13 @@ class Engine:
                 self._running[attempt_id] = (node, event.at, worst)
             # The shell feeds it in passing and expects no action back.
             return self._flush()
-        match event:
+        match event:  # the most frequent first: an attempt's end, then a circuit's answer
             case AttemptSucceeded() | AttemptFailed():
                 self._attempt_ended(event)
+            case CircuitAnswered():
+                self._circuits[event.provider] = event
+                for node in self._waiting.pop(f"circuit:{event.provider}", []):
+                    node.step(event.at)
             case AttemptRefused():
                 self._attempt_refused(event)
             case TimePassed(at=at):
@@ -636,10 +640,6 @@ class Engine:
             case HealthObserved():
                 self._health[event.provider] = event
                 for node in self._waiting.pop(f"health:{event.provider}", []):
-                    node.step(event.at)
-            case CircuitAnswered():
-                self._circuits[event.provider] = event
-                for node in self._waiting.pop(f"circuit:{event.provider}", []):
                     node.step(event.at)
         self._look_for_room(event.at)
         return self._flush()
@@ -980,7 +980,7 @@ class Engine:
             self.cancel_attempt(attempt_id, now, ErrorKind.CANCELLED)
         self._finished = True
         winner = self.answers[0] if self.answers and error is None else None
-        first = next(leaves(self.plan)).provider.name
+        first = first_leaf(self.plan).provider.name
         self.emit(
             Finish(
                 outcome=RunOutcome(

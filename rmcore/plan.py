@@ -46,6 +46,7 @@ __all__ = [
     "RunPlan",
     "TargetPlan",
     "build_plan",
+    "first_leaf",
     "leaves",
     "unsupported",
 ]
@@ -141,6 +142,14 @@ def leaves(node: RunPlan | RoutePlan | TargetPlan) -> Iterator[TargetPlan]:
         return
     for target in node.targets:
         yield from leaves(target)
+
+
+def first_leaf(node: RunPlan | RoutePlan | TargetPlan) -> TargetPlan:
+    """The first provider target under ``node``: ``next(leaves(node))`` without a generator per
+    level, for what every run asks once."""
+    while not isinstance(node, TargetPlan):
+        node = node.targets[0]
+    return node
 
 
 def unsupported(plan: RunPlan, request: ChatRequest) -> Problem | None:
