@@ -118,6 +118,10 @@ _PAUSES_S: Final = (0.05, 0.1, 0.2, 0.4)
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 _T = TypeVar("_T")
 
+# None binds as NULL without adapting; left to sqlite3 (3.11), each None bound looks for an
+# ``__adapt__`` and a ``__conform__`` that are not there, formatting two AttributeErrors it drops.
+sqlite3.register_adapter(type(None), lambda _: None)
+
 # Primary SQLite result codes (the low byte of an extended code).
 _PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _AUTH, _NOTADB = (
     3, 5, 6, 8, 10, 11, 13, 14, 23, 26,
