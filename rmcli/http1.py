@@ -557,6 +557,14 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self._busy = 0
         self._waiters: deque[anyio.Event] = deque()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _clock(self) -> float:
+        """The loop's time, the loop looked up once (each look-up is a getpid system call)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.time()
 
     @property
     def open_connections(self) -> int:
@@ -595,7 +603,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         body); ``head_only`` for a HEAD request, whose reply has no body. With ``within_s``, the
         request must be done within that many seconds, its body read included: ``BodyIdle``
         past that (kept by the connection's timer: no cancel scope around the request)."""
-        deadline = None if within_s is None else asyncio.get_running_loop().time() + within_s
+        deadline = None if within_s is None else self._clock() + within_s
         origin = endpoint.origin
         return await self._exchange(origin, data, head_only, trace, None, None, tls_timeout_s, deadline)
 
