@@ -50,14 +50,21 @@ class WouldWait(Exception):
 
 
 class _Pending:
-    """One write waiting in a group: what to run, then its result or error."""
+    """One write waiting in a group: what to run, then its result or error; ``done`` is told the
+    result once it is committed (whether or not its caller still waits)."""
 
-    __slots__ = ("error", "result", "work")
+    __slots__ = ("done", "error", "result", "work")
 
-    def __init__(self, work: Callable[[Any], Any]) -> None:
+    def __init__(self, work: Callable[[Any], Any], done: Callable[[Any], None] | None) -> None:
         self.work = work
+        self.done = done
         self.result: Any = _UNSET
         self.error: BaseException | None = None
+
+    def committed(self, result: Any) -> None:
+        self.result = result
+        if self.done is not None:
+            self.done(result)
 
     def value(self) -> Any:
         if self.error is not None:
@@ -102,19 +109,25 @@ class GroupCommit(Generic[C]):
         self._gathering: _Group | None = None
         self._committing: set[asyncio.Task[None]] = set()  # groups that had to wait
 
-    async def run(self, work: Callable[[C], R], in_flight: Sized) -> R:
+    async def run(
+        self, work: Callable[[C], R], in_flight: Sized, done: Callable[[R], None] | None = None
+    ) -> R:
         """``work`` committed. It joins the group gathering in this turn if there is one; else,
         when ``in_flight`` (the caller's writers under way) holds others, it starts one; else it
-        commits alone, at once, with no turn of the loop lost."""
+        commits alone, at once, with no turn of the loop lost. ``done`` is told the result the
+        moment it is committed, before any other task runs: a caller cancelled while it waits
+        still has its write's result seen to."""
         group = self._gathering
         if group is None:
             if len(in_flight) < 2:
                 result: R = await self._run(work, None)
+                if done is not None:
+                    done(result)
                 return result
             loop = asyncio.get_running_loop()
             group = self._gathering = _Group(loop)
             loop.call_soon(self._commit_soon, group)
-        pending = _Pending(work)
+        pending = _Pending(work, done)
         group.pending.append(pending)
         await group.wait()
         return pending.value()  # type: ignore[no-any-return]
@@ -131,7 +144,7 @@ class GroupCommit(Generic[C]):
                 pass  # a lock held, a bad write: the task below sorts it out
             else:
                 for pending, result in zip(writes, results, strict=True):
-                    pending.result = result
+                    pending.committed(result)
                 group.set()
                 return
         task = group.loop.create_task(self._commit(group))
@@ -148,11 +161,11 @@ class GroupCommit(Generic[C]):
                     pass  # each alone below, each with its own result or error
                 else:
                     for pending, result in zip(group, results, strict=True):
-                        pending.result = result
+                        pending.committed(result)
                     return
             for pending in group:
                 try:
-                    pending.result = await self._run(pending.work, None)
+                    pending.committed(await self._run(pending.work, None))
                 except Exception as exc:
                     pending.error = exc
         finally:

@@ -479,9 +479,15 @@ class _Run:
 
     async def send_now(self, action: StartAttempt, key: str | None) -> AttemptEvent:
         now = self.clock()
-        await self.record_sent(action, now)
+        state = self.state
         try:
-            await anyio.lowlevel.checkpoint_if_cancelled()
+            if state is None or getattr(type(state.attempts), "cancel_safe", False):
+                # The record's write is the only wait: a cancellation comes through it.
+                await self.record_sent(action, now)
+            else:  # the write finishes, then a cancellation that came meanwhile is heard
+                with anyio.CancelScope(shield=True):
+                    await self.record_sent(action, now)
+                await anyio.lowlevel.checkpoint_if_cancelled()
         except anyio.get_cancelled_exc_class():
             await self.withdraw(action)  # given up while it was recorded: it never leaves
             raise
@@ -506,10 +512,13 @@ class _Run:
             message="no end was recorded (the process stopped)",
         )
         key = _new_key()
+        self.in_flight[action.attempt_id] = (key, sent, now)  # before the write: withdrawn if it is cut
         if self.state is not None:
-            with anyio.CancelScope(shield=True):
+            try:
                 await self.state.attempts.sent(key, self.origin, sent)
-        self.in_flight[action.attempt_id] = (key, sent, now)
+            except Exception:
+                del self.in_flight[action.attempt_id]  # not recorded: the store said why
+                raise
 
     async def withdraw(self, action: StartAttempt) -> None:
         """Take back the record of an attempt given up (a race lost, the deadline, the caller gone)

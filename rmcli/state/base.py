@@ -154,7 +154,9 @@ class Attempts(Protocol):
     """Every request sent to a provider. ``sent`` records it the moment it leaves, as it would
     stand if nothing more were heard of it (outcome ``cancelled``, the prompt's estimated cost);
     ``settle`` replaces that with how it ended. A process killed in between leaves the first
-    record, so a request the provider received is never missing from ``rmgr usage``."""
+    record, so a request the provider received is never missing from ``rmgr usage``. A store whose
+    class sets ``cancel_safe = True`` lets ``sent`` be cancelled (the runner then needs no shield
+    around it): the record is then written or not, and ``withdraw`` takes it back either way."""
 
     async def sent(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         """Record the attempt ``key`` (unique, made by the caller) as it leaves; nothing when ``key``

@@ -129,7 +129,7 @@ _PERM, _BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _AUTH, _NO
 
 _FIELDS: Final = rules.ATTEMPT_FIELDS
 _COLUMNS: Final = ", ".join(_FIELDS)
-_WITHDRAW: Final = "DELETE FROM attempts WHERE id = ?"
+_WITHDRAW: Final = "DELETE FROM attempts WHERE id = ? AND key = ?"
 _INSERT: Final = f"INSERT INTO attempts (key, {_COLUMNS}) VALUES (?{', ?' * len(_FIELDS)})"
 _AT: Final = _FIELDS.index("started_at_ms")  # a settle keeps it: the index's page is not written again
 _SETTLED: Final = _FIELDS[:_AT] + _FIELDS[_AT + 1 :]
@@ -253,21 +253,38 @@ class _Part:
 
 class SqliteAttempts(_Part):
     """``Attempts`` in the ``attempts`` table: one row written when an attempt is sent, rewritten by
-    its row id when it ends; with others in flight, group-committed (``rmcli.group_commit``)."""
+    its row id when it ends; with others in flight, group-committed (``rmcli.group_commit``).
+    ``cancel_safe`` (``Attempts``): a ``sent`` whose caller is cancelled is committed all the same
+    (its row known), or, withdrawn before its turn came, never written."""
+
+    cancel_safe: Final = True
 
     def __init__(self, db: Database) -> None:
         super().__init__(db)
         self._rows: dict[str, int] = {}  # the row of each attempt sent here and not yet settled
+        self._withdrawn: set[str] = set()  # withdrawn before their record's turn came: not written
         self._group = GroupCommit[sqlite3.Connection](db.run, "BEGIN IMMEDIATE", db.run_now)
 
     async def sent(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         if key not in self._rows:
             values = (key, *rules.attempt_values(origin, record))
-            self._rows[key] = await self._group.run(lambda c: _rowid(c.execute(_INSERT, values)), self._rows)
+
+            def insert(conn: sqlite3.Connection) -> int | None:
+                return None if key in self._withdrawn else _rowid(conn.execute(_INSERT, values))
+
+            def known(row: int | None) -> None:  # committed (None: withdrawn before its turn)
+                if row is None:
+                    self._withdrawn.discard(key)
+                else:
+                    self._rows[key] = row
+
+            await self._group.run(insert, self._rows, known)
 
     async def withdraw(self, key: str) -> None:
-        if (row := self._rows.pop(key, None)) is not None:
-            await self._group.run(lambda c: c.execute(_WITHDRAW, (row,)), self._rows)
+        if (row := self._rows.pop(key, None)) is None:
+            self._withdrawn.add(key)  # its record, if still to be written, is not
+        else:
+            await self._group.run(lambda c: c.execute(_WITHDRAW, (row, key)), self._rows)
 
     async def settle(self, key: str, origin: Origin, record: AttemptRecord) -> None:
         """Rewrite ``key`` with how it ended, or insert it when not sent here (kept for a later settle)."""

@@ -42,11 +42,12 @@ def test_the_state_code_stays_within_two_thousand_lines() -> None:
     concerns rebuilt in one (attempts, circuits, caps, cache, history) within 2,000 lines (issue
     14), plus the 11 of ``Attempts.withdraw`` since (issue 19: an attempt given up while its
     record was written is taken back), the 7 of ``Database.run_now`` (issue 19: a group of
-    writes committed by the loop, without waiting) and the 4 binding None without adapting it,
+    writes committed by the loop, without waiting), the 4 binding None without adapting it and
+    the 19 of a cancel-safe ``Attempts.sent`` (issue 19: no shield around each attempt's record),
     the chat conversations in a module of their own within 100."""
     files = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in (RMCLI / "state").glob("*.py")}
     assert files.pop("conversations.py") <= 100
-    assert sum(files.values()) <= 2022, files
+    assert sum(files.values()) <= 2041, files
 
 
 def test_fan_out_calls_every_hook_in_order_and_skips_missing_ones() -> None:

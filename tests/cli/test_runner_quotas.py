@@ -338,6 +338,25 @@ class SlowAttempts:
         return getattr(self._attempts, name)
 
 
+class CancelSafeSlowAttempts(SlowAttempts):
+    """``SlowAttempts`` whose ``sent`` the runner may cancel (``cancel_safe``: no shield around
+    it): the record is written before the wait, or with ``write_first`` False after it, so that a
+    cancellation during the wait leaves it unwritten."""
+
+    cancel_safe = True
+
+    def __init__(self, attempts: object, sent_s: dict[str, float], *, write_first: bool) -> None:
+        super().__init__(attempts, sent_s)
+        self._write_first = write_first
+
+    async def sent(self, key: str, origin: Origin, record: AttemptRecord) -> None:
+        if self._write_first:
+            await super().sent(key, origin, record)
+            return
+        await anyio.sleep(self._sent_s.get(record.provider, 0.0))
+        await self._attempts.sent(key, origin, record)
+
+
 async def race_lost_by_glm_before_it_sent(box: Sandbox, state: State) -> None:
     """glm-direct races anthropic-direct, which answers and wins: glm-direct's request never
     leaves, so it is no attempt: not in the outcome, not in the store, never seen by the provider."""
@@ -369,6 +388,18 @@ async def test_an_attempt_given_up_while_the_run_writes_the_winners_end_is_never
     so glm-direct's record, written meanwhile, is taken back and its request never leaves. (It
     used to leave: the soak found the request begun for a run that no longer counted it.)"""
     slow = SlowAttempts(state.attempts, sent_s={"glm-direct": 0.3}, settled_s={"anthropic-direct": 0.6})
+    state.attempts = slow  # type: ignore[assignment]
+    await race_lost_by_glm_before_it_sent(box, state)
+
+
+@pytest.mark.parametrize("write_first", [True, False], ids=["written, then cut", "cut before written"])
+async def test_an_attempt_given_up_while_a_cancel_safe_store_writes_its_record_is_taken_back(
+    box: Sandbox, state: State, write_first: bool
+) -> None:
+    """The same race over a store whose ``sent`` may be cancelled (``cancel_safe``, as the SQLite
+    store's is): no shield around glm-direct's record, so the give-up cuts its write short; it
+    is withdrawn whether it was written already or not yet, and its request never leaves."""
+    slow = CancelSafeSlowAttempts(state.attempts, {"glm-direct": 0.3}, write_first=write_first)
     state.attempts = slow  # type: ignore[assignment]
     await race_lost_by_glm_before_it_sent(box, state)
 

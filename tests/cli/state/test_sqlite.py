@@ -488,3 +488,36 @@ async def test_attempts_in_flight_at_once_are_group_committed_each_in_the_file_b
     writes = [line.split(" ", 1)[0] for line in traced if line.split(" ", 1)[0] in ("INSERT", "UPDATE")]
     assert writes.count("INSERT") == writes.count("UPDATE") == 32
     assert 0 < traced.count("COMMIT") < 32
+
+
+@pytest.mark.parametrize("withdrawn", ["before its turn", "once committed"])
+async def test_an_attempt_whose_record_is_cut_off_in_a_group_is_written_or_not_and_withdrawn_either_way(
+    opened: State, tmp_path: Path, withdrawn: str
+) -> None:
+    """``cancel_safe``: a ``sent`` waiting in a commit group (two other attempts in flight) whose
+    caller is cancelled is either taken back before the group commits (never written) or, the
+    group having committed it, deleted by ``withdraw``: no row is left either way, and the two
+    others stay as written."""
+    path = tmp_path / "home" / DB_FILENAME
+    origin = Origin("r", "ask")
+    sent = AttemptRecord(provider="p", model="m", outcome="cancelled")
+    for key in ("a", "b"):
+        await opened.attempts.sent(key, origin, sent)
+    cut = anyio.CancelScope()
+
+    async def cut_off() -> None:
+        with cut:
+            await opened.attempts.sent("c", origin, sent)
+        assert cut.cancelled_caught
+        if withdrawn == "once committed":
+            await opened.attempts.withdraw("c")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cut_off)
+        await anyio.lowlevel.checkpoint()  # "c" waits in its group, not yet committed
+        cut.cancel()
+        if withdrawn == "before its turn":
+            await opened.attempts.withdraw("c")
+    await anyio.sleep(0.05)
+    assert sql(path, "SELECT key FROM attempts ORDER BY key") == [("a",), ("b",)]
+    assert opened.attempts._withdrawn == set()  # type: ignore[attr-defined]
