@@ -91,6 +91,15 @@ class _Group:
         self.waiting.append(done)
         await done
 
+    def work(self, conn: Any) -> list[Any]:
+        """Every write of the group on ``conn``, in order: the transaction's work."""
+        return [pending.work(conn) for pending in self.pending]
+
+    def committed(self, results: list[Any]) -> None:
+        """The group's transaction committed with ``results``, one per write in order."""
+        for pending, result in zip(self.pending, results, strict=True):
+            pending.committed(result)
+
     def set(self) -> None:
         """The group is committed (or failed): wake every caller still waiting."""
         for done in self.waiting:
@@ -137,36 +146,32 @@ class GroupCommit(Generic[C]):
         without waiting, else in a task of their own."""
         self._gathering = None
         if self._run_now is not None:
-            writes = group.pending
             try:
-                results = self._run_now(lambda conn: [p.work(conn) for p in writes], self._begin)
+                results = self._run_now(group.work, self._begin)
             except Exception:
                 pass  # a lock held, a bad write: the task below sorts it out
             else:
-                for pending, result in zip(writes, results, strict=True):
-                    pending.committed(result)
+                group.committed(results)
                 group.set()
                 return
         task = group.loop.create_task(self._commit(group))
         self._committing.add(task)
         task.add_done_callback(self._committing.discard)
 
-    async def _commit(self, gathered: _Group) -> None:
-        group = gathered.pending
+    async def _commit(self, group: _Group) -> None:
         try:
-            if len(group) > 1:
+            if len(group.pending) > 1:
                 try:
-                    results = await self._run(lambda conn: [p.work(conn) for p in group], self._begin)
+                    results = await self._run(group.work, self._begin)
                 except Exception:
                     pass  # each alone below, each with its own result or error
                 else:
-                    for pending, result in zip(group, results, strict=True):
-                        pending.committed(result)
+                    group.committed(results)
                     return
-            for pending in group:
+            for pending in group.pending:
                 try:
                     pending.committed(await self._run(pending.work, None))
                 except Exception as exc:
                     pending.error = exc
         finally:
-            gathered.set()
+            group.set()

@@ -61,6 +61,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -161,12 +162,20 @@ class BodyIdle(Exception):
 _LATE: Final = object()
 
 
+_NO_LIMIT: Final = contextlib.nullcontext()
+_NO_TIMEOUTS: Final[Mapping[str, float | None]] = MappingProxyType({})
+
+
+def _limit(
+    seconds: float | None, error: type[httpx.TimeoutException]
+) -> contextlib.AbstractContextManager[None]:
+    """``error`` after ``seconds`` (an httpx client timeout); nothing when None, as ``rmcli`` sets it
+    (then a shared empty context: no generator to run on every request and every chunk)."""
+    return _NO_LIMIT if seconds is None else _limited(seconds, error)
+
+
 @contextlib.contextmanager
-def _limit(seconds: float | None, error: type[httpx.TimeoutException]) -> Iterator[None]:
-    """``error`` after ``seconds`` (an httpx client timeout); nothing when None, as ``rmcli`` sets it."""
-    if seconds is None:
-        yield
-        return
+def _limited(seconds: float, error: type[httpx.TimeoutException]) -> Iterator[None]:
     try:
         with anyio.fail_after(seconds):
             yield
@@ -255,6 +264,10 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         self._loop = asyncio.get_running_loop()  # once: each look-up is a system call (getpid)
 
+    def now(self) -> float:
+        """The loop's time (the loop looked up once it connected: each look-up is a getpid)."""
+        return (self._loop or asyncio.get_running_loop()).time()
+
     def data_received(self, data: bytes) -> None:
         if not self.asked or self.complete:
             self.reusable_after = False  # nothing was asked: a broken or hostile server
@@ -341,7 +354,7 @@ class _Connection(asyncio.Protocol):
         by one timer per connection, left in place from wait to wait and moved only when it
         fires early or a wait needs it sooner: a stream's chunks, each waited for with a later
         deadline, cost no timer each (nor a cancel scope each, as a limit around the wait would)."""
-        loop = self._loop or asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()  # as ``now`` finds it
         waiter = self._waiter = loop.create_future()
         if deadline is not None:
             self._deadline = deadline
@@ -491,9 +504,7 @@ class Reply:
         connection = self._connection
         if connection is None:
             return None
-        deadline = asyncio.get_running_loop().time() + within_s
-        if self._read_timeout_s is None:
-            return await connection.read_body(deadline)
+        deadline = connection.now() + within_s
         with _limit(self._read_timeout_s, httpx.ReadTimeout):
             return await connection.read_body(deadline)
 
@@ -503,11 +514,8 @@ class Reply:
         if connection is None:
             return
         while True:
-            if self._read_timeout_s is None:
+            with _limit(self._read_timeout_s, httpx.ReadTimeout):
                 data = await connection.read_body(self._deadline)
-            else:
-                with _limit(self._read_timeout_s, httpx.ReadTimeout):
-                    data = await connection.read_body(self._deadline)
             if data is None:
                 return
             yield data
@@ -648,29 +656,24 @@ class Http1Transport(httpx.AsyncBaseTransport):
     ) -> Reply:
         if self._closed:
             raise RuntimeError("the transport is closed")
-        if timeouts is None:  # the direct way: no httpx client timeouts to keep
+        timeouts = timeouts or _NO_TIMEOUTS  # the direct way gives none
+        with _limit(timeouts.get("pool"), httpx.PoolTimeout):
             connection = await self._take(origin, deadline)
-        else:
-            with _limit(timeouts.get("pool"), httpx.PoolTimeout):
-                connection = await self._take(origin, deadline)
         try:
             if connection is None:
-                connect_s = None if timeouts is None else timeouts.get("connect")
+                connect_s = timeouts.get("connect")
                 with _by(deadline):
                     host = sni or origin[1]
                     connection = await self._connect(origin, host, trace, connect_s, tls_timeout_s)
             connection.send(data, head_only=head_only)
-            if timeouts is None:
+            with _limit(timeouts.get("read"), httpx.ReadTimeout):
                 await connection.read_head(deadline)
-            else:
-                with _limit(timeouts.get("read"), httpx.ReadTimeout):
-                    await connection.read_head(deadline)
         except BaseException:
             if connection is not None:
                 connection.close()
             self._free()
             raise
-        return Reply(self, connection, None if timeouts is None else timeouts.get("read"), deadline)
+        return Reply(self, connection, timeouts.get("read"), deadline)
 
     # -- the pool ------------------------------------------------------------------------------
 

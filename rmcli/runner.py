@@ -83,7 +83,7 @@ from rmcore.events import (
     TargetSkipped,
     TimePassed,
 )
-from rmcore.plan import RunPlan, leaves, unsupported
+from rmcore.plan import RunPlan, probe_timeout_s, unsupported
 from rmcore.pricing import cost_usd
 from rmcore.providers import ProviderSpec
 from rmcore.quota import Charge, Refusal, Resource, attempt_charges, attempt_settlement
@@ -224,10 +224,6 @@ async def route(
         ledger=ledger,
     )
     return await _Run(engine, routing, clock, perspective).run()
-
-
-_PROBE_TIMEOUTS: dict[int, tuple[RunPlan, float]] = {}
-"""Each plan's longest attempt timeout, by the plan's identity (the plan is kept with it)."""
 
 
 class _NeedsTasks(Exception):
@@ -589,24 +585,12 @@ class _Run:
         if self.engine.attempt_count != self.recorded:
             await self.flush_records()
 
-    def probe_timeout_s(self) -> float:
-        """How long a probe of an open circuit may take: the plan's longest attempt timeout
-        (found once per plan: every admission asks)."""
-        plan = self.plan
-        known = _PROBE_TIMEOUTS.get(id(plan))
-        if known is None or known[0] is not plan:
-            if len(_PROBE_TIMEOUTS) >= 64:  # a plan per call (a client's caps added): keep few
-                _PROBE_TIMEOUTS.clear()
-            longest = max((t.attempt_timeout_s for t in leaves(plan)), default=30.0)
-            known = _PROBE_TIMEOUTS[id(plan)] = (plan, longest)
-        return known[1]
-
     async def admit(self, spec: ProviderSpec) -> CircuitAnswered:
         if self.state is None or not self.breakers:
             return CircuitAnswered(provider=spec.name, at=self.clock(), decision="allowed")
         now = time.time()
         admission = await self.state.circuits.admit(
-            spec.name, now, self.plan.breaker.cooldown_s, self.probe_timeout_s()
+            spec.name, now, self.plan.breaker.cooldown_s, probe_timeout_s(self.plan)
         )
         clean = self.routing.clean
         if admission.decision == "allowed" and admission.state == CircuitState(provider=spec.name):

@@ -48,6 +48,7 @@ __all__ = [
     "build_plan",
     "first_leaf",
     "leaves",
+    "probe_timeout_s",
     "unsupported",
 ]
 
@@ -150,6 +151,21 @@ def first_leaf(node: RunPlan | RoutePlan | TargetPlan) -> TargetPlan:
     while not isinstance(node, TargetPlan):
         node = node.targets[0]
     return node
+
+
+def probe_timeout_s(node: RunPlan | RoutePlan | TargetPlan) -> float:
+    """How long a probe of an open circuit may take under ``node`` (``rmcore.breaker.admit``): its
+    longest attempt timeout. Asked before every attempt, so the tree is walked without a
+    generator per level."""
+    longest: float | None = None
+    stack: list[RunPlan | RoutePlan | TargetPlan] = [node]
+    while stack:
+        here = stack.pop()
+        if isinstance(here, TargetPlan):
+            longest = here.attempt_timeout_s if longest is None else max(longest, here.attempt_timeout_s)
+        else:
+            stack.extend(here.targets)
+    return 30.0 if longest is None else longest
 
 
 def unsupported(plan: RunPlan, request: ChatRequest) -> Problem | None:

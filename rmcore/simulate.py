@@ -38,7 +38,7 @@ from rmcore.events import (
     TargetSkipped,
     TimePassed,
 )
-from rmcore.plan import RunPlan, leaves
+from rmcore.plan import RunPlan, probe_timeout_s
 from rmcore.pricing import estimate_prompt_tokens
 from rmcore.requests import ChatRequest
 
@@ -149,7 +149,7 @@ def simulate(
     cancelled: set[int] = set()
     now = start_s
     pending: list[Action] = list(engine.start(now))
-    probe_timeout = max((t.attempt_timeout_s for t in leaves(plan)), default=30.0)
+    probe_timeout = probe_timeout_s(plan)
     while True:
         if len(steps) > _STEP_LIMIT:
             raise RuntimeError("the simulation did not end")

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from returns.result import Failure, Success
 
 from rmcore.errors import ErrorKind
-from rmcore.plan import RoutePlan, RunPlan, TargetPlan, build_plan, leaves
+from rmcore.plan import RoutePlan, RunPlan, TargetPlan, build_plan, first_leaf, leaves, probe_timeout_s
 from rmcore.policy import Policy, resolve_providers, route_providers
 from rmcore.policy.schema import Strategy
 from rmcore.providers import BUILTIN_NAMES, ProviderSpec, builtin_providers
@@ -341,6 +341,18 @@ def test_any_decoded_route_keeps_its_order_and_each_target_s_effective_limits(
     ]
     assert got == expected_leaves(targets, {}, top)
     assert plan.strategy == Strategy(strategy)
+
+
+@settings(max_examples=60, deadline=None)
+@given(route_targets(), st.fixed_dictionaries({key: SECONDS for key in OVERRIDES[:3]}))
+def test_the_first_leaf_and_the_probe_timeout_are_read_off_the_leaves(
+    targets: list[Any], limits: dict[str, float]
+) -> None:
+    """What every run asks of its plan without walking it by generators: the first target is
+    the first leaf, and a probe may take as long as the longest attempt timeout of the leaves."""
+    plan = plan_of(policy_of(tomli_w.dumps({"version": 1, "route": {"targets": targets}, "limits": limits})))
+    assert first_leaf(plan) == next(leaves(plan))
+    assert probe_timeout_s(plan) == max(t.attempt_timeout_s for t in leaves(plan))
 
 
 def test_a_provider_spec_in_the_plan_is_the_resolved_one() -> None:
